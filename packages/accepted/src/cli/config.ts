@@ -1,0 +1,91 @@
+import { parseArgs } from 'node:util';
+import path from 'node:path';
+
+/** `accepted serve` settings: flags first, then environment, then defaults. Frozen. */
+export interface ServeConfig {
+  port: number;
+  host: string;
+  /** Folder holding the embedded database (`accepted.db`). */
+  dataDir: string;
+  demo: boolean;
+  handlers: string | null;
+  concurrency: number;
+  /** How long running handlers may finish after SIGTERM/SIGINT, in ms. */
+  shutdownGraceMs: number;
+  logLevel: string;
+  /** Flush every commit to disk (`full`, default) or only to the OS (`normal`). */
+  durability: 'full' | 'normal';
+}
+
+export const SERVE_USAGE = `Usage: accepted serve [options]
+
+  --port N            port to listen on (env ACCEPTED_PORT, default 8080; 0 = any free port)
+  --host ADDR         address to bind (env ACCEPTED_HOST, default 127.0.0.1)
+  --data DIR          data folder for the embedded store (env ACCEPTED_DATA, default ./.data)
+  --demo              register the demo operation types (demo.echo, demo.sleep, ...)
+  --handlers FILE     a module exporting operation definitions (default export or 'operations')
+  --concurrency N     handlers run at once (env ACCEPTED_CONCURRENCY, default 32)
+  --grace MS          shutdown grace for running handlers (env ACCEPTED_GRACE_MS, default 10000)
+  --durability MODE   full (default) or normal (env ACCEPTED_DURABILITY)
+  --log-level LEVEL   trace|debug|info|warn|error|silent (env ACCEPTED_LOG_LEVEL, default info)
+`;
+
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
+function int(name: string, value: string | undefined, fallback: number, min: number, max: number) {
+  if (value === undefined || value === '') return fallback;
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < min || n > max) {
+    throw new UsageError(`${name} must be a whole number from ${min} to ${max} (got "${value}")`);
+  }
+  return n;
+}
+
+export function resolveServeConfig(
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv = process.env,
+): ServeConfig {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...argv],
+      strict: true,
+      allowPositionals: false,
+      options: {
+        port: { type: 'string' },
+        host: { type: 'string' },
+        data: { type: 'string' },
+        demo: { type: 'boolean' },
+        handlers: { type: 'string' },
+        concurrency: { type: 'string' },
+        grace: { type: 'string' },
+        durability: { type: 'string' },
+        'log-level': { type: 'string' },
+      },
+    });
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const v = parsed.values;
+  const durability = v.durability ?? env.ACCEPTED_DURABILITY ?? 'full';
+  if (durability !== 'full' && durability !== 'normal') {
+    throw new UsageError(`--durability must be full or normal (got "${durability}")`);
+  }
+  const logLevel = v['log-level'] ?? env.ACCEPTED_LOG_LEVEL ?? 'info';
+  if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(logLevel)) {
+    throw new UsageError(`--log-level must be one of trace, debug, info, warn, error, silent`);
+  }
+  return Object.freeze({
+    port: int('--port', v.port ?? env.ACCEPTED_PORT, 8080, 0, 65535),
+    host: v.host ?? env.ACCEPTED_HOST ?? '127.0.0.1',
+    dataDir: path.resolve(v.data ?? env.ACCEPTED_DATA ?? '.data'),
+    demo: v.demo ?? false,
+    handlers: v.handlers ? path.resolve(v.handlers) : null,
+    concurrency: int('--concurrency', v.concurrency ?? env.ACCEPTED_CONCURRENCY, 32, 1, 10_000),
+    shutdownGraceMs: int('--grace', v.grace ?? env.ACCEPTED_GRACE_MS, 10_000, 0, 3_600_000),
+    logLevel,
+    durability,
+  });
+}

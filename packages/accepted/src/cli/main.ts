@@ -1,0 +1,123 @@
+#!/usr/bin/env node
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { createAccepted } from '../engine/accepted.ts';
+import type { AnyOperationDefinition } from '../engine/definition.ts';
+import { demoOperations } from '../engine/demo.ts';
+import { createHttpServer } from '../http/server.ts';
+import { pino } from 'pino';
+import { sqliteStore } from '../store/sqlite/sqlite-store.ts';
+import { SERVE_USAGE, UsageError, resolveServeConfig, type ServeConfig } from './config.ts';
+
+const USAGE = `Usage: accepted <command> [options]
+
+Commands:
+  serve     run the server (see 'accepted serve --help')
+`;
+
+type Definitions = AnyOperationDefinition[];
+
+async function loadHandlers(file: string): Promise<Definitions> {
+  const mod = (await import(pathToFileURL(file).href)) as {
+    default?: unknown;
+    operations?: unknown;
+  };
+  const found = mod.operations ?? mod.default;
+  if (!Array.isArray(found)) {
+    throw new UsageError(
+      `${file} must export its operation definitions as an array (export default [...] or export const operations = [...])`,
+    );
+  }
+  return found as Definitions;
+}
+
+async function serve(config: ServeConfig): Promise<void> {
+  const operations: Definitions = [];
+  if (config.demo) operations.push(...demoOperations);
+  if (config.handlers) operations.push(...(await loadHandlers(config.handlers)));
+  const logger = pino({ level: config.logLevel });
+  const accepted = createAccepted({
+    store: sqliteStore({
+      filename: path.join(config.dataDir, 'accepted.db'),
+      durability: config.durability,
+    }),
+    operations,
+    concurrency: config.concurrency,
+    shutdownGraceMs: config.shutdownGraceMs,
+    logger,
+  });
+  await accepted.start();
+  const app = createHttpServer({ accepted, logger });
+  const url = await app.listen({ port: config.port, host: config.host });
+  logger.info(
+    {
+      url,
+      store: 'sqlite',
+      data: config.dataDir,
+      operationTypes: [...accepted.definitions.keys()],
+    },
+    'accepted ready',
+  );
+  let stopping = false;
+  const drain = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      logger.warn({ signal }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    stopping = true;
+    logger.info({ signal, graceMs: config.shutdownGraceMs }, 'draining');
+    void (async () => {
+      try {
+        await app.close();
+        await accepted.stop({ graceful: true, timeoutMs: config.shutdownGraceMs });
+        logger.info('stopped');
+        process.exit(0);
+      } catch (error) {
+        logger.error({ err: error }, 'shutdown failed');
+        process.exit(1);
+      }
+    })();
+  };
+  process.on('SIGTERM', drain);
+  process.on('SIGINT', drain);
+}
+
+export async function main(argv: readonly string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === '--help' || command === '-h') {
+    process.stdout.write(USAGE);
+    return command === undefined ? 2 : 0;
+  }
+  try {
+    if (command === 'serve') {
+      if (rest.includes('--help') || rest.includes('-h')) {
+        process.stdout.write(SERVE_USAGE);
+        return 0;
+      }
+      await serve(resolveServeConfig(rest));
+      return 0;
+    }
+    throw new UsageError(`unknown command "${command}"`);
+  } catch (error) {
+    if (error instanceof UsageError) {
+      process.stderr.write(
+        `accepted: ${error.message}\n\n${command === 'serve' ? SERVE_USAGE : USAGE}`,
+      );
+      return 2;
+    }
+    throw error;
+  }
+}
+
+const invoked = process.argv[1] ? pathToFileURL(path.resolve(process.argv[1])).href : '';
+if (import.meta.url === invoked) {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      if (code !== 0) process.exit(code);
+    },
+    (error: unknown) => {
+      console.error(error);
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,134 @@
+/**
+ * One error type with stable string codes. The table below is the single place that says,
+ * for every code, what HTTP status it maps to and whether a client may retry. Codes are
+ * documented in docs/errors.md and never reused for another meaning.
+ */
+export const ERROR_CODES = {
+  // Requests that are wrong and must be corrected before being sent again.
+  VALIDATION_FAILED: { status: 422, title: 'The request is not valid', retryable: false },
+  MALFORMED_JSON: { status: 400, title: 'The body is not valid JSON', retryable: false },
+  UNSUPPORTED_MEDIA_TYPE: {
+    status: 415,
+    title: 'The body must be application/json',
+    retryable: false,
+  },
+  PAYLOAD_TOO_LARGE: { status: 413, title: 'The body is too large', retryable: false },
+  UNKNOWN_OPERATION_TYPE: {
+    status: 422,
+    title: 'No handler is registered for this operation type',
+    retryable: false,
+  },
+  INVALID_ID: { status: 404, title: 'Operation not found', retryable: false },
+  OPERATION_NOT_FOUND: { status: 404, title: 'Operation not found', retryable: false },
+  ROUTE_NOT_FOUND: { status: 404, title: 'No such route', retryable: false },
+  METHOD_NOT_ALLOWED: { status: 405, title: 'Method not allowed', retryable: false },
+  // State conflicts: the request was fine but the operation is not in a state that allows it.
+  ILLEGAL_TRANSITION: {
+    status: 409,
+    title: 'The operation is not in a state that allows this',
+    retryable: false,
+  },
+  ALREADY_TERMINAL: { status: 409, title: 'The operation has already finished', retryable: false },
+  LEASE_LOST: {
+    status: 409,
+    title: 'The lease on this operation is no longer held',
+    retryable: false,
+  },
+  // The server's side.
+  STORE_LOCKED: {
+    status: 503,
+    title: 'The data directory is in use by another process',
+    retryable: true,
+  },
+  SHUTTING_DOWN: { status: 503, title: 'The server is shutting down', retryable: true },
+  NOT_STARTED: { status: 503, title: 'The engine has not been started', retryable: true },
+  INTERNAL: { status: 500, title: 'Internal server error', retryable: true },
+} as const satisfies Record<string, { status: number; title: string; retryable: boolean }>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** A problem with one field of a request, for 422 answers that list every field at fault. */
+export interface FieldProblem {
+  /** JSON pointer to the field, such as `/input/ms`. */
+  field: string;
+  message: string;
+}
+
+export interface AcceptedErrorOptions {
+  /** How to fix it, said to the person reading the error. */
+  fix?: string;
+  /** The fields at fault. */
+  fields?: FieldProblem[];
+  /** Any other machine-readable detail (never internals). */
+  details?: Record<string, unknown>;
+  cause?: unknown;
+}
+
+/** The error every module of Accepted throws for an expected failure. */
+export class AcceptedError extends Error {
+  override readonly name = 'AcceptedError';
+  readonly code: ErrorCode;
+  readonly fix: string | undefined;
+  readonly fields: FieldProblem[] | undefined;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message: string, options: AcceptedErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.fix = options.fix;
+    this.fields = options.fields;
+    this.details = options.details;
+  }
+
+  get status(): number {
+    return ERROR_CODES[this.code].status;
+  }
+
+  get retryable(): boolean {
+    return ERROR_CODES[this.code].retryable;
+  }
+}
+
+export function isAcceptedError(value: unknown): value is AcceptedError {
+  return value instanceof AcceptedError;
+}
+
+/**
+ * Thrown by a handler to fail the operation at once, with no further attempts.
+ * `code` becomes the operation's `error.code`.
+ */
+export class PermanentError extends Error {
+  override readonly name = 'PermanentError';
+  readonly code: string;
+  readonly details: unknown;
+  constructor(
+    message: string,
+    options: { code?: string; details?: unknown; cause?: unknown } = {},
+  ) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = options.code ?? 'PERMANENT_FAILURE';
+    this.details = options.details;
+  }
+}
+
+/**
+ * Thrown by a handler to fail this attempt and ask for the next one no sooner than `delayMs`
+ * from now (a rate-limited upstream, say). Counts as an attempt.
+ */
+export class RetryAfterError extends Error {
+  override readonly name = 'RetryAfterError';
+  readonly code: string;
+  readonly delayMs: number;
+  constructor(
+    delayMs: number,
+    message = `retry after ${delayMs} ms`,
+    options: { code?: string } = {},
+  ) {
+    super(message);
+    if (!Number.isFinite(delayMs) || delayMs < 0) {
+      throw new RangeError('RetryAfterError: delayMs must be a finite number >= 0');
+    }
+    this.delayMs = delayMs;
+    this.code = options.code ?? 'RETRY_AFTER';
+  }
+}

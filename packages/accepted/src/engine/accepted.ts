@@ -1,0 +1,496 @@
+import { AcceptedError } from '../domain/errors.ts';
+import {
+  EVENT_TYPES,
+  TERMINAL_EVENT_TYPES,
+  type EventType,
+  type OperationEvent,
+} from '../domain/events.ts';
+import { isOperationId, newOperationId } from '../domain/ids.ts';
+import {
+  isTerminal,
+  type Json,
+  type Operation,
+  type OperationStatus,
+} from '../domain/operation.ts';
+import type { Page, Store } from '../store/store.ts';
+import type { AnyOperationDefinition, Backoff, Logger, OperationDefinition } from './definition.ts';
+import { EventFeed } from './feed.ts';
+import { SubmitValidator, type SubmitRequest } from './submit.ts';
+import { Worker } from './worker.ts';
+
+export const DEFAULT_TENANT = 'default';
+
+/** Everything `createAccepted` takes. Validated once, then frozen. */
+export interface AcceptedOptions {
+  /** Where operations and events live (`sqliteStore(...)`, later `postgresStore(...)`). */
+  store: Store;
+  /** The operation types this instance accepts (and runs, when it is a worker). */
+  operations: readonly AnyOperationDefinition[];
+  /** Handlers run at once. Default 32. */
+  concurrency?: number;
+  /** Run handlers in this instance. Default true; false makes an API-only node. */
+  worker?: boolean;
+  /** Lease length; a worker that stops renewing loses its operations after this. Default 30 s. */
+  leaseMs?: number;
+  /** Lease renewal period. Default leaseMs / 3. */
+  heartbeatMs?: number;
+  /** Safety poll for work and events, in case a wake-up hint is lost. Default 1000 ms. */
+  pollIntervalMs?: number;
+  /** How often expired leases are looked for. Default 5000 ms. */
+  leaseRecoveryIntervalMs?: number;
+  /** Attempts when neither the submit nor the type says. Default 3. */
+  maxAttempts?: number;
+  /** Backoff between attempts when the type does not say. Default exponential from 1 s, x2, ±50% jitter, at most 1 h. */
+  backoff?: Backoff;
+  /** How long finished operations are kept. Default 7 days. */
+  retentionMs?: number;
+  /** How often finished operations past retention are removed. Default 1 hour. */
+  retentionIntervalMs?: number;
+  /** Largest input accepted, as JSON bytes. Default 1 MiB. */
+  maxInputBytes?: number;
+  /** Largest result stored, as JSON bytes. Default 1 MiB. */
+  maxResultBytes?: number;
+  /** At stop, how long running handlers may take before they are aborted. Default 10 s. */
+  shutdownGraceMs?: number;
+  /** Structured logger (pino-compatible). Default: warnings and errors to the console. */
+  logger?: Logger;
+}
+
+export interface SubmitOptions {
+  /** Do not start before this time. */
+  runAt?: Date | number | string;
+  maxAttempts?: number;
+  timeoutMs?: number;
+  labels?: Record<string, string>;
+  callbackUrl?: string;
+  /** The tenant that owns the operation. Default `default`. */
+  tenant?: string;
+  traceparent?: string;
+}
+
+export interface Scope {
+  tenant?: string;
+}
+
+export interface ListOptions extends Scope {
+  status?: OperationStatus | readonly OperationStatus[];
+  type?: string;
+  labels?: Record<string, string>;
+  /** Page size, 1..500. Default 50. */
+  limit?: number;
+  cursor?: string;
+}
+
+export interface EventsOptions extends Scope {
+  /** Start after this seq. Default 0 (the whole retained log). */
+  after?: number;
+  operationId?: string;
+  types?: readonly EventType[];
+  /** Keep waiting for new events (default true); false ends when the log is read. */
+  follow?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface WaitOptions extends Scope {
+  /** Return as soon as the version is greater than this; default: wait until terminal. */
+  afterVersion?: number;
+  /** Give up after this long and return the current state. Default: no limit. */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+export interface StopOptions {
+  /** Let running handlers finish (up to `timeoutMs`). Default true. */
+  graceful?: boolean;
+  /** Default: the `shutdownGraceMs` option. */
+  timeoutMs?: number;
+}
+
+/** The library's face: submit and observe operations, and run their handlers. */
+export interface Accepted {
+  readonly store: Store;
+  /** The registered operation types. */
+  readonly definitions: ReadonlyMap<string, OperationDefinition<never, unknown>>;
+  start(): Promise<void>;
+  stop(options?: StopOptions): Promise<void>;
+  /** Resolves when the store answers. */
+  ready(): Promise<void>;
+  submit(type: string, input?: Json, options?: SubmitOptions): Promise<Operation>;
+  /** Validates an untrusted submit body (the HTTP API's) and creates the operation. */
+  submitRequest(body: unknown, scope?: Scope & { traceparent?: string }): Promise<Operation>;
+  get(id: string, scope?: Scope): Promise<Operation | null>;
+  list(options?: ListOptions): Promise<Page<Operation>>;
+  cancel(id: string, scope?: Scope): Promise<Operation>;
+  retry(id: string, scope?: Scope & { runAt?: Date | number }): Promise<Operation>;
+  delete(id: string, scope?: Scope): Promise<void>;
+  /** The log, in order, following new events unless `follow: false`. */
+  events(options?: EventsOptions): AsyncIterableIterator<OperationEvent>;
+  /** Waits for a change (or for the end) of one operation. */
+  wait(id: string, options?: WaitOptions): Promise<Operation>;
+}
+
+const consoleLogger: Logger = {
+  debug: () => undefined,
+  info: () => undefined,
+  warn: (obj, msg) => console.warn('[accepted]', msg ?? '', obj),
+  error: (obj, msg) => console.error('[accepted]', msg ?? '', obj),
+};
+
+function positiveInt(name: string, value: number | undefined, fallback: number): number {
+  const v = value ?? fallback;
+  if (!Number.isSafeInteger(v) || v < 0) {
+    throw new AcceptedError('VALIDATION_FAILED', `Option ${name} must be a whole number >= 0.`, {
+      fields: [{ field: `/${name}`, message: 'must be a whole number >= 0' }],
+    });
+  }
+  return v;
+}
+
+function toEpoch(value: Date | number | string): number {
+  const ms =
+    value instanceof Date ? value.getTime() : typeof value === 'number' ? value : Date.parse(value);
+  if (!Number.isFinite(ms)) {
+    throw new AcceptedError('VALIDATION_FAILED', 'runAt is not a valid time.', {
+      fields: [{ field: '/runAt', message: 'must be a date-time' }],
+      fix: 'Use an RFC 3339 time such as 2030-01-01T00:00:00Z.',
+    });
+  }
+  return ms;
+}
+
+/** Builds an Accepted instance. Nothing runs until `start()`. */
+export function createAccepted(options: AcceptedOptions): Accepted {
+  const store = options.store;
+  const log = options.logger ?? consoleLogger;
+  const definitions = new Map<string, OperationDefinition<never, unknown>>();
+  for (const definition of options.operations) {
+    if (definitions.has(definition.type)) {
+      throw new AcceptedError(
+        'VALIDATION_FAILED',
+        `Operation type ${definition.type} is defined twice.`,
+      );
+    }
+    if (!new RegExp('^[A-Za-z][A-Za-z0-9_.:/-]{0,127}$').test(definition.type)) {
+      throw new AcceptedError(
+        'VALIDATION_FAILED',
+        `Operation type "${definition.type}" is not a valid name.`,
+        {
+          fix: 'Start with a letter; use letters, digits and . _ : / - (at most 128 characters).',
+        },
+      );
+    }
+    definitions.set(definition.type, definition as OperationDefinition<never, unknown>);
+  }
+  const leaseMs = positiveInt('leaseMs', options.leaseMs, 30_000);
+  const settings = Object.freeze({
+    concurrency: Math.max(1, positiveInt('concurrency', options.concurrency, 32)),
+    worker: options.worker ?? true,
+    leaseMs,
+    heartbeatMs: Math.max(
+      1,
+      positiveInt('heartbeatMs', options.heartbeatMs, Math.floor(leaseMs / 3)),
+    ),
+    pollIntervalMs: Math.max(10, positiveInt('pollIntervalMs', options.pollIntervalMs, 1000)),
+    leaseRecoveryIntervalMs: Math.max(
+      10,
+      positiveInt('leaseRecoveryIntervalMs', options.leaseRecoveryIntervalMs, 5000),
+    ),
+    maxAttempts: Math.max(1, positiveInt('maxAttempts', options.maxAttempts, 3)),
+    backoff: options.backoff,
+    retentionMs: positiveInt('retentionMs', options.retentionMs, 7 * 24 * 3600 * 1000),
+    retentionIntervalMs: Math.max(
+      1000,
+      positiveInt('retentionIntervalMs', options.retentionIntervalMs, 3600 * 1000),
+    ),
+    maxInputBytes: positiveInt('maxInputBytes', options.maxInputBytes, 1024 * 1024),
+    maxResultBytes: positiveInt('maxResultBytes', options.maxResultBytes, 1024 * 1024),
+    shutdownGraceMs: positiveInt('shutdownGraceMs', options.shutdownGraceMs, 10_000),
+  });
+  const validator = new SubmitValidator(definitions, settings.maxInputBytes);
+  const feed = new EventFeed(store, settings.pollIntervalMs, log);
+  const worker = settings.worker ? new Worker(store, definitions, { ...settings }, log) : null;
+  let state: 'new' | 'starting' | 'started' | 'stopping' | 'stopped' = 'new';
+  let retentionTimer: NodeJS.Timeout | null = null;
+
+  function assertRunning(): void {
+    if (state === 'started') return;
+    if (state === 'stopping' || state === 'stopped') {
+      throw new AcceptedError('SHUTTING_DOWN', 'This instance is shutting down.', {
+        fix: 'Send the request to another instance or retry after the restart.',
+      });
+    }
+    throw new AcceptedError('NOT_STARTED', 'Call start() before using this instance.');
+  }
+
+  function tenantOf(scope: Scope | undefined): string {
+    return scope?.tenant ?? DEFAULT_TENANT;
+  }
+
+  async function purgeExpired(): Promise<void> {
+    try {
+      const before = Date.now() - settings.retentionMs;
+      while ((await store.purge(before, 1000)) === 1000) {
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    } catch (error) {
+      log.error({ err: error }, 'retention cleanup failed');
+    }
+  }
+
+  async function create(request: SubmitRequest, tenant: string, traceparent?: string) {
+    assertRunning();
+    const definition = definitions.get(request.type);
+    const now = Date.now();
+    const runAt = request.runAt === undefined ? now : toEpoch(request.runAt);
+    return store.create(
+      {
+        id: newOperationId(),
+        tenant,
+        type: request.type,
+        input: request.input ?? null,
+        maxAttempts: request.maxAttempts ?? definition?.maxAttempts ?? settings.maxAttempts,
+        runAt,
+        timeoutMs: request.timeoutMs ?? definition?.timeoutMs ?? null,
+        labels: request.labels ?? {},
+        callbackUrl: request.callbackUrl ?? null,
+        traceparent: traceparent ?? null,
+      },
+      now,
+    );
+  }
+
+  async function get(id: string, scope?: Scope): Promise<Operation | null> {
+    assertRunning();
+    if (!isOperationId(id)) return null;
+    return store.get(id, tenantOf(scope));
+  }
+
+  async function* events(opts: EventsOptions = {}): AsyncGenerator<OperationEvent> {
+    assertRunning();
+    const tenant = tenantOf(opts);
+    const follow = opts.follow ?? true;
+    const types = opts.types ? new Set(opts.types) : undefined;
+    for (const type of opts.types ?? []) {
+      if (!EVENT_TYPES.includes(type)) {
+        throw new AcceptedError('VALIDATION_FAILED', `Unknown event type ${type}.`, {
+          fields: [{ field: '/types', message: `must be one of ${EVENT_TYPES.join(', ')}` }],
+        });
+      }
+    }
+    let cursor = opts.after ?? 0;
+    const limit = 500;
+    const queue: OperationEvent[] = [];
+    const maxQueued = 10_000;
+    const state = { overflowed: false };
+    let wake: (() => void) | null = null;
+    const unsubscribe = follow
+      ? feed.subscribe({ tenant, operationId: opts.operationId, types }, (event) => {
+          if (queue.length >= maxQueued) {
+            // A slow reader: drop the buffer and catch up from the log instead.
+            state.overflowed = true;
+            queue.length = 0;
+          } else {
+            queue.push(event);
+          }
+          wake?.();
+        })
+      : () => false;
+    const onAbort = () => wake?.();
+    opts.signal?.addEventListener('abort', onAbort);
+    try {
+      let fromLog = true;
+      while (!opts.signal?.aborted) {
+        if (fromLog) {
+          const batch = await store.readEvents({
+            after: cursor,
+            limit,
+            operationId: opts.operationId,
+            tenant,
+            types: opts.types,
+          });
+          for (const event of batch) {
+            cursor = event.seq;
+            yield event;
+          }
+          if (batch.length === limit) continue;
+          if (!follow) return;
+          fromLog = false;
+        }
+        if (state.overflowed) {
+          state.overflowed = false;
+          fromLog = true;
+          continue;
+        }
+        const event = queue.shift();
+        if (event) {
+          if (event.seq <= cursor) continue;
+          cursor = event.seq;
+          yield event;
+          continue;
+        }
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+        });
+        wake = null;
+      }
+    } finally {
+      unsubscribe();
+      opts.signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  const accepted: Accepted = {
+    store,
+    definitions,
+
+    async start() {
+      if (state !== 'new') return;
+      state = 'starting';
+      await store.open();
+      await feed.start();
+      state = 'started';
+      if (worker) await worker.start();
+      void purgeExpired();
+      retentionTimer = setInterval(() => void purgeExpired(), settings.retentionIntervalMs);
+      retentionTimer.unref();
+    },
+
+    async stop(stopOptions: StopOptions = {}) {
+      if (state !== 'started') return;
+      state = 'stopping';
+      if (retentionTimer) clearInterval(retentionTimer);
+      const grace =
+        stopOptions.graceful === false ? 0 : (stopOptions.timeoutMs ?? settings.shutdownGraceMs);
+      await worker?.stop(grace);
+      feed.stop();
+      await store.close();
+      state = 'stopped';
+    },
+
+    async ready() {
+      assertRunning();
+      await store.ping();
+    },
+
+    async submit(type, input = null, submitOptions = {}) {
+      const { tenant, traceparent, runAt, ...rest } = submitOptions;
+      const body: Record<string, unknown> = { type, input, ...rest };
+      if (runAt !== undefined) body.runAt = new Date(toEpoch(runAt)).toISOString();
+      return create(validator.validate(body), tenant ?? DEFAULT_TENANT, traceparent);
+    },
+
+    async submitRequest(body, scope) {
+      return create(validator.validate(body), tenantOf(scope), scope?.traceparent);
+    },
+
+    get,
+
+    async list(listOptions: ListOptions = {}) {
+      assertRunning();
+      const limit = listOptions.limit ?? 50;
+      if (!Number.isSafeInteger(limit) || limit < 1 || limit > 500) {
+        throw new AcceptedError(
+          'VALIDATION_FAILED',
+          'limit must be a whole number from 1 to 500.',
+          {
+            fields: [{ field: '/limit', message: 'must be from 1 to 500' }],
+          },
+        );
+      }
+      const status =
+        listOptions.status === undefined
+          ? undefined
+          : typeof listOptions.status === 'string'
+            ? [listOptions.status]
+            : listOptions.status;
+      return store.list({
+        tenant: tenantOf(listOptions),
+        status,
+        type: listOptions.type,
+        labels: listOptions.labels,
+        limit,
+        cursor: listOptions.cursor,
+      });
+    },
+
+    async cancel(id, scope) {
+      assertRunning();
+      if (!isOperationId(id)) throw notFound(id);
+      const operation = await store.cancel(
+        id,
+        tenantOf(scope),
+        { code: 'CANCELED', message: 'Canceled on request.' },
+        Date.now(),
+      );
+      if (operation.status === 'running') worker?.cancelLocal(id);
+      return operation;
+    },
+
+    async retry(id, scope) {
+      assertRunning();
+      if (!isOperationId(id)) throw notFound(id);
+      const now = Date.now();
+      return store.retry(
+        id,
+        tenantOf(scope),
+        scope?.runAt === undefined ? now : toEpoch(scope.runAt),
+        now,
+      );
+    },
+
+    async delete(id, scope) {
+      assertRunning();
+      if (!isOperationId(id)) throw notFound(id);
+      await store.delete(id, tenantOf(scope), Date.now());
+    },
+
+    events,
+
+    async wait(id, waitOptions = {}) {
+      assertRunning();
+      const tenant = tenantOf(waitOptions);
+      const signal = { changed: null as (() => void) | null, dirty: false };
+      const unsubscribe = feed.subscribe({ tenant, operationId: id }, () => {
+        signal.dirty = true;
+        signal.changed?.();
+      });
+      const deadline =
+        waitOptions.timeoutMs === undefined ? Infinity : Date.now() + waitOptions.timeoutMs;
+      const onAbort = () => signal.changed?.();
+      waitOptions.signal?.addEventListener('abort', onAbort);
+      try {
+        for (;;) {
+          signal.dirty = false;
+          const operation = await get(id, { tenant });
+          if (!operation) throw notFound(id);
+          const done =
+            waitOptions.afterVersion === undefined
+              ? isTerminal(operation.status)
+              : operation.version > waitOptions.afterVersion || isTerminal(operation.status);
+          const remaining = deadline - Date.now();
+          if (done || remaining <= 0 || waitOptions.signal?.aborted) return operation;
+          if (signal.dirty) continue;
+          let timer: NodeJS.Timeout | undefined;
+          await new Promise<void>((resolve) => {
+            signal.changed = resolve;
+            if (remaining !== Infinity) timer = setTimeout(resolve, remaining);
+          });
+          clearTimeout(timer);
+          signal.changed = null;
+        }
+      } finally {
+        unsubscribe();
+        waitOptions.signal?.removeEventListener('abort', onAbort);
+      }
+    },
+  };
+  return accepted;
+}
+
+function notFound(id: string): AcceptedError {
+  return new AcceptedError('OPERATION_NOT_FOUND', `No operation ${id}.`, {
+    fix: 'Check the id; operations are removed after their retention period.',
+  });
+}
+
+export { TERMINAL_EVENT_TYPES };

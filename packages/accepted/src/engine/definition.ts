@@ -1,0 +1,85 @@
+import type { Json, Progress } from '../domain/operation.ts';
+
+/** Structured logging, pino-compatible (Fastify's logger fits). */
+export interface Logger {
+  debug(obj: object, msg?: string): void;
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+  child?(bindings: object): Logger;
+}
+
+/** What a handler is given besides its input. */
+export interface HandlerContext {
+  /** The operation's id: a stable idempotency key for the handler's own side effects. */
+  readonly operationId: string;
+  /** The operation's type. */
+  readonly type: string;
+  /** 1 for the first attempt, 2 for the first retry, and so on. */
+  readonly attempt: number;
+  /** The attempt budget. */
+  readonly maxAttempts: number;
+  /** The operation's labels. */
+  readonly labels: Readonly<Record<string, string>>;
+  /**
+   * Aborted on cancellation, timeout, shutdown or loss of the lease; `signal.reason` is an
+   * `Error` whose `name` says which (`CancelError`, `TimeoutError`, `ShutdownError`,
+   * `LeaseLostError`). Pass it to fetch, streams and timers.
+   */
+  readonly signal: AbortSignal;
+  /**
+   * Reports progress. Writes are conflated: while one is being written, later calls replace
+   * each other and only the latest is written next. Never throws; resolves once written (or
+   * dropped because the attempt is over).
+   */
+  progress(progress: Progress): Promise<void>;
+  /** A logger bound to this operation and attempt. */
+  readonly log: Logger;
+}
+
+/** A backoff policy: exponential with jitter, or a function of the attempt that failed. */
+export type Backoff =
+  | {
+      /** Delay after the first failed attempt. Default 1000 ms. */
+      baseMs?: number;
+      /** Growth per attempt. Default 2. */
+      factor?: number;
+      /** Ceiling. Default 1 hour. */
+      maxMs?: number;
+      /** Share of the delay that is randomised, 0..1. Default 0.5. */
+      jitter?: number;
+    }
+  | ((attempt: number, error: unknown) => number);
+
+/** A JSON Schema (draft 2020-12 or draft-07 keywords as Ajv accepts them). */
+export type JsonSchema = Record<string, unknown>;
+
+export interface OperationDefinition<I = Json, O = Json> {
+  /** The name clients submit, such as `report.generate`. Letters, digits, `.`, `_`, `-`. */
+  type: string;
+  /** Does the work. Its resolved value (JSON) becomes the operation's result. */
+  handler: (input: I, ctx: HandlerContext) => Promise<O> | O;
+  /** Attempts before the operation fails for good. Default: the engine's (3). */
+  maxAttempts?: number;
+  /** Per-attempt time limit in ms. Default: none. */
+  timeoutMs?: number;
+  /** Delay between attempts. Default: the engine's. */
+  backoff?: Backoff;
+  /** JSON Schema the input must satisfy; checked at submit, before anything is stored. */
+  inputSchema?: JsonSchema;
+  /** JSON Schema of the result, for documentation (OpenAPI, generated client types). */
+  resultSchema?: JsonSchema;
+  /** One line saying what the operation does (shown in the docs the server generates). */
+  description?: string;
+}
+
+/** Declares an operation type. An identity function that keeps the handler's types. */
+export function defineOperation<I = Json, O = Json>(
+  definition: OperationDefinition<I, O>,
+): OperationDefinition<I, O> {
+  return definition;
+}
+
+/** An operation definition of any input and result types (for collections of them). */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type AnyOperationDefinition = OperationDefinition<any, any>;

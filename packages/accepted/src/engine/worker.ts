@@ -1,0 +1,516 @@
+import { AcceptedError, PermanentError, RetryAfterError } from '../domain/errors.ts';
+import { randomId } from '../domain/ids.ts';
+import type { Json, Operation, OperationError, Progress } from '../domain/operation.ts';
+import type { ClaimedOperation, LeaseRef, Store } from '../store/store.ts';
+import { backoffDelay } from './backoff.ts';
+import type { Backoff, HandlerContext, Logger, OperationDefinition } from './definition.ts';
+
+export interface WorkerOptions {
+  concurrency: number;
+  leaseMs: number;
+  heartbeatMs: number;
+  pollIntervalMs: number;
+  leaseRecoveryIntervalMs: number;
+  backoff: Backoff | undefined;
+  shutdownGraceMs: number;
+  maxResultBytes: number;
+}
+
+type AbortKind = 'cancel' | 'timeout' | 'shutdown' | 'lease_lost';
+
+const ABORT_NAMES: Record<AbortKind, string> = {
+  cancel: 'CancelError',
+  timeout: 'TimeoutError',
+  shutdown: 'ShutdownError',
+  lease_lost: 'LeaseLostError',
+};
+
+interface Running {
+  operation: Operation;
+  lease: LeaseRef;
+  controller: AbortController;
+  abortKind: AbortKind | null;
+  /** The outcome has been written (or given up); the handler's own outcome is then ignored. */
+  settled: boolean;
+  pendingProgress: Progress | null;
+  progressLoop: Promise<void> | null;
+  done: Promise<void>;
+}
+
+function abortError(kind: AbortKind, message: string): Error {
+  const error = new Error(message);
+  error.name = ABORT_NAMES[kind];
+  return error;
+}
+
+const CODE_PATTERN = /^[A-Za-z][A-Za-z0-9_.:-]{0,63}$/;
+
+/** Turns whatever a handler threw into the operation's error. */
+export function toOperationError(thrown: unknown): OperationError {
+  if (thrown instanceof PermanentError) {
+    return withDetails({ code: thrown.code, message: thrown.message }, thrown.details);
+  }
+  if (thrown instanceof Error) {
+    const code = (thrown as { code?: unknown }).code;
+    const details = (thrown as { details?: unknown }).details;
+    return withDetails(
+      {
+        code: typeof code === 'string' && CODE_PATTERN.test(code) ? code : 'HANDLER_ERROR',
+        message: thrown.message || thrown.name,
+      },
+      details,
+    );
+  }
+  return {
+    code: 'HANDLER_ERROR',
+    message: typeof thrown === 'string' ? thrown : 'Handler failed.',
+  };
+}
+
+function withDetails(error: OperationError, details: unknown): OperationError {
+  if (details === undefined) return error;
+  try {
+    return { ...error, details: JSON.parse(JSON.stringify(details)) as Json };
+  } catch {
+    return error;
+  }
+}
+
+function checkProgress(progress: unknown): Progress {
+  if (typeof progress !== 'object' || progress === null) {
+    throw new TypeError('ctx.progress() takes an object { fraction?, message?, data? }');
+  }
+  const { fraction, message, data } = progress as Record<string, unknown>;
+  if (fraction !== undefined && !(typeof fraction === 'number' && fraction >= 0 && fraction <= 1)) {
+    throw new RangeError('ctx.progress(): fraction must be a number from 0 to 1');
+  }
+  if (message !== undefined && typeof message !== 'string') {
+    throw new TypeError('ctx.progress(): message must be a string');
+  }
+  const out: Progress = {};
+  if (fraction !== undefined) out.fraction = fraction;
+  if (message !== undefined) out.message = message.slice(0, 1000);
+  if (data !== undefined) out.data = data as Json;
+  return out;
+}
+
+/**
+ * Runs handlers: claims queued operations up to the concurrency limit, holds their leases by
+ * heartbeat, enforces timeouts and cancellation, writes each attempt's outcome, and recovers
+ * operations whose lease expired.
+ */
+export class Worker {
+  readonly id = randomId('wrk');
+  private readonly running = new Map<string, Running>();
+  private claiming = false;
+  private mayHaveWork = true;
+  private workHints = 0;
+  private stopping = false;
+  private started = false;
+  private timers: NodeJS.Timeout[] = [];
+  private nextRunTimer: NodeJS.Timeout | null = null;
+  private nextRunAt = Infinity;
+  private readonly writes = new Set<Promise<unknown>>();
+  private unsubscribe: (() => void) | null = null;
+  private readonly types: string[];
+
+  constructor(
+    private readonly store: Store,
+    private readonly definitions: ReadonlyMap<string, OperationDefinition<never, unknown>>,
+    private readonly options: WorkerOptions,
+    private readonly log: Logger,
+  ) {
+    this.types = [...definitions.keys()];
+  }
+
+  /** Operations running here now. */
+  get active(): number {
+    return this.running.size;
+  }
+
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    this.unsubscribe = this.store.subscribe((hint) => {
+      if (!hint.work) return;
+      this.workHints++;
+      this.mayHaveWork = true;
+      this.pump();
+    });
+    await this.recoverLeases();
+    this.every(this.options.heartbeatMs, () => this.heartbeat());
+    this.every(this.options.leaseRecoveryIntervalMs, () => this.recoverLeases());
+    this.every(this.options.pollIntervalMs, () => {
+      this.mayHaveWork = true;
+      this.pump();
+    });
+    this.pump();
+  }
+
+  private every(ms: number, run: () => Promise<void> | void): void {
+    const timer = setInterval(() => {
+      if (!this.stopping) void run();
+    }, ms);
+    timer.unref();
+    this.timers.push(timer);
+  }
+
+  /** Aborts a handler running here whose operation was asked to cancel. */
+  cancelLocal(operationId: string): void {
+    const running = this.running.get(operationId);
+    if (running) this.abort(running, 'cancel', 'The operation was canceled.');
+  }
+
+  // ---- claiming -----------------------------------------------------------------------------
+
+  private pump(): void {
+    if (this.stopping || this.claiming || !this.mayHaveWork) return;
+    const free = this.options.concurrency - this.running.size;
+    if (free <= 0) return;
+    this.claiming = true;
+    const hintsBefore = this.workHints;
+    const now = Date.now();
+    this.store
+      .claim({
+        owner: this.id,
+        types: this.types,
+        limit: free,
+        leaseMs: this.options.leaseMs,
+        now,
+      })
+      .then(
+        (result) => {
+          this.claiming = false;
+          for (const claimed of result.claimed) this.run(claimed);
+          if (result.claimed.length < free && this.workHints === hintsBefore) {
+            this.mayHaveWork = false;
+          }
+          if (result.nextRunAt !== null) this.wakeAt(result.nextRunAt);
+          this.pump();
+        },
+        (error: unknown) => {
+          this.claiming = false;
+          if (!this.stopping) this.log.error({ err: error }, 'claim failed; retrying on next poll');
+        },
+      );
+  }
+
+  private wakeAt(at: number): void {
+    if (at >= this.nextRunAt) return;
+    if (this.nextRunTimer) clearTimeout(this.nextRunTimer);
+    this.nextRunAt = at;
+    this.nextRunTimer = setTimeout(
+      () => {
+        this.nextRunTimer = null;
+        this.nextRunAt = Infinity;
+        this.mayHaveWork = true;
+        this.pump();
+      },
+      Math.max(0, at - Date.now()),
+    );
+    this.nextRunTimer.unref();
+  }
+
+  // ---- running a handler --------------------------------------------------------------------
+
+  private run(claimed: ClaimedOperation): void {
+    const { operation, lease } = claimed;
+    const controller = new AbortController();
+    const running: Running = {
+      operation,
+      lease,
+      controller,
+      abortKind: null,
+      settled: false,
+      pendingProgress: null,
+      progressLoop: null,
+      done: Promise.resolve(),
+    };
+    this.running.set(operation.id, running);
+    running.done = this.execute(running).finally(() => {
+      this.running.delete(operation.id);
+      this.pump();
+    });
+  }
+
+  private async execute(running: Running): Promise<void> {
+    const { operation } = running;
+    const definition = this.definitions.get(operation.type);
+    if (!definition) {
+      running.settled = true;
+      await this.record(
+        this.store.fail(
+          running.lease,
+          { code: 'UNKNOWN_OPERATION_TYPE', message: `No handler for ${operation.type}.` },
+          null,
+          Date.now(),
+        ),
+      );
+      return;
+    }
+    const log =
+      this.log.child?.({ operationId: operation.id, attempt: operation.attempts }) ?? this.log;
+    const ctx: HandlerContext = {
+      operationId: operation.id,
+      type: operation.type,
+      attempt: operation.attempts,
+      maxAttempts: operation.maxAttempts,
+      labels: operation.labels,
+      signal: running.controller.signal,
+      log,
+      progress: (progress) => this.reportProgress(running, checkProgress(progress)),
+    };
+    const timer =
+      operation.timeoutMs === null
+        ? null
+        : setTimeout(() => void this.onTimeout(running), operation.timeoutMs);
+    let ok = false;
+    let value: unknown;
+    try {
+      value = await (definition.handler as (input: unknown, c: HandlerContext) => unknown)(
+        operation.input,
+        ctx,
+      );
+      ok = true;
+    } catch (error) {
+      value = error;
+    } finally {
+      if (timer) clearTimeout(timer);
+    }
+    if (running.settled) return;
+    running.settled = true;
+    await this.settle(running, ok, value, definition.backoff ?? this.options.backoff);
+  }
+
+  private async settle(
+    running: Running,
+    ok: boolean,
+    value: unknown,
+    backoff: Backoff | undefined,
+  ) {
+    const { operation, lease } = running;
+    const now = Date.now();
+    if (running.abortKind === 'lease_lost') return;
+    if (ok) {
+      const result = value === undefined ? null : value;
+      let size: number;
+      try {
+        size = Buffer.byteLength(JSON.stringify(result));
+      } catch (error) {
+        await this.record(
+          this.store.fail(
+            lease,
+            {
+              code: 'RESULT_NOT_SERIALIZABLE',
+              message: `The handler's result is not JSON: ${(error as Error).message}`,
+            },
+            null,
+            now,
+          ),
+        );
+        return;
+      }
+      if (size > this.options.maxResultBytes) {
+        await this.record(
+          this.store.fail(
+            lease,
+            {
+              code: 'RESULT_TOO_LARGE',
+              message: `The result is ${size} bytes; the limit is ${this.options.maxResultBytes}.`,
+            },
+            null,
+            now,
+          ),
+        );
+        return;
+      }
+      await this.record(this.store.complete(lease, result as Json, now));
+      return;
+    }
+    if (running.abortKind === 'cancel') {
+      await this.record(
+        this.store.finishCanceled(
+          lease,
+          { code: 'CANCELED', message: 'Canceled on request.' },
+          now,
+        ),
+      );
+      return;
+    }
+    if (running.abortKind === 'shutdown') {
+      await this.record(
+        this.store.release(
+          lease,
+          { code: 'WORKER_SHUTDOWN', message: 'The worker shut down during this attempt.' },
+          now,
+        ),
+      );
+      return;
+    }
+    const error = toOperationError(value);
+    await this.record(
+      this.store.fail(lease, error, this.retryAt(operation, value, backoff, now), now),
+    );
+  }
+
+  private retryAt(
+    operation: Operation,
+    thrown: unknown,
+    backoff: Backoff | undefined,
+    now: number,
+  ) {
+    if (thrown instanceof PermanentError) return null;
+    if (operation.attempts >= operation.maxAttempts) return null;
+    if (thrown instanceof RetryAfterError) return now + thrown.delayMs;
+    return now + backoffDelay(backoff, operation.attempts, thrown);
+  }
+
+  private async onTimeout(running: Running): Promise<void> {
+    if (running.settled) return;
+    running.settled = true;
+    const { operation } = running;
+    this.abort(running, 'timeout', `The attempt exceeded its ${operation.timeoutMs} ms limit.`);
+    const error = {
+      code: 'TIMEOUT',
+      message: `Attempt ${operation.attempts} exceeded its time limit of ${operation.timeoutMs} ms.`,
+    };
+    const definition = this.definitions.get(operation.type);
+    const now = Date.now();
+    await this.record(
+      this.store.fail(
+        running.lease,
+        error,
+        this.retryAt(operation, error, definition?.backoff ?? this.options.backoff, now),
+        now,
+      ),
+    );
+  }
+
+  private abort(running: Running, kind: AbortKind, message: string): void {
+    if (running.controller.signal.aborted) return;
+    running.abortKind = kind;
+    running.controller.abort(abortError(kind, message));
+  }
+
+  private reportProgress(running: Running, progress: Progress): Promise<void> {
+    running.pendingProgress = progress;
+    running.progressLoop ??= (async () => {
+      while (running.pendingProgress && !running.settled) {
+        const next = running.pendingProgress;
+        running.pendingProgress = null;
+        try {
+          await this.store.progress(running.lease, next, Date.now());
+        } catch (error) {
+          if (!(error instanceof AcceptedError && error.code === 'LEASE_LOST')) {
+            this.log.warn({ err: error, operationId: running.operation.id }, 'progress not saved');
+          }
+        }
+      }
+      running.progressLoop = null;
+    })();
+    return running.progressLoop;
+  }
+
+  /** Awaits a write, logging (not throwing) when it fails: the lease may have been lost. */
+  private async record(write: Promise<unknown>): Promise<void> {
+    this.writes.add(write);
+    try {
+      await write;
+    } catch (error) {
+      if (error instanceof AcceptedError && error.code === 'LEASE_LOST') {
+        this.log.warn({ err: error }, 'outcome discarded: the lease was lost');
+      } else {
+        this.log.error({ err: error }, 'could not record an outcome; the lease will expire');
+      }
+    } finally {
+      this.writes.delete(write);
+    }
+  }
+
+  // ---- leases -------------------------------------------------------------------------------
+
+  private async heartbeat(): Promise<void> {
+    const held = [...this.running.values()].filter((r) => !r.settled);
+    if (held.length === 0) return;
+    try {
+      const states = await this.store.renewLeases({
+        leases: held.map((r) => r.lease),
+        leaseMs: this.options.leaseMs,
+        now: Date.now(),
+      });
+      for (const state of states) {
+        const running = this.running.get(state.operationId);
+        if (!running || running.settled) continue;
+        if (state.state === 'lost') {
+          running.settled = true;
+          this.abort(running, 'lease_lost', 'The lease on this operation was lost.');
+        } else if (state.state === 'cancel_requested') {
+          this.abort(running, 'cancel', 'The operation was canceled.');
+        }
+      }
+    } catch (error) {
+      this.log.error({ err: error }, 'lease renewal failed');
+    }
+  }
+
+  private async recoverLeases(): Promise<void> {
+    try {
+      while ((await this.store.recoverExpiredLeases(Date.now(), 500)) === 500) {
+        // keep going: more expired leases than one batch
+      }
+    } catch (error) {
+      this.log.error({ err: error }, 'lease recovery failed');
+    }
+  }
+
+  // ---- shutdown -----------------------------------------------------------------------------
+
+  /**
+   * Stops claiming; lets running handlers finish within `graceMs` (0 = none); then aborts the
+   * rest and gives their operations back to the queue so nothing waits for lease expiry.
+   */
+  async stop(graceMs: number): Promise<void> {
+    if (!this.started || this.stopping) return;
+    this.stopping = true;
+    this.unsubscribe?.();
+    if (this.nextRunTimer) clearTimeout(this.nextRunTimer);
+    const allDone = () => Promise.all([...this.running.values()].map((r) => r.done));
+    const heartbeat = setInterval(() => void this.heartbeat(), this.options.heartbeatMs);
+    try {
+      if (graceMs > 0 && this.running.size > 0) await withTimeout(allDone(), graceMs);
+      for (const running of this.running.values()) {
+        this.abort(running, 'shutdown', 'The server is shutting down.');
+      }
+      if (this.running.size > 0) await withTimeout(allDone(), 1000);
+      // Handlers that ignore their signal: give their operations back now.
+      const now = Date.now();
+      for (const running of this.running.values()) {
+        if (running.settled) continue;
+        running.settled = true;
+        void this.record(
+          this.store.release(
+            running.lease,
+            { code: 'WORKER_SHUTDOWN', message: 'The worker shut down during this attempt.' },
+            now,
+          ),
+        );
+      }
+      await Promise.allSettled([...this.writes]);
+    } finally {
+      clearInterval(heartbeat);
+      for (const timer of this.timers) clearInterval(timer);
+      this.timers = [];
+    }
+  }
+}
+
+async function withTimeout(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    promise,
+    new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, ms);
+    }),
+  ]);
+  clearTimeout(timer);
+}

@@ -1,0 +1,73 @@
+import { AcceptedError, ERROR_CODES, type ErrorCode, type FieldProblem } from '../domain/errors.ts';
+
+/** RFC 9457 problem details, with our stable `code` and the fields at fault. */
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  detail: string;
+  code: ErrorCode;
+  fix?: string;
+  fields?: FieldProblem[];
+  details?: Record<string, unknown>;
+  instance?: string;
+}
+
+export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
+
+export function problemType(code: ErrorCode): string {
+  return `urn:accepted:problem:${code.toLowerCase().replaceAll('_', '-')}`;
+}
+
+export function toProblem(error: AcceptedError, instance?: string): Problem {
+  const entry = ERROR_CODES[error.code];
+  const problem: Problem = {
+    type: problemType(error.code),
+    title: entry.title,
+    status: entry.status,
+    detail: error.message,
+    code: error.code,
+  };
+  if (error.fix !== undefined) problem.fix = error.fix;
+  if (error.fields !== undefined) problem.fields = error.fields;
+  if (error.details !== undefined) problem.details = error.details;
+  if (instance !== undefined) problem.instance = instance;
+  return problem;
+}
+
+/** What the HTTP framework raised (body parsing, limits) in our vocabulary. */
+export function fromFrameworkError(error: {
+  code?: string;
+  statusCode?: number;
+  message: string;
+}): AcceptedError | null {
+  switch (error.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new AcceptedError('PAYLOAD_TOO_LARGE', 'The request body is larger than the limit.', {
+        fix: 'Send a smaller body; store large payloads elsewhere and pass a reference.',
+      });
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return new AcceptedError('UNSUPPORTED_MEDIA_TYPE', 'The body must be JSON.', {
+        fix: 'Send Content-Type: application/json with a JSON body.',
+      });
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return new AcceptedError('MALFORMED_JSON', 'The body is empty but JSON was announced.', {
+        fix: 'Send a JSON object, such as {"type": "demo.echo", "input": {}}.',
+      });
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+      return new AcceptedError('MALFORMED_JSON', 'The body length does not match Content-Length.');
+    default:
+      break;
+  }
+  if (error.statusCode === 400 && /JSON|Unexpected|position/i.test(error.message)) {
+    const at = /position (\d+)/.exec(error.message)?.[1];
+    return new AcceptedError('MALFORMED_JSON', `The body is not valid JSON: ${error.message}`, {
+      details: at === undefined ? {} : { position: Number(at) },
+      fix: 'Check the JSON syntax near the position given.',
+    });
+  }
+  if (error.statusCode === 404) {
+    return new AcceptedError('ROUTE_NOT_FOUND', error.message);
+  }
+  return null;
+}

@@ -1,0 +1,61 @@
+// The public library API. Adapters live at their own subpaths (`accepted/sqlite`,
+// `accepted/http`) so that an application imports only the ones it uses.
+export {
+  createAccepted,
+  DEFAULT_TENANT,
+  type Accepted,
+  type AcceptedOptions,
+  type EventsOptions,
+  type ListOptions,
+  type Scope,
+  type StopOptions,
+  type SubmitOptions,
+  type WaitOptions,
+} from './engine/accepted.ts';
+export {
+  defineOperation,
+  type Backoff,
+  type HandlerContext,
+  type JsonSchema,
+  type Logger,
+  type OperationDefinition,
+} from './engine/definition.ts';
+export { SUBMIT_REQUEST_SCHEMA, type SubmitRequest } from './engine/submit.ts';
+export {
+  AcceptedError,
+  ERROR_CODES,
+  PermanentError,
+  RetryAfterError,
+  isAcceptedError,
+  type ErrorCode,
+  type FieldProblem,
+} from './domain/errors.ts';
+export {
+  EVENT_TYPES,
+  TERMINAL_EVENT_TYPES,
+  type EventData,
+  type EventType,
+  type OperationEvent,
+} from './domain/events.ts';
+export {
+  TERMINAL_STATUSES,
+  isTerminal,
+  type Json,
+  type Operation,
+  type OperationError,
+  type OperationStatus,
+  type Progress,
+} from './domain/operation.ts';
+export type {
+  ClaimRequest,
+  ClaimResult,
+  ClaimedOperation,
+  EventQuery,
+  LeaseRef,
+  LeaseState,
+  ListQuery,
+  Page,
+  RenewRequest,
+  Store,
+  StoreHint,
+} from './store/store.ts';

@@ -1,0 +1,460 @@
+/**
+ * The store conformance suite: one set of tests that every `Store` adapter must pass. An
+ * adapter's test file calls `storeConformance('name', factory)`; the factory returns a fresh,
+ * empty, opened store (its own file, schema or database) and a cleanup.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { AcceptedError } from '../domain/errors.ts';
+import { newOperationId } from '../domain/ids.ts';
+import type { NewOperation } from '../domain/operation.ts';
+import type { Store, StoreHint } from './store.ts';
+
+export interface StoreFixture {
+  store: Store;
+  cleanup(): Promise<void>;
+}
+
+function newOp(overrides: Partial<NewOperation> = {}): NewOperation {
+  return {
+    id: newOperationId(),
+    tenant: 't1',
+    type: 'test.op',
+    input: { n: 1 },
+    maxAttempts: 3,
+    runAt: 1_000,
+    timeoutMs: null,
+    labels: {},
+    callbackUrl: null,
+    ...overrides,
+  };
+}
+
+async function rejectsWith(promise: Promise<unknown>, code: string): Promise<void> {
+  await assert.rejects(promise, (error: unknown) => {
+    assert.ok(error instanceof AcceptedError, `expected AcceptedError, got ${String(error)}`);
+    assert.equal(error.code, code);
+    return true;
+  });
+}
+
+/** Waits until `check()` holds; fails after 10 s (a hint that never comes is a failure). */
+async function until(check: () => boolean): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!check()) {
+    if (Date.now() > deadline) assert.fail('the expected hint never came');
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+export function storeConformance(name: string, factory: () => Promise<StoreFixture>): void {
+  describe(`Store conformance: ${name}`, () => {
+    async function withStore(run: (store: Store) => Promise<void>): Promise<void> {
+      const fixture = await factory();
+      try {
+        await run(fixture.store);
+      } finally {
+        await fixture.cleanup();
+      }
+    }
+
+    const claimOne = async (store: Store, now = 2_000, leaseMs = 10_000) => {
+      const { claimed } = await store.claim({ owner: 'w1', types: null, limit: 1, leaseMs, now });
+      const first = claimed[0];
+      assert.ok(first, 'expected one claimed operation');
+      return first;
+    };
+
+    it('creates an operation with version 1 and an operation.queued event', () =>
+      withStore(async (store) => {
+        const op = newOp({ labels: { team: 'a' } });
+        const created = await store.create(op, 1_000);
+        assert.equal(created.status, 'queued');
+        assert.equal(created.version, 1);
+        const read = await store.get(op.id);
+        assert.deepEqual(read, created);
+        const events = await store.readEvents({ after: 0, limit: 10 });
+        assert.equal(events.length, 1);
+        assert.equal(events[0]?.type, 'operation.queued');
+        assert.equal(events[0]?.operationId, op.id);
+        assert.equal(events[0]?.version, 1);
+        assert.equal(await store.lastSeq(), events[0]?.seq);
+      }));
+
+    it('scopes reads by tenant', () =>
+      withStore(async (store) => {
+        const op = newOp({ tenant: 'a' });
+        await store.create(op, 1_000);
+        assert.ok(await store.get(op.id, 'a'));
+        assert.equal(await store.get(op.id, 'b'), null);
+        await rejectsWith(
+          store.cancel(op.id, 'b', { code: 'CANCELED', message: 'x' }, 2_000),
+          'OPERATION_NOT_FOUND',
+        );
+        assert.equal((await store.list({ tenant: 'b', limit: 10 })).items.length, 0);
+        assert.equal((await store.readEvents({ after: 0, limit: 10, tenant: 'b' })).length, 0);
+      }));
+
+    it('claims due operations oldest runAt first, leaves future ones, honours the type filter', () =>
+      withStore(async (store) => {
+        const late = newOp({ runAt: 1_500 });
+        const early = newOp({ runAt: 1_200 });
+        const future = newOp({ runAt: 9_000 });
+        const other = newOp({ runAt: 1_100, type: 'other.op' });
+        for (const op of [late, early, future, other]) await store.create(op, 1_000);
+        const result = await store.claim({
+          owner: 'w1',
+          types: ['test.op'],
+          limit: 10,
+          leaseMs: 5_000,
+          now: 2_000,
+        });
+        assert.deepEqual(
+          result.claimed.map((c) => c.operation.id),
+          [early.id, late.id],
+        );
+        assert.equal(result.nextRunAt, 9_000);
+        for (const c of result.claimed) {
+          assert.equal(c.operation.status, 'running');
+          assert.equal(c.operation.attempts, 1);
+          assert.equal(c.operation.version, 2);
+          assert.equal(c.lease.expiresAt, 7_000);
+        }
+        const started = await store.readEvents({
+          after: 0,
+          limit: 20,
+          types: ['operation.started'],
+        });
+        assert.equal(started.length, 2);
+      }));
+
+    it('never leases one operation to two concurrent claimants', () =>
+      withStore(async (store) => {
+        const ids = new Set<string>();
+        for (let i = 0; i < 200; i++) {
+          const op = newOp();
+          ids.add(op.id);
+          await store.create(op, 1_000);
+        }
+        const seen: string[] = [];
+        for (let round = 0; round < 3; round++) {
+          const results = await Promise.all(
+            Array.from({ length: 8 }, (_, w) =>
+              store.claim({ owner: `w${w}`, types: null, limit: 13, leaseMs: 60_000, now: 2_000 }),
+            ),
+          );
+          for (const result of results) for (const c of result.claimed) seen.push(c.operation.id);
+        }
+        assert.equal(seen.length, 200);
+        assert.equal(new Set(seen).size, 200, 'an operation was claimed twice');
+        assert.deepEqual(new Set(seen), ids);
+      }));
+
+    it('completes with the lease token and rejects a stale token without changing anything', () =>
+      withStore(async (store) => {
+        const op = newOp();
+        await store.create(op, 1_000);
+        const { lease } = await claimOne(store);
+        await rejectsWith(
+          store.complete({ operationId: op.id, token: 'lease_stale' }, { x: 1 }, 3_000),
+          'LEASE_LOST',
+        );
+        assert.equal((await store.get(op.id))?.status, 'running');
+        await store.complete(lease, { x: 2 }, 3_000);
+        const done = await store.get(op.id);
+        assert.equal(done?.status, 'succeeded');
+        assert.deepEqual(done?.result, { x: 2 });
+        assert.equal(done?.finishedAt, 3_000);
+        assert.equal(done?.version, 3);
+        await rejectsWith(store.complete(lease, { x: 3 }, 4_000), 'LEASE_LOST');
+        const events = await store.readEvents({ after: 0, limit: 10, operationId: op.id });
+        assert.deepEqual(
+          events.map((e) => [e.type, e.version]),
+          [
+            ['operation.queued', 1],
+            ['operation.started', 2],
+            ['operation.succeeded', 3],
+          ],
+        );
+      }));
+
+    it('fails with a retry time (back to queued) or for good', () =>
+      withStore(async (store) => {
+        const op = newOp();
+        await store.create(op, 1_000);
+        const first = await claimOne(store);
+        const error = { code: 'BOOM', message: 'boom' };
+        await store.fail(first.lease, error, 5_000, 2_500);
+        let read = await store.get(op.id);
+        assert.equal(read?.status, 'queued');
+        assert.equal(read?.runAt, 5_000);
+        assert.deepEqual(read?.error, error);
+        assert.equal(
+          (await store.claim({ owner: 'w', types: null, limit: 1, leaseMs: 1, now: 4_999 })).claimed
+            .length,
+          0,
+        );
+        const second = await claimOne(store, 5_000);
+        assert.equal(second.operation.attempts, 2);
+        await store.fail(second.lease, error, null, 6_000);
+        read = await store.get(op.id);
+        assert.equal(read?.status, 'failed');
+        assert.equal(read?.finishedAt, 6_000);
+        const types = (await store.readEvents({ after: 0, limit: 10, operationId: op.id })).map(
+          (e) => e.type,
+        );
+        assert.deepEqual(types, [
+          'operation.queued',
+          'operation.started',
+          'operation.retrying',
+          'operation.started',
+          'operation.failed',
+        ]);
+      }));
+
+    it('recovers expired leases: requeues, fails when out of attempts, and fences the old holder', () =>
+      withStore(async (store) => {
+        const op = newOp({ maxAttempts: 2 });
+        await store.create(op, 1_000);
+        const first = await claimOne(store, 2_000, 100);
+        assert.equal(await store.recoverExpiredLeases(2_050, 10), 0, 'lease not yet expired');
+        assert.equal(await store.recoverExpiredLeases(2_200, 10), 1);
+        let read = await store.get(op.id);
+        assert.equal(read?.status, 'queued');
+        assert.equal(read?.error?.code, 'LEASE_EXPIRED');
+        await rejectsWith(store.complete(first.lease, 1, 2_300), 'LEASE_LOST');
+        await claimOne(store, 2_300, 100);
+        assert.equal(await store.recoverExpiredLeases(3_000, 10), 1);
+        read = await store.get(op.id);
+        assert.equal(read?.status, 'failed');
+        assert.equal(read?.error?.code, 'LEASE_EXPIRED');
+      }));
+
+    it('renews held leases and reports lost and cancel-requested ones', () =>
+      withStore(async (store) => {
+        const a = newOp();
+        const b = newOp();
+        await store.create(a, 1_000);
+        await store.create(b, 1_000);
+        const { claimed } = await store.claim({
+          owner: 'w',
+          types: null,
+          limit: 2,
+          leaseMs: 100,
+          now: 2_000,
+        });
+        const leaseA = claimed.find((c) => c.operation.id === a.id)?.lease;
+        const leaseB = claimed.find((c) => c.operation.id === b.id)?.lease;
+        assert.ok(leaseA && leaseB);
+        await store.cancel(b.id, undefined, { code: 'CANCELED', message: 'x' }, 2_010);
+        const states = await store.renewLeases({
+          leases: [leaseA, leaseB, { operationId: a.id, token: 'lease_other' }],
+          leaseMs: 1_000,
+          now: 2_050,
+        });
+        assert.deepEqual(
+          states.map((s) => s.state),
+          ['held', 'cancel_requested', 'lost'],
+        );
+        assert.equal(await store.recoverExpiredLeases(2_500, 10), 0, 'renewed lease must hold');
+      }));
+
+    it('cancels queued at once, running on request, and refuses terminal', () =>
+      withStore(async (store) => {
+        const queued = newOp();
+        const running = newOp({ runAt: 500 });
+        await store.create(queued, 1_000);
+        await store.create(running, 1_000);
+        const { lease } = await claimOne(store, 1_000);
+        assert.equal(lease.operationId, running.id);
+        const error = { code: 'CANCELED', message: 'Canceled on request.' };
+        const c1 = await store.cancel(queued.id, 't1', error, 1_100);
+        assert.equal(c1.status, 'canceled');
+        assert.deepEqual(c1.error, error);
+        const c2 = await store.cancel(running.id, 't1', error, 1_100);
+        assert.equal(c2.status, 'running');
+        assert.equal(c2.cancelRequestedAt, 1_100);
+        const again = await store.cancel(running.id, 't1', error, 1_200);
+        assert.equal(again.version, c2.version, 'a repeated cancel request changes nothing');
+        await store.finishCanceled(lease, error, 1_300);
+        assert.equal((await store.get(running.id))?.status, 'canceled');
+        await rejectsWith(store.cancel(running.id, 't1', error, 1_400), 'ALREADY_TERMINAL');
+        const types = (
+          await store.readEvents({ after: 0, limit: 20, operationId: running.id })
+        ).map((e) => e.type);
+        assert.deepEqual(types, [
+          'operation.queued',
+          'operation.started',
+          'operation.cancel_requested',
+          'operation.canceled',
+        ]);
+      }));
+
+    it('retries failed and canceled operations with a fresh budget, and refuses others', () =>
+      withStore(async (store) => {
+        const op = newOp({ maxAttempts: 1 });
+        await store.create(op, 1_000);
+        await rejectsWith(store.retry(op.id, undefined, 1_000, 1_000), 'ILLEGAL_TRANSITION');
+        const { lease } = await claimOne(store);
+        await store.fail(lease, { code: 'X', message: 'x' }, null, 2_100);
+        const retried = await store.retry(op.id, undefined, 3_000, 2_200);
+        assert.equal(retried.status, 'queued');
+        assert.equal(retried.attempts, 0);
+        assert.equal(retried.error, null);
+        assert.equal(retried.runAt, 3_000);
+        const again = await claimOne(store, 3_000);
+        assert.equal(again.operation.attempts, 1);
+      }));
+
+    it('releases a lease without counting the attempt', () =>
+      withStore(async (store) => {
+        const op = newOp();
+        await store.create(op, 1_000);
+        const { lease } = await claimOne(store);
+        await store.release(lease, { code: 'WORKER_SHUTDOWN', message: 'bye' }, 2_100);
+        const read = await store.get(op.id);
+        assert.equal(read?.status, 'queued');
+        assert.equal(read?.attempts, 0);
+        await rejectsWith(store.complete(lease, 1, 2_200), 'LEASE_LOST');
+      }));
+
+    it('records progress under the lease', () =>
+      withStore(async (store) => {
+        const op = newOp();
+        await store.create(op, 1_000);
+        const { lease } = await claimOne(store);
+        await store.progress(lease, { fraction: 0.5, message: 'half' }, 2_100);
+        assert.deepEqual((await store.get(op.id))?.progress, { fraction: 0.5, message: 'half' });
+        await rejectsWith(
+          store.progress({ ...lease, token: 'lease_x' }, { fraction: 1 }, 2_200),
+          'LEASE_LOST',
+        );
+        const progress = await store.readEvents({
+          after: 0,
+          limit: 10,
+          types: ['operation.progress'],
+        });
+        assert.deepEqual(progress[0]?.data.progress, { fraction: 0.5, message: 'half' });
+      }));
+
+    it('deletes terminal operations only, leaving one operation.deleted event', () =>
+      withStore(async (store) => {
+        const op = newOp();
+        await store.create(op, 1_000);
+        await rejectsWith(store.delete(op.id, undefined, 1_500), 'ILLEGAL_TRANSITION');
+        await store.cancel(op.id, undefined, { code: 'CANCELED', message: 'x' }, 1_600);
+        await store.delete(op.id, undefined, 1_700);
+        assert.equal(await store.get(op.id), null);
+        const events = await store.readEvents({ after: 0, limit: 10, operationId: op.id });
+        assert.deepEqual(
+          events.map((e) => e.type),
+          ['operation.deleted'],
+        );
+      }));
+
+    it('purges terminal operations finished before the cutoff, with their events', () =>
+      withStore(async (store) => {
+        const old = newOp();
+        const recent = newOp();
+        const open = newOp();
+        for (const op of [old, recent, open]) await store.create(op, 1_000);
+        await store.cancel(old.id, undefined, { code: 'CANCELED', message: 'x' }, 2_000);
+        await store.cancel(recent.id, undefined, { code: 'CANCELED', message: 'x' }, 9_000);
+        assert.equal(await store.purge(5_000, 100), 1);
+        assert.equal(await store.get(old.id), null);
+        assert.ok(await store.get(recent.id));
+        assert.ok(await store.get(open.id));
+        assert.equal(
+          (await store.readEvents({ after: 0, limit: 10, operationId: old.id })).length,
+          0,
+        );
+      }));
+
+    it('lists newest first with stable cursor pages and filters', () =>
+      withStore(async (store) => {
+        const made: string[] = [];
+        for (let i = 0; i < 7; i++) {
+          const op = newOp({
+            labels: { parity: i % 2 === 0 ? 'even' : 'odd' },
+            type: i < 5 ? 'test.op' : 'other.op',
+          });
+          made.push(op.id);
+          await store.create(op, 1_000 + i);
+        }
+        const first = await store.list({ tenant: 't1', limit: 3 });
+        assert.deepEqual(
+          first.items.map((o) => o.id),
+          made.slice(4).reverse(),
+        );
+        assert.ok(first.nextCursor);
+        // Inserts between pages do not shift later pages.
+        await store.create(newOp(), 2_000);
+        const second = await store.list({ tenant: 't1', limit: 3, cursor: first.nextCursor });
+        assert.deepEqual(
+          second.items.map((o) => o.id),
+          made.slice(1, 4).reverse(),
+        );
+        const third = await store.list({ tenant: 't1', limit: 3, cursor: second.nextCursor ?? '' });
+        assert.deepEqual(
+          third.items.map((o) => o.id),
+          [made[0]],
+        );
+        assert.equal(third.nextCursor, null);
+        const odd = await store.list({ tenant: 't1', limit: 10, labels: { parity: 'odd' } });
+        assert.equal(odd.items.length, 3);
+        const other = await store.list({ tenant: 't1', limit: 10, type: 'other.op' });
+        assert.equal(other.items.length, 2);
+        const queued = await store.list({ tenant: 't1', limit: 20, status: ['queued'] });
+        assert.equal(queued.items.length, 8);
+        await rejectsWith(
+          store.list({ tenant: 't1', limit: 3, cursor: 'garbage!' }),
+          'VALIDATION_FAILED',
+        );
+      }));
+
+    it('gives every event a higher seq and the operation a higher version, in commit order', () =>
+      withStore(async (store) => {
+        const ops = Array.from({ length: 20 }, () => newOp());
+        await Promise.all(ops.map((op) => store.create(op, 1_000)));
+        const { claimed } = await store.claim({
+          owner: 'w',
+          types: null,
+          limit: 20,
+          leaseMs: 10_000,
+          now: 2_000,
+        });
+        await Promise.all(claimed.map((c) => store.complete(c.lease, null, 3_000)));
+        const events = await store.readEvents({ after: 0, limit: 100 });
+        assert.equal(events.length, 60);
+        for (let i = 1; i < events.length; i++) {
+          assert.ok((events[i]?.seq ?? 0) > (events[i - 1]?.seq ?? 0));
+        }
+        const after = events[29]?.seq ?? 0;
+        const rest = await store.readEvents({ after, limit: 100 });
+        assert.deepEqual(
+          rest.map((e) => e.seq),
+          events.slice(30).map((e) => e.seq),
+        );
+        for (const op of ops) {
+          const versions = events.filter((e) => e.operationId === op.id).map((e) => e.version);
+          assert.deepEqual(versions, [1, 2, 3]);
+        }
+      }));
+
+    it('hints after commit, with the new last seq and whether work appeared', () =>
+      withStore(async (store) => {
+        const hints: StoreHint[] = [];
+        const unsubscribe = store.subscribe((hint) => hints.push(hint));
+        const op = newOp();
+        await store.create(op, 1_000);
+        const seqAfterCreate = await store.lastSeq();
+        await until(() => hints.some((h) => h.work && h.lastSeq >= seqAfterCreate));
+        hints.length = 0;
+        const { lease } = await claimOne(store);
+        await store.complete(lease, 1, 2_100);
+        const last = await store.lastSeq();
+        await until(() => hints.some((h) => h.lastSeq === last));
+        unsubscribe();
+      }));
+  });
+}

@@ -1,0 +1,1 @@
+export { SqliteStore, sqliteStore, type SqliteStoreOptions } from './sqlite-store.ts';

@@ -1,0 +1,55 @@
+/**
+ * Numbered, append-only migrations. Never edit a released entry: add a new one.
+ * `user_version` records the last one applied.
+ */
+export const MIGRATIONS: readonly { version: number; name: string; sql: string }[] = [
+  {
+    version: 1,
+    name: 'operations and events',
+    sql: `
+      CREATE TABLE operations (
+        pk INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        tenant TEXT NOT NULL,
+        type TEXT NOT NULL,
+        status TEXT NOT NULL,
+        input TEXT NOT NULL,
+        progress TEXT,
+        result TEXT,
+        error TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        max_attempts INTEGER NOT NULL,
+        run_at INTEGER NOT NULL,
+        timeout_ms INTEGER,
+        labels TEXT NOT NULL,
+        callback_url TEXT,
+        traceparent TEXT,
+        cancel_requested_at INTEGER,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        started_at INTEGER,
+        finished_at INTEGER,
+        version INTEGER NOT NULL,
+        lease_token TEXT,
+        lease_owner TEXT,
+        lease_expires_at INTEGER
+      );
+      CREATE INDEX operations_claim ON operations (run_at) WHERE status = 'queued';
+      CREATE INDEX operations_leases ON operations (lease_expires_at) WHERE status = 'running';
+      CREATE INDEX operations_tenant ON operations (tenant);
+      CREATE INDEX operations_finished ON operations (finished_at) WHERE finished_at IS NOT NULL;
+
+      CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        operation_id TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        operation_type TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        data TEXT NOT NULL,
+        time INTEGER NOT NULL
+      );
+      CREATE INDEX events_operation ON events (operation_id, seq);
+    `,
+  },
+];

@@ -1,0 +1,920 @@
+import Database from 'better-sqlite3';
+import fs from 'node:fs';
+import path from 'node:path';
+import { AcceptedError } from '../../domain/errors.ts';
+import {
+  eventId,
+  type EventData,
+  type EventType,
+  type OperationEvent,
+} from '../../domain/events.ts';
+import { newLeaseToken } from '../../domain/ids.ts';
+import type {
+  Json,
+  NewOperation,
+  Operation,
+  OperationError,
+  OperationStatus,
+  Progress,
+} from '../../domain/operation.ts';
+import type {
+  ClaimRequest,
+  ClaimResult,
+  EventQuery,
+  LeaseRef,
+  LeaseState,
+  ListQuery,
+  Page,
+  RenewRequest,
+  Store,
+  StoreHint,
+} from '../store.ts';
+import { MIGRATIONS } from './migrations.ts';
+
+export interface SqliteStoreOptions {
+  /**
+   * The database file. Created with its folder if missing. `:memory:` keeps nothing (tests and
+   * throwaway demos only).
+   */
+  filename: string;
+  /**
+   * `full` (default): every acknowledged write survives power loss (WAL + synchronous=FULL).
+   * `normal`: survives a process crash but may lose the last commits on power loss.
+   */
+  durability?: 'full' | 'normal';
+  /** Most writes folded into one transaction. Default 2000. */
+  maxBatch?: number;
+}
+
+interface Command {
+  run: () => unknown;
+  resolve: (value: unknown) => void;
+  reject: (error: unknown) => void;
+}
+
+/** Statements on the path of every operation, prepared once at open. */
+interface HotStatements {
+  insertOperation: Database.Statement;
+  insertEvent: Database.Statement;
+  claim: Database.Statement;
+  claimTyped: Database.Statement;
+  complete: Database.Statement;
+}
+
+const SQL_INSERT_OPERATION = `INSERT INTO operations (id, tenant, type, status, input, labels,
+  max_attempts, run_at, timeout_ms, callback_url, traceparent, created_at, updated_at, version)
+  VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)`;
+const SQL_INSERT_EVENT = `INSERT INTO events (operation_id, tenant, operation_type, version, type,
+  data, time) VALUES (?, ?, ?, ?, ?, ?, ?)`;
+
+interface OperationRow {
+  pk: number;
+  id: string;
+  tenant: string;
+  type: string;
+  status: OperationStatus;
+  input: string;
+  progress: string | null;
+  result: string | null;
+  error: string | null;
+  attempts: number;
+  max_attempts: number;
+  run_at: number;
+  timeout_ms: number | null;
+  labels: string;
+  callback_url: string | null;
+  traceparent: string | null;
+  cancel_requested_at: number | null;
+  created_at: number;
+  updated_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+  version: number;
+  lease_token: string | null;
+  lease_owner: string | null;
+  lease_expires_at: number | null;
+}
+
+/** The columns a transition needs to write its event. */
+interface ChangedRow {
+  id: string;
+  tenant: string;
+  type: string;
+  version: number;
+  attempts: number;
+}
+
+interface EventRow {
+  seq: number;
+  operation_id: string;
+  tenant: string;
+  operation_type: string;
+  version: number;
+  type: EventType;
+  data: string;
+  time: number;
+}
+
+const OPERATION_COLUMNS = `pk, id, tenant, type, status, input, progress, result, error, attempts,
+  max_attempts, run_at, timeout_ms, labels, callback_url, traceparent, cancel_requested_at,
+  created_at, updated_at, started_at, finished_at, version, lease_token, lease_owner,
+  lease_expires_at`;
+const CHANGED = 'RETURNING id, tenant, type, version, attempts';
+const CLEAR_LEASE = 'lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL';
+
+function claimSql(typed: boolean): string {
+  return `UPDATE operations SET status = 'running', attempts = attempts + 1, lease_token = ?,
+      lease_owner = ?, lease_expires_at = ?, started_at = ?, updated_at = ?, version = version + 1
+    WHERE pk IN (SELECT pk FROM operations WHERE status = 'queued' AND run_at <= ?
+      ${typed ? 'AND type IN (SELECT value FROM json_each(?))' : ''} ORDER BY run_at LIMIT ?)
+    RETURNING ${OPERATION_COLUMNS}`;
+}
+
+const SQL_COMPLETE = `UPDATE operations SET status = 'succeeded', result = ?, error = NULL,
+    finished_at = ?, updated_at = ?, version = version + 1, ${CLEAR_LEASE}
+  WHERE id = ? AND lease_token = ? AND status = 'running' ${CHANGED}`;
+
+function rowToOperation(row: OperationRow): Operation {
+  return {
+    id: row.id,
+    tenant: row.tenant,
+    type: row.type,
+    status: row.status,
+    input: JSON.parse(row.input) as Json,
+    progress: row.progress === null ? null : (JSON.parse(row.progress) as Progress),
+    result: row.result === null ? null : (JSON.parse(row.result) as Json),
+    error: row.error === null ? null : (JSON.parse(row.error) as OperationError),
+    attempts: row.attempts,
+    maxAttempts: row.max_attempts,
+    runAt: row.run_at,
+    timeoutMs: row.timeout_ms,
+    labels: JSON.parse(row.labels) as Record<string, string>,
+    callbackUrl: row.callback_url,
+    cancelRequestedAt: row.cancel_requested_at,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    startedAt: row.started_at,
+    finishedAt: row.finished_at,
+    version: row.version,
+  };
+}
+
+function rowToEvent(row: EventRow): OperationEvent {
+  return {
+    seq: row.seq,
+    id: eventId(row.seq),
+    operationId: row.operation_id,
+    tenant: row.tenant,
+    operationType: row.operation_type,
+    version: row.version,
+    type: row.type,
+    data: JSON.parse(row.data) as EventData,
+    time: row.time,
+  };
+}
+
+function encodeCursor(pk: number): string {
+  return Buffer.from(`o:${pk}`).toString('base64url');
+}
+
+function decodeCursor(cursor: string): number {
+  const text = Buffer.from(cursor, 'base64url').toString('utf8');
+  const pk = text.startsWith('o:') ? Number(text.slice(2)) : NaN;
+  if (!Number.isSafeInteger(pk) || pk < 0) {
+    throw new AcceptedError('VALIDATION_FAILED', 'The cursor is not one this server issued.', {
+      fields: [{ field: '/cursor', message: 'unknown cursor' }],
+      fix: 'Pass back the nextCursor of the previous page unchanged, or omit cursor to start over.',
+    });
+  }
+  return pk;
+}
+
+/** Runs a synchronous read so that its failure is a rejected promise, never a throw. */
+function settle<T>(read: () => T): Promise<T> {
+  try {
+    return Promise.resolve(read());
+  } catch (error) {
+    return Promise.reject(error instanceof Error ? error : new Error(String(error)));
+  }
+}
+
+function leaseLost(id: string): AcceptedError {
+  return new AcceptedError('LEASE_LOST', `The lease on operation ${id} is no longer held.`, {
+    fix: 'The operation was recovered, canceled or completed elsewhere; drop this attempt.',
+  });
+}
+
+function notFound(id: string): AcceptedError {
+  return new AcceptedError('OPERATION_NOT_FOUND', `No operation ${id}.`, {
+    fix: 'Check the id; operations are removed after their retention period.',
+  });
+}
+
+/**
+ * The embedded store: one SQLite file in WAL mode, opened by one process at a time (exclusive
+ * lock), every write folded into a group commit so that many transitions share one fsync.
+ */
+export class SqliteStore implements Store {
+  readonly kind = 'sqlite';
+  private db: Database.Database | null = null;
+  private readonly options: Required<SqliteStoreOptions>;
+  private queue: Command[] = [];
+  private flushScheduled = false;
+  private pendingEvents: OperationEvent[] = [];
+  private workChanged = false;
+  private readonly listeners = new Set<(hint: StoreHint) => void>();
+  private readonly statements = new Map<string, Database.Statement>();
+  private seqHigh = 0;
+  private closed = false;
+  private hot: HotStatements | null = null;
+  /** Group-commit counters, for benchmarks and metrics. */
+  readonly stats = { flushes: 0, commands: 0 };
+
+  constructor(options: SqliteStoreOptions) {
+    this.options = { durability: 'full', maxBatch: 2000, ...options };
+  }
+
+  open(): Promise<void> {
+    return settle(() => this.openNow());
+  }
+
+  private openNow(): void {
+    if (this.db) return;
+    const { filename } = this.options;
+    if (filename !== ':memory:')
+      fs.mkdirSync(path.dirname(path.resolve(filename)), { recursive: true });
+    const db = new Database(filename);
+    try {
+      db.pragma('busy_timeout = 2000');
+      // Exclusive: this process alone uses the file, so on open every lease still recorded
+      // belongs to a process that died, and recovery need not wait for leases to expire.
+      db.pragma('locking_mode = EXCLUSIVE');
+      db.pragma('journal_mode = WAL');
+      db.pragma(`synchronous = ${this.options.durability === 'full' ? 'FULL' : 'NORMAL'}`);
+      db.pragma('temp_store = MEMORY');
+      db.pragma('cache_size = -65536');
+      db.exec('BEGIN EXCLUSIVE; COMMIT');
+      this.migrate(db);
+      db.prepare(`UPDATE operations SET lease_expires_at = 0 WHERE status = 'running'`).run();
+      const row = db.prepare('SELECT max(seq) AS seq FROM events').get() as { seq: number | null };
+      this.seqHigh = row.seq ?? 0;
+      this.hot = {
+        insertOperation: db.prepare(SQL_INSERT_OPERATION),
+        insertEvent: db.prepare(SQL_INSERT_EVENT),
+        claim: db.prepare(claimSql(false)),
+        claimTyped: db.prepare(claimSql(true)),
+        complete: db.prepare(SQL_COMPLETE),
+      };
+    } catch (error) {
+      db.close();
+      if ((error as { code?: string }).code === 'SQLITE_BUSY') {
+        throw new AcceptedError(
+          'STORE_LOCKED',
+          `The database ${filename} is in use by another process.`,
+          {
+            fix: 'Stop the other Accepted process, or give this one another --data directory.',
+            cause: error,
+          },
+        );
+      }
+      throw error;
+    }
+    this.db = db;
+  }
+
+  private migrate(db: Database.Database): void {
+    const current = db.pragma('user_version', { simple: true }) as number;
+    for (const migration of MIGRATIONS) {
+      if (migration.version <= current) continue;
+      db.transaction(() => {
+        db.exec(migration.sql);
+        db.pragma(`user_version = ${migration.version}`);
+      }).immediate();
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    while (this.queue.length > 0) this.flush();
+    this.closed = true;
+    this.db?.close();
+    this.db = null;
+    this.hot = null;
+    this.statements.clear();
+    return Promise.resolve();
+  }
+
+  ping(): Promise<void> {
+    return settle(() => {
+      this.stmt('SELECT 1').get();
+    });
+  }
+
+  subscribe(listener: (hint: StoreHint) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private conn(): Database.Database {
+    if (!this.db) {
+      throw new AcceptedError('NOT_STARTED', 'The store is not open.', {
+        fix: 'Call open() (or accepted.start()) first.',
+      });
+    }
+    return this.db;
+  }
+
+  private hotStatements(): HotStatements {
+    if (!this.hot) this.conn();
+    return this.hot as HotStatements;
+  }
+
+  private stmt(sql: string): Database.Statement {
+    let statement = this.statements.get(sql);
+    if (!statement) {
+      statement = this.conn().prepare(sql);
+      this.statements.set(sql, statement);
+    }
+    return statement;
+  }
+
+  // ---- group commit -------------------------------------------------------------------------
+
+  private write<T>(run: () => T): Promise<T> {
+    if (this.closed || !this.db) {
+      return Promise.reject(
+        new AcceptedError('NOT_STARTED', 'The store is not open.', { fix: 'Call open() first.' }),
+      );
+    }
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push({ run, resolve: resolve as (value: unknown) => void, reject });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => {
+          this.flushScheduled = false;
+          this.flush();
+        });
+      }
+    });
+  }
+
+  /** Runs queued writes in one transaction and settles their promises after the commit. */
+  private flush(): void {
+    const db = this.db;
+    if (!db || this.queue.length === 0) return;
+    const batch = this.queue.splice(0, this.options.maxBatch);
+    this.stats.flushes++;
+    this.stats.commands += batch.length;
+    if (this.queue.length > 0 && !this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => {
+        this.flushScheduled = false;
+        this.flush();
+      });
+    }
+    const outcomes: { ok: boolean; value: unknown }[] = [];
+    const seqBefore = this.seqHigh;
+    let committed = false;
+    db.exec('BEGIN IMMEDIATE');
+    try {
+      for (const command of batch) {
+        try {
+          outcomes.push({ ok: true, value: command.run() });
+        } catch (error) {
+          // Domain errors are raised before a command writes anything, so the rest of the
+          // batch stays valid. Anything else aborts the batch (handled below).
+          if (!(error instanceof AcceptedError)) throw error;
+          outcomes.push({ ok: false, value: error });
+        }
+      }
+      db.exec('COMMIT');
+      committed = true;
+    } catch {
+      if (db.inTransaction) db.exec('ROLLBACK');
+      this.pendingEvents = [];
+      this.seqHigh = seqBefore;
+    }
+    if (!committed) {
+      // Run each command alone, so one bad write fails only its own caller.
+      outcomes.length = 0;
+      for (const command of batch) {
+        const eventsMark = this.pendingEvents.length;
+        const seqMark = this.seqHigh;
+        try {
+          outcomes.push({ ok: true, value: db.transaction(command.run).immediate() });
+        } catch (error) {
+          this.pendingEvents.length = eventsMark;
+          this.seqHigh = seqMark;
+          outcomes.push({ ok: false, value: error });
+        }
+      }
+    }
+    batch.forEach((command, i) => {
+      const outcome = outcomes[i];
+      if (outcome?.ok) command.resolve(outcome.value);
+      else command.reject(outcome?.value);
+    });
+    const events = this.pendingEvents;
+    const work = this.workChanged;
+    this.pendingEvents = [];
+    this.workChanged = false;
+    if ((events.length > 0 || work) && this.listeners.size > 0) {
+      const hint: StoreHint = { lastSeq: this.seqHigh, work, events };
+      for (const listener of this.listeners) {
+        try {
+          listener(hint);
+        } catch {
+          // A listener's failure must not break the store; hints are advisory.
+        }
+      }
+    }
+  }
+
+  private appendEvent(row: ChangedRow, type: EventType, data: EventData, now: number): void {
+    const info = this.hotStatements().insertEvent.run(
+      row.id,
+      row.tenant,
+      row.type,
+      row.version,
+      type,
+      JSON.stringify(data),
+      now,
+    );
+    const seq = Number(info.lastInsertRowid);
+    this.seqHigh = seq;
+    this.pendingEvents.push({
+      seq,
+      id: eventId(seq),
+      operationId: row.id,
+      tenant: row.tenant,
+      operationType: row.type,
+      version: row.version,
+      type,
+      data,
+      time: now,
+    });
+  }
+
+  private readRow(id: string): OperationRow | undefined {
+    return this.stmt(`SELECT ${OPERATION_COLUMNS} FROM operations WHERE id = ?`).get(id) as
+      OperationRow | undefined;
+  }
+
+  private readScoped(id: string, tenant: string | undefined): OperationRow {
+    const row = this.readRow(id);
+    if (!row || (tenant !== undefined && row.tenant !== tenant)) throw notFound(id);
+    return row;
+  }
+
+  // ---- operations ---------------------------------------------------------------------------
+
+  create(op: NewOperation, now: number): Promise<Operation> {
+    const input = JSON.stringify(op.input);
+    const labels = JSON.stringify(op.labels);
+    return this.write(() => {
+      this.hotStatements().insertOperation.run(
+        op.id,
+        op.tenant,
+        op.type,
+        input,
+        labels,
+        op.maxAttempts,
+        op.runAt,
+        op.timeoutMs,
+        op.callbackUrl,
+        op.traceparent ?? null,
+        now,
+        now,
+      );
+      const changed = { id: op.id, tenant: op.tenant, type: op.type, version: 1, attempts: 0 };
+      this.appendEvent(changed, 'operation.queued', { status: 'queued', runAt: op.runAt }, now);
+      this.workChanged = true;
+      const operation: Operation = {
+        id: op.id,
+        tenant: op.tenant,
+        type: op.type,
+        status: 'queued',
+        input: op.input,
+        progress: null,
+        result: null,
+        error: null,
+        attempts: 0,
+        maxAttempts: op.maxAttempts,
+        runAt: op.runAt,
+        timeoutMs: op.timeoutMs,
+        labels: op.labels,
+        callbackUrl: op.callbackUrl,
+        cancelRequestedAt: null,
+        createdAt: now,
+        updatedAt: now,
+        startedAt: null,
+        finishedAt: null,
+        version: 1,
+      };
+      return operation;
+    });
+  }
+
+  get(id: string, tenant?: string): Promise<Operation | null> {
+    return settle(() => {
+      const row = this.readRow(id);
+      if (!row || (tenant !== undefined && row.tenant !== tenant)) return null;
+      return rowToOperation(row);
+    });
+  }
+
+  list(query: ListQuery): Promise<Page<Operation>> {
+    return settle(() => this.listNow(query));
+  }
+
+  private listNow(query: ListQuery): Page<Operation> {
+    const where = ['tenant = ?'];
+    const params: (string | number)[] = [query.tenant];
+    if (query.status && query.status.length > 0) {
+      where.push(`status IN (${query.status.map(() => '?').join(', ')})`);
+      params.push(...query.status);
+    }
+    if (query.type !== undefined) {
+      where.push('type = ?');
+      params.push(query.type);
+    }
+    for (const [key, value] of Object.entries(query.labels ?? {})) {
+      where.push('json_extract(labels, ?) = ?');
+      params.push(`$."${key.replaceAll('"', '\\"')}"`, value);
+    }
+    if (query.cursor !== undefined) {
+      where.push('pk < ?');
+      params.push(decodeCursor(query.cursor));
+    }
+    const rows = this.stmt(
+      `SELECT ${OPERATION_COLUMNS} FROM operations WHERE ${where.join(' AND ')}
+       ORDER BY pk DESC LIMIT ?`,
+    ).all(...params, query.limit + 1) as OperationRow[];
+    const more = rows.length > query.limit;
+    const page = more ? rows.slice(0, query.limit) : rows;
+    const last = page[page.length - 1];
+    return {
+      items: page.map(rowToOperation),
+      nextCursor: more && last ? encodeCursor(last.pk) : null,
+    };
+  }
+
+  // ---- leases -------------------------------------------------------------------------------
+
+  claim(request: ClaimRequest): Promise<ClaimResult> {
+    const typeFilter = request.types ? 'AND type IN (SELECT value FROM json_each(?))' : '';
+    const typeParam = request.types ? [JSON.stringify(request.types)] : [];
+    return this.write(() => {
+      const token = newLeaseToken();
+      const expiresAt = request.now + request.leaseMs;
+      const hot = this.hotStatements();
+      const rows = (request.types ? hot.claimTyped : hot.claim).all(
+        token,
+        request.owner,
+        expiresAt,
+        request.now,
+        request.now,
+        request.now,
+        ...typeParam,
+        request.limit,
+      ) as OperationRow[];
+      rows.sort((a, b) => a.run_at - b.run_at || a.pk - b.pk);
+      const claimed = rows.map((row) => {
+        this.appendEvent(
+          row,
+          'operation.started',
+          { status: 'running', attempt: row.attempts },
+          request.now,
+        );
+        return {
+          operation: rowToOperation(row),
+          lease: { operationId: row.id, token, expiresAt },
+        };
+      });
+      let nextRunAt: number | null = null;
+      if (rows.length < request.limit) {
+        const next = this.stmt(
+          `SELECT min(run_at) AS t FROM operations WHERE status = 'queued' ${typeFilter}`,
+        ).get(...typeParam) as { t: number | null };
+        nextRunAt = next.t;
+      }
+      return { claimed, nextRunAt };
+    });
+  }
+
+  renewLeases(request: RenewRequest): Promise<LeaseState[]> {
+    return this.write(() => {
+      const expiresAt = request.now + request.leaseMs;
+      const statement = this.stmt(
+        `UPDATE operations SET lease_expires_at = ?
+         WHERE id = ? AND lease_token = ? AND status = 'running' RETURNING cancel_requested_at`,
+      );
+      return request.leases.map((lease): LeaseState => {
+        const row = statement.get(expiresAt, lease.operationId, lease.token) as
+          { cancel_requested_at: number | null } | undefined;
+        return {
+          operationId: lease.operationId,
+          state: !row ? 'lost' : row.cancel_requested_at === null ? 'held' : 'cancel_requested',
+        };
+      });
+    });
+  }
+
+  progress(lease: LeaseRef, progress: Progress, now: number): Promise<void> {
+    const json = JSON.stringify(progress);
+    return this.write(() => {
+      const row = this.stmt(
+        `UPDATE operations SET progress = ?, updated_at = ?, version = version + 1
+         WHERE id = ? AND lease_token = ? AND status = 'running' ${CHANGED}`,
+      ).get(json, now, lease.operationId, lease.token) as ChangedRow | undefined;
+      if (!row) throw leaseLost(lease.operationId);
+      this.appendEvent(row, 'operation.progress', { status: 'running', progress }, now);
+    });
+  }
+
+  complete(lease: LeaseRef, result: Json, now: number): Promise<void> {
+    const json = JSON.stringify(result);
+    return this.write(() => {
+      const row = this.hotStatements().complete.get(
+        json,
+        now,
+        now,
+        lease.operationId,
+        lease.token,
+      ) as ChangedRow | undefined;
+      if (!row) throw leaseLost(lease.operationId);
+      this.appendEvent(
+        row,
+        'operation.succeeded',
+        { status: 'succeeded', attempt: row.attempts, result },
+        now,
+      );
+    });
+  }
+
+  fail(lease: LeaseRef, error: OperationError, retryAt: number | null, now: number): Promise<void> {
+    const json = JSON.stringify(error);
+    return this.write(() => {
+      if (retryAt === null) {
+        const row = this.stmt(
+          `UPDATE operations SET status = 'failed', error = ?, finished_at = ?, updated_at = ?,
+             version = version + 1, ${CLEAR_LEASE}
+           WHERE id = ? AND lease_token = ? AND status = 'running' ${CHANGED}`,
+        ).get(json, now, now, lease.operationId, lease.token) as ChangedRow | undefined;
+        if (!row) throw leaseLost(lease.operationId);
+        this.appendEvent(
+          row,
+          'operation.failed',
+          { status: 'failed', attempt: row.attempts, error },
+          now,
+        );
+        return;
+      }
+      const row = this.stmt(
+        `UPDATE operations SET status = 'queued', error = ?, run_at = ?, updated_at = ?,
+           version = version + 1, ${CLEAR_LEASE}
+         WHERE id = ? AND lease_token = ? AND status = 'running' ${CHANGED}`,
+      ).get(json, retryAt, now, lease.operationId, lease.token) as ChangedRow | undefined;
+      if (!row) throw leaseLost(lease.operationId);
+      this.appendEvent(
+        row,
+        'operation.retrying',
+        { status: 'queued', attempt: row.attempts, error, runAt: retryAt },
+        now,
+      );
+      this.workChanged = true;
+    });
+  }
+
+  finishCanceled(lease: LeaseRef, error: OperationError, now: number): Promise<void> {
+    const json = JSON.stringify(error);
+    return this.write(() => {
+      const row = this.stmt(
+        `UPDATE operations SET status = 'canceled', error = ?, finished_at = ?, updated_at = ?,
+           version = version + 1, ${CLEAR_LEASE}
+         WHERE id = ? AND lease_token = ? AND status = 'running' ${CHANGED}`,
+      ).get(json, now, now, lease.operationId, lease.token) as ChangedRow | undefined;
+      if (!row) throw leaseLost(lease.operationId);
+      this.appendEvent(
+        row,
+        'operation.canceled',
+        { status: 'canceled', attempt: row.attempts, error },
+        now,
+      );
+    });
+  }
+
+  release(lease: LeaseRef, error: OperationError, now: number): Promise<void> {
+    const json = JSON.stringify(error);
+    return this.write(() => {
+      const row = this.stmt(
+        `UPDATE operations SET status = 'queued', attempts = attempts - 1, error = ?, run_at = ?,
+           updated_at = ?, version = version + 1, ${CLEAR_LEASE}
+         WHERE id = ? AND lease_token = ? AND status = 'running' ${CHANGED}`,
+      ).get(json, now, now, lease.operationId, lease.token) as ChangedRow | undefined;
+      if (!row) throw leaseLost(lease.operationId);
+      this.appendEvent(row, 'operation.retrying', { status: 'queued', error, runAt: now }, now);
+      this.workChanged = true;
+    });
+  }
+
+  recoverExpiredLeases(now: number, limit: number): Promise<number> {
+    return this.write(() => {
+      const rows = this.stmt(
+        `SELECT pk, attempts, max_attempts, cancel_requested_at FROM operations
+         WHERE status = 'running' AND lease_expires_at < ? ORDER BY lease_expires_at LIMIT ?`,
+      ).all(now, limit) as Pick<
+        OperationRow,
+        'pk' | 'attempts' | 'max_attempts' | 'cancel_requested_at'
+      >[];
+      for (const candidate of rows) {
+        if (candidate.cancel_requested_at !== null) {
+          const error = { code: 'CANCELED', message: 'Canceled on request.' };
+          const row = this.stmt(
+            `UPDATE operations SET status = 'canceled', error = ?, finished_at = ?, updated_at = ?,
+               version = version + 1, ${CLEAR_LEASE} WHERE pk = ? ${CHANGED}`,
+          ).get(JSON.stringify(error), now, now, candidate.pk) as ChangedRow;
+          this.appendEvent(row, 'operation.canceled', { status: 'canceled', error }, now);
+          continue;
+        }
+        const error = {
+          code: 'LEASE_EXPIRED',
+          message:
+            'The worker running this attempt stopped renewing its lease (it crashed or hung).',
+        };
+        if (candidate.attempts < candidate.max_attempts) {
+          const row = this.stmt(
+            `UPDATE operations SET status = 'queued', error = ?, run_at = ?, updated_at = ?,
+               version = version + 1, ${CLEAR_LEASE} WHERE pk = ? ${CHANGED}`,
+          ).get(JSON.stringify(error), now, now, candidate.pk) as ChangedRow;
+          this.appendEvent(
+            row,
+            'operation.retrying',
+            { status: 'queued', attempt: row.attempts, error, runAt: now },
+            now,
+          );
+          this.workChanged = true;
+        } else {
+          const row = this.stmt(
+            `UPDATE operations SET status = 'failed', error = ?, finished_at = ?, updated_at = ?,
+               version = version + 1, ${CLEAR_LEASE} WHERE pk = ? ${CHANGED}`,
+          ).get(JSON.stringify(error), now, now, candidate.pk) as ChangedRow;
+          this.appendEvent(
+            row,
+            'operation.failed',
+            { status: 'failed', attempt: row.attempts, error },
+            now,
+          );
+        }
+      }
+      return rows.length;
+    });
+  }
+
+  // ---- client-driven transitions ------------------------------------------------------------
+
+  cancel(
+    id: string,
+    tenant: string | undefined,
+    error: OperationError,
+    now: number,
+  ): Promise<Operation> {
+    return this.write(() => {
+      const current = this.readScoped(id, tenant);
+      if (current.status === 'queued') {
+        const row = this.stmt(
+          `UPDATE operations SET status = 'canceled', error = ?, finished_at = ?, updated_at = ?,
+             version = version + 1 WHERE pk = ? ${CHANGED}`,
+        ).get(JSON.stringify(error), now, now, current.pk) as ChangedRow;
+        this.appendEvent(row, 'operation.canceled', { status: 'canceled', error }, now);
+      } else if (current.status === 'running') {
+        if (current.cancel_requested_at !== null) return rowToOperation(current);
+        const row = this.stmt(
+          `UPDATE operations SET cancel_requested_at = ?, updated_at = ?, version = version + 1
+           WHERE pk = ? ${CHANGED}`,
+        ).get(now, now, current.pk) as ChangedRow;
+        this.appendEvent(row, 'operation.cancel_requested', { status: 'running' }, now);
+      } else {
+        throw new AcceptedError(
+          'ALREADY_TERMINAL',
+          `Operation ${id} is already ${current.status}.`,
+          {
+            details: { status: current.status },
+            fix: 'Nothing to cancel: the operation has finished.',
+          },
+        );
+      }
+      return rowToOperation(this.readScoped(id, tenant));
+    });
+  }
+
+  retry(id: string, tenant: string | undefined, runAt: number, now: number): Promise<Operation> {
+    return this.write(() => {
+      const current = this.readScoped(id, tenant);
+      if (current.status !== 'failed' && current.status !== 'canceled') {
+        throw new AcceptedError(
+          'ILLEGAL_TRANSITION',
+          `Operation ${id} is ${current.status}; only failed or canceled operations can be retried.`,
+          {
+            details: { status: current.status },
+            fix: 'Wait until it has failed or been canceled.',
+          },
+        );
+      }
+      const row = this.stmt(
+        `UPDATE operations SET status = 'queued', attempts = 0, result = NULL, error = NULL,
+           progress = NULL, finished_at = NULL, cancel_requested_at = NULL, run_at = ?,
+           updated_at = ?, version = version + 1 WHERE pk = ? ${CHANGED}`,
+      ).get(runAt, now, current.pk) as ChangedRow;
+      this.appendEvent(row, 'operation.queued', { status: 'queued', runAt }, now);
+      this.workChanged = true;
+      return rowToOperation(this.readScoped(id, tenant));
+    });
+  }
+
+  delete(id: string, tenant: string | undefined, now: number): Promise<void> {
+    return this.write(() => {
+      const current = this.readScoped(id, tenant);
+      if (
+        current.status !== 'succeeded' &&
+        current.status !== 'failed' &&
+        current.status !== 'canceled'
+      ) {
+        throw new AcceptedError(
+          'ILLEGAL_TRANSITION',
+          `Operation ${id} is ${current.status}; only finished operations can be deleted.`,
+          { details: { status: current.status }, fix: 'Cancel it first, then delete it.' },
+        );
+      }
+      this.stmt('DELETE FROM events WHERE operation_id = ?').run(id);
+      this.stmt('DELETE FROM operations WHERE pk = ?').run(current.pk);
+      this.appendEvent(
+        {
+          id,
+          tenant: current.tenant,
+          type: current.type,
+          version: current.version + 1,
+          attempts: 0,
+        },
+        'operation.deleted',
+        { status: current.status },
+        now,
+      );
+    });
+  }
+
+  purge(finishedBefore: number, limit: number): Promise<number> {
+    return this.write(() => {
+      const ids = this.stmt(
+        `DELETE FROM operations WHERE pk IN (SELECT pk FROM operations
+           WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?) RETURNING id`,
+      ).all(finishedBefore, limit) as { id: string }[];
+      const dropEvents = this.stmt('DELETE FROM events WHERE operation_id = ?');
+      for (const { id } of ids) dropEvents.run(id);
+      this.stmt(`DELETE FROM events WHERE type = 'operation.deleted' AND time < ?`).run(
+        finishedBefore,
+      );
+      return ids.length;
+    });
+  }
+
+  // ---- the log ------------------------------------------------------------------------------
+
+  readEvents(query: EventQuery): Promise<OperationEvent[]> {
+    return settle(() => this.readEventsNow(query));
+  }
+
+  private readEventsNow(query: EventQuery): OperationEvent[] {
+    const where = ['seq > ?'];
+    const params: (string | number)[] = [query.after];
+    if (query.operationId !== undefined) {
+      where.push('operation_id = ?');
+      params.push(query.operationId);
+    }
+    if (query.tenant !== undefined) {
+      where.push('tenant = ?');
+      params.push(query.tenant);
+    }
+    if (query.types && query.types.length > 0) {
+      where.push(`type IN (${query.types.map(() => '?').join(', ')})`);
+      params.push(...query.types);
+    }
+    const rows = this.stmt(
+      `SELECT seq, operation_id, tenant, operation_type, version, type, data, time FROM events
+       WHERE ${where.join(' AND ')} ORDER BY seq LIMIT ?`,
+    ).all(...params, query.limit) as EventRow[];
+    return rows.map(rowToEvent);
+  }
+
+  lastSeq(): Promise<number> {
+    return settle(() => {
+      this.conn();
+      return this.seqHigh;
+    });
+  }
+}
+
+/** The embedded SQLite store. */
+export function sqliteStore(options: SqliteStoreOptions): Store {
+  return new SqliteStore(options);
+}

@@ -1,0 +1,175 @@
+import type { OperationEvent, EventType } from '../domain/events.ts';
+import type {
+  Json,
+  NewOperation,
+  Operation,
+  OperationError,
+  OperationStatus,
+  Progress,
+} from '../domain/operation.ts';
+
+/**
+ * The one interface every store adapter implements, in domain terms. No SQL, connection or
+ * transaction type crosses it. Every method is asynchronous, whatever the adapter, so that a
+ * networked store (PostgreSQL) fits behind it unchanged.
+ *
+ * Contract shared by every adapter (checked by the conformance suite in `conformance.ts`):
+ * - A method's promise resolves only once its change is durable (committed and flushed).
+ * - Every state change bumps the operation's `version` and appends exactly one event, in the
+ *   same transaction. The event log is the outbox: channels read it, never memory.
+ * - `readEvents` returns events in ascending `seq`, and never returns an event with seq S
+ *   while an event with a smaller seq could still become visible (no gaps behind a cursor).
+ * - Domain failures reject with `AcceptedError` (stable codes) and change nothing.
+ * - Adapters may group many calls into one transaction (group commit); callers never see it.
+ */
+export interface Store {
+  /** Human-readable name of the adapter (`sqlite`, `postgres`). */
+  readonly kind: string;
+
+  /** Prepare the store (migrations, locks). Called once before any other method. */
+  open(): Promise<void>;
+  /** Flush pending writes and release every resource. */
+  close(): Promise<void>;
+  /** Resolves when the store answers a trivial query (readiness). */
+  ping(): Promise<void>;
+
+  /** Creates a queued operation and its `operation.queued` event. */
+  create(op: NewOperation, now: number): Promise<Operation>;
+  /** One operation, or null. With `tenant`, an operation of another tenant is null too. */
+  get(id: string, tenant?: string): Promise<Operation | null>;
+  /** Newest first, by opaque cursor. */
+  list(query: ListQuery): Promise<Page<Operation>>;
+
+  /**
+   * Leases up to `limit` queued operations whose `runAt` has come, oldest `runAt` first: each
+   * becomes `running` with `attempts + 1` and an `operation.started` event. No operation is
+   * ever leased to two claimants at once.
+   */
+  claim(request: ClaimRequest): Promise<ClaimResult>;
+  /** Extends leases still held; says for each whether it is held, lost, or asked to cancel. */
+  renewLeases(request: RenewRequest): Promise<LeaseState[]>;
+  /** Records progress of a running operation (`operation.progress`). */
+  progress(lease: LeaseRef, progress: Progress, now: number): Promise<void>;
+  /** running -> succeeded. Rejects with LEASE_LOST if the lease is no longer held. */
+  complete(lease: LeaseRef, result: Json, now: number): Promise<void>;
+  /**
+   * running -> queued (`operation.retrying`, next attempt at `retryAt`) when `retryAt` is a
+   * number, else running -> failed. Rejects with LEASE_LOST if the lease is no longer held.
+   */
+  fail(lease: LeaseRef, error: OperationError, retryAt: number | null, now: number): Promise<void>;
+  /** running -> canceled, honouring a cancel request. */
+  finishCanceled(lease: LeaseRef, error: OperationError, now: number): Promise<void>;
+  /**
+   * running -> queued without counting the attempt (the worker gave the operation back, for
+   * example at shutdown). Rejects with LEASE_LOST if the lease is no longer held.
+   */
+  release(lease: LeaseRef, error: OperationError, now: number): Promise<void>;
+  /**
+   * Operations whose lease expired go back to queued (or to failed when out of attempts, or to
+   * canceled when cancellation was requested). Returns how many were recovered.
+   */
+  recoverExpiredLeases(now: number, limit: number): Promise<number>;
+
+  /**
+   * queued -> canceled at once; running -> cancel requested (`operation.cancel_requested`; the
+   * worker aborts its handler and then calls `finishCanceled`). A running operation whose
+   * cancellation was already requested is returned unchanged. Terminal: ALREADY_TERMINAL.
+   */
+  cancel(
+    id: string,
+    tenant: string | undefined,
+    error: OperationError,
+    now: number,
+  ): Promise<Operation>;
+  /** failed or canceled -> queued, with a fresh attempt budget. */
+  retry(id: string, tenant: string | undefined, runAt: number, now: number): Promise<Operation>;
+  /** Removes a terminal operation and its history, leaving one `operation.deleted` event. */
+  delete(id: string, tenant: string | undefined, now: number): Promise<void>;
+  /** Removes terminal operations finished before `finishedBefore`, and their events. */
+  purge(finishedBefore: number, limit: number): Promise<number>;
+
+  /** Events after `after`, ascending by seq. */
+  readEvents(query: EventQuery): Promise<OperationEvent[]>;
+  /** The highest seq written so far (0 for an empty log). */
+  lastSeq(): Promise<number>;
+
+  /**
+   * Wake-up hints: called after writes commit. A hint is never the source of truth: a lost
+   * hint only delays a reader, which then finds the change by reading the log.
+   */
+  subscribe(listener: (hint: StoreHint) => void): () => void;
+}
+
+/** Identifies a lease: the operation and the token its claimant holds. */
+export interface LeaseRef {
+  operationId: string;
+  token: string;
+}
+
+export interface ClaimRequest {
+  /** Who claims (a worker id); kept with the lease for inspection. */
+  owner: string;
+  /** Only these types (the ones the claimant can run); null for any. */
+  types: readonly string[] | null;
+  limit: number;
+  leaseMs: number;
+  now: number;
+}
+
+export interface ClaimedOperation {
+  operation: Operation;
+  lease: LeaseRef & { expiresAt: number };
+}
+
+export interface ClaimResult {
+  claimed: ClaimedOperation[];
+  /** Earliest runAt among queued operations not claimed now (for a timer), or null. */
+  nextRunAt: number | null;
+}
+
+export interface RenewRequest {
+  leases: readonly LeaseRef[];
+  leaseMs: number;
+  now: number;
+}
+
+export interface LeaseState {
+  operationId: string;
+  state: 'held' | 'lost' | 'cancel_requested';
+}
+
+export interface ListQuery {
+  tenant: string;
+  status?: readonly OperationStatus[];
+  type?: string;
+  labels?: Record<string, string>;
+  limit: number;
+  cursor?: string;
+}
+
+export interface Page<T> {
+  items: T[];
+  /** Give it back as `cursor` for the next page; null on the last page. */
+  nextCursor: string | null;
+}
+
+export interface EventQuery {
+  after: number;
+  limit: number;
+  operationId?: string;
+  tenant?: string;
+  types?: readonly EventType[];
+}
+
+export interface StoreHint {
+  /** Highest seq committed. */
+  lastSeq: number;
+  /** True when queued work may have become available (a create, retry or requeue). */
+  work: boolean;
+  /**
+   * The events just committed, in seq order, when the adapter has them at hand (an embedded
+   * store does). Readers may use them instead of reading the log, if they are contiguous with
+   * the reader's cursor.
+   */
+  events?: readonly OperationEvent[];
+}

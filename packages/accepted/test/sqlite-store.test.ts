@@ -1,0 +1,108 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { AcceptedError } from '../src/domain/errors.ts';
+import { newOperationId } from '../src/domain/ids.ts';
+import { storeConformance } from '../src/store/conformance.ts';
+import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts';
+
+function tempFile(): string {
+  return path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'accepted-sqlite-')), 'accepted.db');
+}
+
+storeConformance('sqlite', async () => {
+  const filename = tempFile();
+  const store = new SqliteStore({ filename });
+  await store.open();
+  return {
+    store,
+    cleanup: async () => {
+      await store.close();
+      fs.rmSync(path.dirname(filename), { recursive: true, force: true });
+    },
+  };
+});
+
+describe('SQLite store specifics', () => {
+  it('refuses a second process-level opener of the same file (STORE_LOCKED)', async () => {
+    const filename = tempFile();
+    const first = new SqliteStore({ filename });
+    await first.open();
+    const second = new SqliteStore({ filename });
+    await assert.rejects(second.open(), (error: unknown) => {
+      assert.ok(error instanceof AcceptedError);
+      assert.equal(error.code, 'STORE_LOCKED');
+      return true;
+    });
+    await first.close();
+    await second.open();
+    await second.close();
+  });
+
+  it('keeps committed writes across close and reopen, and frees dead leases on open', async () => {
+    const filename = tempFile();
+    let store = new SqliteStore({ filename });
+    await store.open();
+    const id = newOperationId();
+    await store.create(
+      {
+        id,
+        tenant: 't',
+        type: 'x',
+        input: { big: 'y'.repeat(1000) },
+        maxAttempts: 2,
+        runAt: 0,
+        timeoutMs: null,
+        labels: {},
+        callbackUrl: null,
+      },
+      1,
+    );
+    const { claimed } = await store.claim({
+      owner: 'w',
+      types: null,
+      limit: 1,
+      leaseMs: 3_600_000,
+      now: Date.now(),
+    });
+    assert.equal(claimed.length, 1);
+    await store.close();
+    store = new SqliteStore({ filename });
+    await store.open();
+    const read = await store.get(id);
+    assert.equal(read?.status, 'running');
+    // The lease was an hour long, but the process holding it is gone: recovery is immediate.
+    assert.equal(await store.recoverExpiredLeases(Date.now(), 10), 1);
+    assert.equal((await store.get(id))?.status, 'queued');
+    await store.close();
+  });
+
+  it('folds concurrent writes into shared transactions without mixing up results', async () => {
+    const filename = tempFile();
+    const store = new SqliteStore({ filename });
+    await store.open();
+    const ids = Array.from({ length: 500 }, () => newOperationId());
+    const base = {
+      tenant: 't',
+      type: 'x',
+      input: null,
+      maxAttempts: 1,
+      runAt: 0,
+      timeoutMs: null,
+      labels: {},
+      callbackUrl: null,
+    };
+    // One bad write (a duplicate id) in the middle must fail alone.
+    const writes = ids.map((id) => store.create({ ...base, id }, 1));
+    const duplicate = store.create({ ...base, id: ids[0]! }, 1);
+    const results = await Promise.allSettled([...writes, duplicate]);
+    assert.equal(results.filter((r) => r.status === 'fulfilled').length, 500);
+    assert.equal(results.at(-1)?.status, 'rejected');
+    const events = await store.readEvents({ after: 0, limit: 1000 });
+    assert.equal(events.length, 500);
+    assert.equal(await store.lastSeq(), events.at(-1)?.seq);
+    await store.close();
+  });
+});
