@@ -457,6 +457,8 @@ export function createAccepted(options: AcceptedOptions): Accepted {
       const deadline =
         waitOptions.timeoutMs === undefined ? Infinity : Date.now() + waitOptions.timeoutMs;
       const onAbort = () => signal.changed?.();
+      // A change may arrive while get() is in flight; a function read defeats stale narrowing.
+      const changedMeanwhile = () => signal.dirty;
       waitOptions.signal?.addEventListener('abort', onAbort);
       try {
         for (;;) {
@@ -469,7 +471,7 @@ export function createAccepted(options: AcceptedOptions): Accepted {
               : operation.version > waitOptions.afterVersion || isTerminal(operation.status);
           const remaining = deadline - Date.now();
           if (done || remaining <= 0 || waitOptions.signal?.aborted) return operation;
-          if (signal.dirty) continue;
+          if (changedMeanwhile()) continue;
           let timer: NodeJS.Timeout | undefined;
           await new Promise<void>((resolve) => {
             signal.changed = resolve;

@@ -140,18 +140,24 @@ export class Worker {
     await this.recoverLeases();
     this.every(this.options.heartbeatMs, () => this.heartbeat());
     this.every(this.options.leaseRecoveryIntervalMs, () => this.recoverLeases());
-    this.every(this.options.pollIntervalMs, () => {
-      this.mayHaveWork = true;
-      this.pump();
-    });
+    // The safety poll is the one timer left referenced: a started worker keeps the process
+    // alive until stop(), as a server would.
+    this.every(
+      this.options.pollIntervalMs,
+      () => {
+        this.mayHaveWork = true;
+        this.pump();
+      },
+      true,
+    );
     this.pump();
   }
 
-  private every(ms: number, run: () => Promise<void> | void): void {
+  private every(ms: number, run: () => Promise<void> | void, keepAlive = false): void {
     const timer = setInterval(() => {
       if (!this.stopping) void run();
     }, ms);
-    timer.unref();
+    if (!keepAlive) timer.unref();
     this.timers.push(timer);
   }
 

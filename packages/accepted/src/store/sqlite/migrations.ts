@@ -8,7 +8,7 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
     name: 'operations and events',
     sql: `
       CREATE TABLE operations (
-        pk INTEGER PRIMARY KEY AUTOINCREMENT,
+        pk INTEGER PRIMARY KEY,
         id TEXT NOT NULL UNIQUE,
         tenant TEXT NOT NULL,
         type TEXT NOT NULL,
@@ -40,7 +40,7 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
       CREATE INDEX operations_finished ON operations (finished_at) WHERE finished_at IS NOT NULL;
 
       CREATE TABLE events (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        seq INTEGER PRIMARY KEY,
         operation_id TEXT NOT NULL,
         tenant TEXT NOT NULL,
         operation_type TEXT NOT NULL,
@@ -50,6 +50,10 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
         time INTEGER NOT NULL
       );
       CREATE INDEX events_operation ON events (operation_id, seq);
+
+      -- The highest seq ever written, so that a seq is never reused once its event is purged.
+      CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+      INSERT INTO meta (key, value) VALUES ('seq_high', 0);
     `,
   },
 ];

@@ -59,13 +59,14 @@ interface HotStatements {
   claim: Database.Statement;
   claimTyped: Database.Statement;
   complete: Database.Statement;
+  saveSeqHigh: Database.Statement;
 }
 
 const SQL_INSERT_OPERATION = `INSERT INTO operations (id, tenant, type, status, input, labels,
   max_attempts, run_at, timeout_ms, callback_url, traceparent, created_at, updated_at, version)
   VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)`;
-const SQL_INSERT_EVENT = `INSERT INTO events (operation_id, tenant, operation_type, version, type,
-  data, time) VALUES (?, ?, ?, ?, ?, ?, ?)`;
+const SQL_INSERT_EVENT = `INSERT INTO events (seq, operation_id, tenant, operation_type, version,
+  type, data, time) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`;
 
 interface OperationRow {
   pk: number;
@@ -256,14 +257,20 @@ export class SqliteStore implements Store {
       db.exec('BEGIN EXCLUSIVE; COMMIT');
       this.migrate(db);
       db.prepare(`UPDATE operations SET lease_expires_at = 0 WHERE status = 'running'`).run();
-      const row = db.prepare('SELECT max(seq) AS seq FROM events').get() as { seq: number | null };
-      this.seqHigh = row.seq ?? 0;
+      const row = db
+        .prepare(
+          `SELECT max((SELECT coalesce(max(seq), 0) FROM events),
+             (SELECT value FROM meta WHERE key = 'seq_high')) AS seq`,
+        )
+        .get() as { seq: number };
+      this.seqHigh = row.seq;
       this.hot = {
         insertOperation: db.prepare(SQL_INSERT_OPERATION),
         insertEvent: db.prepare(SQL_INSERT_EVENT),
         claim: db.prepare(claimSql(false)),
         claimTyped: db.prepare(claimSql(true)),
         complete: db.prepare(SQL_COMPLETE),
+        saveSeqHigh: db.prepare(`UPDATE meta SET value = ? WHERE key = 'seq_high'`),
       };
     } catch (error) {
       db.close();
@@ -387,6 +394,7 @@ export class SqliteStore implements Store {
           outcomes.push({ ok: false, value: error });
         }
       }
+      if (this.seqHigh !== seqBefore) this.hotStatements().saveSeqHigh.run(this.seqHigh);
       db.exec('COMMIT');
       committed = true;
     } catch {
@@ -401,7 +409,12 @@ export class SqliteStore implements Store {
         const eventsMark = this.pendingEvents.length;
         const seqMark = this.seqHigh;
         try {
-          outcomes.push({ ok: true, value: db.transaction(command.run).immediate() });
+          const run = () => {
+            const value = command.run();
+            if (this.seqHigh !== seqMark) this.hotStatements().saveSeqHigh.run(this.seqHigh);
+            return value;
+          };
+          outcomes.push({ ok: true, value: db.transaction(run).immediate() });
         } catch (error) {
           this.pendingEvents.length = eventsMark;
           this.seqHigh = seqMark;
@@ -431,7 +444,9 @@ export class SqliteStore implements Store {
   }
 
   private appendEvent(row: ChangedRow, type: EventType, data: EventData, now: number): void {
-    const info = this.hotStatements().insertEvent.run(
+    const seq = ++this.seqHigh;
+    this.hotStatements().insertEvent.run(
+      seq,
       row.id,
       row.tenant,
       row.type,
@@ -440,8 +455,6 @@ export class SqliteStore implements Store {
       JSON.stringify(data),
       now,
     );
-    const seq = Number(info.lastInsertRowid);
-    this.seqHigh = seq;
     this.pendingEvents.push({
       seq,
       id: eventId(seq),
