@@ -43,14 +43,7 @@ const child = spawn(
 );
 child.on('exit', (code, signal) => {
   const report = fs.existsSync(tap) ? fs.readFileSync(tap, 'utf8') : '';
-  const count = (name) =>
-    Number(
-      /^# (\w+) (\d+)$/m.exec(
-        report.split(`\n# ${name} `)[1]
-          ? `# ${name} ${report.split(`\n# ${name} `)[1].split('\n')[0]}`
-          : '',
-      )?.[2] ?? 0,
-    );
+  const count = (name) => Number(new RegExp(`^# ${name} (\\d+)$`, 'm').exec(report)?.[1] ?? 0);
   const passed = count('pass');
   const failed = count('fail') + count('cancelled');
   console.log(`${passed} passed, ${failed} failed`);
