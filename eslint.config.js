@@ -4,7 +4,9 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['**/node_modules/**', '**/dist/**', '.cache/**', 'eslint.config.js', 'scripts/*.mjs'] },
+  {
+    ignores: ['**/node_modules/**', '**/dist/**', '.cache/**', 'eslint.config.js', 'scripts/*.mjs'],
+  },
   js.configs.recommended,
   ...tseslint.configs.strictTypeChecked,
   {

@@ -36,7 +36,12 @@ function jsonLines(output: string): Record<string, unknown>[] {
 }
 
 function run(command: string, args: string[], cwd: string): Record<string, unknown> {
-  const result = spawnSync(command, args, { cwd, encoding: 'utf8', env: process.env, timeout: 600_000 });
+  const result = spawnSync(command, args, {
+    cwd,
+    encoding: 'utf8',
+    env: process.env,
+    timeout: 600_000,
+  });
   if (result.status !== 0) {
     throw new Error(`${command} ${args.join(' ')} failed: ${result.stderr}`);
   }

@@ -43,6 +43,11 @@ function abortError(kind: AbortKind, message: string): Error {
   return error;
 }
 
+const SHUTDOWN_ERROR = {
+  code: 'WORKER_SHUTDOWN',
+  message: 'The worker shut down during this attempt.',
+};
+
 const CODE_PATTERN = /^[A-Za-z][A-Za-z0-9_.:-]{0,63}$/;
 
 /** Turns whatever a handler threw into the operation's error. */
@@ -113,6 +118,7 @@ export class Worker {
   private readonly writes = new Set<Promise<unknown>>();
   private unsubscribe: (() => void) | null = null;
   private readonly types: string[];
+  private claimInFlight: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly store: Store,
@@ -176,7 +182,7 @@ export class Worker {
     this.claiming = true;
     const hintsBefore = this.workHints;
     const now = Date.now();
-    this.store
+    this.claimInFlight = this.store
       .claim({
         owner: this.id,
         types: this.types,
@@ -187,6 +193,13 @@ export class Worker {
       .then(
         (result) => {
           this.claiming = false;
+          if (this.stopping) {
+            // Claimed while shutting down: give them straight back, unstarted.
+            for (const claimed of result.claimed) {
+              void this.record(this.store.release(claimed.lease, SHUTDOWN_ERROR, Date.now()));
+            }
+            return;
+          }
           for (const claimed of result.claimed) this.run(claimed);
           if (result.claimed.length < free && this.workHints === hintsBefore) {
             this.mayHaveWork = false;
@@ -285,7 +298,9 @@ export class Worker {
     }
     if (running.settled) return;
     running.settled = true;
-    await this.settle(running, ok, value, definition.backoff ?? this.options.backoff);
+    // The slot frees now; the outcome is written in the background (tracked for shutdown),
+    // so the next claim can share the commit that records this outcome.
+    void this.settle(running, ok, value, definition.backoff ?? this.options.backoff);
   }
 
   private async settle(
@@ -344,13 +359,7 @@ export class Worker {
       return;
     }
     if (running.abortKind === 'shutdown') {
-      await this.record(
-        this.store.release(
-          lease,
-          { code: 'WORKER_SHUTDOWN', message: 'The worker shut down during this attempt.' },
-          now,
-        ),
-      );
+      await this.record(this.store.release(lease, SHUTDOWN_ERROR, now));
       return;
     }
     const error = toOperationError(value);
@@ -483,6 +492,7 @@ export class Worker {
     const allDone = () => Promise.all([...this.running.values()].map((r) => r.done));
     const heartbeat = setInterval(() => void this.heartbeat(), this.options.heartbeatMs);
     try {
+      await this.claimInFlight;
       if (graceMs > 0 && this.running.size > 0) await withTimeout(allDone(), graceMs);
       for (const running of this.running.values()) {
         this.abort(running, 'shutdown', 'The server is shutting down.');
@@ -493,13 +503,7 @@ export class Worker {
       for (const running of this.running.values()) {
         if (running.settled) continue;
         running.settled = true;
-        void this.record(
-          this.store.release(
-            running.lease,
-            { code: 'WORKER_SHUTDOWN', message: 'The worker shut down during this attempt.' },
-            now,
-          ),
-        );
+        void this.record(this.store.release(running.lease, SHUTDOWN_ERROR, now));
       }
       await Promise.allSettled([...this.writes]);
     } finally {
