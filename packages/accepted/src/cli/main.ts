@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { createAccepted } from '../engine/accepted.ts';
@@ -109,7 +110,8 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
 }
 
-const invoked = process.argv[1] ? pathToFileURL(path.resolve(process.argv[1])).href : '';
+// Run when executed directly (also through the npm bin symlink, hence realpath).
+const invoked = process.argv[1] ? pathToFileURL(fs.realpathSync(process.argv[1])).href : '';
 if (import.meta.url === invoked) {
   main(process.argv.slice(2)).then(
     (code) => {

@@ -132,7 +132,8 @@ const CHANGED = 'RETURNING id, tenant, type, version, attempts';
 const CLEAR_LEASE = 'lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL';
 
 function claimSql(typed: boolean): string {
-  return `UPDATE operations SET status = 'running', attempts = attempts + 1, lease_token = ?,
+  return `UPDATE operations SET status = 'running', attempts = attempts + 1,
+      lease_token = ? || '.' || pk,
       lease_owner = ?, lease_expires_at = ?, started_at = ?, updated_at = ?, version = version + 1
     WHERE pk IN (SELECT pk FROM operations WHERE status = 'queued' AND run_at <= ?
       ${typed ? 'AND type IN (SELECT value FROM json_each(?))' : ''} ORDER BY run_at LIMIT ?)
@@ -141,7 +142,7 @@ function claimSql(typed: boolean): string {
 
 const SQL_COMPLETE = `UPDATE operations SET status = 'succeeded', result = ?, error = NULL,
     finished_at = ?, updated_at = ?, version = version + 1, ${CLEAR_LEASE}
-  WHERE id = ? AND lease_token = ? AND status = 'running' ${CHANGED}`;
+  WHERE pk = ? AND id = ? AND lease_token = ? AND status = 'running' ${CHANGED}`;
 
 function rowToOperation(row: OperationRow): Operation {
   return {
@@ -205,6 +206,15 @@ function settle<T>(read: () => T): Promise<T> {
   } catch (error) {
     return Promise.reject(error instanceof Error ? error : new Error(String(error)));
   }
+}
+
+/**
+ * A lease token is `<random>.<pk>`: opaque to callers, it lets this adapter find the row by
+ * primary key (no index lookup) while the random part fences stale holders.
+ */
+function leasePk(token: string): number {
+  const pk = Number(token.slice(token.lastIndexOf('.') + 1));
+  return Number.isSafeInteger(pk) ? pk : -1;
 }
 
 function leaseLost(id: string): AcceptedError {
@@ -622,7 +632,7 @@ export class SqliteStore implements Store {
         );
         return {
           operation: rowToOperation(row),
-          lease: { operationId: row.id, token, expiresAt },
+          lease: { operationId: row.id, token: row.lease_token ?? '', expiresAt },
         };
       });
       let nextRunAt: number | null = null;
@@ -641,11 +651,15 @@ export class SqliteStore implements Store {
       const expiresAt = request.now + request.leaseMs;
       const statement = this.stmt(
         `UPDATE operations SET lease_expires_at = ?
-         WHERE id = ? AND lease_token = ? AND status = 'running' RETURNING cancel_requested_at`,
+         WHERE pk = ? AND id = ? AND lease_token = ? AND status = 'running' RETURNING cancel_requested_at`,
       );
       return request.leases.map((lease): LeaseState => {
-        const row = statement.get(expiresAt, lease.operationId, lease.token) as
-          { cancel_requested_at: number | null } | undefined;
+        const row = statement.get(
+          expiresAt,
+          leasePk(lease.token),
+          lease.operationId,
+          lease.token,
+        ) as { cancel_requested_at: number | null } | undefined;
         return {
           operationId: lease.operationId,
           state: !row ? 'lost' : row.cancel_requested_at === null ? 'held' : 'cancel_requested',
@@ -659,8 +673,9 @@ export class SqliteStore implements Store {
     return this.write(() => {
       const row = this.stmt(
         `UPDATE operations SET progress = ?, updated_at = ?, version = version + 1
-         WHERE id = ? AND lease_token = ? AND status = 'running' ${CHANGED}`,
-      ).get(json, now, lease.operationId, lease.token) as ChangedRow | undefined;
+         WHERE pk = ? AND id = ? AND lease_token = ? AND status = 'running' ${CHANGED}`,
+      ).get(json, now, leasePk(lease.token), lease.operationId, lease.token) as
+        ChangedRow | undefined;
       if (!row) throw leaseLost(lease.operationId);
       this.appendEvent(row, 'operation.progress', { status: 'running', progress }, now);
     });
@@ -673,6 +688,7 @@ export class SqliteStore implements Store {
         json,
         now,
         now,
+        leasePk(lease.token),
         lease.operationId,
         lease.token,
       ) as ChangedRow | undefined;
@@ -693,8 +709,9 @@ export class SqliteStore implements Store {
         const row = this.stmt(
           `UPDATE operations SET status = 'failed', error = ?, finished_at = ?, updated_at = ?,
              version = version + 1, ${CLEAR_LEASE}
-           WHERE id = ? AND lease_token = ? AND status = 'running' ${CHANGED}`,
-        ).get(json, now, now, lease.operationId, lease.token) as ChangedRow | undefined;
+           WHERE pk = ? AND id = ? AND lease_token = ? AND status = 'running' ${CHANGED}`,
+        ).get(json, now, now, leasePk(lease.token), lease.operationId, lease.token) as
+          ChangedRow | undefined;
         if (!row) throw leaseLost(lease.operationId);
         this.appendEvent(
           row,
@@ -707,8 +724,9 @@ export class SqliteStore implements Store {
       const row = this.stmt(
         `UPDATE operations SET status = 'queued', error = ?, run_at = ?, updated_at = ?,
            version = version + 1, ${CLEAR_LEASE}
-         WHERE id = ? AND lease_token = ? AND status = 'running' ${CHANGED}`,
-      ).get(json, retryAt, now, lease.operationId, lease.token) as ChangedRow | undefined;
+         WHERE pk = ? AND id = ? AND lease_token = ? AND status = 'running' ${CHANGED}`,
+      ).get(json, retryAt, now, leasePk(lease.token), lease.operationId, lease.token) as
+        ChangedRow | undefined;
       if (!row) throw leaseLost(lease.operationId);
       this.appendEvent(
         row,
@@ -726,8 +744,9 @@ export class SqliteStore implements Store {
       const row = this.stmt(
         `UPDATE operations SET status = 'canceled', error = ?, finished_at = ?, updated_at = ?,
            version = version + 1, ${CLEAR_LEASE}
-         WHERE id = ? AND lease_token = ? AND status = 'running' ${CHANGED}`,
-      ).get(json, now, now, lease.operationId, lease.token) as ChangedRow | undefined;
+         WHERE pk = ? AND id = ? AND lease_token = ? AND status = 'running' ${CHANGED}`,
+      ).get(json, now, now, leasePk(lease.token), lease.operationId, lease.token) as
+        ChangedRow | undefined;
       if (!row) throw leaseLost(lease.operationId);
       this.appendEvent(
         row,
@@ -744,8 +763,9 @@ export class SqliteStore implements Store {
       const row = this.stmt(
         `UPDATE operations SET status = 'queued', attempts = attempts - 1, error = ?, run_at = ?,
            updated_at = ?, version = version + 1, ${CLEAR_LEASE}
-         WHERE id = ? AND lease_token = ? AND status = 'running' ${CHANGED}`,
-      ).get(json, now, now, lease.operationId, lease.token) as ChangedRow | undefined;
+         WHERE pk = ? AND id = ? AND lease_token = ? AND status = 'running' ${CHANGED}`,
+      ).get(json, now, now, leasePk(lease.token), lease.operationId, lease.token) as
+        ChangedRow | undefined;
       if (!row) throw leaseLost(lease.operationId);
       this.appendEvent(row, 'operation.retrying', { status: 'queued', error, runAt: now }, now);
       this.workChanged = true;
