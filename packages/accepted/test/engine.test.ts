@@ -3,12 +3,25 @@ import { describe, it } from 'node:test';
 import { AcceptedError, PermanentError, RetryAfterError } from '../src/domain/errors.ts';
 import type { OperationEvent } from '../src/domain/events.ts';
 import { createAccepted } from '../src/engine/accepted.ts';
-import { defineOperation } from '../src/engine/definition.ts';
+import { defineOperation, type HandlerContext } from '../src/engine/definition.ts';
 import { demoOperations, sleep } from '../src/engine/demo.ts';
 import { sqliteStore } from '../src/store/sqlite/sqlite-store.ts';
 import { eventually, historyOf, memoryLogger, startEngine, tempDir } from './helpers.ts';
 
 const T = { timeout: 30_000 };
+
+/** A handler that sleeps until its signal aborts, recording the abort reason's name. */
+function sleepUntilAborted(reasons: string[], started?: () => void) {
+  return async (_input: unknown, ctx: HandlerContext) => {
+    started?.();
+    try {
+      await sleep(30_000, ctx.signal);
+    } catch (error) {
+      reasons.push((error as Error).name);
+      throw error;
+    }
+  };
+}
 
 async function rejectsCode(promise: Promise<unknown>, code: string) {
   await assert.rejects(promise, (error: unknown) => {
@@ -151,14 +164,7 @@ describe('engine: running operations', T, () => {
           type: 'slow',
           timeoutMs: 100,
           maxAttempts: 1,
-          handler: async (_input, ctx) => {
-            try {
-              await sleep(10_000, ctx.signal);
-            } catch (error) {
-              reasons.push((error as Error).name);
-              throw error;
-            }
-          },
+          handler: sleepUntilAborted(reasons),
         }),
       ],
     });
@@ -308,15 +314,7 @@ describe('engine: cancellation, retry and delete', T, () => {
       operations: [
         defineOperation({
           type: 'long',
-          handler: async (_input, ctx) => {
-            started();
-            try {
-              await sleep(30_000, ctx.signal);
-            } catch (error) {
-              reasons.push((error as Error).name);
-              throw error;
-            }
-          },
+          handler: sleepUntilAborted(reasons, started),
         }),
       ],
     });

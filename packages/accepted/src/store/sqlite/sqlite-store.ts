@@ -140,6 +140,13 @@ function claimSql(typed: boolean): string {
     RETURNING ${OPERATION_COLUMNS}`;
 }
 
+// Assignments shared by the lease-holder's transitions and lease recovery.
+// Parameters: error, finished_at, updated_at.
+const SET_FAILED = `status = 'failed', error = ?, finished_at = ?, updated_at = ?, ${CLEAR_LEASE}`;
+const SET_CANCELED = `status = 'canceled', error = ?, finished_at = ?, updated_at = ?, ${CLEAR_LEASE}`;
+// Parameters: error, run_at, updated_at.
+const SET_REQUEUED = `status = 'queued', error = ?, run_at = ?, updated_at = ?, ${CLEAR_LEASE}`;
+
 const SQL_COMPLETE = `UPDATE operations SET status = 'succeeded', result = ?, error = NULL,
     finished_at = ?, updated_at = ?, version = version + 1, ${CLEAR_LEASE}
   WHERE pk = ? AND id = ? AND lease_token = ? AND status = 'running' ${CHANGED}`;
@@ -668,15 +675,28 @@ export class SqliteStore implements Store {
     });
   }
 
+  /** Applies `set` to a running operation whose lease is held; LEASE_LOST otherwise. */
+  private underLease(lease: LeaseRef, set: string, params: readonly unknown[]): ChangedRow {
+    const row = this.stmt(
+      `UPDATE operations SET ${set}, version = version + 1
+       WHERE pk = ? AND id = ? AND lease_token = ? AND status = 'running' ${CHANGED}`,
+    ).get(...params, leasePk(lease.token), lease.operationId, lease.token) as
+      ChangedRow | undefined;
+    if (!row) throw leaseLost(lease.operationId);
+    return row;
+  }
+
+  /** Applies `set` to the operation at `pk` (already read in this transaction). */
+  private atPk(pk: number, set: string, params: readonly unknown[]): ChangedRow {
+    return this.stmt(
+      `UPDATE operations SET ${set}, version = version + 1 WHERE pk = ? ${CHANGED}`,
+    ).get(...params, pk) as ChangedRow;
+  }
+
   progress(lease: LeaseRef, progress: Progress, now: number): Promise<void> {
     const json = JSON.stringify(progress);
     return this.write(() => {
-      const row = this.stmt(
-        `UPDATE operations SET progress = ?, updated_at = ?, version = version + 1
-         WHERE pk = ? AND id = ? AND lease_token = ? AND status = 'running' ${CHANGED}`,
-      ).get(json, now, leasePk(lease.token), lease.operationId, lease.token) as
-        ChangedRow | undefined;
-      if (!row) throw leaseLost(lease.operationId);
+      const row = this.underLease(lease, 'progress = ?, updated_at = ?', [json, now]);
       this.appendEvent(row, 'operation.progress', { status: 'running', progress }, now);
     });
   }
@@ -706,13 +726,7 @@ export class SqliteStore implements Store {
     const json = JSON.stringify(error);
     return this.write(() => {
       if (retryAt === null) {
-        const row = this.stmt(
-          `UPDATE operations SET status = 'failed', error = ?, finished_at = ?, updated_at = ?,
-             version = version + 1, ${CLEAR_LEASE}
-           WHERE pk = ? AND id = ? AND lease_token = ? AND status = 'running' ${CHANGED}`,
-        ).get(json, now, now, leasePk(lease.token), lease.operationId, lease.token) as
-          ChangedRow | undefined;
-        if (!row) throw leaseLost(lease.operationId);
+        const row = this.underLease(lease, SET_FAILED, [json, now, now]);
         this.appendEvent(
           row,
           'operation.failed',
@@ -721,13 +735,7 @@ export class SqliteStore implements Store {
         );
         return;
       }
-      const row = this.stmt(
-        `UPDATE operations SET status = 'queued', error = ?, run_at = ?, updated_at = ?,
-           version = version + 1, ${CLEAR_LEASE}
-         WHERE pk = ? AND id = ? AND lease_token = ? AND status = 'running' ${CHANGED}`,
-      ).get(json, retryAt, now, leasePk(lease.token), lease.operationId, lease.token) as
-        ChangedRow | undefined;
-      if (!row) throw leaseLost(lease.operationId);
+      const row = this.underLease(lease, SET_REQUEUED, [json, retryAt, now]);
       this.appendEvent(
         row,
         'operation.retrying',
@@ -741,13 +749,7 @@ export class SqliteStore implements Store {
   finishCanceled(lease: LeaseRef, error: OperationError, now: number): Promise<void> {
     const json = JSON.stringify(error);
     return this.write(() => {
-      const row = this.stmt(
-        `UPDATE operations SET status = 'canceled', error = ?, finished_at = ?, updated_at = ?,
-           version = version + 1, ${CLEAR_LEASE}
-         WHERE pk = ? AND id = ? AND lease_token = ? AND status = 'running' ${CHANGED}`,
-      ).get(json, now, now, leasePk(lease.token), lease.operationId, lease.token) as
-        ChangedRow | undefined;
-      if (!row) throw leaseLost(lease.operationId);
+      const row = this.underLease(lease, SET_CANCELED, [json, now, now]);
       this.appendEvent(
         row,
         'operation.canceled',
@@ -760,13 +762,11 @@ export class SqliteStore implements Store {
   release(lease: LeaseRef, error: OperationError, now: number): Promise<void> {
     const json = JSON.stringify(error);
     return this.write(() => {
-      const row = this.stmt(
-        `UPDATE operations SET status = 'queued', attempts = attempts - 1, error = ?, run_at = ?,
-           updated_at = ?, version = version + 1, ${CLEAR_LEASE}
-         WHERE pk = ? AND id = ? AND lease_token = ? AND status = 'running' ${CHANGED}`,
-      ).get(json, now, now, leasePk(lease.token), lease.operationId, lease.token) as
-        ChangedRow | undefined;
-      if (!row) throw leaseLost(lease.operationId);
+      const row = this.underLease(lease, `attempts = attempts - 1, ${SET_REQUEUED}`, [
+        json,
+        now,
+        now,
+      ]);
       this.appendEvent(row, 'operation.retrying', { status: 'queued', error, runAt: now }, now);
       this.workChanged = true;
     });
@@ -784,10 +784,7 @@ export class SqliteStore implements Store {
       for (const candidate of rows) {
         if (candidate.cancel_requested_at !== null) {
           const error = { code: 'CANCELED', message: 'Canceled on request.' };
-          const row = this.stmt(
-            `UPDATE operations SET status = 'canceled', error = ?, finished_at = ?, updated_at = ?,
-               version = version + 1, ${CLEAR_LEASE} WHERE pk = ? ${CHANGED}`,
-          ).get(JSON.stringify(error), now, now, candidate.pk) as ChangedRow;
+          const row = this.atPk(candidate.pk, SET_CANCELED, [JSON.stringify(error), now, now]);
           this.appendEvent(row, 'operation.canceled', { status: 'canceled', error }, now);
           continue;
         }
@@ -796,11 +793,9 @@ export class SqliteStore implements Store {
           message:
             'The worker running this attempt stopped renewing its lease (it crashed or hung).',
         };
+        const json = JSON.stringify(error);
         if (candidate.attempts < candidate.max_attempts) {
-          const row = this.stmt(
-            `UPDATE operations SET status = 'queued', error = ?, run_at = ?, updated_at = ?,
-               version = version + 1, ${CLEAR_LEASE} WHERE pk = ? ${CHANGED}`,
-          ).get(JSON.stringify(error), now, now, candidate.pk) as ChangedRow;
+          const row = this.atPk(candidate.pk, SET_REQUEUED, [json, now, now]);
           this.appendEvent(
             row,
             'operation.retrying',
@@ -809,10 +804,7 @@ export class SqliteStore implements Store {
           );
           this.workChanged = true;
         } else {
-          const row = this.stmt(
-            `UPDATE operations SET status = 'failed', error = ?, finished_at = ?, updated_at = ?,
-               version = version + 1, ${CLEAR_LEASE} WHERE pk = ? ${CHANGED}`,
-          ).get(JSON.stringify(error), now, now, candidate.pk) as ChangedRow;
+          const row = this.atPk(candidate.pk, SET_FAILED, [json, now, now]);
           this.appendEvent(
             row,
             'operation.failed',
