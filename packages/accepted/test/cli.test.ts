@@ -5,6 +5,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { UsageError, resolveServeConfig } from '../src/cli/config.ts';
+import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts';
 import { tempDir } from './helpers.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -49,6 +50,34 @@ describe('accepted serve: configuration', () => {
     assert.equal(result.status, 2);
     assert.match(result.stderr, /--port must be a whole number/);
     assert.match(result.stderr, /Usage: accepted serve/);
+  });
+
+  it('explains a data directory held by another process, without a stack trace', async () => {
+    const dir = tempDir('accepted-locked-');
+    const holder = new SqliteStore({ filename: path.join(dir, 'accepted.db') });
+    await holder.open();
+    try {
+      const result = spawnSync(
+        process.execPath,
+        [
+          '--import',
+          'tsx',
+          path.join(root, 'src/cli/main.ts'),
+          'serve',
+          '--port',
+          '0',
+          '--data',
+          dir,
+        ],
+        { cwd: root, encoding: 'utf8' },
+      );
+      assert.equal(result.status, 1);
+      assert.match(result.stderr, /is in use by another process/);
+      assert.match(result.stderr, /another --data directory/);
+      assert.doesNotMatch(result.stderr, /\n\s+at /);
+    } finally {
+      await holder.close();
+    }
   });
 
   it('loads operation types from --handlers and runs them', async () => {

@@ -1,15 +1,14 @@
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { AcceptedError } from '../src/domain/errors.ts';
 import { newOperationId } from '../src/domain/ids.ts';
 import { storeConformance } from '../src/store/conformance.ts';
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts';
+import { tempDir } from './helpers.ts';
 
 function tempFile(): string {
-  return path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'accepted-sqlite-')), 'accepted.db');
+  return path.join(tempDir('accepted-sqlite-'), 'accepted.db');
 }
 
 storeConformance('sqlite', async () => {
@@ -18,10 +17,7 @@ storeConformance('sqlite', async () => {
   await store.open();
   return {
     store,
-    cleanup: async () => {
-      await store.close();
-      fs.rmSync(path.dirname(filename), { recursive: true, force: true });
-    },
+    cleanup: () => store.close(),
   };
 });
 

@@ -2,6 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { AcceptedError } from '../domain/errors.ts';
 import { createAccepted } from '../engine/accepted.ts';
 import type { AnyOperationDefinition } from '../engine/definition.ts';
 import { demoOperations } from '../engine/demo.ts';
@@ -60,6 +61,8 @@ async function serve(config: ServeConfig): Promise<void> {
     'accepted ready',
   );
   let stopping = false;
+  // Drain order: the engine first (submits get 503 SHUTTING_DOWN, polls keep working while
+  // handlers finish), then the HTTP server.
   const drain = (signal: NodeJS.Signals) => {
     if (stopping) {
       logger.warn({ signal }, 'second signal: exiting now');
@@ -69,8 +72,8 @@ async function serve(config: ServeConfig): Promise<void> {
     logger.info({ signal, graceMs: config.shutdownGraceMs }, 'draining');
     void (async () => {
       try {
-        await app.close();
         await accepted.stop({ graceful: true, timeoutMs: config.shutdownGraceMs });
+        await app.close();
         logger.info('stopped');
         process.exit(0);
       } catch (error) {
@@ -100,6 +103,10 @@ export async function main(argv: readonly string[]): Promise<number> {
     }
     throw new UsageError(`unknown command "${command}"`);
   } catch (error) {
+    if (error instanceof AcceptedError) {
+      process.stderr.write(`accepted: ${error.message}\n${error.fix ? `${error.fix}\n` : ''}`);
+      return 1;
+    }
     if (error instanceof UsageError) {
       process.stderr.write(
         `accepted: ${error.message}\n\n${command === 'serve' ? SERVE_USAGE : USAGE}`,

@@ -41,6 +41,7 @@ export const ERROR_CODES = {
     retryable: true,
   },
   SHUTTING_DOWN: { status: 503, title: 'The server is shutting down', retryable: true },
+  STORE_UNAVAILABLE: { status: 503, title: 'The store does not answer', retryable: true },
   NOT_STARTED: { status: 503, title: 'The engine has not been started', retryable: true },
   INTERNAL: { status: 500, title: 'Internal server error', retryable: true },
 } as const satisfies Record<string, { status: number; title: string; retryable: boolean }>;
@@ -93,12 +94,27 @@ export function isAcceptedError(value: unknown): value is AcceptedError {
   return value instanceof AcceptedError;
 }
 
+const PERMANENT = Symbol.for('accepted.PermanentError');
+const RETRY_AFTER = Symbol.for('accepted.RetryAfterError');
+
+/** True for a PermanentError from any copy of this package. */
+export function isPermanentError(value: unknown): value is PermanentError {
+  return typeof value === 'object' && value !== null && PERMANENT in value;
+}
+
+/** True for a RetryAfterError from any copy of this package. */
+export function isRetryAfterError(value: unknown): value is RetryAfterError {
+  return typeof value === 'object' && value !== null && RETRY_AFTER in value;
+}
+
 /**
  * Thrown by a handler to fail the operation at once, with no further attempts.
  * `code` becomes the operation's `error.code`.
  */
 export class PermanentError extends Error {
   override readonly name = 'PermanentError';
+  /** A brand that survives two copies of this package in one process (instanceof does not). */
+  readonly [PERMANENT] = true;
   readonly code: string;
   readonly details: unknown;
   constructor(
@@ -117,6 +133,7 @@ export class PermanentError extends Error {
  */
 export class RetryAfterError extends Error {
   override readonly name = 'RetryAfterError';
+  readonly [RETRY_AFTER] = true;
   readonly code: string;
   readonly delayMs: number;
   constructor(

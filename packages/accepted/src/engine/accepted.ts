@@ -222,6 +222,12 @@ export function createAccepted(options: AcceptedOptions): Accepted {
     throw new AcceptedError('NOT_STARTED', 'Call start() before using this instance.');
   }
 
+  /** Reads stay open while running handlers drain at stop; writes do not. */
+  function assertReadable(): void {
+    if (state === 'stopping') return;
+    assertRunning();
+  }
+
   function tenantOf(scope: Scope | undefined): string {
     return scope?.tenant ?? DEFAULT_TENANT;
   }
@@ -260,13 +266,13 @@ export function createAccepted(options: AcceptedOptions): Accepted {
   }
 
   async function get(id: string, scope?: Scope): Promise<Operation | null> {
-    assertRunning();
+    assertReadable();
     if (!isOperationId(id)) return null;
     return store.get(id, tenantOf(scope));
   }
 
   async function* events(opts: EventsOptions = {}): AsyncGenerator<OperationEvent> {
-    assertRunning();
+    assertReadable();
     const tenant = tenantOf(opts);
     const follow = opts.follow ?? true;
     const types = opts.types ? new Set(opts.types) : undefined;
@@ -344,6 +350,11 @@ export function createAccepted(options: AcceptedOptions): Accepted {
     definitions,
 
     async start() {
+      if (state === 'stopping' || state === 'stopped') {
+        throw new AcceptedError('SHUTTING_DOWN', 'A stopped instance cannot start again.', {
+          fix: 'Create a new instance with createAccepted().',
+        });
+      }
       if (state !== 'new') return;
       state = 'starting';
       await store.open();
@@ -386,7 +397,7 @@ export function createAccepted(options: AcceptedOptions): Accepted {
     get,
 
     async list(listOptions: ListOptions = {}) {
-      assertRunning();
+      assertReadable();
       const limit = listOptions.limit ?? 50;
       if (!Number.isSafeInteger(limit) || limit < 1 || limit > 500) {
         throw new AcceptedError(
@@ -447,7 +458,7 @@ export function createAccepted(options: AcceptedOptions): Accepted {
     events,
 
     async wait(id, waitOptions = {}) {
-      assertRunning();
+      assertReadable();
       const tenant = tenantOf(waitOptions);
       const signal = { changed: null as (() => void) | null, dirty: false };
       const unsubscribe = feed.subscribe({ tenant, operationId: id }, () => {

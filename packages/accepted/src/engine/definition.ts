@@ -29,8 +29,9 @@ export interface HandlerContext {
   readonly signal: AbortSignal;
   /**
    * Reports progress. Writes are conflated: while one is being written, later calls replace
-   * each other and only the latest is written next. Never throws; resolves once written (or
-   * dropped because the attempt is over).
+   * each other and only the latest is written next. The promise never rejects: it resolves
+   * once written (or dropped because the attempt is over). A malformed argument (fraction
+   * outside 0..1, a non-string message) throws a TypeError/RangeError at once.
    */
   progress(progress: Progress): Promise<void>;
   /** A logger bound to this operation and attempt. */
@@ -55,7 +56,7 @@ export type Backoff =
 export type JsonSchema = Record<string, unknown>;
 
 export interface OperationDefinition<I = Json, O = Json> {
-  /** The name clients submit, such as `report.generate`. Letters, digits, `.`, `_`, `-`. */
+  /** The name clients submit, such as `report.generate`: a letter, then letters, digits and `. _ : / -`. */
   type: string;
   /** Does the work. Its resolved value (JSON) becomes the operation's result. */
   handler: (input: I, ctx: HandlerContext) => Promise<O> | O;

@@ -1,4 +1,4 @@
-import { AcceptedError, PermanentError, RetryAfterError } from '../domain/errors.ts';
+import { AcceptedError, isPermanentError, isRetryAfterError } from '../domain/errors.ts';
 import { randomId } from '../domain/ids.ts';
 import type { Json, Operation, OperationError, Progress } from '../domain/operation.ts';
 import type { ClaimedOperation, LeaseRef, Store } from '../store/store.ts';
@@ -52,7 +52,7 @@ const CODE_PATTERN = /^[A-Za-z][A-Za-z0-9_.:-]{0,63}$/;
 
 /** Turns whatever a handler threw into the operation's error. */
 export function toOperationError(thrown: unknown): OperationError {
-  if (thrown instanceof PermanentError) {
+  if (isPermanentError(thrown)) {
     return withDetails({ code: thrown.code, message: thrown.message }, thrown.details);
   }
   if (thrown instanceof Error) {
@@ -106,7 +106,13 @@ function checkProgress(progress: unknown): Progress {
  */
 export class Worker {
   readonly id = randomId('wrk');
+  /** The current attempt of each operation running here, by operation id. */
   private readonly running = new Map<string, Running>();
+  /**
+   * Every handler still executing, including one whose attempt already ended by timeout and
+   * that ignores its signal: it keeps its concurrency slot until it returns.
+   */
+  private readonly executing = new Set<Running>();
   private claiming = false;
   private mayHaveWork = true;
   private workHints = 0;
@@ -131,7 +137,7 @@ export class Worker {
 
   /** Operations running here now. */
   get active(): number {
-    return this.running.size;
+    return this.executing.size;
   }
 
   async start(): Promise<void> {
@@ -177,7 +183,7 @@ export class Worker {
 
   private pump(): void {
     if (this.stopping || this.claiming || !this.mayHaveWork) return;
-    const free = this.options.concurrency - this.running.size;
+    const free = this.options.concurrency - this.executing.size;
     if (free <= 0) return;
     this.claiming = true;
     const hintsBefore = this.workHints;
@@ -246,8 +252,11 @@ export class Worker {
       done: Promise.resolve(),
     };
     this.running.set(operation.id, running);
+    this.executing.add(running);
     running.done = this.execute(running).finally(() => {
-      this.running.delete(operation.id);
+      this.executing.delete(running);
+      // A newer attempt of the same operation may be running here by now: keep it.
+      if (this.running.get(operation.id) === running) this.running.delete(operation.id);
       this.pump();
     });
   }
@@ -374,9 +383,9 @@ export class Worker {
     backoff: Backoff | undefined,
     now: number,
   ) {
-    if (thrown instanceof PermanentError) return null;
+    if (isPermanentError(thrown)) return null;
     if (operation.attempts >= operation.maxAttempts) return null;
-    if (thrown instanceof RetryAfterError) return now + thrown.delayMs;
+    if (isRetryAfterError(thrown)) return now + thrown.delayMs;
     return now + backoffDelay(backoff, operation.attempts, thrown);
   }
 
@@ -489,18 +498,18 @@ export class Worker {
     this.stopping = true;
     this.unsubscribe?.();
     if (this.nextRunTimer) clearTimeout(this.nextRunTimer);
-    const allDone = () => Promise.all([...this.running.values()].map((r) => r.done));
+    const allDone = () => Promise.all([...this.executing].map((r) => r.done));
     const heartbeat = setInterval(() => void this.heartbeat(), this.options.heartbeatMs);
     try {
       await this.claimInFlight;
-      if (graceMs > 0 && this.running.size > 0) await withTimeout(allDone(), graceMs);
-      for (const running of this.running.values()) {
+      if (graceMs > 0 && this.executing.size > 0) await withTimeout(allDone(), graceMs);
+      for (const running of this.executing) {
         this.abort(running, 'shutdown', 'The server is shutting down.');
       }
-      if (this.running.size > 0) await withTimeout(allDone(), 1000);
+      if (this.executing.size > 0) await withTimeout(allDone(), 1000);
       // Handlers that ignore their signal: give their operations back now.
       const now = Date.now();
-      for (const running of this.running.values()) {
+      for (const running of this.executing) {
         if (running.settled) continue;
         running.settled = true;
         void this.record(this.store.release(running.lease, SHUTDOWN_ERROR, now));

@@ -76,7 +76,12 @@ export interface WireEvent {
   type: OperationEvent['type'];
   version: number;
   time: string;
-  data: OperationEvent['data'];
+  /** As in the log, except `runAt`, which is an RFC 3339 time like every time on the wire. */
+  data: Omit<OperationEvent['data'], 'runAt'> & { runAt?: string };
+}
+
+function wireData({ runAt, ...rest }: OperationEvent['data']): WireEvent['data'] {
+  return runAt === undefined ? rest : { ...rest, runAt: iso(runAt) };
 }
 
 export function toWireEvent(event: OperationEvent): WireEvent {
@@ -88,6 +93,6 @@ export function toWireEvent(event: OperationEvent): WireEvent {
     type: event.type,
     version: event.version,
     time: iso(event.time),
-    data: event.data,
+    data: wireData(event.data),
   };
 }

@@ -209,7 +209,9 @@ export function createHttpServer(options: HttpOptions): FastifyInstance {
           toProblem(
             isAcceptedError(error)
               ? error
-              : new AcceptedError('INTERNAL', 'The store does not answer.'),
+              : new AcceptedError('STORE_UNAVAILABLE', 'The store does not answer.', {
+                  fix: 'Check the data directory or database; the server retries on its own.',
+                }),
             request.url,
           ),
         );

@@ -2,6 +2,7 @@ import Database from 'better-sqlite3';
 import fs from 'node:fs';
 import path from 'node:path';
 import { AcceptedError } from '../../domain/errors.ts';
+import { assertTransition } from '../../domain/status.ts';
 import {
   eventId,
   type EventData,
@@ -841,14 +842,7 @@ export class SqliteStore implements Store {
         ).get(now, now, current.pk) as ChangedRow;
         this.appendEvent(row, 'operation.cancel_requested', { status: 'running' }, now);
       } else {
-        throw new AcceptedError(
-          'ALREADY_TERMINAL',
-          `Operation ${id} is already ${current.status}.`,
-          {
-            details: { status: current.status },
-            fix: 'Nothing to cancel: the operation has finished.',
-          },
-        );
+        assertTransition(id, current.status, 'canceled');
       }
       return rowToOperation(this.readScoped(id, tenant));
     });
