@@ -15,6 +15,8 @@ interface Server {
   child: ChildProcess;
   url: string;
   exited: Promise<number | null>;
+  /** Resolves when the server has logged a line with this `msg`. */
+  logged(msg: string): Promise<void>;
 }
 
 /** Starts `accepted serve` as a real child process and waits for its ready line. */
@@ -25,19 +27,29 @@ async function startServer(dataDir: string, extra: string[] = []): Promise<Serve
     { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] },
   );
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const seen = new Set<string>();
+  const waiters: { msg: string; resolve: () => void }[] = [];
   const url = await new Promise<string>((resolve, reject) => {
     const lines = readline.createInterface({ input: child.stdout });
     lines.on('line', (line) => {
       try {
         const entry = JSON.parse(line) as { msg?: string; url?: string };
         if (entry.msg === 'accepted ready' && entry.url) resolve(entry.url);
+        if (entry.msg) {
+          seen.add(entry.msg);
+          for (const waiter of waiters) if (waiter.msg === entry.msg) waiter.resolve();
+        }
       } catch {
         // not a log line
       }
     });
     void exited.then((code) => reject(new Error(`server exited early with ${code}`)));
   });
-  return { child, url, exited };
+  const logged = (msg: string) =>
+    seen.has(msg)
+      ? Promise.resolve()
+      : new Promise<void>((resolve) => waiters.push({ msg, resolve }));
+  return { child, url, exited, logged };
 }
 
 async function submit(url: string, body: unknown): Promise<string> {
@@ -127,13 +139,23 @@ describe('crash safety of the real server', { timeout: 180_000 }, () => {
     assert.ok(recovered.length > 0, 'operations interrupted by the kill were recovered');
   });
 
-  it('drains on SIGTERM: a running operation finishes, then the process exits 0', async () => {
+  it('drains on SIGTERM: refuses submits, answers polls, finishes the running operation, exits 0', async () => {
     const dataDir = tempDir('accepted-drain-');
     const server = await startServer(dataDir);
-    const id = await submit(server.url, { type: 'demo.sleep', input: { ms: 500 } });
+    const id = await submit(server.url, { type: 'demo.sleep', input: { ms: 1500 } });
     while ((await status(server.url, id)) !== 'running')
       await new Promise((r) => setTimeout(r, 10));
     server.child.kill('SIGTERM');
+    await server.logged('draining');
+    assert.equal(await status(server.url, id), 'running', 'polls are answered while draining');
+    const refused = await fetch(`${server.url}/v1/operations`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ type: 'demo.echo', input: 1 }),
+    });
+    assert.equal(refused.status, 503);
+    assert.equal(((await refused.json()) as { code: string }).code, 'SHUTTING_DOWN');
+    assert.equal((await fetch(`${server.url}/readyz`)).status, 503);
     assert.equal(await server.exited, 0);
     const types = (await allEvents(dataDir)).filter((e) => e.operationId === id).map((e) => e.type);
     assert.equal(types.at(-1), 'operation.succeeded');
