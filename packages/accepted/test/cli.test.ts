@@ -3,12 +3,9 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { UsageError, resolveServeConfig } from '../src/cli/config.ts';
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts';
-import { tempDir } from './helpers.ts';
-
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+import { cliArgs, packageRoot, startServer, tempDir } from './helpers.ts';
 
 describe('accepted serve: configuration', () => {
   it('takes flags over environment over defaults', () => {
@@ -42,11 +39,10 @@ describe('accepted serve: configuration', () => {
   });
 
   it('exits 2 with usage on a bad command line', () => {
-    const result = spawnSync(
-      process.execPath,
-      ['--import', 'tsx', path.join(root, 'src/cli/main.ts'), 'serve', '--port', 'x'],
-      { cwd: root, encoding: 'utf8' },
-    );
+    const result = spawnSync(process.execPath, cliArgs('serve', '--port', 'x'), {
+      cwd: packageRoot,
+      encoding: 'utf8',
+    });
     assert.equal(result.status, 2);
     assert.match(result.stderr, /--port must be a whole number/);
     assert.match(result.stderr, /Usage: accepted serve/);
@@ -57,20 +53,10 @@ describe('accepted serve: configuration', () => {
     const holder = new SqliteStore({ filename: path.join(dir, 'accepted.db') });
     await holder.open();
     try {
-      const result = spawnSync(
-        process.execPath,
-        [
-          '--import',
-          'tsx',
-          path.join(root, 'src/cli/main.ts'),
-          'serve',
-          '--port',
-          '0',
-          '--data',
-          dir,
-        ],
-        { cwd: root, encoding: 'utf8' },
-      );
+      const result = spawnSync(process.execPath, cliArgs('serve', '--port', '0', '--data', dir), {
+        cwd: packageRoot,
+        encoding: 'utf8',
+      });
       assert.equal(result.status, 1);
       assert.match(result.stderr, /is in use by another process/);
       assert.match(result.stderr, /another --data directory/);
@@ -87,33 +73,9 @@ describe('accepted serve: configuration', () => {
       file,
       `export const operations = [{ type: 'math.double', inputSchema: { type: 'number' }, handler: (n) => n * 2 }];\n`,
     );
-    const { spawn } = await import('node:child_process');
-    const child = spawn(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        path.join(root, 'src/cli/main.ts'),
-        'serve',
-        '--port',
-        '0',
-        '--data',
-        dir,
-        '--handlers',
-        file,
-      ],
-      { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] },
-    );
+    const server = await startServer(dir, ['--handlers', file]);
+    const { url } = server;
     try {
-      const url = await new Promise<string>((resolve, reject) => {
-        let buffer = '';
-        child.stdout.on('data', (chunk: Buffer) => {
-          buffer += chunk.toString();
-          const match = /"url":"([^"]+)".*"msg":"accepted ready"/.exec(buffer);
-          if (match?.[1]) resolve(match[1]);
-        });
-        child.on('exit', (code) => reject(new Error(`exited ${code}`)));
-      });
       const submitted = await fetch(`${url}/v1/operations`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
@@ -134,7 +96,8 @@ describe('accepted serve: configuration', () => {
       });
       assert.equal(bad.status, 422);
     } finally {
-      child.kill('SIGTERM');
+      server.child.kill('SIGTERM');
+      await server.exited;
     }
   });
 });

@@ -1,56 +1,9 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
-import readline from 'node:readline';
 import { describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import type { OperationEvent } from '../src/domain/events.ts';
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts';
-import { tempDir } from './helpers.ts';
-
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const main = path.join(root, 'src/cli/main.ts');
-
-interface Server {
-  child: ChildProcess;
-  url: string;
-  exited: Promise<number | null>;
-  /** Resolves when the server has logged a line with this `msg`. */
-  logged(msg: string): Promise<void>;
-}
-
-/** Starts `accepted serve` as a real child process and waits for its ready line. */
-async function startServer(dataDir: string, extra: string[] = []): Promise<Server> {
-  const child = spawn(
-    process.execPath,
-    ['--import', 'tsx', main, 'serve', '--demo', '--port', '0', '--data', dataDir, ...extra],
-    { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] },
-  );
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  const seen = new Set<string>();
-  const waiters: { msg: string; resolve: () => void }[] = [];
-  const url = await new Promise<string>((resolve, reject) => {
-    const lines = readline.createInterface({ input: child.stdout });
-    lines.on('line', (line) => {
-      try {
-        const entry = JSON.parse(line) as { msg?: string; url?: string };
-        if (entry.msg === 'accepted ready' && entry.url) resolve(entry.url);
-        if (entry.msg) {
-          seen.add(entry.msg);
-          for (const waiter of waiters) if (waiter.msg === entry.msg) waiter.resolve();
-        }
-      } catch {
-        // not a log line
-      }
-    });
-    void exited.then((code) => reject(new Error(`server exited early with ${code}`)));
-  });
-  const logged = (msg: string) =>
-    seen.has(msg)
-      ? Promise.resolve()
-      : new Promise<void>((resolve) => waiters.push({ msg, resolve }));
-  return { child, url, exited, logged };
-}
+import { startServer, tempDir } from './helpers.ts';
 
 async function submit(url: string, body: unknown): Promise<string> {
   const response = await fetch(`${url}/v1/operations`, {

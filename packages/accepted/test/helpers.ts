@@ -1,7 +1,10 @@
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import readline from 'node:readline';
 import { after } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { createAccepted, type Accepted, type AcceptedOptions } from '../src/engine/accepted.ts';
 import type { Logger } from '../src/engine/definition.ts';
 import type { OperationEvent } from '../src/domain/events.ts';
@@ -67,4 +70,54 @@ export async function eventually(
     if (Date.now() > deadline) throw new Error('condition not met in time');
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
+}
+
+/** The package folder, and the CLI's entry point run from source. */
+export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const cliMain = path.join(packageRoot, 'src/cli/main.ts');
+
+/** Node arguments that run the CLI from source with these arguments. */
+export function cliArgs(...args: string[]): string[] {
+  return ['--import', 'tsx', cliMain, ...args];
+}
+
+export interface Server {
+  child: ChildProcess;
+  url: string;
+  exited: Promise<number | null>;
+  /** Resolves when the server has logged a line with this `msg`. */
+  logged(msg: string): Promise<void>;
+}
+
+/** Starts `accepted serve` as a real child process and waits for its ready line. */
+export async function startServer(dataDir: string, extra: string[] = []): Promise<Server> {
+  const child = spawn(
+    process.execPath,
+    cliArgs('serve', '--demo', '--port', '0', '--data', dataDir, ...extra),
+    { cwd: packageRoot, stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const seen = new Set<string>();
+  const waiters: { msg: string; resolve: () => void }[] = [];
+  const url = await new Promise<string>((resolve, reject) => {
+    const lines = readline.createInterface({ input: child.stdout });
+    lines.on('line', (line) => {
+      try {
+        const entry = JSON.parse(line) as { msg?: string; url?: string };
+        if (entry.msg === 'accepted ready' && entry.url) resolve(entry.url);
+        if (entry.msg) {
+          seen.add(entry.msg);
+          for (const waiter of waiters) if (waiter.msg === entry.msg) waiter.resolve();
+        }
+      } catch {
+        // not a log line
+      }
+    });
+    void exited.then((code) => reject(new Error(`server exited early with ${code}`)));
+  });
+  const logged = (msg: string) =>
+    seen.has(msg)
+      ? Promise.resolve()
+      : new Promise<void>((resolve) => waiters.push({ msg, resolve }));
+  return { child, url, exited, logged };
 }

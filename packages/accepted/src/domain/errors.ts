@@ -48,6 +48,9 @@ export const ERROR_CODES = {
 
 export type ErrorCode = keyof typeof ERROR_CODES;
 
+/** What an operation's `error.code` may look like (a handler's own codes included). */
+export const OPERATION_ERROR_CODE_PATTERN = '^[A-Za-z][A-Za-z0-9_.:-]{0,63}$';
+
 /** A problem with one field of a request, for 422 answers that list every field at fault. */
 export interface FieldProblem {
   /** JSON pointer to the field, such as `/input/ms`. */

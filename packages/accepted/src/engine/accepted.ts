@@ -1,10 +1,5 @@
 import { AcceptedError } from '../domain/errors.ts';
-import {
-  EVENT_TYPES,
-  TERMINAL_EVENT_TYPES,
-  type EventType,
-  type OperationEvent,
-} from '../domain/events.ts';
+import { EVENT_TYPES, type EventType, type OperationEvent } from '../domain/events.ts';
 import { isOperationId, newOperationId } from '../domain/ids.ts';
 import {
   isTerminal,
@@ -15,10 +10,12 @@ import {
 import type { Page, Store } from '../store/store.ts';
 import type { AnyOperationDefinition, Backoff, Logger, OperationDefinition } from './definition.ts';
 import { EventFeed } from './feed.ts';
-import { SubmitValidator, type SubmitRequest } from './submit.ts';
+import { SubmitValidator, TYPE_PATTERN, type SubmitRequest } from './submit.ts';
 import { Worker } from './worker.ts';
 
 export const DEFAULT_TENANT = 'default';
+
+const TYPE_NAME = new RegExp(TYPE_PATTERN);
 
 /** Everything `createAccepted` takes. Validated once, then frozen. */
 export interface AcceptedOptions {
@@ -170,7 +167,7 @@ export function createAccepted(options: AcceptedOptions): Accepted {
         `Operation type ${definition.type} is defined twice.`,
       );
     }
-    if (!new RegExp('^[A-Za-z][A-Za-z0-9_.:/-]{0,127}$').test(definition.type)) {
+    if (!TYPE_NAME.test(definition.type)) {
       throw new AcceptedError(
         'VALIDATION_FAILED',
         `Operation type "${definition.type}" is not a valid name.`,
@@ -505,5 +502,3 @@ function notFound(id: string): AcceptedError {
     fix: 'Check the id; operations are removed after their retention period.',
   });
 }
-
-export { TERMINAL_EVENT_TYPES };

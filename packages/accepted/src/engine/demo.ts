@@ -1,4 +1,4 @@
-import { PermanentError } from '../domain/errors.ts';
+import { OPERATION_ERROR_CODE_PATTERN, PermanentError } from '../domain/errors.ts';
 import { defineOperation, type HandlerContext } from './definition.ts';
 
 /** Resolves after `ms`, or rejects with the signal's reason when it aborts first. */
@@ -52,7 +52,7 @@ export const demoOperations = [
       additionalProperties: false,
       properties: {
         message: { type: 'string', maxLength: 1000 },
-        code: { type: 'string', pattern: '^[A-Za-z][A-Za-z0-9_.:-]{0,63}$' },
+        code: { type: 'string', pattern: OPERATION_ERROR_CODE_PATTERN },
         permanent: { type: 'boolean' },
       },
     },

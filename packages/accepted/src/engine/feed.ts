@@ -61,11 +61,6 @@ export class EventFeed {
     this.poll = null;
   }
 
-  /** The highest seq this node has handed out (or skipped while nobody listened). */
-  get position(): number {
-    return this.cursor;
-  }
-
   subscribe(filter: FeedFilter, onEvent: (event: OperationEvent) => void): () => void {
     const subscriber = { filter, onEvent };
     this.subscribers.add(subscriber);

@@ -1,4 +1,9 @@
-import { AcceptedError, isPermanentError, isRetryAfterError } from '../domain/errors.ts';
+import {
+  AcceptedError,
+  OPERATION_ERROR_CODE_PATTERN,
+  isPermanentError,
+  isRetryAfterError,
+} from '../domain/errors.ts';
 import { randomId } from '../domain/ids.ts';
 import type { Json, Operation, OperationError, Progress } from '../domain/operation.ts';
 import type { ClaimedOperation, LeaseRef, Store } from '../store/store.ts';
@@ -48,7 +53,7 @@ const SHUTDOWN_ERROR = {
   message: 'The worker shut down during this attempt.',
 };
 
-const CODE_PATTERN = /^[A-Za-z][A-Za-z0-9_.:-]{0,63}$/;
+const CODE_PATTERN = new RegExp(OPERATION_ERROR_CODE_PATTERN);
 
 /** Turns whatever a handler threw into the operation's error. */
 export function toOperationError(thrown: unknown): OperationError {
@@ -133,11 +138,6 @@ export class Worker {
     private readonly log: Logger,
   ) {
     this.types = [...definitions.keys()];
-  }
-
-  /** Operations running here now. */
-  get active(): number {
-    return this.executing.size;
   }
 
   async start(): Promise<void> {

@@ -35,7 +35,26 @@ export function toProblem(error: AcceptedError, instance?: string): Problem {
   return problem;
 }
 
-/** What the HTTP framework raised (body parsing, limits) in our vocabulary. */
+export function emptyJsonBody(): AcceptedError {
+  return new AcceptedError('MALFORMED_JSON', 'The body is empty but JSON was announced.', {
+    fix: 'Send a JSON object, such as {"type": "demo.echo", "input": {}}.',
+  });
+}
+
+/** A JSON syntax error (or a refused prototype key), with the position when the parser says. */
+export function malformedJson(error: unknown): AcceptedError {
+  const message = error instanceof Error ? error.message : String(error);
+  const at = /position (\d+)/.exec(message)?.[1];
+  return new AcceptedError('MALFORMED_JSON', `The body is not valid JSON: ${message}.`, {
+    details: at === undefined ? {} : { position: Number(at) },
+    fix:
+      at === undefined
+        ? 'Check the JSON syntax (quotes, commas, brackets).'
+        : `Check the JSON syntax near character ${at}.`,
+  });
+}
+
+/** What the HTTP framework raised (body limits, media types) in our vocabulary. */
 export function fromFrameworkError(error: {
   code?: string;
   statusCode?: number;
@@ -51,20 +70,11 @@ export function fromFrameworkError(error: {
         fix: 'Send Content-Type: application/json with a JSON body.',
       });
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
-      return new AcceptedError('MALFORMED_JSON', 'The body is empty but JSON was announced.', {
-        fix: 'Send a JSON object, such as {"type": "demo.echo", "input": {}}.',
-      });
+      return emptyJsonBody();
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
       return new AcceptedError('MALFORMED_JSON', 'The body length does not match Content-Length.');
     default:
       break;
-  }
-  if (error.statusCode === 400 && /JSON|Unexpected|position/i.test(error.message)) {
-    const at = /position (\d+)/.exec(error.message)?.[1];
-    return new AcceptedError('MALFORMED_JSON', `The body is not valid JSON: ${error.message}`, {
-      details: at === undefined ? {} : { position: Number(at) },
-      fix: 'Check the JSON syntax near the position given.',
-    });
   }
   if (error.statusCode === 404) {
     return new AcceptedError('ROUTE_NOT_FOUND', error.message);

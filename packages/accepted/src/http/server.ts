@@ -9,7 +9,13 @@ import Fastify, {
 import { AcceptedError, isAcceptedError } from '../domain/errors.ts';
 import type { Accepted } from '../engine/accepted.ts';
 import { etagOf, operationPath, retryAfterOf, toMonitor, toWireEvent } from './monitor.ts';
-import { PROBLEM_CONTENT_TYPE, fromFrameworkError, toProblem } from './problem.ts';
+import {
+  PROBLEM_CONTENT_TYPE,
+  emptyJsonBody,
+  fromFrameworkError,
+  malformedJson,
+  toProblem,
+} from './problem.ts';
 
 export interface HttpOptions {
   accepted: Accepted;
@@ -35,18 +41,6 @@ export function noneMatch(header: string | undefined, etag: string): boolean {
 
 function absoluteUrl(request: FastifyRequest, path: string): string {
   return `${request.protocol}://${request.host}${path}`;
-}
-
-function malformed(error: unknown): AcceptedError {
-  const message = error instanceof Error ? error.message : String(error);
-  const at = /position (\d+)/.exec(message)?.[1];
-  return new AcceptedError('MALFORMED_JSON', `The body is not valid JSON: ${message}.`, {
-    details: at === undefined ? {} : { position: Number(at) },
-    fix:
-      at === undefined
-        ? 'Check the JSON syntax (quotes, commas, brackets).'
-        : `Check the JSON syntax near character ${at}.`,
-  });
 }
 
 function sendProblem(reply: FastifyReply, request: FastifyRequest, error: AcceptedError) {
@@ -81,17 +75,13 @@ export function createHttpServer(options: HttpOptions): FastifyInstance {
   ) => {
     const text = typeof body === 'string' ? body : body.toString('utf8');
     if (text.length === 0) {
-      done(
-        new AcceptedError('MALFORMED_JSON', 'The body is empty but JSON was announced.', {
-          fix: 'Send a JSON object, such as {"type": "demo.echo", "input": {}}.',
-        }),
-      );
+      done(emptyJsonBody());
       return;
     }
     try {
       done(null, sjson.parse(text, null, { protoAction: 'error', constructorAction: 'error' }));
     } catch (error) {
-      done(malformed(error));
+      done(malformedJson(error));
     }
   };
   app.addContentTypeParser('application/json', { parseAs: 'string' }, parseJson);

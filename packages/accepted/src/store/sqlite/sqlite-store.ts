@@ -45,12 +45,6 @@ export interface SqliteStoreOptions {
   durability?: 'full' | 'normal';
   /** Most writes folded into one transaction. Default 2000. */
   maxBatch?: number;
-  /**
-   * Under load, commit at most this often (ms), so that concurrent writes share one commit.
-   * An idle store commits at once. Default 0: commit on the next turn of the event loop
-   * (measured best for closed-loop load, where callers wait for each commit).
-   */
-  commitIntervalMs?: number;
 }
 
 interface Command {
@@ -247,7 +241,6 @@ export class SqliteStore implements Store {
   private readonly options: Required<SqliteStoreOptions>;
   private queue: Command[] = [];
   private flushScheduled = false;
-  private lastFlushAt = 0;
   private pendingEvents: OperationEvent[] = [];
   private workChanged = false;
   private readonly listeners = new Set<(hint: StoreHint) => void>();
@@ -262,7 +255,6 @@ export class SqliteStore implements Store {
     this.options = {
       durability: 'full',
       maxBatch: 2000,
-      commitIntervalMs: 0,
       ...options,
     };
   }
@@ -393,20 +385,17 @@ export class SqliteStore implements Store {
   }
 
   /**
-   * Group commit: an idle store commits on the next turn of the event loop; a busy one at most
-   * once per `commitIntervalMs`, so that writes arriving meanwhile share the commit and its
-   * fsync.
+   * Group commit: every write queued during one turn of the event loop shares the commit (and
+   * fsync) run at the start of the next. Waiting longer for bigger batches measured slower,
+   * since callers wait on each commit (docs/benchmarks.md).
    */
   private scheduleFlush(): void {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
-    const run = () => {
+    setImmediate(() => {
       this.flushScheduled = false;
       this.flush();
-    };
-    const wait = this.options.commitIntervalMs - (performance.now() - this.lastFlushAt);
-    if (wait <= 0) setImmediate(run);
-    else setTimeout(run, wait);
+    });
   }
 
   /** Runs queued writes in one transaction and settles their promises after the commit. */
@@ -414,7 +403,6 @@ export class SqliteStore implements Store {
     const db = this.db;
     if (!db || this.queue.length === 0) return;
     const batch = this.queue.splice(0, this.options.maxBatch);
-    this.lastFlushAt = performance.now();
     this.stats.flushes++;
     this.stats.commands += batch.length;
     if (this.queue.length > 0) this.scheduleFlush();
