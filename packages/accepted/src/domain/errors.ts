@@ -18,7 +18,18 @@ export const ERROR_CODES = {
     title: 'No handler is registered for this operation type',
     retryable: false,
   },
-  INVALID_ID: { status: 404, title: 'Operation not found', retryable: false },
+  INVALID_QUERY: { status: 400, title: 'A query parameter is not valid', retryable: false },
+  INVALID_HEADER: { status: 400, title: 'A request header is not valid', retryable: false },
+  IDEMPOTENCY_KEY_REUSED: {
+    status: 422,
+    title: 'This Idempotency-Key was already used with another request',
+    retryable: false,
+  },
+  UNAUTHENTICATED: {
+    status: 401,
+    title: 'A valid API key is required',
+    retryable: false,
+  },
   OPERATION_NOT_FOUND: { status: 404, title: 'Operation not found', retryable: false },
   ROUTE_NOT_FOUND: { status: 404, title: 'No such route', retryable: false },
   METHOD_NOT_ALLOWED: { status: 405, title: 'Method not allowed', retryable: false },
@@ -29,6 +40,16 @@ export const ERROR_CODES = {
     retryable: false,
   },
   ALREADY_TERMINAL: { status: 409, title: 'The operation has already finished', retryable: false },
+  IDEMPOTENCY_KEY_IN_FLIGHT: {
+    status: 409,
+    title: 'A request is outstanding for this Idempotency-Key',
+    retryable: true,
+  },
+  PRECONDITION_FAILED: {
+    status: 412,
+    title: 'The operation has changed since the given ETag',
+    retryable: false,
+  },
   LEASE_LOST: {
     status: 409,
     title: 'The lease on this operation is no longer held',

@@ -37,3 +37,23 @@ export function assertTransition(id: string, from: OperationStatus, to: Operatio
     },
   );
 }
+
+/**
+ * A conditional change (`If-Match`): passes when no versions are given or the current version
+ * is one of them, else PRECONDITION_FAILED and nothing changes.
+ */
+export function assertVersion(
+  id: string,
+  current: number,
+  ifVersion: readonly number[] | undefined,
+): void {
+  if (ifVersion === undefined || ifVersion.includes(current)) return;
+  throw new AcceptedError(
+    'PRECONDITION_FAILED',
+    `Operation ${id} is at version ${current}, not the one given in If-Match.`,
+    {
+      details: { version: current },
+      fix: 'Read the operation again (its ETag is the current version) and decide anew.',
+    },
+  );
+}

@@ -352,6 +352,127 @@ export function storeConformance(name: string, factory: () => Promise<StoreFixtu
         );
       }));
 
+    it('honours ifVersion on cancel, retry and delete, changing nothing on a mismatch', () =>
+      withStore(async (store) => {
+        const op = newOp();
+        const created = await store.create(op, 1_000);
+        const error = { code: 'CANCELED', message: 'x' };
+        await rejectsWith(
+          store.cancel(op.id, 't1', error, 1_100, [created.version + 1]),
+          'PRECONDITION_FAILED',
+        );
+        assert.equal((await store.get(op.id))?.status, 'queued');
+        await rejectsWith(
+          store.cancel(newOperationId(), 't1', error, 1_100, [1]),
+          'OPERATION_NOT_FOUND',
+        );
+        const canceled = await store.cancel(op.id, 't1', error, 1_200, [99, created.version]);
+        assert.equal(canceled.status, 'canceled');
+        await rejectsWith(
+          store.retry(op.id, 't1', 1_300, 1_300, [created.version]),
+          'PRECONDITION_FAILED',
+        );
+        const retried = await store.retry(op.id, 't1', 1_300, 1_300, [canceled.version]);
+        assert.equal(retried.status, 'queued');
+        const again = await store.cancel(op.id, 't1', error, 1_400);
+        await rejectsWith(
+          store.delete(op.id, 't1', 1_500, [retried.version]),
+          'PRECONDITION_FAILED',
+        );
+        assert.ok(await store.get(op.id));
+        await store.delete(op.id, 't1', 1_600, [again.version]);
+        assert.equal(await store.get(op.id), null);
+      }));
+
+    it('creates once per idempotency key: replays, refuses another request, holds in flight', () =>
+      withStore(async (store) => {
+        const claim = (fingerprint: string, status: number | null = 202) => ({
+          key: 'k-1',
+          fingerprint,
+          expiresAt: 100_000,
+          status,
+          holdUntil: status === null ? 5_000 : null,
+        });
+        const first = await store.createOnce(newOp(), claim('fp-a'), 1_000);
+        assert.equal(first.outcome, 'created');
+        const replay = await store.createOnce(newOp(), claim('fp-a'), 1_100);
+        assert.equal(replay.outcome, 'replayed');
+        assert.ok(first.outcome === 'created' && replay.outcome === 'replayed');
+        assert.equal(replay.operation.id, first.operation.id);
+        assert.equal(replay.status, 202);
+        const other = await store.createOnce(newOp(), claim('fp-b'), 1_200);
+        assert.deepEqual(other, { outcome: 'mismatch', operationId: first.operation.id });
+        // Another tenant's key of the same name is another key.
+        const elsewhere = await store.createOnce(newOp({ tenant: 't2' }), claim('fp-b'), 1_300);
+        assert.equal(elsewhere.outcome, 'created');
+        assert.equal((await store.list({ tenant: 't1', limit: 10 })).items.length, 1);
+
+        // A held request: in flight until settled (or until holdUntil passes).
+        const held = await store.createOnce(newOp(), { ...claim('fp-h', null), key: 'k-2' }, 1_000);
+        assert.equal(held.outcome, 'created');
+        const during = await store.createOnce(newOp(), { ...claim('fp-h'), key: 'k-2' }, 2_000);
+        assert.equal(during.outcome, 'in_flight');
+        assert.ok(during.outcome === 'in_flight' && during.holdUntil === 5_000);
+        await store.settleIdempotencyKey('t1', 'k-2', 200);
+        const after = await store.createOnce(newOp(), { ...claim('fp-h'), key: 'k-2' }, 2_100);
+        assert.ok(after.outcome === 'replayed' && after.status === 200);
+
+        // A held request whose server died answers as the 202 it would have been.
+        const orphan = await store.createOnce(
+          newOp(),
+          { ...claim('fp-o', null), key: 'k-3' },
+          1_000,
+        );
+        const late = await store.createOnce(newOp(), { ...claim('fp-o'), key: 'k-3' }, 6_000);
+        assert.ok(orphan.outcome === 'created' && late.outcome === 'replayed');
+        assert.equal(late.operation.id, orphan.operation.id);
+        assert.equal(late.status, 202);
+      }));
+
+    it('creates one operation for concurrent requests with one key', () =>
+      withStore(async (store) => {
+        const claim = {
+          key: 'same',
+          fingerprint: 'fp',
+          expiresAt: 100_000,
+          status: 202,
+          holdUntil: null,
+        };
+        const results = await Promise.all(
+          Array.from({ length: 20 }, () => store.createOnce(newOp(), claim, 1_000)),
+        );
+        const ids = new Set(
+          results.map((r) =>
+            r.outcome === 'created' || r.outcome === 'replayed' ? r.operation.id : '',
+          ),
+        );
+        assert.equal(ids.size, 1);
+        assert.equal(results.filter((r) => r.outcome === 'created').length, 1);
+        assert.equal((await store.list({ tenant: 't1', limit: 50 })).items.length, 1);
+      }));
+
+    it('forgets expired keys, and a key goes with its deleted operation', () =>
+      withStore(async (store) => {
+        const claim = {
+          key: 'k',
+          fingerprint: 'fp',
+          expiresAt: 2_000,
+          status: 202,
+          holdUntil: null,
+        };
+        const first = await store.createOnce(newOp(), claim, 1_000);
+        const reused = await store.createOnce(newOp(), { ...claim, expiresAt: 9_000 }, 3_000);
+        assert.ok(first.outcome === 'created' && reused.outcome === 'created');
+        assert.notEqual(reused.operation.id, first.operation.id);
+        await store.createOnce(newOp(), { ...claim, key: 'old' }, 1_000);
+        assert.equal(await store.purgeIdempotencyKeys(2_500, 100), 1);
+        // Deleting the operation releases its key: the next request creates anew.
+        await store.cancel(reused.operation.id, 't1', { code: 'CANCELED', message: 'x' }, 3_100);
+        await store.delete(reused.operation.id, 't1', 3_200);
+        const fresh = await store.createOnce(newOp(), { ...claim, expiresAt: 9_000 }, 3_300);
+        assert.equal(fresh.outcome, 'created');
+      }));
+
     it('purges terminal operations finished before the cutoff, with their events', () =>
       withStore(async (store) => {
         const old = newOp();
@@ -408,7 +529,7 @@ export function storeConformance(name: string, factory: () => Promise<StoreFixtu
         assert.equal(queued.items.length, 8);
         await rejectsWith(
           store.list({ tenant: 't1', limit: 3, cursor: 'garbage!' }),
-          'VALIDATION_FAILED',
+          'INVALID_QUERY',
         );
       }));
 

@@ -35,6 +35,16 @@ export interface Store {
 
   /** Creates a queued operation and its `operation.queued` event. */
   create(op: NewOperation, now: number): Promise<Operation>;
+  /**
+   * Creates the operation unless the tenant already used `claim.key` (and it has not expired):
+   * then nothing is written and the result says what the first request did. Check and insert
+   * are one atomic step, so concurrent requests with one key create one operation.
+   */
+  createOnce(op: NewOperation, claim: IdempotencyClaim, now: number): Promise<CreateOnceResult>;
+  /** Records the status a key's original response had, once a held request has answered. */
+  settleIdempotencyKey(tenant: string, key: string, status: number): Promise<void>;
+  /** Forgets keys that expired before `now`. Returns how many. */
+  purgeIdempotencyKeys(now: number, limit: number): Promise<number>;
   /** One operation, or null. With `tenant`, an operation of another tenant is null too. */
   get(id: string, tenant?: string): Promise<Operation | null>;
   /** Newest first, by opaque cursor. */
@@ -80,11 +90,30 @@ export interface Store {
     tenant: string | undefined,
     error: OperationError,
     now: number,
+    ifVersion?: readonly number[],
   ): Promise<Operation>;
   /** failed or canceled -> queued, with a fresh attempt budget. */
-  retry(id: string, tenant: string | undefined, runAt: number, now: number): Promise<Operation>;
-  /** Removes a terminal operation and its history, leaving one `operation.deleted` event. */
-  delete(id: string, tenant: string | undefined, now: number): Promise<void>;
+  retry(
+    id: string,
+    tenant: string | undefined,
+    runAt: number,
+    now: number,
+    ifVersion?: readonly number[],
+  ): Promise<Operation>;
+  /**
+   * Removes a terminal operation, its history and its idempotency keys, leaving one
+   * `operation.deleted` event.
+   *
+   * For cancel, retry and delete: when `ifVersion` is given and the operation's current
+   * version is not in it, nothing changes and the call rejects with PRECONDITION_FAILED
+   * (checked after OPERATION_NOT_FOUND, before any state rule).
+   */
+  delete(
+    id: string,
+    tenant: string | undefined,
+    now: number,
+    ifVersion?: readonly number[],
+  ): Promise<void>;
   /** Removes terminal operations finished before `finishedBefore`, and their events. */
   purge(finishedBefore: number, limit: number): Promise<number>;
 
@@ -99,6 +128,30 @@ export interface Store {
    */
   subscribe(listener: (hint: StoreHint) => void): () => void;
 }
+
+/** An idempotency key as `createOnce` records it. */
+export interface IdempotencyClaim {
+  key: string;
+  /** A hash of the request; the same key with another fingerprint is refused. */
+  fingerprint: string;
+  /** When the key may be forgotten. */
+  expiresAt: number;
+  /**
+   * The original response's status when it is known at once (202), or null while the request
+   * is held (a `Prefer: wait`): then `holdUntil` bounds how long it may still answer.
+   */
+  status: number | null;
+  holdUntil: number | null;
+}
+
+export type CreateOnceResult =
+  | { outcome: 'created'; operation: Operation }
+  /** The key was used with the same request: its operation and first response's status. */
+  | { outcome: 'replayed'; operation: Operation; status: number }
+  /** The key was used with another request. */
+  | { outcome: 'mismatch'; operationId: string }
+  /** The first request with this key is still being answered (until `holdUntil`). */
+  | { outcome: 'in_flight'; operationId: string; holdUntil: number };
 
 /** Identifies a lease: the operation and the token its claimant holds. */
 export interface LeaseRef {

@@ -56,4 +56,25 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
       INSERT INTO meta (key, value) VALUES ('seq_high', 0);
     `,
   },
+  {
+    version: 2,
+    name: 'idempotency keys',
+    sql: `
+      -- One row per (tenant, key): the request's fingerprint, the operation it created and the
+      -- status of the original response (NULL while that request is still answering).
+      CREATE TABLE idempotency_keys (
+        tenant TEXT NOT NULL,
+        key TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        operation_id TEXT NOT NULL,
+        status INTEGER,
+        hold_until INTEGER,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (tenant, key)
+      ) WITHOUT ROWID;
+      CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at);
+      CREATE INDEX idempotency_keys_operation ON idempotency_keys (operation_id);
+    `,
+  },
 ];

@@ -2,7 +2,7 @@ import Database from 'better-sqlite3';
 import fs from 'node:fs';
 import path from 'node:path';
 import { AcceptedError } from '../../domain/errors.ts';
-import { assertTransition } from '../../domain/status.ts';
+import { assertTransition, assertVersion } from '../../domain/status.ts';
 import {
   eventId,
   type EventData,
@@ -21,7 +21,9 @@ import type {
 import type {
   ClaimRequest,
   ClaimResult,
+  CreateOnceResult,
   EventQuery,
+  IdempotencyClaim,
   LeaseRef,
   LeaseState,
   ListQuery,
@@ -104,6 +106,14 @@ interface ChangedRow {
   type: string;
   version: number;
   attempts: number;
+}
+
+interface IdempotencyRow {
+  fingerprint: string;
+  operation_id: string;
+  status: number | null;
+  hold_until: number | null;
+  expires_at: number;
 }
 
 interface EventRow {
@@ -193,8 +203,8 @@ function decodeCursor(cursor: string): number {
   const text = Buffer.from(cursor, 'base64url').toString('utf8');
   const pk = text.startsWith('o:') ? Number(text.slice(2)) : NaN;
   if (!Number.isSafeInteger(pk) || pk < 0) {
-    throw new AcceptedError('VALIDATION_FAILED', 'The cursor is not one this server issued.', {
-      fields: [{ field: '/cursor', message: 'unknown cursor' }],
+    throw new AcceptedError('INVALID_QUERY', 'The cursor is not one this server issued.', {
+      fields: [{ field: 'cursor', message: 'unknown cursor' }],
       fix: 'Pass back the nextCursor of the previous page unchanged, or omit cursor to start over.',
     });
   }
@@ -509,50 +519,112 @@ export class SqliteStore implements Store {
   // ---- operations ---------------------------------------------------------------------------
 
   create(op: NewOperation, now: number): Promise<Operation> {
-    const input = JSON.stringify(op.input);
-    const labels = JSON.stringify(op.labels);
-    return this.write(() => {
-      this.hotStatements().insertOperation.run(
-        op.id,
+    return this.write(() => this.insertOperation(op, now));
+  }
+
+  createOnce(op: NewOperation, claim: IdempotencyClaim, now: number): Promise<CreateOnceResult> {
+    return this.write((): CreateOnceResult => {
+      const found = this.stmt(
+        `SELECT fingerprint, operation_id, status, hold_until, expires_at FROM idempotency_keys
+         WHERE tenant = ? AND key = ?`,
+      ).get(op.tenant, claim.key) as IdempotencyRow | undefined;
+      if (found && found.expires_at > now) {
+        if (found.fingerprint !== claim.fingerprint) {
+          return { outcome: 'mismatch', operationId: found.operation_id };
+        }
+        if (found.status === null && found.hold_until !== null && found.hold_until > now) {
+          return {
+            outcome: 'in_flight',
+            operationId: found.operation_id,
+            holdUntil: found.hold_until,
+          };
+        }
+        const row = this.readRow(found.operation_id);
+        // Keys go with their operation (delete, purge), so the row is there; be safe anyway.
+        if (row) {
+          return {
+            outcome: 'replayed',
+            operation: rowToOperation(row),
+            status: found.status ?? 202,
+          };
+        }
+      }
+      const operation = this.insertOperation(op, now);
+      this.stmt(
+        `INSERT OR REPLACE INTO idempotency_keys (tenant, key, fingerprint, operation_id, status,
+           hold_until, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+      ).run(
         op.tenant,
-        op.type,
-        input,
-        labels,
-        op.maxAttempts,
-        op.runAt,
-        op.timeoutMs,
-        op.callbackUrl,
-        op.traceparent ?? null,
+        claim.key,
+        claim.fingerprint,
+        op.id,
+        claim.status,
+        claim.holdUntil,
         now,
-        now,
+        claim.expiresAt,
       );
-      const changed = { id: op.id, tenant: op.tenant, type: op.type, version: 1, attempts: 0 };
-      this.appendEvent(changed, 'operation.queued', { status: 'queued', runAt: op.runAt }, now);
-      this.workChanged = true;
-      const operation: Operation = {
-        id: op.id,
-        tenant: op.tenant,
-        type: op.type,
-        status: 'queued',
-        input: op.input,
-        progress: null,
-        result: null,
-        error: null,
-        attempts: 0,
-        maxAttempts: op.maxAttempts,
-        runAt: op.runAt,
-        timeoutMs: op.timeoutMs,
-        labels: op.labels,
-        callbackUrl: op.callbackUrl,
-        cancelRequestedAt: null,
-        createdAt: now,
-        updatedAt: now,
-        startedAt: null,
-        finishedAt: null,
-        version: 1,
-      };
-      return operation;
+      return { outcome: 'created', operation };
     });
+  }
+
+  settleIdempotencyKey(tenant: string, key: string, status: number): Promise<void> {
+    return this.write(() => {
+      this.stmt(
+        'UPDATE idempotency_keys SET status = ?, hold_until = NULL WHERE tenant = ? AND key = ?',
+      ).run(status, tenant, key);
+    });
+  }
+
+  purgeIdempotencyKeys(now: number, limit: number): Promise<number> {
+    return this.write(
+      () =>
+        this.stmt(
+          `DELETE FROM idempotency_keys WHERE (tenant, key) IN (SELECT tenant, key
+             FROM idempotency_keys WHERE expires_at <= ? LIMIT ?)`,
+        ).run(now, limit).changes,
+    );
+  }
+
+  private insertOperation(op: NewOperation, now: number): Operation {
+    this.hotStatements().insertOperation.run(
+      op.id,
+      op.tenant,
+      op.type,
+      JSON.stringify(op.input),
+      JSON.stringify(op.labels),
+      op.maxAttempts,
+      op.runAt,
+      op.timeoutMs,
+      op.callbackUrl,
+      op.traceparent ?? null,
+      now,
+      now,
+    );
+    const changed = { id: op.id, tenant: op.tenant, type: op.type, version: 1, attempts: 0 };
+    this.appendEvent(changed, 'operation.queued', { status: 'queued', runAt: op.runAt }, now);
+    this.workChanged = true;
+    return {
+      id: op.id,
+      tenant: op.tenant,
+      type: op.type,
+      status: 'queued',
+      input: op.input,
+      progress: null,
+      result: null,
+      error: null,
+      attempts: 0,
+      maxAttempts: op.maxAttempts,
+      runAt: op.runAt,
+      timeoutMs: op.timeoutMs,
+      labels: op.labels,
+      callbackUrl: op.callbackUrl,
+      cancelRequestedAt: null,
+      createdAt: now,
+      updatedAt: now,
+      startedAt: null,
+      finishedAt: null,
+      version: 1,
+    };
   }
 
   get(id: string, tenant?: string): Promise<Operation | null> {
@@ -813,9 +885,11 @@ export class SqliteStore implements Store {
     tenant: string | undefined,
     error: OperationError,
     now: number,
+    ifVersion?: readonly number[],
   ): Promise<Operation> {
     return this.write(() => {
       const current = this.readScoped(id, tenant);
+      assertVersion(id, current.version, ifVersion);
       if (current.status === 'queued') {
         const row = this.stmt(
           `UPDATE operations SET status = 'canceled', error = ?, finished_at = ?, updated_at = ?,
@@ -836,9 +910,16 @@ export class SqliteStore implements Store {
     });
   }
 
-  retry(id: string, tenant: string | undefined, runAt: number, now: number): Promise<Operation> {
+  retry(
+    id: string,
+    tenant: string | undefined,
+    runAt: number,
+    now: number,
+    ifVersion?: readonly number[],
+  ): Promise<Operation> {
     return this.write(() => {
       const current = this.readScoped(id, tenant);
+      assertVersion(id, current.version, ifVersion);
       if (current.status !== 'failed' && current.status !== 'canceled') {
         throw new AcceptedError(
           'ILLEGAL_TRANSITION',
@@ -860,9 +941,15 @@ export class SqliteStore implements Store {
     });
   }
 
-  delete(id: string, tenant: string | undefined, now: number): Promise<void> {
+  delete(
+    id: string,
+    tenant: string | undefined,
+    now: number,
+    ifVersion?: readonly number[],
+  ): Promise<void> {
     return this.write(() => {
       const current = this.readScoped(id, tenant);
+      assertVersion(id, current.version, ifVersion);
       if (
         current.status !== 'succeeded' &&
         current.status !== 'failed' &&
@@ -875,6 +962,7 @@ export class SqliteStore implements Store {
         );
       }
       this.stmt('DELETE FROM events WHERE operation_id = ?').run(id);
+      this.stmt('DELETE FROM idempotency_keys WHERE operation_id = ?').run(id);
       this.stmt('DELETE FROM operations WHERE pk = ?').run(current.pk);
       this.appendEvent(
         {
@@ -898,7 +986,11 @@ export class SqliteStore implements Store {
            WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?) RETURNING id`,
       ).all(finishedBefore, limit) as { id: string }[];
       const dropEvents = this.stmt('DELETE FROM events WHERE operation_id = ?');
-      for (const { id } of ids) dropEvents.run(id);
+      const dropKeys = this.stmt('DELETE FROM idempotency_keys WHERE operation_id = ?');
+      for (const { id } of ids) {
+        dropEvents.run(id);
+        dropKeys.run(id);
+      }
       this.stmt(`DELETE FROM events WHERE type = 'operation.deleted' AND time < ?`).run(
         finishedBefore,
       );

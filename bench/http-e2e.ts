@@ -1,0 +1,59 @@
+// End-to-end throughput of no-op operations through the HTTP API on the durable SQLite store.
+// The server (Accepted + HTTP, worker concurrency C) runs in a child process; autocannon here
+// POSTs N submits over C keep-alive connections. The clock starts when autocannon starts and
+// stops when the server has read the N-th operation.succeeded event from the log.
+// Env: N (default 20000), C (default 64). Prints one JSON line.
+import autocannon from 'autocannon';
+import { launchServer } from './http-server.ts';
+
+const N = Number(process.env.N ?? 20_000);
+const C = Number(process.env.C ?? 64);
+const BODY = '{"type":"noop","input":{"n":1}}';
+
+function timeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    promise,
+    new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what}: no answer after ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+const server = await launchServer({ COUNT: String(N), C: String(C) });
+try {
+  const t0 = Date.now();
+  const result = await autocannon({
+    url: `http://127.0.0.1:${server.port}/v1/operations`,
+    method: 'POST',
+    connections: C,
+    amount: N,
+    headers: { 'content-type': 'application/json' },
+    body: BODY,
+  });
+  const tSubmitted = Date.now();
+  if (result.errors !== 0 || result.non2xx !== 0 || result['2xx'] !== N) {
+    throw new Error(
+      `submits failed: ${result['2xx']}/${N} 2xx, non2xx ${result.non2xx}, errors ${result.errors}, timeouts ${result.timeouts}`,
+    );
+  }
+  const done = await timeout(server.done, 120_000, `waiting for ${N} successes`);
+  console.log(
+    JSON.stringify({
+      system: 'accepted-http-e2e',
+      store: 'sqlite-full',
+      N,
+      connections: C,
+      e2e_per_s: Math.round(N / ((done.time - t0) / 1000)),
+      submit_per_s: Math.round(N / ((tSubmitted - t0) / 1000)),
+      submit_p50_ms: result.latency.p50,
+      submit_p99_ms: result.latency.p99,
+      drain_ms: Math.max(0, done.time - tSubmitted),
+      non2xx: result.non2xx,
+      errors: result.errors,
+      stats: done.stats,
+    }),
+  );
+} finally {
+  await server.stop();
+}
