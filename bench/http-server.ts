@@ -5,7 +5,8 @@
 //   {"event":"ready","port":P}                             once listening
 //   {"event":"done","time":T,"succeeded":N,"stats":{...}}  when COUNT operations have
 //                                                          succeeded (T = Date.now() then)
-// It exits on SIGTERM/SIGINT or when its stdin closes (the driver died), removing its data.
+// It exits on SIGTERM/SIGINT, or when its stdin closes (the driver died) if launched by
+// `launchServer`, removing its data. Run alone, it serves until SIGINT.
 // Env: C (worker concurrency, default 64), WORKER=0 (API-only node), COUNT (0 = do not count),
 // DURABILITY=normal (default full). PROFILE=1 in the driver runs it under --cpu-prof, writing
 // the profile to PROFILE_DIR (default .cache/profiles).
@@ -50,7 +51,10 @@ export async function launchServer(env: Record<string, string>): Promise<ServerC
       'tsx',
       thisFile,
     ],
-    { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, ...env } },
+    {
+      stdio: ['pipe', 'pipe', 'inherit'],
+      env: { ...process.env, ...env, EXIT_ON_STDIN_END: '1' },
+    },
   );
   const killOnExit = () => child.kill('SIGKILL');
   process.on('exit', killOnExit);
@@ -153,9 +157,11 @@ async function serve(): Promise<void> {
   };
   process.on('SIGTERM', () => void shutdown(0));
   process.on('SIGINT', () => void shutdown(0));
-  process.stdin.on('end', () => void shutdown(0));
-  process.stdin.on('error', () => void shutdown(0));
-  process.stdin.resume();
+  if (process.env.EXIT_ON_STDIN_END === '1') {
+    process.stdin.on('end', () => void shutdown(0));
+    process.stdin.on('error', () => void shutdown(0));
+    process.stdin.resume();
+  }
 
   const send = (line: Record<string, unknown>) => {
     process.stdout.write(`${JSON.stringify(line)}\n`);
@@ -170,12 +176,12 @@ async function serve(): Promise<void> {
     if (COUNT > 0) {
       void (async () => {
         let succeeded = 0;
-        for await (const _event of accepted.events({
+        for await (const event of accepted.events({
           types: ['operation.succeeded'],
           after,
           signal: controller.signal,
         })) {
-          if (++succeeded === COUNT) {
+          if (event.type === 'operation.succeeded' && ++succeeded === COUNT) {
             const time = Date.now();
             const stats = (accepted.store as unknown as { stats?: Record<string, number> }).stats;
             send({ event: 'done', time, succeeded, stats: stats ? { ...stats } : null });

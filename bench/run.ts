@@ -1,6 +1,11 @@
 // `npm run bench`: Accepted's benchmarks and the peers' in one invocation, alternated so that
 // both see the same machine, each run in its own process. Prints one JSON line per run, then
-// medians and the ratio to the peer. Env: RUNS (default 3), N, C (passed through).
+// medians, the ratios to the peers and a summary with the goals.
+// Each of RUNS rounds (default 3) runs, in turn: ours in-process, `run.sh bullmq`, HTTP end to
+// end, HTTP submit (workers on and API-only), `run.sh http-limit`; then once the long-poll
+// latency and `run.sh sqlite-limit`. Env: RUNS, N, C, D, K (passed through), BENCH_ONLY: a
+// comma list of inprocess, bullmq, http-e2e, http-submit, http-limit, longpoll, sqlite-limit,
+// or `http` (the HTTP part: http-e2e, http-submit, http-limit, longpoll).
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -57,30 +62,138 @@ function median(values: number[]): number {
   return sorted.length % 2 ? sorted[mid]! : Math.round((sorted[mid - 1]! + sorted[mid]!) / 2);
 }
 
-const anchors = anchorsDir();
-const ours: Record<string, unknown>[] = [];
-const bullmq: Record<string, unknown>[] = [];
-for (let i = 0; i < runs; i++) {
-  ours.push(run(process.execPath, ['--import', 'tsx', 'bench/e2e-inprocess.ts'], root));
-  bullmq.push(run('bash', ['run.sh', 'bullmq'], anchors));
-}
-const sqliteLimit = run('bash', ['run.sh', 'sqlite-limit'], anchors);
+const ALL = [
+  'inprocess',
+  'bullmq',
+  'http-e2e',
+  'http-submit',
+  'http-limit',
+  'longpoll',
+  'sqlite-limit',
+] as const;
+type Bench = (typeof ALL)[number];
+const GROUPS: Record<string, readonly Bench[]> = {
+  all: ALL,
+  http: ['http-e2e', 'http-submit', 'http-limit', 'longpoll'],
+};
+const isBench = (name: string): name is Bench => (ALL as readonly string[]).includes(name);
+const selected = new Set<Bench>(
+  (process.env.BENCH_ONLY ?? 'all').split(',').flatMap((raw): Bench[] => {
+    const name = raw.trim();
+    const group = GROUPS[name];
+    if (group) return [...group];
+    if (isBench(name)) return [name];
+    throw new Error(`BENCH_ONLY: unknown benchmark ${name} (${[...ALL, 'http'].join(', ')})`);
+  }),
+);
 
-const ourE2e = median(ours.map((r) => Number(r.e2e_per_s)));
-const peerE2e = median(bullmq.map((r) => Number(r.e2e_per_s)));
+const commands: Record<Bench, () => [string, string[], string]> = {
+  inprocess: () => [process.execPath, ['--import', 'tsx', 'bench/e2e-inprocess.ts'], root],
+  bullmq: () => ['bash', ['run.sh', 'bullmq'], anchorsDir()],
+  'http-e2e': () => [process.execPath, ['--import', 'tsx', 'bench/http-e2e.ts'], root],
+  'http-submit': () => [process.execPath, ['--import', 'tsx', 'bench/http-submit.ts'], root],
+  'http-limit': () => ['bash', ['run.sh', 'http-limit'], anchorsDir()],
+  longpoll: () => [process.execPath, ['--import', 'tsx', 'bench/longpoll-latency.ts'], root],
+  'sqlite-limit': () => ['bash', ['run.sh', 'sqlite-limit'], anchorsDir()],
+};
+const results: Record<Bench, Record<string, unknown>[]> = {
+  inprocess: [],
+  bullmq: [],
+  'http-e2e': [],
+  'http-submit': [],
+  'http-limit': [],
+  longpoll: [],
+  'sqlite-limit': [],
+};
+function bench(name: Bench): void {
+  if (!selected.has(name)) return;
+  const [command, args, cwd] = commands[name]();
+  results[name].push(run(command, args, cwd));
+}
+
+if ((['bullmq', 'http-limit', 'sqlite-limit'] as const).some((name) => selected.has(name))) {
+  anchorsDir();
+}
+for (let i = 0; i < runs; i++) {
+  bench('inprocess');
+  bench('bullmq');
+  bench('http-e2e');
+  bench('http-submit');
+  bench('http-limit');
+}
+bench('longpoll');
+bench('sqlite-limit');
+
+/** The median of one figure over the runs of a benchmark, or null when it did not run. */
+function med(name: Bench, key: string): number | null {
+  const values = results[name].map((r) => Number(r[key])).filter(Number.isFinite);
+  return values.length ? median(values) : null;
+}
+function ratio(a: number | null, b: number | null): number | null {
+  return a === null || b === null || b === 0 ? null : Number((a / b).toFixed(2));
+}
+const longpoll = results.longpoll[0] ?? null;
+const num = (value: unknown): number | null =>
+  typeof value === 'number' && Number.isFinite(value) ? value : null;
+
+const ourE2e = med('inprocess', 'e2e_per_s');
+const peerE2e = med('bullmq', 'e2e_per_s');
+const httpE2e = med('http-e2e', 'e2e_per_s');
+const httpSubmit = med('http-submit', 'req_per_s');
+const httpSubmitApiOnly = med('http-submit', 'api_only_req_per_s');
+const httpLimit = med('http-limit', 'req_per_s');
+const pollP50 = num(longpoll?.p50_ms);
+const pollP99 = num(longpoll?.p99_ms);
 const summary = {
   date: new Date().toISOString(),
   machine: `${os.cpus().length} x ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, node ${process.version}`,
   runs,
+  benchmarks: [...selected],
   accepted_e2e_per_s_median: ourE2e,
-  accepted_submit_per_s_median: median(ours.map((r) => Number(r.submit_per_s))),
-  accepted_p50_ms_median: median(ours.map((r) => Number(r.p50_ms))),
+  accepted_submit_per_s_median: med('inprocess', 'submit_per_s'),
+  accepted_p50_ms_median: med('inprocess', 'p50_ms'),
   bullmq_e2e_per_s_median: peerE2e,
-  bullmq_p50_ms_median: median(bullmq.map((r) => Number(r.p50_ms))),
-  ratio_vs_bullmq: Number((ourE2e / peerE2e).toFixed(2)),
-  sqlite_limit: sqliteLimit,
+  bullmq_p50_ms_median: med('bullmq', 'p50_ms'),
+  ratio_vs_bullmq: ratio(ourE2e, peerE2e),
+  http_e2e_per_s_median: httpE2e,
+  http_e2e_submit_per_s_median: med('http-e2e', 'submit_per_s'),
+  http_e2e_submit_p99_ms_median: med('http-e2e', 'submit_p99_ms'),
+  http_e2e_ratio_vs_bullmq: ratio(httpE2e, peerE2e),
+  http_submit_req_per_s_median: httpSubmit,
+  http_submit_p99_ms_median: med('http-submit', 'p99_ms'),
+  http_submit_api_only_req_per_s_median: httpSubmitApiOnly,
+  http_submit_api_only_p99_ms_median: med('http-submit', 'api_only_p99_ms'),
+  http_limit_req_per_s_median: httpLimit,
+  http_submit_ratio_vs_limit: ratio(httpSubmit, httpLimit),
+  http_submit_api_only_ratio_vs_limit: ratio(httpSubmitApiOnly, httpLimit),
+  longpoll,
+  sqlite_limit: results['sqlite-limit'][0] ?? null,
 };
 console.log(JSON.stringify(summary));
-console.log(
-  `\nend to end, in-process, durable: accepted ${ourE2e}/s vs BullMQ (Redis) ${peerE2e}/s = ${summary.ratio_vs_bullmq}x (median of ${runs})`,
-);
+
+const fmt = (value: number | null, unit = '') =>
+  value === null ? 'n/a' : `${value.toLocaleString('en-US')}${unit}`;
+const x = (value: number | null) => (value === null ? 'n/a' : `${value}x`);
+const goal = (met: boolean | null) => (met === null ? '' : met ? '  [met]' : '  [NOT met]');
+const atLeast = (value: number | null, target: number) => (value === null ? null : value >= target);
+const lines = [
+  '',
+  `== summary: median of ${runs} run(s), ${summary.machine} ==`,
+  `in-process e2e, durable:  accepted ${fmt(ourE2e, '/s')} vs BullMQ (Redis) ${fmt(peerE2e, '/s')} = ${x(summary.ratio_vs_bullmq)}`,
+  `HTTP e2e, durable:        accepted ${fmt(httpE2e, '/s')} vs BullMQ in-process ${fmt(peerE2e, '/s')} = ${x(summary.http_e2e_ratio_vs_bullmq)}  (goal >= 1x)${goal(atLeast(summary.http_e2e_ratio_vs_bullmq, 1))}`,
+  `HTTP submit, workers on:  ${fmt(httpSubmit, ' req/s')} (p99 ${fmt(summary.http_submit_p99_ms_median, ' ms')}) vs bare node:http ${fmt(httpLimit, ' req/s')} = ${x(summary.http_submit_ratio_vs_limit)}  (goal >= 0.5x)${goal(atLeast(summary.http_submit_ratio_vs_limit, 0.5))}`,
+  `HTTP submit, API-only:    ${fmt(httpSubmitApiOnly, ' req/s')} (p99 ${fmt(summary.http_submit_api_only_p99_ms_median, ' ms')}) vs bare node:http ${fmt(httpLimit, ' req/s')} = ${x(summary.http_submit_api_only_ratio_vs_limit)}  (goal >= 0.5x)${goal(atLeast(summary.http_submit_api_only_ratio_vs_limit, 0.5))}`,
+  `long poll, commit->reply: p50 ${fmt(pollP50, ' ms')}, p99 ${fmt(pollP99, ' ms')}, max ${fmt(num(longpoll?.max_ms), ' ms')}  (goal p99 < 5 ms)${goal(pollP99 === null ? null : pollP99 < 5)}`,
+];
+if (longpoll && num(longpoll.parked) !== num(longpoll.K)) {
+  lines.push(
+    `  note: only ${String(longpoll.parked)}/${String(longpoll.K)} long polls were parked when the operation finished; the rest were answered at once and re-polled (${String(longpoll.polls_per_sample)} polls per sample): the server does not hold long polls yet, so this figure is a busy-poll figure`,
+  );
+}
+const sqlite = summary.sqlite_limit;
+if (sqlite) {
+  lines.push(
+    `SQLite ceiling (FULL):    ${fmt(num(sqlite.insert_per_s_autocommit), '/s')} one-row transactions, ${fmt(num(sqlite.insert_per_s_batch100), '/s')} rows in batches of 100`,
+  );
+}
+console.log(lines.join('\n'));

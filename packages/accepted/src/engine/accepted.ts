@@ -4,12 +4,14 @@ import { isOperationId, newOperationId } from '../domain/ids.ts';
 import {
   isTerminal,
   type Json,
+  type NewOperation,
   type Operation,
   type OperationStatus,
 } from '../domain/operation.ts';
 import type { Page, Store } from '../store/store.ts';
 import type { AnyOperationDefinition, Backoff, Logger, OperationDefinition } from './definition.ts';
 import { EventFeed } from './feed.ts';
+import { assertIdempotencyKey, requestFingerprint } from './idempotency.ts';
 import { SubmitValidator, TYPE_PATTERN, type SubmitRequest } from './submit.ts';
 import { Worker } from './worker.ts';
 
@@ -41,6 +43,8 @@ export interface AcceptedOptions {
   backoff?: Backoff;
   /** How long finished operations are kept. Default 7 days. */
   retentionMs?: number;
+  /** How long an idempotency key is remembered. Default 24 hours. */
+  idempotencyRetentionMs?: number;
   /** How often finished operations past retention are removed. Default 1 hour. */
   retentionIntervalMs?: number;
   /** Largest input accepted, as JSON bytes. Default 1 MiB. */
@@ -63,11 +67,38 @@ export interface SubmitOptions {
   /** The tenant that owns the operation. Default `default`. */
   tenant?: string;
   traceparent?: string;
+  /**
+   * Submit at most once per key (per tenant, for `idempotencyRetentionMs`): the same key with
+   * the same request returns the first operation; with another request it is refused
+   * (IDEMPOTENCY_KEY_REUSED).
+   */
+  idempotencyKey?: string;
 }
 
 export interface Scope {
   tenant?: string;
 }
+
+/** For cancel, retry and delete: change only if the operation is at one of these versions. */
+export interface Conditional extends Scope {
+  ifVersion?: readonly number[];
+}
+
+export interface IdempotentSubmitOptions extends Scope {
+  traceparent?: string;
+  key: string;
+  /**
+   * How long the caller may hold the request before it answers (a `Prefer: wait`): until then
+   * (or until `settleIdempotencyKey`), a repeat of the request is IDEMPOTENCY_KEY_IN_FLIGHT.
+   * 0 when the answer is given at once.
+   */
+  holdMs?: number;
+}
+
+export type IdempotentSubmit =
+  | { replayed: false; operation: Operation }
+  /** The first request's operation (as it is now) and the status its answer had. */
+  | { replayed: true; operation: Operation; status: number };
 
 export interface ListOptions extends Scope {
   status?: OperationStatus | readonly OperationStatus[];
@@ -115,14 +146,21 @@ export interface Accepted {
   submit(type: string, input?: Json, options?: SubmitOptions): Promise<Operation>;
   /** Validates an untrusted submit body (the HTTP API's) and creates the operation. */
   submitRequest(body: unknown, scope?: Scope & { traceparent?: string }): Promise<Operation>;
+  /** `submitRequest` at most once per idempotency key; see `SubmitOptions.idempotencyKey`. */
+  submitIdempotent(body: unknown, options: IdempotentSubmitOptions): Promise<IdempotentSubmit>;
+  /** Records the status of the answer to a held idempotent request (see `holdMs`). */
+  settleIdempotencyKey(key: string, status: number, scope?: Scope): Promise<void>;
   get(id: string, scope?: Scope): Promise<Operation | null>;
   list(options?: ListOptions): Promise<Page<Operation>>;
-  cancel(id: string, scope?: Scope): Promise<Operation>;
-  retry(id: string, scope?: Scope & { runAt?: Date | number }): Promise<Operation>;
-  delete(id: string, scope?: Scope): Promise<void>;
+  cancel(id: string, scope?: Conditional): Promise<Operation>;
+  retry(id: string, scope?: Conditional & { runAt?: Date | number }): Promise<Operation>;
+  delete(id: string, scope?: Conditional): Promise<void>;
   /** The log, in order, following new events unless `follow: false`. */
   events(options?: EventsOptions): AsyncIterableIterator<OperationEvent>;
-  /** Waits for a change (or for the end) of one operation. */
+  /**
+   * Waits for a change (or for the end) of one operation; once the instance begins to stop it
+   * answers at once with the current state.
+   */
   wait(id: string, options?: WaitOptions): Promise<Operation>;
 }
 
@@ -195,6 +233,11 @@ export function createAccepted(options: AcceptedOptions): Accepted {
     maxAttempts: Math.max(1, positiveInt('maxAttempts', options.maxAttempts, 3)),
     backoff: options.backoff,
     retentionMs: positiveInt('retentionMs', options.retentionMs, 7 * 24 * 3600 * 1000),
+    idempotencyRetentionMs: positiveInt(
+      'idempotencyRetentionMs',
+      options.idempotencyRetentionMs,
+      24 * 3600 * 1000,
+    ),
     retentionIntervalMs: Math.max(
       1000,
       positiveInt('retentionIntervalMs', options.retentionIntervalMs, 3600 * 1000),
@@ -208,6 +251,8 @@ export function createAccepted(options: AcceptedOptions): Accepted {
   const worker = settings.worker ? new Worker(store, definitions, { ...settings }, log) : null;
   let state: 'new' | 'starting' | 'started' | 'stopping' | 'stopped' = 'new';
   let retentionTimer: NodeJS.Timeout | null = null;
+  /** Aborted when stop() begins: pending waits answer with the current state at once. */
+  const stopping = new AbortController();
 
   function assertRunning(): void {
     if (state === 'started') return;
@@ -235,31 +280,91 @@ export function createAccepted(options: AcceptedOptions): Accepted {
       while ((await store.purge(before, 1000)) === 1000) {
         await new Promise((resolve) => setImmediate(resolve));
       }
+      while ((await store.purgeIdempotencyKeys(Date.now(), 1000)) === 1000) {
+        await new Promise((resolve) => setImmediate(resolve));
+      }
     } catch (error) {
       log.error({ err: error }, 'retention cleanup failed');
     }
   }
 
+  function newOperation(
+    request: SubmitRequest,
+    tenant: string,
+    now: number,
+    traceparent?: string,
+  ): NewOperation {
+    const definition = definitions.get(request.type);
+    const runAt = request.runAt === undefined ? now : toEpoch(request.runAt);
+    return {
+      id: newOperationId(),
+      tenant,
+      type: request.type,
+      input: request.input ?? null,
+      maxAttempts: request.maxAttempts ?? definition?.maxAttempts ?? settings.maxAttempts,
+      runAt,
+      timeoutMs: request.timeoutMs ?? definition?.timeoutMs ?? null,
+      labels: request.labels ?? {},
+      callbackUrl: request.callbackUrl ?? null,
+      traceparent: traceparent ?? null,
+    };
+  }
+
   async function create(request: SubmitRequest, tenant: string, traceparent?: string) {
     assertRunning();
-    const definition = definitions.get(request.type);
     const now = Date.now();
-    const runAt = request.runAt === undefined ? now : toEpoch(request.runAt);
-    return store.create(
+    return store.create(newOperation(request, tenant, now, traceparent), now);
+  }
+
+  async function createIdempotent(
+    body: unknown,
+    options: IdempotentSubmitOptions,
+  ): Promise<IdempotentSubmit> {
+    assertRunning();
+    assertIdempotencyKey(options.key);
+    const request = validator.validate(body);
+    const now = Date.now();
+    const tenant = tenantOf(options);
+    const holdMs = options.holdMs ?? 0;
+    const result = await store.createOnce(
+      newOperation(request, tenant, now, options.traceparent),
       {
-        id: newOperationId(),
-        tenant,
-        type: request.type,
-        input: request.input ?? null,
-        maxAttempts: request.maxAttempts ?? definition?.maxAttempts ?? settings.maxAttempts,
-        runAt,
-        timeoutMs: request.timeoutMs ?? definition?.timeoutMs ?? null,
-        labels: request.labels ?? {},
-        callbackUrl: request.callbackUrl ?? null,
-        traceparent: traceparent ?? null,
+        key: options.key,
+        fingerprint: requestFingerprint(body),
+        expiresAt: now + settings.idempotencyRetentionMs,
+        status: holdMs > 0 ? null : 202,
+        // A margin past the hold, so that a slow answer is not mistaken for a dead one.
+        holdUntil: holdMs > 0 ? now + holdMs + 5_000 : null,
       },
       now,
     );
+    switch (result.outcome) {
+      case 'created':
+        return { replayed: false, operation: result.operation };
+      case 'replayed':
+        return { replayed: true, operation: result.operation, status: result.status };
+      case 'mismatch':
+        throw new AcceptedError(
+          'IDEMPOTENCY_KEY_REUSED',
+          'This Idempotency-Key was already used with a different request.',
+          {
+            details: { operationId: result.operationId },
+            fix: 'Use a new key for a new request; resend the original request unchanged to get its answer.',
+          },
+        );
+      case 'in_flight':
+        throw new AcceptedError(
+          'IDEMPOTENCY_KEY_IN_FLIGHT',
+          'The first request with this Idempotency-Key is still being answered.',
+          {
+            details: {
+              operationId: result.operationId,
+              retryAfter: Math.max(1, Math.ceil((result.holdUntil - Date.now()) / 1000)),
+            },
+            fix: 'Retry after the time given in Retry-After, or poll the operation.',
+          },
+        );
+    }
   }
 
   async function get(id: string, scope?: Scope): Promise<Operation | null> {
@@ -366,6 +471,7 @@ export function createAccepted(options: AcceptedOptions): Accepted {
     async stop(stopOptions: StopOptions = {}) {
       if (state !== 'started') return;
       state = 'stopping';
+      stopping.abort();
       if (retentionTimer) clearInterval(retentionTimer);
       const grace =
         stopOptions.graceful === false ? 0 : (stopOptions.timeoutMs ?? settings.shutdownGraceMs);
@@ -382,13 +488,25 @@ export function createAccepted(options: AcceptedOptions): Accepted {
 
     async submit(type, input = null, submitOptions = {}) {
       const { tenant, traceparent, runAt, ...rest } = submitOptions;
-      const body: Record<string, unknown> = { type, input, ...rest };
+      const { idempotencyKey, ...fields } = rest;
+      const body: Record<string, unknown> = { type, input, ...fields };
       if (runAt !== undefined) body.runAt = new Date(toEpoch(runAt)).toISOString();
+      if (idempotencyKey !== undefined) {
+        const result = await createIdempotent(body, { tenant, traceparent, key: idempotencyKey });
+        return result.operation;
+      }
       return create(validator.validate(body), tenant ?? DEFAULT_TENANT, traceparent);
     },
 
     async submitRequest(body, scope) {
       return create(validator.validate(body), tenantOf(scope), scope?.traceparent);
+    },
+
+    submitIdempotent: createIdempotent,
+
+    async settleIdempotencyKey(key, status, scope) {
+      assertReadable();
+      await store.settleIdempotencyKey(tenantOf(scope), key, status);
     },
 
     get,
@@ -429,6 +547,7 @@ export function createAccepted(options: AcceptedOptions): Accepted {
         tenantOf(scope),
         { code: 'CANCELED', message: 'Canceled on request.' },
         Date.now(),
+        scope?.ifVersion,
       );
       if (operation.status === 'running') worker?.cancelLocal(id);
       return operation;
@@ -443,13 +562,14 @@ export function createAccepted(options: AcceptedOptions): Accepted {
         tenantOf(scope),
         scope?.runAt === undefined ? now : toEpoch(scope.runAt),
         now,
+        scope?.ifVersion,
       );
     },
 
     async delete(id, scope) {
       assertRunning();
       if (!isOperationId(id)) throw notFound(id);
-      await store.delete(id, tenantOf(scope), Date.now());
+      await store.delete(id, tenantOf(scope), Date.now(), scope?.ifVersion);
     },
 
     events,
@@ -467,7 +587,9 @@ export function createAccepted(options: AcceptedOptions): Accepted {
       const onAbort = () => signal.changed?.();
       // A change may arrive while get() is in flight; a function read defeats stale narrowing.
       const changedMeanwhile = () => signal.dirty;
+      const ended = () => waitOptions.signal?.aborted === true || stopping.signal.aborted;
       waitOptions.signal?.addEventListener('abort', onAbort);
+      stopping.signal.addEventListener('abort', onAbort);
       try {
         for (;;) {
           signal.dirty = false;
@@ -478,7 +600,7 @@ export function createAccepted(options: AcceptedOptions): Accepted {
               ? isTerminal(operation.status)
               : operation.version > waitOptions.afterVersion || isTerminal(operation.status);
           const remaining = deadline - Date.now();
-          if (done || remaining <= 0 || waitOptions.signal?.aborted) return operation;
+          if (done || remaining <= 0 || ended()) return operation;
           if (changedMeanwhile()) continue;
           let timer: NodeJS.Timeout | undefined;
           await new Promise<void>((resolve) => {
@@ -491,6 +613,7 @@ export function createAccepted(options: AcceptedOptions): Accepted {
       } finally {
         unsubscribe();
         waitOptions.signal?.removeEventListener('abort', onAbort);
+        stopping.signal.removeEventListener('abort', onAbort);
       }
     },
   };

@@ -1,4 +1,4 @@
-import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import { Ajv, type ErrorObject, type Options, type ValidateFunction } from 'ajv';
 import addFormatsModule from 'ajv-formats';
 import { AcceptedError, type FieldProblem } from '../domain/errors.ts';
 import type { Json } from '../domain/operation.ts';
@@ -72,8 +72,8 @@ export interface SubmitRequest {
 
 const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
 
-export function createAjv(): Ajv {
-  const ajv = new Ajv({ allErrors: true, strict: false, allowUnionTypes: true });
+export function createAjv(options: Options = {}): Ajv {
+  const ajv = new Ajv({ allErrors: true, strict: false, allowUnionTypes: true, ...options });
   addFormats(ajv);
   return ajv;
 }

@@ -6,9 +6,11 @@ import Fastify, {
   type FastifyReply,
   type FastifyRequest,
 } from 'fastify';
-import { AcceptedError, isAcceptedError } from '../domain/errors.ts';
-import type { Accepted } from '../engine/accepted.ts';
-import { etagOf, operationPath, retryAfterOf, toMonitor, toWireEvent } from './monitor.ts';
+import { AcceptedError, ERROR_CODES, isAcceptedError } from '../domain/errors.ts';
+import { DEFAULT_TENANT, type Accepted } from '../engine/accepted.ts';
+import { bearerToken, type ApiKeys } from './auth.ts';
+import { openApiDocument } from './openapi.ts';
+import { registerOperationRoutes } from './operations.ts';
 import {
   PROBLEM_CONTENT_TYPE,
   emptyJsonBody,
@@ -17,43 +19,55 @@ import {
   toProblem,
 } from './problem.ts';
 
+export { noneMatch } from './headers.ts';
+
 export interface HttpOptions {
   accepted: Accepted;
+  /**
+   * API keys mapped to tenants. Without them every request is served as the `default`
+   * tenant: local development only (the CLI refuses to bind a public address that way).
+   */
+  apiKeys?: ApiKeys;
   /** Largest request body. Default 1 MiB. */
   bodyLimit?: number;
+  /** Longest long poll or `Prefer: wait` hold, in seconds. Default 60. */
+  maxWaitSeconds?: number;
+  /**
+   * The API's absolute URL as clients reach it (behind a proxy: the public one), used in
+   * `Operation-Location`. Default: from the request's protocol and Host header.
+   */
+  publicUrl?: string;
   /** A pino logger to share with the engine, or false for none. Default: info level JSON. */
   logger?: FastifyBaseLogger | false;
 }
 
-interface IdParams {
-  id: string;
-}
+/** Routes anyone may call: probes and the API description. */
+const PUBLIC_ROUTES = new Set(['/healthz', '/readyz', '/v1/openapi.json']);
 
-/** Does any entity tag in an If-None-Match value match `etag` (weak comparison)? */
-export function noneMatch(header: string | undefined, etag: string): boolean {
-  if (header === undefined) return false;
-  const opaque = etag.replace(/^W\//, '');
-  return header
-    .split(',')
-    .map((tag) => tag.trim())
-    .some((tag) => tag === '*' || tag.replace(/^W\//, '') === opaque);
-}
-
-function absoluteUrl(request: FastifyRequest, path: string): string {
-  return `${request.protocol}://${request.host}${path}`;
-}
+/** The methods each route answers, to tell 405 (wrong method) from 404 (no such path). */
+const ROUTE_METHODS: readonly [RegExp, readonly string[]][] = [
+  [/^\/v1\/operations$/, ['GET', 'HEAD', 'POST']],
+  [/^\/v1\/operations\/[^/:]+$/, ['GET', 'HEAD', 'DELETE']],
+  [/^\/v1\/operations\/[^/:]+\/events$/, ['GET', 'HEAD']],
+  [/^\/v1\/operations\/[^/:]+:(cancel|retry)$/, ['POST']],
+  [/^\/(healthz|readyz|v1\/openapi\.json)$/, ['GET', 'HEAD']],
+];
 
 function sendProblem(reply: FastifyReply, request: FastifyRequest, error: AcceptedError) {
   const problem = toProblem(error, request.url);
+  const retryAfter = error.details?.retryAfter;
+  if (typeof retryAfter === 'number') void reply.header('retry-after', String(retryAfter));
+  else if (ERROR_CODES[error.code].status === 503) void reply.header('retry-after', '1');
   void reply.status(problem.status).type(PROBLEM_CONTENT_TYPE).send(problem);
 }
 
 /**
- * The HTTP API on Fastify. This issue's surface: submit, the status monitor, an operation's
- * events, health and readiness. Every error is problem+json with a stable `code`.
+ * The HTTP API on Fastify: operations (submit, monitor, long poll, list, events, cancel,
+ * retry, delete), health, readiness and the OpenAPI document. Every error is problem+json
+ * with a stable `code`.
  */
 export function createHttpServer(options: HttpOptions): FastifyInstance {
-  const { accepted } = options;
+  const { accepted, apiKeys } = options;
   const app = Fastify({
     ...(options.logger === false
       ? { logger: false }
@@ -65,6 +79,8 @@ export function createHttpServer(options: HttpOptions): FastifyInstance {
     return503OnClosing: true,
     forceCloseConnections: 'idle',
   });
+  const publicUrl = options.publicUrl?.replace(/\/+$/, '');
+  const baseUrl = (request: FastifyRequest) => publicUrl ?? `${request.protocol}://${request.host}`;
 
   // Only JSON bodies; a parse error names the position, and prototype poisoning is refused.
   app.removeAllContentTypeParsers();
@@ -87,6 +103,31 @@ export function createHttpServer(options: HttpOptions): FastifyInstance {
   app.addContentTypeParser('application/json', { parseAs: 'string' }, parseJson);
   app.addContentTypeParser(/^application\/[a-z0-9.+-]*\+json$/, { parseAs: 'string' }, parseJson);
 
+  app.decorateRequest('tenant', DEFAULT_TENANT);
+  if (apiKeys) {
+    // Before the body is read: a caller without a valid key learns nothing and costs little.
+    app.addHook('onRequest', async (request, reply) => {
+      if (PUBLIC_ROUTES.has(request.url.split('?')[0] ?? '')) return;
+      const token = bearerToken(request.headers.authorization);
+      const owner = token === null ? null : apiKeys.lookup(token);
+      if (owner) {
+        request.tenant = owner.tenant;
+        return;
+      }
+      void reply.header(
+        'www-authenticate',
+        token === null
+          ? 'Bearer realm="accepted"'
+          : 'Bearer realm="accepted", error="invalid_token"',
+      );
+      throw new AcceptedError(
+        'UNAUTHENTICATED',
+        token === null ? 'This API needs an API key.' : 'The API key is not valid.',
+        { fix: 'Send Authorization: Bearer <API key>; ask the operator for a key.' },
+      );
+    });
+  }
+
   app.setErrorHandler((error, request, reply) => {
     const known = isAcceptedError(error)
       ? error
@@ -106,83 +147,46 @@ export function createHttpServer(options: HttpOptions): FastifyInstance {
   });
 
   app.setNotFoundHandler((request, reply) => {
+    const path = request.url.split('?')[0] ?? '';
+    const allowed = ROUTE_METHODS.find(([pattern]) => pattern.test(path))?.[1];
+    if (allowed) {
+      void reply.header('allow', allowed.join(', '));
+      sendProblem(
+        reply,
+        request,
+        new AcceptedError('METHOD_NOT_ALLOWED', `${request.method} is not allowed on ${path}.`, {
+          fix: `Use ${allowed.join(', ')}.`,
+        }),
+      );
+      return;
+    }
     sendProblem(
       reply,
       request,
-      new AcceptedError(
-        'ROUTE_NOT_FOUND',
-        `No route ${request.method} ${request.url.split('?')[0] ?? ''}.`,
-        {
-          fix: 'See /v1/openapi.json (next release) or docs/http.md for the routes.',
-        },
-      ),
+      new AcceptedError('ROUTE_NOT_FOUND', `No route ${request.method} ${path}.`, {
+        fix: 'See /v1/openapi.json or docs/http.md for the routes.',
+      }),
     );
   });
 
-  app.post('/v1/operations', async (request, reply) => {
-    const operation = await accepted.submitRequest(request.body, {
-      traceparent:
-        typeof request.headers.traceparent === 'string' ? request.headers.traceparent : undefined,
-    });
-    const path = operationPath(operation.id);
-    void reply
-      .status(202)
-      .header('location', path)
-      .header('operation-location', absoluteUrl(request, path))
-      .header('retry-after', '1')
-      .header('etag', etagOf(operation));
-    return toMonitor(operation);
+  registerOperationRoutes(app, {
+    accepted,
+    maxWaitSeconds: options.maxWaitSeconds ?? 60,
+    baseUrl,
   });
 
-  app.get<{ Params: IdParams }>('/v1/operations/:id', async (request, reply) => {
-    const operation = await accepted.get(request.params.id);
-    if (!operation) {
-      throw new AcceptedError('OPERATION_NOT_FOUND', `No operation ${request.params.id}.`, {
-        fix: 'Check the id; finished operations are removed after their retention period.',
-      });
-    }
-    const etag = etagOf(operation);
-    void reply.header('etag', etag).header('cache-control', 'no-cache');
-    const retryAfter = retryAfterOf(operation);
-    if (retryAfter !== null) void reply.header('retry-after', retryAfter);
-    if (noneMatch(request.headers['if-none-match'], etag)) {
-      return reply.status(304).send();
-    }
-    return toMonitor(operation);
+  let document: string | null = null;
+  app.get('/v1/openapi.json', (_request, reply) => {
+    document ??= JSON.stringify(
+      openApiDocument({
+        definitions: accepted.definitions,
+        serverUrl: publicUrl,
+        auth: apiKeys !== undefined,
+      }),
+    );
+    void reply.type('application/json; charset=utf-8').header('cache-control', 'no-cache');
+    return reply.send(document);
   });
-
-  app.get<{ Params: IdParams; Querystring: { after?: string; limit?: string } }>(
-    '/v1/operations/:id/events',
-    async (request) => {
-      const { id } = request.params;
-      if (!(await accepted.get(id))) {
-        throw new AcceptedError('OPERATION_NOT_FOUND', `No operation ${id}.`);
-      }
-      const after = Number(request.query.after ?? 0);
-      const limit = Number(request.query.limit ?? 100);
-      if (!Number.isSafeInteger(after) || after < 0) {
-        throw new AcceptedError('VALIDATION_FAILED', 'after must be a whole number >= 0.', {
-          fields: [{ field: '/after', message: 'must be a whole number >= 0' }],
-        });
-      }
-      if (!Number.isSafeInteger(limit) || limit < 1 || limit > 1000) {
-        throw new AcceptedError(
-          'VALIDATION_FAILED',
-          'limit must be a whole number from 1 to 1000.',
-          {
-            fields: [{ field: '/limit', message: 'must be from 1 to 1000' }],
-          },
-        );
-      }
-      const events = [];
-      for await (const event of accepted.events({ operationId: id, after, follow: false })) {
-        events.push(toWireEvent(event));
-        if (events.length === limit) break;
-      }
-      const last = events[events.length - 1];
-      return { events, nextAfter: last ? last.seq : after };
-    },
-  );
 
   app.get('/healthz', () => ({ status: 'ok' }));
 
@@ -192,19 +196,16 @@ export function createHttpServer(options: HttpOptions): FastifyInstance {
       return { status: 'ready', store: accepted.store.kind };
     } catch (error) {
       request.log.warn({ err: error }, 'not ready');
-      return reply
-        .status(503)
-        .type(PROBLEM_CONTENT_TYPE)
-        .send(
-          toProblem(
-            isAcceptedError(error)
-              ? error
-              : new AcceptedError('STORE_UNAVAILABLE', 'The store does not answer.', {
-                  fix: 'Check the data directory or database; the server retries on its own.',
-                }),
-            request.url,
-          ),
-        );
+      sendProblem(
+        reply,
+        request,
+        isAcceptedError(error)
+          ? error
+          : new AcceptedError('STORE_UNAVAILABLE', 'The store does not answer.', {
+              fix: 'Check the data directory or database; the server retries on its own.',
+            }),
+      );
+      return reply;
     }
   });
 

@@ -1,0 +1,285 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { AcceptedError } from '../domain/errors.ts';
+import { isTerminal, type Operation, type OperationStatus } from '../domain/operation.ts';
+import type { Accepted, IdempotentSubmit } from '../engine/accepted.ts';
+import {
+  ifMatchVersions,
+  knownVersion,
+  noneMatch,
+  parseIdempotencyKey,
+  parsePrefer,
+  preferredReturn,
+  preferredWait,
+} from './headers.ts';
+import { etagOf, operationPath, retryAfterOf, toMonitor, toWireEvent } from './monitor.ts';
+import { queryValidator } from './query.ts';
+import { EVENTS_QUERY_SCHEMA, LIST_QUERY_SCHEMA, MONITOR_QUERY_SCHEMA } from './schemas.ts';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The caller's tenant (from its API key; `default` in local development mode). */
+    tenant: string;
+  }
+}
+
+export interface OperationRoutesOptions {
+  accepted: Accepted;
+  /** Longest hold of a long poll or of a `Prefer: wait` submit, in seconds. */
+  maxWaitSeconds: number;
+  /** The absolute base URL of this API as clients see it (for `Operation-Location`). */
+  baseUrl: (request: FastifyRequest) => string;
+}
+
+interface IdParams {
+  id: string;
+}
+
+const parseMonitorQuery = queryValidator<{ wait?: number }>(MONITOR_QUERY_SCHEMA);
+const parseListQuery = queryValidator<{
+  status?: OperationStatus[];
+  type?: string;
+  label?: string[];
+  limit: number;
+  cursor?: string;
+}>(LIST_QUERY_SCHEMA);
+const parseEventsQuery = queryValidator<{ after: number; limit: number }>(EVENTS_QUERY_SCHEMA);
+
+function notFound(id: string): AcceptedError {
+  return new AcceptedError('OPERATION_NOT_FOUND', `No operation ${id}.`, {
+    fix: 'Check the id (and the API key: each tenant sees only its own operations); finished operations are removed after their retention period.',
+  });
+}
+
+/** An AbortSignal that fires if the client goes away before its answer is sent. */
+function whileConnected(reply: FastifyReply): { signal: AbortSignal; done: () => void } {
+  const controller = new AbortController();
+  const onClose = () => {
+    if (!reply.raw.writableFinished) controller.abort();
+  };
+  reply.raw.once('close', onClose);
+  return { signal: controller.signal, done: () => reply.raw.off('close', onClose) };
+}
+
+/**
+ * The operations resource: submit (with `Prefer` and `Idempotency-Key`), the status monitor
+ * (with conditional GET and long polling), list, events, cancel, retry and delete.
+ */
+export function registerOperationRoutes(app: FastifyInstance, options: OperationRoutesOptions) {
+  const { accepted, maxWaitSeconds } = options;
+
+  /** Holds the request until the operation changes (or ends), for at most `timeoutMs`. */
+  async function hold(
+    request: FastifyRequest,
+    reply: FastifyReply,
+    id: string,
+    afterVersion: number | undefined,
+    timeoutMs: number,
+  ): Promise<Operation> {
+    const connection = whileConnected(reply);
+    try {
+      return await accepted.wait(id, {
+        tenant: request.tenant,
+        afterVersion,
+        timeoutMs,
+        signal: connection.signal,
+      });
+    } finally {
+      connection.done();
+    }
+  }
+
+  async function getOwn(request: FastifyRequest, id: string): Promise<Operation> {
+    const operation = await accepted.get(id, { tenant: request.tenant });
+    if (!operation) throw notFound(id);
+    return operation;
+  }
+
+  /** ETag, no caching, and Retry-After while the operation is in progress. */
+  function stateHeaders(reply: FastifyReply, operation: Operation): void {
+    void reply.header('etag', etagOf(operation)).header('cache-control', 'no-cache');
+    const retryAfter = retryAfterOf(operation);
+    if (retryAfter !== null) void reply.header('retry-after', retryAfter);
+  }
+
+  /** Where a poller goes next: `Location` (relative) and `Operation-Location` (absolute). */
+  function pollingHeaders(request: FastifyRequest, reply: FastifyReply, operation: Operation) {
+    const path = operationPath(operation.id);
+    void reply
+      .header('location', path)
+      .header('operation-location', `${options.baseUrl(request)}${path}`);
+  }
+
+  app.post('/v1/operations', async (request, reply) => {
+    const preferences = parsePrefer(request.headers.prefer);
+    const waitSeconds = preferredWait(preferences);
+    const holdMs = waitSeconds ? Math.min(waitSeconds, maxWaitSeconds) * 1000 : 0;
+    const key = parseIdempotencyKey(request.headers['idempotency-key']);
+    const traceparent =
+      typeof request.headers.traceparent === 'string' ? request.headers.traceparent : undefined;
+    const tenant = request.tenant;
+
+    let submitted: IdempotentSubmit;
+    if (key === undefined) {
+      const operation = await accepted.submitRequest(request.body, { tenant, traceparent });
+      submitted = { replayed: false, operation };
+    } else {
+      submitted = await accepted.submitIdempotent(request.body, {
+        tenant,
+        traceparent,
+        key,
+        holdMs,
+      });
+    }
+
+    let operation = submitted.operation;
+    let status = 202;
+    const applied: string[] = [];
+    if (submitted.replayed) {
+      status = submitted.status;
+      void reply.header('idempotent-replayed', 'true');
+    } else if (holdMs > 0) {
+      applied.push(`wait=${holdMs / 1000}`);
+      try {
+        operation = await hold(request, reply, operation.id, undefined, holdMs);
+        status = isTerminal(operation.status) ? 200 : 202;
+      } finally {
+        if (key !== undefined) await accepted.settleIdempotencyKey(key, status, { tenant });
+      }
+    } else if (preferences.has('respond-async')) {
+      applied.push('respond-async');
+    }
+
+    const representation = preferredReturn(preferences);
+    if (representation) applied.push(`return=${representation}`);
+    void reply.header('vary', 'Prefer');
+    if (applied.length > 0) void reply.header('preference-applied', applied.join(', '));
+    stateHeaders(reply, operation);
+    if (status === 202) {
+      pollingHeaders(request, reply, operation);
+    } else {
+      // Final already: no polling headers, so that generic pollers take this answer as done.
+      void reply.header('content-location', operationPath(operation.id));
+    }
+    void reply.status(status);
+    return representation === 'minimal' ? reply.send() : toMonitor(operation);
+  });
+
+  app.get('/v1/operations', async (request, reply) => {
+    const query = parseListQuery(request.query);
+    const labels: Record<string, string> = {};
+    for (const pair of query.label ?? []) {
+      const colon = pair.indexOf(':');
+      labels[pair.slice(0, colon)] = pair.slice(colon + 1);
+    }
+    const page = await accepted.list({
+      tenant: request.tenant,
+      status: query.status,
+      type: query.type,
+      labels,
+      limit: query.limit,
+      cursor: query.cursor,
+    });
+    if (page.nextCursor !== null) {
+      const next = new URLSearchParams(request.query as Record<string, string>);
+      next.set('cursor', page.nextCursor);
+      void reply.header('link', `</v1/operations?${next.toString()}>; rel="next"`);
+    }
+    void reply.header('cache-control', 'no-cache');
+    return { items: page.items.map(toMonitor), nextCursor: page.nextCursor };
+  });
+
+  app.get<{ Params: IdParams }>('/v1/operations/:id', async (request, reply) => {
+    const query = parseMonitorQuery(request.query);
+    const preferences = parsePrefer(request.headers.prefer);
+    const waitSeconds = preferredWait(preferences) ?? query.wait ?? 0;
+    const ifNoneMatch = request.headers['if-none-match'];
+    let operation = await getOwn(request, request.params.id);
+    void reply.header('vary', 'Prefer');
+    if (waitSeconds > 0) {
+      const seconds = Math.min(waitSeconds, maxWaitSeconds);
+      void reply.header('preference-applied', `wait=${seconds}`);
+      // Wait past the version the client has (If-None-Match), else past the current one.
+      const base = Math.min(knownVersion(ifNoneMatch) ?? operation.version, operation.version);
+      if (!isTerminal(operation.status) && operation.version <= base) {
+        // Jitter (up to 1/16, as Consul does) spreads the re-polls of many parked clients.
+        const ms = seconds * 1000 * (1 + Math.random() / 16);
+        operation = await hold(request, reply, operation.id, base, ms);
+      }
+    }
+    stateHeaders(reply, operation);
+    if (noneMatch(ifNoneMatch, etagOf(operation))) return reply.status(304).send();
+    return toMonitor(operation);
+  });
+
+  app.get<{ Params: IdParams }>('/v1/operations/:id/events', async (request) => {
+    const { id } = request.params;
+    const query = parseEventsQuery(request.query);
+    await getOwn(request, id);
+    const events = [];
+    for await (const event of accepted.events({
+      tenant: request.tenant,
+      operationId: id,
+      after: query.after,
+      follow: false,
+    })) {
+      events.push(toWireEvent(event));
+      if (events.length === query.limit) break;
+    }
+    const last = events[events.length - 1];
+    return { events, nextAfter: last ? last.seq : query.after };
+  });
+
+  /** Custom methods (AIP-136): `POST /v1/operations/{id}:cancel` and `{id}:retry`. */
+  const actions: Record<
+    string,
+    (request: FastifyRequest, reply: FastifyReply, id: string) => Promise<unknown>
+  > = {
+    async cancel(request, reply, id) {
+      const operation = await accepted.cancel(id, {
+        tenant: request.tenant,
+        ifVersion: ifMatchVersions(request.headers['if-match']),
+      });
+      stateHeaders(reply, operation);
+      if (isTerminal(operation.status)) return toMonitor(operation);
+      // Running: cancellation is requested; the handler is aborted and the end comes later.
+      pollingHeaders(request, reply, operation);
+      return reply.status(202).send(toMonitor(operation));
+    },
+    async retry(request, reply, id) {
+      const operation = await accepted.retry(id, {
+        tenant: request.tenant,
+        ifVersion: ifMatchVersions(request.headers['if-match']),
+      });
+      stateHeaders(reply, operation);
+      pollingHeaders(request, reply, operation);
+      return reply.status(202).send(toMonitor(operation));
+    },
+  };
+
+  // One route for every action: the router cannot tell `{id}:cancel` from `{id}:retry`.
+  app.post<{ Params: { target: string } }>('/v1/operations/:target', async (request, reply) => {
+    const { target } = request.params;
+    const colon = target.lastIndexOf(':');
+    const action = colon === -1 ? undefined : actions[target.slice(colon + 1)];
+    if (!action || !Object.hasOwn(actions, target.slice(colon + 1))) {
+      if (colon === -1) {
+        void reply.header('allow', 'GET, HEAD, DELETE');
+        throw new AcceptedError('METHOD_NOT_ALLOWED', 'POST is not allowed on an operation.', {
+          fix: 'POST to /v1/operations/{id}:cancel or /v1/operations/{id}:retry.',
+        });
+      }
+      throw new AcceptedError('ROUTE_NOT_FOUND', `No action ${target.slice(colon + 1)}.`, {
+        fix: 'The actions are :cancel and :retry.',
+      });
+    }
+    return action(request, reply, target.slice(0, colon));
+  });
+
+  app.delete<{ Params: IdParams }>('/v1/operations/:id', async (request, reply) => {
+    await accepted.delete(request.params.id, {
+      tenant: request.tenant,
+      ifVersion: ifMatchVersions(request.headers['if-match']),
+    });
+    return reply.status(204).send();
+  });
+}

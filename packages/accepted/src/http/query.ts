@@ -1,0 +1,44 @@
+import type { ValidateFunction } from 'ajv';
+import { AcceptedError } from '../domain/errors.ts';
+import { createAjv, fieldProblems } from '../engine/submit.ts';
+
+const coercing = createAjv({ coerceTypes: 'array', useDefaults: true });
+
+interface QuerySchema {
+  properties: Record<string, { type?: unknown }>;
+}
+
+/**
+ * A validator for a route's query string, from the same schema the OpenAPI document
+ * publishes: strings become numbers where the schema says so, `a,b` and repeated parameters
+ * become arrays, and a wrong value is INVALID_QUERY naming the parameter.
+ */
+// eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- the caller names the shape its schema guarantees
+export function queryValidator<T>(schema: QuerySchema): (query: unknown) => T {
+  const validate: ValidateFunction = coercing.compile(schema);
+  const arrays = Object.entries(schema.properties)
+    .filter(([, property]) => property.type === 'array')
+    .map(([name]) => name);
+  return (query) => {
+    const copy: Record<string, unknown> = { ...(query as Record<string, unknown>) };
+    for (const name of arrays) {
+      const value = copy[name];
+      if (typeof value === 'string') copy[name] = value.split(',').filter((v) => v !== '');
+      else if (Array.isArray(value)) {
+        copy[name] = value.flatMap((v) => String(v).split(',')).filter((v) => v !== '');
+      }
+    }
+    if (!validate(copy)) {
+      const fields = fieldProblems('', validate.errors).map((problem) => ({
+        field: problem.field.replace(/^\//, '').replace(/\/\d+$/, '') || 'query',
+        message: problem.message,
+      }));
+      throw new AcceptedError(
+        'INVALID_QUERY',
+        `The query is not valid: ${fields.map((f) => `${f.field} ${f.message}`).join('; ')}.`,
+        { fields, fix: 'Correct the query parameters listed in `fields` (see /v1/openapi.json).' },
+      );
+    }
+    return copy as T;
+  };
+}
