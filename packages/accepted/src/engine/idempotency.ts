@@ -15,9 +15,8 @@ export function assertIdempotencyKey(key: string): void {
 /** JSON with object keys sorted at every depth: equal values give equal text. */
 function canonicalJson(value: unknown): string {
   if (value === null || typeof value !== 'object') {
-    // Functions and undefined have no JSON text (stringify gives undefined): write null.
-    const text: string | undefined = JSON.stringify(value);
-    return text ?? 'null';
+    // Only JSON values reach here (parsed bodies, or validated library submits).
+    return JSON.stringify(value === undefined ? null : value);
   }
   if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
   const entries = Object.entries(value as Record<string, unknown>)
