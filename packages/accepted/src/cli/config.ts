@@ -1,5 +1,7 @@
+import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
 import path from 'node:path';
+import { ApiKeys } from '../http/auth.ts';
 
 /** `accepted serve` settings: flags first, then environment, then defaults. Frozen. */
 export interface ServeConfig {
@@ -15,6 +17,21 @@ export interface ServeConfig {
   logLevel: string;
   /** Flush every commit to disk (`full`, default) or only to the OS (`normal`). */
   durability: 'full' | 'normal';
+  /** API keys mapped to tenants; null in local development mode (no keys). */
+  apiKeys: ApiKeys | null;
+  /** Serve a non-loopback address without API keys (refused unless set). */
+  insecure: boolean;
+  /** Longest long poll / `Prefer: wait`, in seconds. */
+  maxWaitSeconds: number;
+  /** The public base URL for `Operation-Location`, or null to use the request's Host. */
+  publicUrl: string | null;
+}
+
+/** Loopback addresses: what a server without API keys may bind. */
+export function isLoopback(host: string): boolean {
+  if (host === 'localhost') return true;
+  if (isIP(host) === 4) return host.startsWith('127.');
+  return host === '::1' || host === '[::1]';
 }
 
 export const SERVE_USAGE = `Usage: accepted serve [options]
@@ -28,6 +45,14 @@ export const SERVE_USAGE = `Usage: accepted serve [options]
   --grace MS          shutdown grace for running handlers (env ACCEPTED_GRACE_MS, default 10000)
   --durability MODE   full (default) or normal (env ACCEPTED_DURABILITY)
   --log-level LEVEL   trace|debug|info|warn|error|silent (env ACCEPTED_LOG_LEVEL, default info)
+  --api-keys FILE     API keys mapped to tenants, JSON (env ACCEPTED_API_KEYS_FILE); keys may
+                      also come as tenant:key pairs in ACCEPTED_API_KEYS. Without keys the
+                      server runs in local development mode: loopback only, one tenant.
+  --insecure          allow a non-loopback --host without API keys (anyone may call it)
+  --max-wait S        longest long poll or Prefer: wait, in seconds (env ACCEPTED_MAX_WAIT,
+                      default 60)
+  --public-url URL    this API's URL as clients see it, for Operation-Location (env
+                      ACCEPTED_PUBLIC_URL; default: from the request's Host)
 `;
 
 export class UsageError extends Error {
@@ -63,6 +88,10 @@ export function resolveServeConfig(
         grace: { type: 'string' },
         durability: { type: 'string' },
         'log-level': { type: 'string' },
+        'api-keys': { type: 'string' },
+        insecure: { type: 'boolean' },
+        'max-wait': { type: 'string' },
+        'public-url': { type: 'string' },
       },
     });
   } catch (error) {
@@ -77,9 +106,32 @@ export function resolveServeConfig(
   if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(logLevel)) {
     throw new UsageError(`--log-level must be one of trace, debug, info, warn, error, silent`);
   }
+  const keyFile = v['api-keys'] ?? env.ACCEPTED_API_KEYS_FILE;
+  const keyList = env.ACCEPTED_API_KEYS;
+  let apiKeys: ApiKeys | null = null;
+  if ((keyFile !== undefined && keyFile !== '') || (keyList !== undefined && keyList !== '')) {
+    apiKeys = new ApiKeys();
+    if (keyFile) apiKeys.addFromFile(path.resolve(keyFile));
+    if (keyList) apiKeys.addFromList(keyList);
+  }
+  const host = v.host ?? env.ACCEPTED_HOST ?? '127.0.0.1';
+  const insecure = v.insecure ?? false;
+  if (!apiKeys && !isLoopback(host) && !insecure) {
+    throw new UsageError(
+      `refusing to serve ${host} without API keys: anyone who reaches it could submit and read operations. Configure keys (--api-keys FILE or ACCEPTED_API_KEYS), bind 127.0.0.1, or pass --insecure`,
+    );
+  }
+  const publicUrl = v['public-url'] ?? env.ACCEPTED_PUBLIC_URL ?? null;
+  if (publicUrl !== null && !/^https?:\/\/[^/]+/.test(publicUrl)) {
+    throw new UsageError(`--public-url must be an http(s) URL (got "${publicUrl}")`);
+  }
   return Object.freeze({
+    apiKeys,
+    insecure,
+    maxWaitSeconds: int('--max-wait', v['max-wait'] ?? env.ACCEPTED_MAX_WAIT, 60, 1, 3600),
+    publicUrl,
     port: int('--port', v.port ?? env.ACCEPTED_PORT, 8080, 0, 65535),
-    host: v.host ?? env.ACCEPTED_HOST ?? '127.0.0.1',
+    host,
     dataDir: path.resolve(v.data ?? env.ACCEPTED_DATA ?? '.data'),
     demo: v.demo ?? false,
     handlers: v.handlers ? path.resolve(v.handlers) : null,

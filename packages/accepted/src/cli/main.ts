@@ -2,10 +2,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
 import { AcceptedError } from '../domain/errors.ts';
 import { createAccepted } from '../engine/accepted.ts';
 import type { AnyOperationDefinition } from '../engine/definition.ts';
 import { demoOperations } from '../engine/demo.ts';
+import { TENANT_PATTERN, generateApiKey } from '../http/auth.ts';
 import { createHttpServer } from '../http/server.ts';
 import { pino } from 'pino';
 import { sqliteStore } from '../store/sqlite/sqlite-store.ts';
@@ -15,6 +17,7 @@ const USAGE = `Usage: accepted <command> [options]
 
 Commands:
   serve     run the server (see 'accepted serve --help')
+  keygen    print a new API key, and the line that configures it [--tenant NAME]
 `;
 
 type Definitions = AnyOperationDefinition[];
@@ -49,13 +52,28 @@ async function serve(config: ServeConfig): Promise<void> {
     logger,
   });
   await accepted.start();
-  const app = createHttpServer({ accepted, logger });
+  const app = createHttpServer({
+    accepted,
+    logger,
+    apiKeys: config.apiKeys ?? undefined,
+    maxWaitSeconds: config.maxWaitSeconds,
+    publicUrl: config.publicUrl ?? undefined,
+  });
   const url = await app.listen({ port: config.port, host: config.host });
+  if (!config.apiKeys) {
+    logger.warn(
+      { host: config.host, insecure: config.insecure },
+      config.insecure
+        ? 'INSECURE: no API keys and a non-loopback address; anyone who reaches it may call it'
+        : 'local development mode: no API keys, loopback only, every request is tenant "default"',
+    );
+  }
   logger.info(
     {
       url,
       store: 'sqlite',
       data: config.dataDir,
+      auth: config.apiKeys ? `${config.apiKeys.size} API keys` : 'none',
       operationTypes: [...accepted.definitions.keys()],
     },
     'accepted ready',
@@ -86,6 +104,29 @@ async function serve(config: ServeConfig): Promise<void> {
   process.on('SIGINT', drain);
 }
 
+function keygen(argv: readonly string[]): void {
+  let values: { tenant?: string };
+  try {
+    ({ values } = parseArgs({
+      args: [...argv],
+      options: { tenant: { type: 'string' } },
+      strict: true,
+    }));
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const tenant = values.tenant ?? 'default';
+  if (!TENANT_PATTERN.test(tenant)) {
+    throw new UsageError('--tenant must be 1 to 64 letters, digits, dots, dashes or underscores');
+  }
+  const { key, sha256 } = generateApiKey();
+  process.stdout.write(
+    `API key (give it to the client; it is not stored anywhere):\n  ${key}\n\n` +
+      `Entry for the --api-keys file (holds only the digest):\n  ${JSON.stringify({ tenant, sha256 })}\n\n` +
+      `Or in the environment:\n  ACCEPTED_API_KEYS=${tenant}:${key}\n`,
+  );
+}
+
 export async function main(argv: readonly string[]): Promise<number> {
   const [command, ...rest] = argv;
   if (command === undefined || command === '--help' || command === '-h') {
@@ -99,6 +140,10 @@ export async function main(argv: readonly string[]): Promise<number> {
         return 0;
       }
       await serve(resolveServeConfig(rest));
+      return 0;
+    }
+    if (command === 'keygen') {
+      keygen(rest);
       return 0;
     }
     throw new UsageError(`unknown command "${command}"`);
