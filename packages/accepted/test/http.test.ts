@@ -43,7 +43,7 @@ describe('HTTP: submit and the status monitor over a real socket', { timeout: 30
       links: { self: string };
     };
     assert.equal(monitor.status, 'queued');
-    assert.equal(response.headers.get('location'), `/v1/operations/${monitor.id}`);
+    assert.equal(response.headers.get('location'), `${base}/v1/operations/${monitor.id}`);
     assert.equal(response.headers.get('operation-location'), `${base}/v1/operations/${monitor.id}`);
     assert.equal(response.headers.get('retry-after'), '1');
     assert.equal(monitor.links.self, `/v1/operations/${monitor.id}`);

@@ -101,12 +101,13 @@ export function registerOperationRoutes(app: FastifyInstance, options: Operation
     if (retryAfter !== null) void reply.header('retry-after', retryAfter);
   }
 
-  /** Where a poller goes next: `Location` (relative) and `Operation-Location` (absolute). */
+  /**
+   * Where a poller goes next: `Operation-Location` and `Location`, both the monitor's absolute
+   * URL (a generic LRO poller's final GET follows `Location`; it must lead to the monitor).
+   */
   function pollingHeaders(request: FastifyRequest, reply: FastifyReply, operation: Operation) {
-    const path = operationPath(operation.id);
-    void reply
-      .header('location', path)
-      .header('operation-location', `${options.baseUrl(request)}${path}`);
+    const url = `${options.baseUrl(request)}${operationPath(operation.id)}`;
+    void reply.header('location', url).header('operation-location', url);
   }
 
   app.post('/v1/operations', async (request, reply) => {
