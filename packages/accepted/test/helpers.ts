@@ -90,11 +90,15 @@ export interface Server {
 }
 
 /** Starts `accepted serve` as a real child process and waits for its ready line. */
-export async function startServer(dataDir: string, extra: string[] = []): Promise<Server> {
+export async function startServer(
+  dataDir: string,
+  extra: string[] = [],
+  env: Record<string, string> = {},
+): Promise<Server> {
   const child = spawn(
     process.execPath,
     cliArgs('serve', '--demo', '--port', '0', '--data', dataDir, ...extra),
-    { cwd: packageRoot, stdio: ['ignore', 'pipe', 'inherit'] },
+    { cwd: packageRoot, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } },
   );
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   const seen = new Set<string>();

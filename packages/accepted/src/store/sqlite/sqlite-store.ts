@@ -41,7 +41,9 @@ export interface SqliteStoreOptions {
    */
   filename: string;
   /**
-   * `full` (default): every acknowledged write survives power loss (WAL + synchronous=FULL).
+   * `full` (default): every acknowledged write survives power loss: the write-ahead log is
+   * flushed to disk (fsync) before a write is acknowledged. The flush runs off the event loop
+   * and covers every commit made while the previous one ran (group commit).
    * `normal`: survives a process crash but may lose the last commits on power loss.
    */
   durability?: 'full' | 'normal';
@@ -53,6 +55,16 @@ interface Command {
   run: () => unknown;
   resolve: (value: unknown) => void;
   reject: (error: unknown) => void;
+}
+
+/** A committed batch: its callers are answered (and hints sent) once it is on disk. */
+interface Committed {
+  batch: Command[];
+  outcomes: { ok: boolean; value: unknown }[];
+  events: OperationEvent[];
+  work: boolean;
+  /** The highest seq once this batch committed (later batches may not be durable yet). */
+  lastSeq: number;
 }
 
 /** Statements on the path of every operation, prepared once at open. */
@@ -133,6 +145,8 @@ const OPERATION_COLUMNS = `pk, id, tenant, type, status, input, progress, result
   lease_expires_at`;
 /** Pages of WAL before a checkpoint: larger means hot pages are copied back less often. */
 const WAL_CHECKPOINT_PAGES = 8192;
+/** The same limit in bytes, for checkpoints this adapter runs itself (durability `full`). */
+const WAL_CHECKPOINT_BYTES = WAL_CHECKPOINT_PAGES * 4096;
 const CHANGED = 'RETURNING id, tenant, type, version, attempts';
 const CLEAR_LEASE = 'lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL';
 
@@ -258,8 +272,17 @@ export class SqliteStore implements Store {
   private seqHigh = 0;
   private closed = false;
   private hot: HotStatements | null = null;
+  /**
+   * Durability `full`: SQLite commits without syncing and this adapter flushes the WAL file
+   * itself, asynchronously, before answering. Null in `normal` mode and for `:memory:`.
+   */
+  private walFd: number | null = null;
+  private syncing = false;
+  private unsynced: Committed[] = [];
+  private syncWaiters: (() => void)[] = [];
+  private broken: AcceptedError | null = null;
   /** Group-commit counters, for benchmarks and metrics. */
-  readonly stats = { flushes: 0, commands: 0 };
+  readonly stats = { flushes: 0, commands: 0, syncs: 0, checkpoints: 0 };
 
   constructor(options: SqliteStoreOptions) {
     this.options = {
@@ -285,7 +308,7 @@ export class SqliteStore implements Store {
       // belongs to a process that died, and recovery need not wait for leases to expire.
       db.pragma('locking_mode = EXCLUSIVE');
       db.pragma('journal_mode = WAL');
-      db.pragma(`synchronous = ${this.options.durability === 'full' ? 'FULL' : 'NORMAL'}`);
+      db.pragma('synchronous = FULL');
       db.pragma('temp_store = MEMORY');
       db.pragma('cache_size = -65536');
       db.pragma(`wal_autocheckpoint = ${WAL_CHECKPOINT_PAGES}`);
@@ -307,6 +330,7 @@ export class SqliteStore implements Store {
         complete: db.prepare(SQL_COMPLETE),
         saveSeqHigh: db.prepare(`UPDATE meta SET value = ? WHERE key = 'seq_high'`),
       };
+      this.configureDurability(db, filename);
     } catch (error) {
       db.close();
       if ((error as { code?: string }).code === 'SQLITE_BUSY') {
@@ -324,6 +348,76 @@ export class SqliteStore implements Store {
     this.db = db;
   }
 
+  /**
+   * `full`: SQLite writes each commit to the WAL without syncing (synchronous=OFF) and this
+   * adapter fsyncs the WAL file off the event loop before answering, so the loop never blocks
+   * on the disk. Checkpoints (which copy the WAL into the database and later let SQLite reuse
+   * the WAL) run only here, with synchronous=FULL, so the database file is synced before any
+   * acknowledged frame can be overwritten. `normal`: SQLite's own synchronous=NORMAL.
+   */
+  private configureDurability(db: Database.Database, filename: string): void {
+    if (filename === ':memory:') return;
+    if (this.options.durability === 'normal') {
+      db.pragma('synchronous = NORMAL');
+      return;
+    }
+    const walPath = `${path.resolve(filename)}-wal`;
+    if (!fs.existsSync(walPath)) return; // Unexpected: keep SQLite's own synchronous=FULL.
+    this.walFd = fs.openSync(walPath, 'r+');
+    db.pragma('wal_autocheckpoint = 0');
+    db.pragma('synchronous = OFF');
+  }
+
+  /** Flushes the WAL for every batch committed so far; one flush at a time covers many. */
+  private startSync(): void {
+    const fd = this.walFd;
+    if (this.syncing || fd === null || this.unsynced.length === 0) return;
+    this.syncing = true;
+    const covered = this.unsynced;
+    this.unsynced = [];
+    this.stats.syncs++;
+    fs.fsync(fd, (error) => {
+      this.syncing = false;
+      if (error) {
+        // The disk refused: nothing written since can be promised durable. Fail loudly.
+        this.broken = new AcceptedError('STORE_UNAVAILABLE', 'The disk failed to sync.', {
+          fix: 'Check the disk; restart the server once it is healthy.',
+          cause: error,
+        });
+        for (const committed of covered) {
+          for (const command of committed.batch) command.reject(this.broken);
+        }
+      } else {
+        for (const committed of covered) this.answer(committed);
+        this.checkpointIfLarge();
+      }
+      this.startSync();
+      if (!this.syncing) {
+        const waiters = this.syncWaiters;
+        this.syncWaiters = [];
+        for (const waiter of waiters) waiter();
+      }
+    });
+  }
+
+  private checkpointIfLarge(): void {
+    const db = this.db;
+    if (!db || this.walFd === null || db.inTransaction) return;
+    if (fs.fstatSync(this.walFd).size < WAL_CHECKPOINT_BYTES) return;
+    this.checkpoint(db);
+  }
+
+  /** A checkpoint with full syncs (WAL before the copy, database after). */
+  private checkpoint(db: Database.Database): void {
+    this.stats.checkpoints++;
+    db.pragma('synchronous = FULL');
+    try {
+      db.pragma('wal_checkpoint(PASSIVE)');
+    } finally {
+      db.pragma('synchronous = OFF');
+    }
+  }
+
   private migrate(db: Database.Database): void {
     const current = db.pragma('user_version', { simple: true }) as number;
     for (const migration of MIGRATIONS) {
@@ -339,11 +433,22 @@ export class SqliteStore implements Store {
     if (this.closed) return;
     while (this.queue.length > 0) this.flush();
     this.closed = true;
+    if (this.syncing || this.unsynced.length > 0) {
+      await new Promise<void>((resolve) => {
+        this.syncWaiters.push(resolve);
+        this.startSync();
+      });
+    }
+    if (this.db && this.walFd !== null && !this.broken) {
+      // SQLite checkpoints on close: let it sync as it does so.
+      this.db.pragma('synchronous = FULL');
+    }
     this.db?.close();
+    if (this.walFd !== null) fs.closeSync(this.walFd);
+    this.walFd = null;
     this.db = null;
     this.hot = null;
     this.statements.clear();
-    return Promise.resolve();
   }
 
   ping(): Promise<void> {
@@ -383,6 +488,7 @@ export class SqliteStore implements Store {
   // ---- group commit -------------------------------------------------------------------------
 
   private write<T>(run: () => T): Promise<T> {
+    if (this.broken) return Promise.reject(this.broken);
     if (this.closed || !this.db) {
       return Promise.reject(
         new AcceptedError('NOT_STARTED', 'The store is not open.', { fix: 'Call open() first.' }),
@@ -459,17 +565,32 @@ export class SqliteStore implements Store {
         }
       }
     }
+    const written: Committed = {
+      batch,
+      outcomes,
+      events: this.pendingEvents,
+      work: this.workChanged,
+      lastSeq: this.seqHigh,
+    };
+    this.pendingEvents = [];
+    this.workChanged = false;
+    if (this.walFd === null) {
+      this.answer(written);
+    } else {
+      this.unsynced.push(written);
+      this.startSync();
+    }
+  }
+
+  /** Settles a durable batch's callers, then wakes readers with what it wrote. */
+  private answer({ batch, outcomes, events, work, lastSeq }: Committed): void {
     batch.forEach((command, i) => {
       const outcome = outcomes[i];
       if (outcome?.ok) command.resolve(outcome.value);
       else command.reject(outcome?.value);
     });
-    const events = this.pendingEvents;
-    const work = this.workChanged;
-    this.pendingEvents = [];
-    this.workChanged = false;
     if ((events.length > 0 || work) && this.listeners.size > 0) {
-      const hint: StoreHint = { lastSeq: this.seqHigh, work, events };
+      const hint: StoreHint = { lastSeq, work, events };
       for (const listener of this.listeners) {
         try {
           listener(hint);
