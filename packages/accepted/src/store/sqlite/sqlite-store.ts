@@ -145,8 +145,12 @@ const OPERATION_COLUMNS = `pk, id, tenant, type, status, input, progress, result
   lease_expires_at`;
 /** Pages of WAL before a checkpoint: larger means hot pages are copied back less often. */
 const WAL_CHECKPOINT_PAGES = 8192;
-/** The same limit in bytes, for checkpoints this adapter runs itself (durability `full`). */
-const WAL_CHECKPOINT_BYTES = WAL_CHECKPOINT_PAGES * 4096;
+/**
+ * Durability `full` runs its own checkpoints, at most this often. The WAL file keeps its size
+ * between them (SQLite rewrites it from the start), so its flushes overwrite blocks in place:
+ * no file growth, no metadata in the flush.
+ */
+const CHECKPOINT_INTERVAL_MS = 1000;
 const CHANGED = 'RETURNING id, tenant, type, version, attempts';
 const CLEAR_LEASE = 'lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL';
 
@@ -270,6 +274,8 @@ export class SqliteStore implements Store {
   private readonly listeners = new Set<(hint: StoreHint) => void>();
   private readonly statements = new Map<string, Database.Statement>();
   private seqHigh = 0;
+  /** The highest seq known durable: readers never see events beyond it. */
+  private durableSeq = 0;
   private closed = false;
   private hot: HotStatements | null = null;
   /**
@@ -278,6 +284,7 @@ export class SqliteStore implements Store {
    */
   private walFd: number | null = null;
   private syncing = false;
+  private lastCheckpoint = 0;
   private unsynced: Committed[] = [];
   private syncWaiters: (() => void)[] = [];
   private broken: AcceptedError | null = null;
@@ -322,6 +329,7 @@ export class SqliteStore implements Store {
         )
         .get() as { seq: number };
       this.seqHigh = row.seq;
+      this.durableSeq = row.seq;
       this.hot = {
         insertOperation: db.prepare(SQL_INSERT_OPERATION),
         insertEvent: db.prepare(SQL_INSERT_EVENT),
@@ -368,15 +376,25 @@ export class SqliteStore implements Store {
     db.pragma('synchronous = OFF');
   }
 
-  /** Flushes the WAL for every batch committed so far; one flush at a time covers many. */
-  private startSync(): void {
+  /**
+   * Flushes the WAL for every batch committed so far; one flush at a time covers many.
+   * Returns whether a flush is under way.
+   */
+  private startSync(): boolean {
     const fd = this.walFd;
-    if (this.syncing || fd === null || this.unsynced.length === 0) return;
+    if (this.syncing) return true;
+    if (fd === null || this.unsynced.length === 0) return false;
     this.syncing = true;
     const covered = this.unsynced;
     this.unsynced = [];
     this.stats.syncs++;
-    fs.fsync(fd, (error) => {
+    this.fsyncWal(fd, covered);
+    return true;
+  }
+
+  private fsyncWal(fd: number, covered: Committed[]): void {
+    // fdatasync, as SQLite itself uses on Linux: the data and the size, not the timestamps.
+    fs.fdatasync(fd, (error) => {
       this.syncing = false;
       if (error) {
         // The disk refused: nothing written since can be promised durable. Fail loudly.
@@ -389,10 +407,9 @@ export class SqliteStore implements Store {
         }
       } else {
         for (const committed of covered) this.answer(committed);
-        this.checkpointIfLarge();
+        this.checkpointIfDue();
       }
-      this.startSync();
-      if (!this.syncing) {
+      if (!this.startSync()) {
         const waiters = this.syncWaiters;
         this.syncWaiters = [];
         for (const waiter of waiters) waiter();
@@ -400,10 +417,12 @@ export class SqliteStore implements Store {
     });
   }
 
-  private checkpointIfLarge(): void {
+  private checkpointIfDue(): void {
     const db = this.db;
+    const now = Date.now();
     if (!db || this.walFd === null || db.inTransaction) return;
-    if (fs.fstatSync(this.walFd).size < WAL_CHECKPOINT_BYTES) return;
+    if (now - this.lastCheckpoint < CHECKPOINT_INTERVAL_MS) return;
+    this.lastCheckpoint = now;
     this.checkpoint(db);
   }
 
@@ -436,7 +455,7 @@ export class SqliteStore implements Store {
     if (this.syncing || this.unsynced.length > 0) {
       await new Promise<void>((resolve) => {
         this.syncWaiters.push(resolve);
-        this.startSync();
+        if (!this.startSync()) resolve();
       });
     }
     if (this.db && this.walFd !== null && !this.broken) {
@@ -584,6 +603,7 @@ export class SqliteStore implements Store {
 
   /** Settles a durable batch's callers, then wakes readers with what it wrote. */
   private answer({ batch, outcomes, events, work, lastSeq }: Committed): void {
+    if (lastSeq > this.durableSeq) this.durableSeq = lastSeq;
     batch.forEach((command, i) => {
       const outcome = outcomes[i];
       if (outcome?.ok) command.resolve(outcome.value);
@@ -1126,8 +1146,9 @@ export class SqliteStore implements Store {
   }
 
   private readEventsNow(query: EventQuery): OperationEvent[] {
-    const where = ['seq > ?'];
-    const params: (string | number)[] = [query.after];
+    // Only durable events: a batch committed but not yet flushed to disk stays invisible.
+    const where = ['seq > ?', 'seq <= ?'];
+    const params: (string | number)[] = [query.after, this.durableSeq];
     if (query.operationId !== undefined) {
       where.push('operation_id = ?');
       params.push(query.operationId);
@@ -1150,7 +1171,7 @@ export class SqliteStore implements Store {
   lastSeq(): Promise<number> {
     return settle(() => {
       this.conn();
-      return this.seqHigh;
+      return this.durableSeq;
     });
   }
 }
