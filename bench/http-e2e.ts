@@ -56,7 +56,7 @@ try {
   console.log(
     JSON.stringify({
       system: 'accepted-http-e2e',
-      store: 'sqlite-full',
+      store: `sqlite-${process.env.DURABILITY ?? 'full'}`,
       N,
       connections: C,
       e2e_per_s: Math.round(N / ((done.time - t0) / 1000)),

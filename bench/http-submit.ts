@@ -54,7 +54,7 @@ const apiOnly = await measure(false);
 console.log(
   JSON.stringify({
     system: 'accepted-http-submit',
-    store: 'sqlite-full',
+    store: `sqlite-${process.env.DURABILITY ?? 'full'}`,
     connections: C,
     duration_s: D,
     req_per_s: workers.req_per_s,
