@@ -359,6 +359,57 @@ describe('engine: cancellation, retry and delete', T, () => {
   });
 });
 
+describe('engine: idempotency keys and conditions', T, () => {
+  it('submits once per key: the same request returns the first operation, another is refused', async () => {
+    const accepted = await startEngine({ operations: demoOperations });
+    const later = Date.now() + 60_000;
+    const first = await accepted.submit(
+      'demo.echo',
+      { a: 1 },
+      { idempotencyKey: 'k1', runAt: later },
+    );
+    const again = await accepted.submit(
+      'demo.echo',
+      { a: 1 },
+      { idempotencyKey: 'k1', runAt: later },
+    );
+    assert.equal(again.id, first.id);
+    await rejectsCode(
+      accepted.submit('demo.echo', { a: 2 }, { idempotencyKey: 'k1', runAt: later }),
+      'IDEMPOTENCY_KEY_REUSED',
+    );
+    const otherTenant = await accepted.submit(
+      'demo.echo',
+      { a: 1 },
+      { idempotencyKey: 'k1', runAt: later, tenant: 'globex' },
+    );
+    assert.notEqual(otherTenant.id, first.id);
+    await rejectsCode(accepted.submit('demo.echo', 1, { idempotencyKey: '' }), 'INVALID_HEADER');
+  });
+
+  it('forgets keys after idempotencyRetentionMs', async () => {
+    const accepted = await startEngine({ operations: demoOperations, idempotencyRetentionMs: 50 });
+    const first = await accepted.submit('demo.echo', 1, { idempotencyKey: 'short' });
+    await new Promise((resolve) => setTimeout(resolve, 80));
+    const second = await accepted.submit('demo.echo', 1, { idempotencyKey: 'short' });
+    assert.notEqual(second.id, first.id);
+  });
+
+  it('cancels, retries and deletes only at the given version', async () => {
+    const accepted = await startEngine({ operations: demoOperations });
+    const op = await accepted.submit('demo.echo', 1, { runAt: Date.now() + 60_000 });
+    await rejectsCode(
+      accepted.cancel(op.id, { ifVersion: [op.version + 1] }),
+      'PRECONDITION_FAILED',
+    );
+    const canceled = await accepted.cancel(op.id, { ifVersion: [op.version] });
+    assert.equal(canceled.status, 'canceled');
+    await rejectsCode(accepted.delete(op.id, { ifVersion: [op.version] }), 'PRECONDITION_FAILED');
+    await accepted.delete(op.id, { ifVersion: [canceled.version] });
+    assert.equal(await accepted.get(op.id), null);
+  });
+});
+
 describe('engine: submit validation stores nothing', T, () => {
   it('rejects an unknown type, naming the known ones', async () => {
     const accepted = await startEngine({ operations: demoOperations });
@@ -464,6 +515,18 @@ async function startStoppable(filename: string) {
 }
 
 describe('engine: lifecycle', T, () => {
+  it('ends pending waits with the current state as soon as stop begins', async () => {
+    const accepted = await startStoppable(`${tempDir()}/w.db`);
+    const op = await accepted.submit('demo.sleep', { ms: 300 });
+    await eventually(async () => (await accepted.get(op.id))?.status === 'running');
+    const running = await accepted.get(op.id);
+    const waiting = accepted.wait(op.id, { afterVersion: running?.version });
+    const stopped = accepted.stop({ graceful: true, timeoutMs: 5_000 });
+    const answered = await waiting;
+    assert.equal(answered.status, 'running', 'answered at once, not when the handler finished');
+    await stopped;
+  });
+
   it('graceful stop lets a running handler finish', async () => {
     const filename = `${tempDir()}/a.db`;
     const accepted = await startStoppable(filename);
