@@ -125,6 +125,9 @@ export function openApiDocument(options: OpenApiOptions): Json {
   const prefer = ref('parameters', 'Prefer');
   const ifMatch = ref('parameters', 'IfMatch');
   const authProblems: ErrorCode[] = options.auth ? ['UNAUTHENTICATED'] : [];
+  /** What a conditional change of an operation (cancel, retry, delete) may answer. */
+  const changeProblems = (state: ErrorCode) =>
+    problems('OPERATION_NOT_FOUND', state, 'PRECONDITION_FAILED', ...authProblems, ...COMMON);
 
   const document: Json = {
     openapi: '3.1.0',
@@ -234,13 +237,7 @@ export function openApiDocument(options: OpenApiOptions): Json {
           parameters: [ifMatch],
           responses: {
             '204': { description: 'Deleted.' },
-            ...problems(
-              'OPERATION_NOT_FOUND',
-              'ILLEGAL_TRANSITION',
-              'PRECONDITION_FAILED',
-              ...authProblems,
-              ...COMMON,
-            ),
+            ...changeProblems('ILLEGAL_TRANSITION'),
           },
         },
       },
@@ -256,13 +253,7 @@ export function openApiDocument(options: OpenApiOptions): Json {
           responses: {
             '200': monitorResponse('Canceled.'),
             '202': monitorResponse('Cancellation requested.', pollingHeaders),
-            ...problems(
-              'OPERATION_NOT_FOUND',
-              'ALREADY_TERMINAL',
-              'PRECONDITION_FAILED',
-              ...authProblems,
-              ...COMMON,
-            ),
+            ...changeProblems('ALREADY_TERMINAL'),
           },
         },
       },
@@ -275,13 +266,7 @@ export function openApiDocument(options: OpenApiOptions): Json {
           parameters: [ifMatch],
           responses: {
             '202': monitorResponse('Queued again, with a fresh attempt budget.', pollingHeaders),
-            ...problems(
-              'OPERATION_NOT_FOUND',
-              'ILLEGAL_TRANSITION',
-              'PRECONDITION_FAILED',
-              ...authProblems,
-              ...COMMON,
-            ),
+            ...changeProblems('ILLEGAL_TRANSITION'),
           },
         },
       },
