@@ -369,7 +369,10 @@ export function openApiDocument(options: OpenApiOptions): Json {
           description: 'Seconds to wait before polling again (while in progress).',
           schema: { type: 'integer' },
         },
-        Location: { description: 'The status monitor (relative).', schema: { type: 'string' } },
+        Location: {
+          description: 'The status monitor (absolute URL).',
+          schema: { type: 'string', format: 'uri' },
+        },
         OperationLocation: {
           description: 'The status monitor (absolute URL), as Azure-style pollers read it.',
           schema: { type: 'string', format: 'uri' },
