@@ -110,8 +110,8 @@ describe('crash safety of the real server', { timeout: 180_000 }, () => {
     assert.equal(((await refused.json()) as { code: string }).code, 'SHUTTING_DOWN');
     assert.equal((await fetch(`${server.url}/readyz`)).status, 503);
     assert.equal(await server.exited, 0);
-    const types = (await allEvents(dataDir)).filter((e) => e.operationId === id).map((e) => e.type);
-    assert.equal(types.at(-1), 'operation.succeeded');
+    const history = (await allEvents(dataDir)).filter((e) => e.operationId === id);
+    assert.equal(history.at(-1)?.type, 'operation.succeeded', JSON.stringify(history));
   });
 
   it('past the grace period, aborts and requeues running work without spending an attempt', async () => {

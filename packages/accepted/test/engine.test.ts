@@ -527,6 +527,21 @@ describe('engine: lifecycle', T, () => {
     await stopped;
   });
 
+  it('graceful stop runs an operation whose claim was in flight when stop began', async () => {
+    const filename = `${tempDir()}/c.db`;
+    const accepted = await startStoppable(filename);
+    const op = await accepted.submit('demo.sleep', { ms: 100 });
+    // The submit's commit hint has just started a claim; stop before it resolves.
+    await accepted.stop({ graceful: true, timeoutMs: 5_000 });
+    const reopened = await startEngine({ filename, operations: demoOperations });
+    const history = (await historyOf(reopened, op.id)).map((e) => e.type);
+    assert.deepEqual(history.slice(0, 3), [
+      'operation.queued',
+      'operation.started',
+      'operation.succeeded',
+    ]);
+  });
+
   it('graceful stop lets a running handler finish', async () => {
     const filename = `${tempDir()}/a.db`;
     const accepted = await startStoppable(filename);

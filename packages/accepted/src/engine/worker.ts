@@ -199,14 +199,11 @@ export class Worker {
       .then(
         (result) => {
           this.claiming = false;
-          if (this.stopping) {
-            // Claimed while shutting down: give them straight back, unstarted.
-            for (const claimed of result.claimed) {
-              void this.record(this.store.release(claimed.lease, SHUTDOWN_ERROR, Date.now()));
-            }
-            return;
-          }
+          // Run them even when stop() has begun meanwhile: they are already `running` for
+          // every reader, and stop() gives them the same grace as the others (it awaits this
+          // claim first), then gives back, without spending an attempt, what did not finish.
           for (const claimed of result.claimed) this.run(claimed);
+          if (this.stopping) return;
           if (result.claimed.length < free && this.workHints === hintsBefore) {
             this.mayHaveWork = false;
           }
