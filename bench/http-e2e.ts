@@ -4,11 +4,10 @@
 // stops when the server has read the N-th operation.succeeded event from the log.
 // Env: N (default 20000), C (default 64). Prints one JSON line.
 import autocannon from 'autocannon';
-import { launchServer } from './http-server.ts';
+import { STORE_LABEL, launchServer, submitLoad } from './http-server.ts';
 
 const N = Number(process.env.N ?? 20_000);
 const C = Number(process.env.C ?? 64);
-const BODY = '{"type":"noop","input":{"n":1}}';
 
 function timeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -33,14 +32,7 @@ try {
   const t0 = Date.now();
   const result = await new Promise<autocannon.Result>((resolve, reject) => {
     const instance = autocannon(
-      {
-        url: `http://127.0.0.1:${server.port}/v1/operations`,
-        method: 'POST',
-        connections: C,
-        amount: N,
-        headers: { 'content-type': 'application/json' },
-        body: BODY,
-      },
+      { ...submitLoad(server.port, C), amount: N },
       (error: unknown, result) => (error ? reject(toError(error)) : resolve(result)),
     );
     instance.on('response', () => {
@@ -56,7 +48,7 @@ try {
   console.log(
     JSON.stringify({
       system: 'accepted-http-e2e',
-      store: `sqlite-${process.env.DURABILITY ?? 'full'}`,
+      store: STORE_LABEL,
       N,
       connections: C,
       e2e_per_s: Math.round(N / ((done.time - t0) / 1000)),

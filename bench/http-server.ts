@@ -10,6 +10,7 @@
 // Env: C (worker concurrency, default 64), WORKER=0 (API-only node), COUNT (0 = do not count),
 // DURABILITY=normal (default full). PROFILE=1 in the driver runs it under --cpu-prof, writing
 // the profile to PROFILE_DIR (default .cache/profiles).
+import type autocannon from 'autocannon';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -21,6 +22,20 @@ import { createHttpServer } from '../packages/accepted/src/http/index.ts';
 import { sqliteStore } from '../packages/accepted/src/store/sqlite/index.ts';
 
 const thisFile = fileURLToPath(import.meta.url);
+
+/** How the benchmarks label the store they ran on. */
+export const STORE_LABEL = `sqlite-${process.env.DURABILITY ?? 'full'}`;
+
+/** The submit load of every HTTP benchmark: the peer ceiling's body, POSTed over C connections. */
+export function submitLoad(port: number, connections: number): autocannon.Options {
+  return {
+    url: `http://127.0.0.1:${port}/v1/operations`,
+    method: 'POST',
+    connections,
+    headers: { 'content-type': 'application/json' },
+    body: '{"type":"noop","input":{"n":1}}',
+  };
+}
 
 export interface DoneLine {
   event: 'done';

@@ -4,11 +4,10 @@
 // (`worker: false`: the store only accepts). Env: C (default 64), D (seconds, default 8).
 // Prints one JSON line.
 import autocannon from 'autocannon';
-import { launchServer } from './http-server.ts';
+import { STORE_LABEL, launchServer, submitLoad } from './http-server.ts';
 
 const C = Number(process.env.C ?? 64);
 const D = Number(process.env.D ?? 8);
-const BODY = '{"type":"noop","input":{"n":1}}';
 
 interface Figure {
   req_per_s: number;
@@ -22,14 +21,7 @@ interface Figure {
 async function measure(worker: boolean): Promise<Figure> {
   const server = await launchServer({ C: String(C), WORKER: worker ? '1' : '0' });
   try {
-    const result = await autocannon({
-      url: `http://127.0.0.1:${server.port}/v1/operations`,
-      method: 'POST',
-      connections: C,
-      duration: D,
-      headers: { 'content-type': 'application/json' },
-      body: BODY,
-    });
+    const result = await autocannon({ ...submitLoad(server.port, C), duration: D });
     const figure = {
       req_per_s: Math.round(result.requests.average),
       p50_ms: result.latency.p50,
@@ -54,7 +46,7 @@ const apiOnly = await measure(false);
 console.log(
   JSON.stringify({
     system: 'accepted-http-submit',
-    store: `sqlite-${process.env.DURABILITY ?? 'full'}`,
+    store: STORE_LABEL,
     connections: C,
     duration_s: D,
     req_per_s: workers.req_per_s,

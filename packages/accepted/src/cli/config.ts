@@ -68,13 +68,21 @@ function int(name: string, value: string | undefined, fallback: number, min: num
   return n;
 }
 
+/** Runs a command-line parse, reporting a bad command line as a UsageError (exit 2). */
+export function asUsage<R>(parse: () => R): R {
+  try {
+    return parse();
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+}
+
 export function resolveServeConfig(
   argv: readonly string[],
   env: NodeJS.ProcessEnv = process.env,
 ): ServeConfig {
-  let parsed;
-  try {
-    parsed = parseArgs({
+  const parsed = asUsage(() =>
+    parseArgs({
       args: [...argv],
       strict: true,
       allowPositionals: false,
@@ -93,10 +101,8 @@ export function resolveServeConfig(
         'max-wait': { type: 'string' },
         'public-url': { type: 'string' },
       },
-    });
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
+    }),
+  );
   const v = parsed.values;
   const durability = v.durability ?? env.ACCEPTED_DURABILITY ?? 'full';
   if (durability !== 'full' && durability !== 'normal') {

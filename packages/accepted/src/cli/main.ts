@@ -11,7 +11,13 @@ import { TENANT_PATTERN, generateApiKey } from '../http/auth.ts';
 import { createHttpServer } from '../http/server.ts';
 import { pino } from 'pino';
 import { sqliteStore } from '../store/sqlite/sqlite-store.ts';
-import { SERVE_USAGE, UsageError, resolveServeConfig, type ServeConfig } from './config.ts';
+import {
+  SERVE_USAGE,
+  UsageError,
+  asUsage,
+  resolveServeConfig,
+  type ServeConfig,
+} from './config.ts';
 
 const USAGE = `Usage: accepted <command> [options]
 
@@ -105,16 +111,9 @@ async function serve(config: ServeConfig): Promise<void> {
 }
 
 function keygen(argv: readonly string[]): void {
-  let values: { tenant?: string };
-  try {
-    ({ values } = parseArgs({
-      args: [...argv],
-      options: { tenant: { type: 'string' } },
-      strict: true,
-    }));
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
+  const { values } = asUsage(() =>
+    parseArgs({ args: [...argv], strict: true, options: { tenant: { type: 'string' } } }),
+  );
   const tenant = values.tenant ?? 'default';
   if (!TENANT_PATTERN.test(tenant)) {
     throw new UsageError('--tenant must be 1 to 64 letters, digits, dots, dashes or underscores');

@@ -118,6 +118,13 @@ export function isAcceptedError(value: unknown): value is AcceptedError {
   return value instanceof AcceptedError;
 }
 
+/** No such operation in the caller's tenant (or never, or no longer). */
+export function operationNotFound(id: string): AcceptedError {
+  return new AcceptedError('OPERATION_NOT_FOUND', `No operation ${id}.`, {
+    fix: 'Check the id (and the API key: each tenant sees only its own operations); finished operations are removed after their retention period.',
+  });
+}
+
 const PERMANENT = Symbol.for('accepted.PermanentError');
 const RETRY_AFTER = Symbol.for('accepted.RetryAfterError');
 

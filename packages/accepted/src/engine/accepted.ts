@@ -1,4 +1,4 @@
-import { AcceptedError } from '../domain/errors.ts';
+import { AcceptedError, operationNotFound as notFound } from '../domain/errors.ts';
 import { EVENT_TYPES, type EventType, type OperationEvent } from '../domain/events.ts';
 import { isOperationId, newOperationId } from '../domain/ids.ts';
 import {
@@ -275,14 +275,14 @@ export function createAccepted(options: AcceptedOptions): Accepted {
   }
 
   async function purgeExpired(): Promise<void> {
+    // In batches of 1000, yielding between them, so that cleanup never holds the store long.
+    const inBatches = async (purge: (limit: number) => Promise<number>) => {
+      while ((await purge(1000)) === 1000) await new Promise((resolve) => setImmediate(resolve));
+    };
     try {
       const before = Date.now() - settings.retentionMs;
-      while ((await store.purge(before, 1000)) === 1000) {
-        await new Promise((resolve) => setImmediate(resolve));
-      }
-      while ((await store.purgeIdempotencyKeys(Date.now(), 1000)) === 1000) {
-        await new Promise((resolve) => setImmediate(resolve));
-      }
+      await inBatches((limit) => store.purge(before, limit));
+      await inBatches((limit) => store.purgeIdempotencyKeys(Date.now(), limit));
     } catch (error) {
       log.error({ err: error }, 'retention cleanup failed');
     }
@@ -487,8 +487,7 @@ export function createAccepted(options: AcceptedOptions): Accepted {
     },
 
     async submit(type, input = null, submitOptions = {}) {
-      const { tenant, traceparent, runAt, ...rest } = submitOptions;
-      const { idempotencyKey, ...fields } = rest;
+      const { tenant, traceparent, runAt, idempotencyKey, ...fields } = submitOptions;
       const body: Record<string, unknown> = { type, input, ...fields };
       if (runAt !== undefined) body.runAt = new Date(toEpoch(runAt)).toISOString();
       if (idempotencyKey !== undefined) {
@@ -618,10 +617,4 @@ export function createAccepted(options: AcceptedOptions): Accepted {
     },
   };
   return accepted;
-}
-
-function notFound(id: string): AcceptedError {
-  return new AcceptedError('OPERATION_NOT_FOUND', `No operation ${id}.`, {
-    fix: 'Check the id; operations are removed after their retention period.',
-  });
 }

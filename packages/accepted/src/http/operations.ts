@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { AcceptedError } from '../domain/errors.ts';
+import { operationNotFound as notFound } from '../domain/errors.ts';
 import { isTerminal, type Operation, type OperationStatus } from '../domain/operation.ts';
 import type { Accepted, IdempotentSubmit } from '../engine/accepted.ts';
 import {
@@ -43,12 +43,6 @@ const parseListQuery = queryValidator<{
   cursor?: string;
 }>(LIST_QUERY_SCHEMA);
 const parseEventsQuery = queryValidator<{ after: number; limit: number }>(EVENTS_QUERY_SCHEMA);
-
-function notFound(id: string): AcceptedError {
-  return new AcceptedError('OPERATION_NOT_FOUND', `No operation ${id}.`, {
-    fix: 'Check the id (and the API key: each tenant sees only its own operations); finished operations are removed after their retention period.',
-  });
-}
 
 /** An AbortSignal that fires if the client goes away before its answer is sent. */
 function whileConnected(reply: FastifyReply): { signal: AbortSignal; done: () => void } {
@@ -181,7 +175,8 @@ export function registerOperationRoutes(app: FastifyInstance, options: Operation
       cursor: query.cursor,
     });
     if (page.nextCursor !== null) {
-      const next = new URLSearchParams(request.query as Record<string, string>);
+      // The query as the client wrote it (repeated parameters stay repeated), new cursor.
+      const next = new URLSearchParams(request.url.slice(request.url.indexOf('?') + 1));
       next.set('cursor', page.nextCursor);
       void reply.header('link', `</v1/operations?${next.toString()}>; rel="next"`);
     }
@@ -230,49 +225,45 @@ export function registerOperationRoutes(app: FastifyInstance, options: Operation
     return { events, nextAfter: last ? last.seq : query.after };
   });
 
+  type Action = (request: FastifyRequest, reply: FastifyReply, id: string) => Promise<unknown>;
   /** Custom methods (AIP-136): `POST /v1/operations/{id}:cancel` and `{id}:retry`. */
-  const actions: Record<
-    string,
-    (request: FastifyRequest, reply: FastifyReply, id: string) => Promise<unknown>
-  > = {
-    async cancel(request, reply, id) {
-      const operation = await accepted.cancel(id, {
-        tenant: request.tenant,
-        ifVersion: ifMatchVersions(request.headers['if-match']),
-      });
-      stateHeaders(reply, operation);
-      if (isTerminal(operation.status)) return toMonitor(operation);
-      // Running: cancellation is requested; the handler is aborted and the end comes later.
-      pollingHeaders(request, reply, operation);
-      return reply.status(202).send(toMonitor(operation));
-    },
-    async retry(request, reply, id) {
-      const operation = await accepted.retry(id, {
-        tenant: request.tenant,
-        ifVersion: ifMatchVersions(request.headers['if-match']),
-      });
-      stateHeaders(reply, operation);
-      pollingHeaders(request, reply, operation);
-      return reply.status(202).send(toMonitor(operation));
-    },
-  };
+  const actions = new Map<string, Action>([
+    [
+      'cancel',
+      async (request, reply, id) => {
+        const operation = await accepted.cancel(id, {
+          tenant: request.tenant,
+          ifVersion: ifMatchVersions(request.headers['if-match']),
+        });
+        stateHeaders(reply, operation);
+        if (isTerminal(operation.status)) return toMonitor(operation);
+        // Running: cancellation is requested; the handler is aborted and the end comes later.
+        pollingHeaders(request, reply, operation);
+        return reply.status(202).send(toMonitor(operation));
+      },
+    ],
+    [
+      'retry',
+      async (request, reply, id) => {
+        const operation = await accepted.retry(id, {
+          tenant: request.tenant,
+          ifVersion: ifMatchVersions(request.headers['if-match']),
+        });
+        stateHeaders(reply, operation);
+        pollingHeaders(request, reply, operation);
+        return reply.status(202).send(toMonitor(operation));
+      },
+    ],
+  ]);
 
-  // One route for every action: the router cannot tell `{id}:cancel` from `{id}:retry`.
+  // One route for every action: the router cannot tell `{id}:cancel` from `{id}:retry`. Any
+  // other POST here goes to the not-found handler, which answers 405 (POST on an operation)
+  // or 404 (an unknown action) from the one table of routes.
   app.post<{ Params: { target: string } }>('/v1/operations/:target', async (request, reply) => {
     const { target } = request.params;
     const colon = target.lastIndexOf(':');
-    const action = colon === -1 ? undefined : actions[target.slice(colon + 1)];
-    if (!action || !Object.hasOwn(actions, target.slice(colon + 1))) {
-      if (colon === -1) {
-        void reply.header('allow', 'GET, HEAD, DELETE');
-        throw new AcceptedError('METHOD_NOT_ALLOWED', 'POST is not allowed on an operation.', {
-          fix: 'POST to /v1/operations/{id}:cancel or /v1/operations/{id}:retry.',
-        });
-      }
-      throw new AcceptedError('ROUTE_NOT_FOUND', `No action ${target.slice(colon + 1)}.`, {
-        fix: 'The actions are :cancel and :retry.',
-      });
-    }
+    const action = colon === -1 ? undefined : actions.get(target.slice(colon + 1));
+    if (!action) return reply.callNotFound();
     return action(request, reply, target.slice(0, colon));
   });
 

@@ -22,11 +22,13 @@ export function queryValidator<T>(schema: QuerySchema): (query: unknown) => T {
   return (query) => {
     const copy: Record<string, unknown> = { ...(query as Record<string, unknown>) };
     for (const name of arrays) {
-      const value = copy[name];
-      if (typeof value === 'string') copy[name] = value.split(',').filter((v) => v !== '');
-      else if (Array.isArray(value)) {
-        copy[name] = value.flatMap((v) => String(v).split(',')).filter((v) => v !== '');
-      }
+      // The query parser gives a string, or an array of them for a repeated parameter.
+      const value = copy[name] as string | string[] | undefined;
+      if (value === undefined) continue;
+      copy[name] = [value]
+        .flat()
+        .flatMap((v) => v.split(','))
+        .filter((v) => v !== '');
     }
     if (!validate(copy)) {
       const fields = fieldProblems('', validate.errors).map((problem) => ({

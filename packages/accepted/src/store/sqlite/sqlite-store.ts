@@ -1,7 +1,7 @@
 import Database from 'better-sqlite3';
 import fs from 'node:fs';
 import path from 'node:path';
-import { AcceptedError } from '../../domain/errors.ts';
+import { AcceptedError, operationNotFound as notFound } from '../../domain/errors.ts';
 import { assertTransition, assertVersion } from '../../domain/status.ts';
 import {
   eventId,
@@ -250,12 +250,6 @@ function leasePk(token: string): number {
 function leaseLost(id: string): AcceptedError {
   return new AcceptedError('LEASE_LOST', `The lease on operation ${id} is no longer held.`, {
     fix: 'The operation was recovered, canceled or completed elsewhere; drop this attempt.',
-  });
-}
-
-function notFound(id: string): AcceptedError {
-  return new AcceptedError('OPERATION_NOT_FOUND', `No operation ${id}.`, {
-    fix: 'Check the id; operations are removed after their retention period.',
   });
 }
 
