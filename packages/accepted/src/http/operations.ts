@@ -88,6 +88,12 @@ export function registerOperationRoutes(app: FastifyInstance, options: Operation
     return operation;
   }
 
+  /** The caller's tenant and the versions its If-Match allows, for cancel, retry, delete. */
+  const conditional = (request: FastifyRequest) => ({
+    tenant: request.tenant,
+    ifVersion: ifMatchVersions(request.headers['if-match']),
+  });
+
   /** ETag, no caching, and Retry-After while the operation is in progress. */
   function stateHeaders(reply: FastifyReply, operation: Operation): void {
     void reply.header('etag', etagOf(operation)).header('cache-control', 'no-cache');
@@ -231,10 +237,7 @@ export function registerOperationRoutes(app: FastifyInstance, options: Operation
     [
       'cancel',
       async (request, reply, id) => {
-        const operation = await accepted.cancel(id, {
-          tenant: request.tenant,
-          ifVersion: ifMatchVersions(request.headers['if-match']),
-        });
+        const operation = await accepted.cancel(id, conditional(request));
         stateHeaders(reply, operation);
         if (isTerminal(operation.status)) return toMonitor(operation);
         // Running: cancellation is requested; the handler is aborted and the end comes later.
@@ -245,10 +248,7 @@ export function registerOperationRoutes(app: FastifyInstance, options: Operation
     [
       'retry',
       async (request, reply, id) => {
-        const operation = await accepted.retry(id, {
-          tenant: request.tenant,
-          ifVersion: ifMatchVersions(request.headers['if-match']),
-        });
+        const operation = await accepted.retry(id, conditional(request));
         stateHeaders(reply, operation);
         pollingHeaders(request, reply, operation);
         return reply.status(202).send(toMonitor(operation));
@@ -268,10 +268,7 @@ export function registerOperationRoutes(app: FastifyInstance, options: Operation
   });
 
   app.delete<{ Params: IdParams }>('/v1/operations/:id', async (request, reply) => {
-    await accepted.delete(request.params.id, {
-      tenant: request.tenant,
-      ifVersion: ifMatchVersions(request.headers['if-match']),
-    });
+    await accepted.delete(request.params.id, conditional(request));
     return reply.status(204).send();
   });
 }
