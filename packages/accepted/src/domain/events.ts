@@ -43,6 +43,8 @@ export interface OperationEvent {
   tenant: string;
   /** The operation's type (handy for filtering streams without a join). */
   operationType: string;
+  /** The operation's labels, so that streams and webhooks filter by them without a join. */
+  labels: Readonly<Record<string, string>>;
   /** The operation's version after this change. */
   version: number;
   type: EventType;
@@ -53,4 +55,33 @@ export interface OperationEvent {
 
 export function eventId(seq: number): string {
   return `evt_${seq.toString(36).padStart(8, '0')}`;
+}
+
+/** Labels of an operation that has none: shared, frozen. */
+export const NO_LABELS: Readonly<Record<string, string>> = Object.freeze({});
+
+/**
+ * Which events a reader wants. Every member that is set must match; an empty filter matches
+ * every event. Used by the live feed, the streams and the log reads alike.
+ */
+export interface EventFilter {
+  tenant?: string;
+  operationIds?: ReadonlySet<string>;
+  types?: ReadonlySet<EventType>;
+  operationTypes?: ReadonlySet<string>;
+  /** Every pair must be among the operation's labels. */
+  labels?: Readonly<Record<string, string>>;
+}
+
+export function matchesEvent(filter: EventFilter, event: OperationEvent): boolean {
+  if (filter.tenant !== undefined && filter.tenant !== event.tenant) return false;
+  if (filter.operationIds && !filter.operationIds.has(event.operationId)) return false;
+  if (filter.types && !filter.types.has(event.type)) return false;
+  if (filter.operationTypes && !filter.operationTypes.has(event.operationType)) return false;
+  if (filter.labels) {
+    for (const key in filter.labels) {
+      if (event.labels[key] !== filter.labels[key]) return false;
+    }
+  }
+  return true;
 }

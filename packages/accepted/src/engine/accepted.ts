@@ -1,5 +1,10 @@
 import { AcceptedError, operationNotFound as notFound } from '../domain/errors.ts';
-import { EVENT_TYPES, type EventType, type OperationEvent } from '../domain/events.ts';
+import {
+  EVENT_TYPES,
+  type EventFilter,
+  type EventType,
+  type OperationEvent,
+} from '../domain/events.ts';
 import { isOperationId, newOperationId } from '../domain/ids.ts';
 import {
   isTerminal,
@@ -8,7 +13,7 @@ import {
   type Operation,
   type OperationStatus,
 } from '../domain/operation.ts';
-import type { Page, Store } from '../store/store.ts';
+import type { EventQuery, Page, Store } from '../store/store.ts';
 import type { AnyOperationDefinition, Backoff, Logger, OperationDefinition } from './definition.ts';
 import { EventFeed } from './feed.ts';
 import { assertIdempotencyKey, requestFingerprint } from './idempotency.ts';
@@ -109,14 +114,28 @@ export interface ListOptions extends Scope {
   cursor?: string;
 }
 
-export interface EventsOptions extends Scope {
+/** Which events to read; every member that is set must match. */
+export interface EventSelection extends Scope {
   /** Start after this seq. Default 0 (the whole retained log). */
   after?: number;
   operationId?: string;
+  /** Only events of these operations (at most 100). */
+  operationIds?: readonly string[];
   types?: readonly EventType[];
+  operationTypes?: readonly string[];
+  /** Only events of operations that have every one of these labels. */
+  labels?: Readonly<Record<string, string>>;
+}
+
+export interface EventsOptions extends EventSelection {
   /** Keep waiting for new events (default true); false ends when the log is read. */
   follow?: boolean;
   signal?: AbortSignal;
+}
+
+export interface EventPageOptions extends EventSelection {
+  /** Most events returned, 1..1000. Default 100. */
+  limit?: number;
 }
 
 export interface WaitOptions extends Scope {
@@ -157,6 +176,19 @@ export interface Accepted {
   delete(id: string, scope?: Conditional): Promise<void>;
   /** The log, in order, following new events unless `follow: false`. */
   events(options?: EventsOptions): AsyncIterableIterator<OperationEvent>;
+  /** One page of the log after `after`, in order. */
+  readEvents(options?: EventPageOptions): Promise<OperationEvent[]>;
+  /** The highest seq in the log that readers may see. */
+  lastSeq(): Promise<number>;
+  /**
+   * Calls `listener` with every event committed from now on, of every tenant, in seq order, as
+   * this node's one feed reads them (each event is read once, whatever the number of
+   * listeners). Live only: a listener that must not miss events reads the log from its cursor
+   * (`readEvents`) and uses this to learn of new ones. Returns the function that stops it.
+   */
+  tail(listener: (event: OperationEvent) => void): () => void;
+  /** The highest seq the feed has handed to `tail` listeners. */
+  readonly tailPosition: number;
   /**
    * Waits for a change (or for the end) of one operation; once the instance begins to stop it
    * answers at once with the current state.
@@ -373,11 +405,12 @@ export function createAccepted(options: AcceptedOptions): Accepted {
     return store.get(id, tenantOf(scope));
   }
 
-  async function* events(opts: EventsOptions = {}): AsyncGenerator<OperationEvent> {
-    assertReadable();
+  /** Validates a selection once and turns it into a store query and a live filter. */
+  function selection(opts: EventSelection): {
+    query: Omit<EventQuery, 'limit'>;
+    filter: EventFilter;
+  } {
     const tenant = tenantOf(opts);
-    const follow = opts.follow ?? true;
-    const types = opts.types ? new Set(opts.types) : undefined;
     for (const type of opts.types ?? []) {
       if (!EVENT_TYPES.includes(type)) {
         throw new AcceptedError('VALIDATION_FAILED', `Unknown event type ${type}.`, {
@@ -385,14 +418,52 @@ export function createAccepted(options: AcceptedOptions): Accepted {
         });
       }
     }
-    let cursor = opts.after ?? 0;
+    const after = opts.after ?? 0;
+    if (!Number.isSafeInteger(after) || after < 0) {
+      throw new AcceptedError('VALIDATION_FAILED', 'after must be a whole number >= 0.', {
+        fields: [{ field: '/after', message: 'must be a whole number >= 0' }],
+      });
+    }
+    const ids =
+      opts.operationId === undefined
+        ? opts.operationIds
+        : [opts.operationId, ...(opts.operationIds ?? [])];
+    const labels = opts.labels && Object.keys(opts.labels).length > 0 ? opts.labels : undefined;
+    const nonEmpty = <T>(values: readonly T[] | undefined) =>
+      values && values.length > 0 ? values : undefined;
+    const query = {
+      after,
+      tenant,
+      operationIds: nonEmpty(ids),
+      types: nonEmpty(opts.types),
+      operationTypes: nonEmpty(opts.operationTypes),
+      labels,
+    };
+    const asSet = <T>(values: readonly T[] | undefined) => (values ? new Set(values) : undefined);
+    return {
+      query,
+      filter: {
+        tenant,
+        operationIds: asSet(query.operationIds),
+        types: asSet(query.types),
+        operationTypes: asSet(query.operationTypes),
+        labels,
+      },
+    };
+  }
+
+  async function* events(opts: EventsOptions = {}): AsyncGenerator<OperationEvent> {
+    assertReadable();
+    const follow = opts.follow ?? true;
+    const { query, filter } = selection(opts);
+    let cursor = query.after;
     const limit = 500;
     const queue: OperationEvent[] = [];
     const maxQueued = 10_000;
     const state = { overflowed: false };
     let wake: (() => void) | null = null;
     const unsubscribe = follow
-      ? feed.subscribe({ tenant, operationId: opts.operationId, types }, (event) => {
+      ? feed.subscribe(filter, (event) => {
           if (queue.length >= maxQueued) {
             // A slow reader: drop the buffer and catch up from the log instead.
             state.overflowed = true;
@@ -409,13 +480,7 @@ export function createAccepted(options: AcceptedOptions): Accepted {
       let fromLog = true;
       while (!opts.signal?.aborted) {
         if (fromLog) {
-          const batch = await store.readEvents({
-            after: cursor,
-            limit,
-            operationId: opts.operationId,
-            tenant,
-            types: opts.types,
-          });
+          const batch = await store.readEvents({ ...query, after: cursor, limit });
           for (const event of batch) {
             cursor = event.seq;
             yield event;
@@ -573,11 +638,39 @@ export function createAccepted(options: AcceptedOptions): Accepted {
 
     events,
 
+    async readEvents(pageOptions = {}) {
+      assertReadable();
+      const limit = pageOptions.limit ?? 100;
+      if (!Number.isSafeInteger(limit) || limit < 1 || limit > 1000) {
+        throw new AcceptedError(
+          'VALIDATION_FAILED',
+          'limit must be a whole number from 1 to 1000.',
+          {
+            fields: [{ field: '/limit', message: 'must be from 1 to 1000' }],
+          },
+        );
+      }
+      return store.readEvents({ ...selection(pageOptions).query, limit });
+    },
+
+    async lastSeq() {
+      assertReadable();
+      return store.lastSeq();
+    },
+
+    tail(listener) {
+      return feed.subscribe({}, listener);
+    },
+
+    get tailPosition() {
+      return feed.position;
+    },
+
     async wait(id, waitOptions = {}) {
       assertReadable();
       const tenant = tenantOf(waitOptions);
       const signal = { changed: null as (() => void) | null, dirty: false };
-      const unsubscribe = feed.subscribe({ tenant, operationId: id }, () => {
+      const unsubscribe = feed.subscribe({ tenant, operationIds: new Set([id]) }, () => {
         signal.dirty = true;
         signal.changed?.();
       });

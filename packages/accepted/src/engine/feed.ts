@@ -1,23 +1,10 @@
-import type { EventType, OperationEvent } from '../domain/events.ts';
+import { matchesEvent, type EventFilter, type OperationEvent } from '../domain/events.ts';
 import type { Store, StoreHint } from '../store/store.ts';
 import type { Logger } from './definition.ts';
 
-export interface FeedFilter {
-  tenant?: string;
-  operationId?: string;
-  types?: ReadonlySet<EventType>;
-}
-
 interface Subscriber {
-  filter: FeedFilter;
+  filter: EventFilter;
   onEvent: (event: OperationEvent) => void;
-}
-
-function matches(filter: FeedFilter, event: OperationEvent): boolean {
-  if (filter.operationId !== undefined && filter.operationId !== event.operationId) return false;
-  if (filter.tenant !== undefined && filter.tenant !== event.tenant) return false;
-  if (filter.types && !filter.types.has(event.type)) return false;
-  return true;
 }
 
 /**
@@ -54,6 +41,11 @@ export class EventFeed {
     this.poll.unref();
   }
 
+  /** The highest seq handed to subscribers (or skipped while nobody listened). */
+  get position(): number {
+    return this.cursor;
+  }
+
   stop(): void {
     this.unsubscribe?.();
     this.unsubscribe = null;
@@ -61,7 +53,7 @@ export class EventFeed {
     this.poll = null;
   }
 
-  subscribe(filter: FeedFilter, onEvent: (event: OperationEvent) => void): () => void {
+  subscribe(filter: EventFilter, onEvent: (event: OperationEvent) => void): () => void {
     const subscriber = { filter, onEvent };
     this.subscribers.add(subscriber);
     return () => this.subscribers.delete(subscriber);
@@ -110,7 +102,7 @@ export class EventFeed {
 
   private dispatch(event: OperationEvent): void {
     for (const subscriber of this.subscribers) {
-      if (!matches(subscriber.filter, event)) continue;
+      if (!matchesEvent(subscriber.filter, event)) continue;
       try {
         subscriber.onEvent(event);
       } catch (error) {

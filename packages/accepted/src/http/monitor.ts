@@ -73,6 +73,7 @@ export interface WireEvent {
   id: string;
   operationId: string;
   operationType: string;
+  labels: Readonly<Record<string, string>>;
   type: OperationEvent['type'];
   version: number;
   time: string;
@@ -90,6 +91,7 @@ export function toWireEvent(event: OperationEvent): WireEvent {
     id: event.id,
     operationId: event.operationId,
     operationType: event.operationType,
+    labels: event.labels,
     type: event.type,
     version: event.version,
     time: iso(event.time),

@@ -132,12 +132,27 @@ export const PROBLEM_SCHEMA = {
 export const EVENT_SCHEMA = {
   type: 'object',
   additionalProperties: false,
-  required: ['seq', 'id', 'operationId', 'operationType', 'type', 'version', 'time', 'data'],
+  required: [
+    'seq',
+    'id',
+    'operationId',
+    'operationType',
+    'labels',
+    'type',
+    'version',
+    'time',
+    'data',
+  ],
   properties: {
     seq: { type: 'integer', minimum: 1, description: 'Position in the log: the cursor.' },
     id: { type: 'string', description: 'Stable event id, the same on every channel.' },
     operationId: { type: 'string' },
     operationType: { type: 'string' },
+    labels: {
+      type: 'object',
+      additionalProperties: { type: 'string' },
+      description: "The operation's labels.",
+    },
     type: { type: 'string', enum: [...EVENT_TYPES] },
     version: { type: 'integer', minimum: 1 },
     time: dateTime,
@@ -219,16 +234,92 @@ export const LIST_QUERY_SCHEMA = {
   },
 } as const;
 
+const ACCESS_TOKEN = {
+  type: 'string',
+  maxLength: 2048,
+  description:
+    'A stream token from POST /v1/stream-tokens, for clients that cannot send Authorization (EventSource).',
+} as const;
+
+const AFTER = {
+  type: 'integer',
+  minimum: 0,
+  description:
+    'Events with a greater seq than this. For a stream, a Last-Event-ID header wins over it.',
+} as const;
+
 export const EVENTS_QUERY_SCHEMA = {
   type: 'object',
   additionalProperties: false,
   properties: {
-    after: {
-      type: 'integer',
-      minimum: 0,
-      default: 0,
-      description: 'Events with a greater seq than this.',
-    },
+    after: AFTER,
     limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 },
+    access_token: ACCESS_TOKEN,
+  },
+} as const;
+
+/** `GET /v1/events`: the tenant's log, filtered. */
+export const TENANT_EVENTS_QUERY_SCHEMA = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    type: {
+      type: 'array',
+      items: { type: 'string', enum: [...EVENT_TYPES] },
+      description: 'Only these event types (repeat the parameter or separate with commas).',
+    },
+    operationType: {
+      type: 'array',
+      maxItems: 100,
+      items: { type: 'string', pattern: TYPE_PATTERN },
+      description: 'Only events of operations of these types.',
+    },
+    operation: {
+      type: 'array',
+      maxItems: 100,
+      items: { type: 'string', maxLength: 64 },
+      description: 'Only events of these operations (ids).',
+    },
+    label: LIST_QUERY_SCHEMA.properties.label,
+    after: AFTER,
+    limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 },
+    access_token: ACCESS_TOKEN,
+  },
+} as const;
+
+/** `GET /v1/ws` takes only the stream token in its query. */
+export const WS_QUERY_SCHEMA = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { access_token: ACCESS_TOKEN },
+} as const;
+
+export const STREAM_TOKEN_REQUEST_SCHEMA = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    operation: {
+      type: 'string',
+      maxLength: 64,
+      description: 'Limit the token to the streams of this operation.',
+    },
+    ttlSeconds: {
+      type: 'integer',
+      minimum: 1,
+      maximum: 3600,
+      default: 300,
+      description: 'How long the token opens streams.',
+    },
+  },
+} as const;
+
+export const STREAM_TOKEN_SCHEMA = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['token', 'expiresAt', 'operation'],
+  properties: {
+    token: { type: 'string', description: 'Pass it as `access_token` on a stream route.' },
+    expiresAt: dateTime,
+    operation: { type: ['string', 'null'] },
   },
 } as const;

@@ -210,8 +210,13 @@ export interface EventQuery {
   after: number;
   limit: number;
   operationId?: string;
+  /** Only events of these operations (at most a few hundred). */
+  operationIds?: readonly string[];
   tenant?: string;
   types?: readonly EventType[];
+  operationTypes?: readonly string[];
+  /** Only events of operations that have every one of these labels. */
+  labels?: Readonly<Record<string, string>>;
 }
 
 export interface StoreHint {

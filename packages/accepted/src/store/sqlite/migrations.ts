@@ -77,4 +77,15 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
       CREATE INDEX idempotency_keys_operation ON idempotency_keys (operation_id);
     `,
   },
+  {
+    version: 3,
+    name: 'labels on events',
+    sql: `
+      -- The operation's labels on each of its events (NULL when it has none), so that streams
+      -- filter the log by label without a join.
+      ALTER TABLE events ADD COLUMN labels TEXT;
+      UPDATE events SET labels = (SELECT o.labels FROM operations o WHERE o.id = events.operation_id)
+        WHERE operation_id IN (SELECT id FROM operations WHERE labels <> '{}');
+    `,
+  },
 ];

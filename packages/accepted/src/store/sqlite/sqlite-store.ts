@@ -4,6 +4,7 @@ import path from 'node:path';
 import { AcceptedError, operationNotFound as notFound } from '../../domain/errors.ts';
 import { assertTransition, assertVersion } from '../../domain/status.ts';
 import {
+  NO_LABELS,
   eventId,
   type EventData,
   type EventType,
@@ -81,7 +82,7 @@ const SQL_INSERT_OPERATION = `INSERT INTO operations (id, tenant, type, status, 
   max_attempts, run_at, timeout_ms, callback_url, traceparent, created_at, updated_at, version)
   VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)`;
 const SQL_INSERT_EVENT = `INSERT INTO events (seq, operation_id, tenant, operation_type, version,
-  type, data, time) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`;
+  type, data, time, labels) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`;
 
 interface OperationRow {
   pk: number;
@@ -118,6 +119,8 @@ interface ChangedRow {
   type: string;
   version: number;
   attempts: number;
+  /** The labels as stored (JSON text). */
+  labels: string;
 }
 
 interface IdempotencyRow {
@@ -137,6 +140,7 @@ interface EventRow {
   type: EventType;
   data: string;
   time: number;
+  labels: string | null;
 }
 
 const OPERATION_COLUMNS = `pk, id, tenant, type, status, input, progress, result, error, attempts,
@@ -151,7 +155,7 @@ const WAL_CHECKPOINT_PAGES = 8192;
  * no file growth, no metadata in the flush.
  */
 const CHECKPOINT_INTERVAL_MS = 1000;
-const CHANGED = 'RETURNING id, tenant, type, version, attempts';
+const CHANGED = 'RETURNING id, tenant, type, version, attempts, labels';
 const CLEAR_LEASE = 'lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL';
 
 function claimSql(typed: boolean): string {
@@ -210,7 +214,18 @@ function rowToEvent(row: EventRow): OperationEvent {
     type: row.type,
     data: JSON.parse(row.data) as EventData,
     time: row.time,
+    labels: parseLabels(row.labels),
   };
+}
+
+/** Labels as stored (JSON text, or NULL on events of an operation without labels). */
+function parseLabels(text: string | null): Readonly<Record<string, string>> {
+  return text === null || text === '{}' ? NO_LABELS : (JSON.parse(text) as Record<string, string>);
+}
+
+/** The JSON path of one label, for json_extract. */
+function labelPath(key: string): string {
+  return `$."${key.replaceAll('"', '\\"')}"`;
 }
 
 function encodeCursor(pk: number): string {
@@ -626,6 +641,7 @@ export class SqliteStore implements Store {
       type,
       JSON.stringify(data),
       now,
+      row.labels === '{}' ? null : row.labels,
     );
     this.pendingEvents.push({
       seq,
@@ -637,6 +653,7 @@ export class SqliteStore implements Store {
       type,
       data,
       time: now,
+      labels: parseLabels(row.labels),
     });
   }
 
@@ -721,12 +738,13 @@ export class SqliteStore implements Store {
   }
 
   private insertOperation(op: NewOperation, now: number): Operation {
+    const labels = JSON.stringify(op.labels);
     this.hotStatements().insertOperation.run(
       op.id,
       op.tenant,
       op.type,
       JSON.stringify(op.input),
-      JSON.stringify(op.labels),
+      labels,
       op.maxAttempts,
       op.runAt,
       op.timeoutMs,
@@ -735,7 +753,14 @@ export class SqliteStore implements Store {
       now,
       now,
     );
-    const changed = { id: op.id, tenant: op.tenant, type: op.type, version: 1, attempts: 0 };
+    const changed = {
+      id: op.id,
+      tenant: op.tenant,
+      type: op.type,
+      version: 1,
+      attempts: 0,
+      labels,
+    };
     this.appendEvent(changed, 'operation.queued', { status: 'queued', runAt: op.runAt }, now);
     this.workChanged = true;
     return {
@@ -787,7 +812,7 @@ export class SqliteStore implements Store {
     }
     for (const [key, value] of Object.entries(query.labels ?? {})) {
       where.push('json_extract(labels, ?) = ?');
-      params.push(`$."${key.replaceAll('"', '\\"')}"`, value);
+      params.push(labelPath(key), value);
     }
     if (query.cursor !== undefined) {
       where.push('pk < ?');
@@ -1106,6 +1131,7 @@ export class SqliteStore implements Store {
           type: current.type,
           version: current.version + 1,
           attempts: 0,
+          labels: current.labels,
         },
         'operation.deleted',
         { status: current.status },
@@ -1151,12 +1177,20 @@ export class SqliteStore implements Store {
       where.push('tenant = ?');
       params.push(query.tenant);
     }
-    if (query.types && query.types.length > 0) {
-      where.push(`type IN (${query.types.map(() => '?').join(', ')})`);
-      params.push(...query.types);
+    const inList = (column: string, values: readonly string[] | undefined) => {
+      if (!values || values.length === 0) return;
+      where.push(`${column} IN (${values.map(() => '?').join(', ')})`);
+      params.push(...values);
+    };
+    inList('operation_id', query.operationIds);
+    inList('type', query.types);
+    inList('operation_type', query.operationTypes);
+    for (const [key, value] of Object.entries(query.labels ?? {})) {
+      where.push('json_extract(labels, ?) = ?');
+      params.push(labelPath(key), value);
     }
     const rows = this.stmt(
-      `SELECT seq, operation_id, tenant, operation_type, version, type, data, time FROM events
+      `SELECT seq, operation_id, tenant, operation_type, version, type, data, time, labels FROM events
        WHERE ${where.join(' AND ')} ORDER BY seq LIMIT ?`,
     ).all(...params, query.limit) as EventRow[];
     return rows.map(rowToEvent);
