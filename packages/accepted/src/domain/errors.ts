@@ -30,7 +30,28 @@ export const ERROR_CODES = {
     title: 'A valid API key is required',
     retryable: false,
   },
+  FORBIDDEN: {
+    status: 403,
+    title: 'The credentials do not allow this request',
+    retryable: false,
+  },
+  INVALID_MESSAGE: {
+    status: 400,
+    title: 'A WebSocket message is not valid',
+    retryable: false,
+  },
+  UPGRADE_REQUIRED: {
+    status: 426,
+    title: 'This route speaks WebSocket only',
+    retryable: false,
+  },
   OPERATION_NOT_FOUND: { status: 404, title: 'Operation not found', retryable: false },
+  SUBSCRIPTION_NOT_FOUND: { status: 404, title: 'No such subscription', retryable: false },
+  TOO_MANY_SUBSCRIPTIONS: {
+    status: 429,
+    title: 'This connection has too many subscriptions',
+    retryable: false,
+  },
   ROUTE_NOT_FOUND: { status: 404, title: 'No such route', retryable: false },
   METHOD_NOT_ALLOWED: { status: 405, title: 'Method not allowed', retryable: false },
   // State conflicts: the request was fine but the operation is not in a state that allows it.

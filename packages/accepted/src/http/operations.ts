@@ -14,11 +14,17 @@ import {
 import { etagOf, operationPath, retryAfterOf, toMonitor, toWireEvent } from './monitor.ts';
 import { queryValidator } from './query.ts';
 import { EVENTS_QUERY_SCHEMA, LIST_QUERY_SCHEMA, MONITOR_QUERY_SCHEMA } from './schemas.ts';
+import type { StreamHub } from '../stream/hub.ts';
+import { assertOperationScope, labelPairs, operationEventStream } from '../stream/routes.ts';
+import { wantsEventStream } from '../stream/sse.ts';
+import type { StreamGrant } from '../stream/tokens.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
     /** The caller's tenant (from its API key; `default` in local development mode). */
     tenant: string;
+    /** Set when the caller came with a stream token instead of an API key. */
+    streamGrant: StreamGrant | null;
   }
 }
 
@@ -28,6 +34,8 @@ export interface OperationRoutesOptions {
   maxWaitSeconds: number;
   /** The absolute base URL of this API as clients see it (for `Operation-Location`). */
   baseUrl: (request: FastifyRequest) => string;
+  /** Serves the events route as a stream when the client asks for `text/event-stream`. */
+  hub: StreamHub;
 }
 
 interface IdParams {
@@ -42,7 +50,7 @@ const parseListQuery = queryValidator<{
   limit: number;
   cursor?: string;
 }>(LIST_QUERY_SCHEMA);
-const parseEventsQuery = queryValidator<{ after: number; limit: number }>(EVENTS_QUERY_SCHEMA);
+const parseEventsQuery = queryValidator<{ after?: number; limit: number }>(EVENTS_QUERY_SCHEMA);
 
 /** An AbortSignal that fires if the client goes away before its answer is sent. */
 function whileConnected(reply: FastifyReply): { signal: AbortSignal; done: () => void } {
@@ -167,11 +175,7 @@ export function registerOperationRoutes(app: FastifyInstance, options: Operation
 
   app.get('/v1/operations', async (request, reply) => {
     const query = parseListQuery(request.query);
-    const labels: Record<string, string> = {};
-    for (const pair of query.label ?? []) {
-      const colon = pair.indexOf(':');
-      labels[pair.slice(0, colon)] = pair.slice(colon + 1);
-    }
+    const labels = labelPairs(query.label);
     const page = await accepted.list({
       tenant: request.tenant,
       status: query.status,
@@ -213,22 +217,23 @@ export function registerOperationRoutes(app: FastifyInstance, options: Operation
     return toMonitor(operation);
   });
 
-  app.get<{ Params: IdParams }>('/v1/operations/:id/events', async (request) => {
+  app.get<{ Params: IdParams }>('/v1/operations/:id/events', async (request, reply) => {
     const { id } = request.params;
     const query = parseEventsQuery(request.query);
+    if (wantsEventStream(request)) {
+      return operationEventStream(options.hub, request, reply, id, query.after);
+    }
+    assertOperationScope(request, id);
     await getOwn(request, id);
-    const events = [];
-    for await (const event of accepted.events({
+    const after = query.after ?? 0;
+    const events = await accepted.readEvents({
       tenant: request.tenant,
       operationId: id,
-      after: query.after,
-      follow: false,
-    })) {
-      events.push(toWireEvent(event));
-      if (events.length === query.limit) break;
-    }
-    const last = events[events.length - 1];
-    return { events, nextAfter: last ? last.seq : query.after };
+      after,
+      limit: query.limit,
+    });
+    void reply.header('cache-control', 'no-cache');
+    return { events: events.map(toWireEvent), nextAfter: events.at(-1)?.seq ?? after };
   });
 
   type Action = (request: FastifyRequest, reply: FastifyReply, id: string) => Promise<unknown>;

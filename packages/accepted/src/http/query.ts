@@ -44,3 +44,23 @@ export function queryValidator<T>(schema: QuerySchema): (query: unknown) => T {
     return copy as T;
   };
 }
+
+const bodies = createAjv({ useDefaults: true });
+
+/** A validator for a small JSON body (not a submit): a wrong one is VALIDATION_FAILED. */
+// eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- the caller names the shape its schema guarantees
+export function bodyValidator<T>(schema: object): (body: unknown) => T {
+  const validate: ValidateFunction = bodies.compile(schema);
+  return (body) => {
+    const copy: unknown = body === undefined || body === null ? {} : structuredClone(body);
+    if (!validate(copy)) {
+      const fields = fieldProblems('', validate.errors);
+      throw new AcceptedError(
+        'VALIDATION_FAILED',
+        `The body is not valid: ${fields.map((f) => `${f.field || '/'} ${f.message}`).join('; ')}.`,
+        { fields, fix: 'Correct the fields listed in `fields` (see /v1/openapi.json).' },
+      );
+    }
+    return copy as T;
+  };
+}

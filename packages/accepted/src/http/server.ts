@@ -8,6 +8,11 @@ import Fastify, {
 } from 'fastify';
 import { AcceptedError, ERROR_CODES, isAcceptedError } from '../domain/errors.ts';
 import { DEFAULT_TENANT, type Accepted } from '../engine/accepted.ts';
+import { StreamHub, streamSettings, type StreamOptions } from '../stream/hub.ts';
+import { registerStreamRoutes } from '../stream/routes.ts';
+import { StreamTokens, type StreamGrant } from '../stream/tokens.ts';
+import { attachWebSocket } from '../stream/ws.ts';
+import { asyncApiDocument } from './asyncapi.ts';
 import { bearerToken, type ApiKeys } from './auth.ts';
 import { openApiDocument } from './openapi.ts';
 import { registerOperationRoutes } from './operations.ts';
@@ -20,6 +25,13 @@ import {
 } from './problem.ts';
 
 export { noneMatch } from './headers.ts';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The push channels' fan-out point (its `stats()` tell what streams hold). */
+    streamHub: StreamHub;
+  }
+}
 
 export interface HttpOptions {
   accepted: Accepted;
@@ -39,10 +51,15 @@ export interface HttpOptions {
   publicUrl?: string;
   /** A pino logger to share with the engine, or false for none. Default: info level JSON. */
   logger?: FastifyBaseLogger | false;
+  /** Push channels (SSE, WebSocket) and stream tokens; see docs/streams.md. */
+  streams?: StreamOptions;
 }
 
-/** Routes anyone may call: probes and the API description. */
-const PUBLIC_ROUTES = new Set(['/healthz', '/readyz', '/v1/openapi.json']);
+/** Routes anyone may call: probes and the API descriptions. */
+const PUBLIC_ROUTES = new Set(['/healthz', '/readyz', '/v1/openapi.json', '/v1/asyncapi.json']);
+
+/** Routes that also take a stream token (`?access_token=`): browsers cannot set headers. */
+const STREAM_ROUTES = [/^\/v1\/operations\/[^/:]+\/events$/, /^\/v1\/events$/, /^\/v1\/ws$/];
 
 /** The methods each route answers, to tell 405 (wrong method) from 404 (no such path). */
 const ROUTE_METHODS: readonly [RegExp, readonly string[]][] = [
@@ -50,7 +67,10 @@ const ROUTE_METHODS: readonly [RegExp, readonly string[]][] = [
   [/^\/v1\/operations\/[^/:]+$/, ['GET', 'HEAD', 'DELETE']],
   [/^\/v1\/operations\/[^/:]+\/events$/, ['GET', 'HEAD']],
   [/^\/v1\/operations\/[^/:]+:(cancel|retry)$/, ['POST']],
-  [/^\/(healthz|readyz|v1\/openapi\.json)$/, ['GET', 'HEAD']],
+  [/^\/v1\/events$/, ['GET', 'HEAD']],
+  [/^\/v1\/stream-tokens$/, ['POST']],
+  [/^\/v1\/ws$/, ['GET']],
+  [/^\/(healthz|readyz|v1\/openapi\.json|v1\/asyncapi\.json)$/, ['GET', 'HEAD']],
 ];
 
 function sendProblem(reply: FastifyReply, request: FastifyRequest, error: AcceptedError) {
@@ -103,30 +123,67 @@ export function createHttpServer(options: HttpOptions): FastifyInstance {
   app.addContentTypeParser('application/json', { parseAs: 'string' }, parseJson);
   app.addContentTypeParser(/^application\/[a-z0-9.+-]*\+json$/, { parseAs: 'string' }, parseJson);
 
-  app.decorateRequest('tenant', DEFAULT_TENANT);
-  if (apiKeys) {
-    // Before the body is read: a caller without a valid key learns nothing and costs little.
-    app.addHook('onRequest', async (request, reply) => {
-      if (PUBLIC_ROUTES.has(request.url.split('?')[0] ?? '')) return;
-      const token = bearerToken(request.headers.authorization);
-      const owner = token === null ? null : apiKeys.lookup(token);
-      if (owner) {
-        request.tenant = owner.tenant;
-        return;
-      }
-      void reply.header(
-        'www-authenticate',
-        token === null
-          ? 'Bearer realm="accepted"'
-          : 'Bearer realm="accepted", error="invalid_token"',
-      );
-      throw new AcceptedError(
-        'UNAUTHENTICATED',
-        token === null ? 'This API needs an API key.' : 'The API key is not valid.',
-        { fix: 'Send Authorization: Bearer <API key>; ask the operator for a key.' },
-      );
-    });
+  const tokens = new StreamTokens(options.streams?.tokenSecret);
+  const hub = new StreamHub(accepted, streamSettings(options.streams));
+  app.decorate('streamHub', hub);
+
+  /**
+   * Who is calling: an API key (`Authorization: Bearer`), or on stream routes a stream token
+   * (`?access_token=`); without API keys (local development) anyone, as tenant `default`.
+   */
+  function authenticate(
+    path: string,
+    authorization: string | undefined,
+    accessToken: unknown,
+  ): { tenant: string; grant: StreamGrant | null } {
+    const token = bearerToken(authorization);
+    if (
+      token === null &&
+      typeof accessToken === 'string' &&
+      STREAM_ROUTES.some((r) => r.test(path))
+    ) {
+      const grant = tokens.verify(accessToken);
+      return { tenant: grant.tenant, grant };
+    }
+    if (!apiKeys) return { tenant: DEFAULT_TENANT, grant: null };
+    const owner = token === null ? null : apiKeys.lookup(token);
+    if (owner) return { tenant: owner.tenant, grant: null };
+    throw new AcceptedError(
+      'UNAUTHENTICATED',
+      token === null ? 'This API needs an API key.' : 'The API key is not valid.',
+      {
+        fix: 'Send Authorization: Bearer <API key>; ask the operator for a key.',
+        details: { challenge: token === null ? 'missing' : 'invalid_token' },
+      },
+    );
   }
+
+  app.decorateRequest('tenant', DEFAULT_TENANT);
+  app.decorateRequest('streamGrant', null);
+  // Before the body is read: a caller without a valid key learns nothing and costs little.
+  app.addHook('onRequest', async (request, reply) => {
+    const path = request.url.split('?')[0] ?? '';
+    if (PUBLIC_ROUTES.has(path)) return;
+    try {
+      const caller = authenticate(
+        path,
+        request.headers.authorization,
+        (request.query as Record<string, unknown>).access_token,
+      );
+      request.tenant = caller.tenant;
+      request.streamGrant = caller.grant;
+    } catch (error) {
+      if (isAcceptedError(error) && error.code === 'UNAUTHENTICATED') {
+        void reply.header(
+          'www-authenticate',
+          error.details?.challenge === 'invalid_token'
+            ? 'Bearer realm="accepted", error="invalid_token"'
+            : 'Bearer realm="accepted"',
+        );
+      }
+      throw error;
+    }
+  });
 
   app.setErrorHandler((error, request, reply) => {
     const known = isAcceptedError(error)
@@ -173,6 +230,25 @@ export function createHttpServer(options: HttpOptions): FastifyInstance {
     accepted,
     maxWaitSeconds: options.maxWaitSeconds ?? 60,
     baseUrl,
+    hub,
+  });
+  registerStreamRoutes(app, { accepted, hub, tokens });
+  const detachWebSocket = attachWebSocket(app.server, {
+    hub,
+    maxPayload: options.bodyLimit ?? 1024 * 1024,
+    log: app.log,
+    authenticate: (request, url) =>
+      authenticate(
+        url.pathname,
+        request.headers.authorization,
+        url.searchParams.get('access_token') ?? undefined,
+      ),
+  });
+  // Streams never end on their own: close them (saying why) so that the server can stop.
+  app.addHook('preClose', (done) => {
+    detachWebSocket();
+    hub.close('SHUTTING_DOWN');
+    done();
   });
 
   let document: string | null = null;
@@ -186,6 +262,19 @@ export function createHttpServer(options: HttpOptions): FastifyInstance {
     );
     void reply.type('application/json; charset=utf-8').header('cache-control', 'no-cache');
     return reply.send(document);
+  });
+
+  let asyncDocument: string | null = null;
+  app.get('/v1/asyncapi.json', (_request, reply) => {
+    asyncDocument ??= JSON.stringify(
+      asyncApiDocument({
+        definitions: accepted.definitions,
+        serverUrl: publicUrl,
+        auth: apiKeys !== undefined,
+      }),
+    );
+    void reply.type('application/json; charset=utf-8').header('cache-control', 'no-cache');
+    return reply.send(asyncDocument);
   });
 
   app.get('/healthz', () => ({ status: 'ok' }));

@@ -1,0 +1,152 @@
+import type { ServerResponse } from 'node:http';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { EventSelection } from '../engine/accepted.ts';
+import type { Logger } from '../engine/definition.ts';
+import { toMonitor } from '../http/monitor.ts';
+import { isTerminal, type Operation } from '../domain/operation.ts';
+import { sseMessage } from './frame.ts';
+import type { Frame } from './frame.ts';
+import type { CloseReason, Connection, StreamHub } from './hub.ts';
+import { Subscription, type Sink } from './subscription.ts';
+
+/** Bytes a stalled SSE client may still be sent after the closing notice, before the cut. */
+const CLOSE_GRACE_MS = 5000;
+
+/** Whether the client asked for an event stream (`Accept: text/event-stream`). */
+export function wantsEventStream(request: FastifyRequest): boolean {
+  return (request.headers.accept ?? '').includes('text/event-stream');
+}
+
+/**
+ * One Server-Sent Events response carrying one subscription. Writes go straight to the
+ * socket; when the socket's buffer is full (`write` returns false) the subscription holds its
+ * events until `drain`.
+ */
+class SseConnection implements Sink, Connection {
+  congested = false;
+  stalledSince: number | null = null;
+  private subscription: Subscription | null = null;
+  private done = false;
+
+  constructor(
+    private readonly res: ServerResponse,
+    private readonly hub: StreamHub,
+    private readonly log: Logger,
+  ) {
+    res.on('close', () => this.cleanup());
+  }
+
+  /** Subscribes and starts: catch-up from the cursor, then live events. */
+  begin(subscription: Subscription): void {
+    this.subscription = subscription;
+    this.hub.attach(this);
+    this.hub.add(subscription);
+  }
+
+  send(chunk: string | Buffer): void {
+    if (!this.res.write(chunk)) this.congest();
+  }
+
+  write(_subscription: Subscription, frame: Frame): void {
+    this.send(frame.sse);
+  }
+
+  private congest(): void {
+    if (this.congested) return;
+    this.congested = true;
+    this.stalledSince = Date.now();
+    this.res.once('drain', () => {
+      this.congested = false;
+      this.stalledSince = null;
+      this.subscription?.resume();
+    });
+  }
+
+  complete(): void {
+    this.finish();
+  }
+
+  fail(_subscription: Subscription, error: unknown): void {
+    this.log.warn({ err: error }, 'event stream failed to read the log; closing it');
+    this.finish();
+  }
+
+  heartbeat(): void {
+    if (!this.congested) this.send(': keepalive\n\n');
+  }
+
+  close(reason: CloseReason): void {
+    if (this.done) return;
+    this.finish(sseMessage('stream.closing', { reason }));
+    // A client that reads nothing would hold the socket open while the end waits to flush.
+    setTimeout(() => this.res.destroy(), CLOSE_GRACE_MS).unref();
+  }
+
+  private finish(last?: string): void {
+    if (this.done) return;
+    this.done = true;
+    this.res.end(last);
+    this.cleanup();
+  }
+
+  private cleanup(): void {
+    this.done = true;
+    if (this.subscription) this.hub.remove(this.subscription);
+    this.hub.detach(this);
+  }
+}
+
+export interface EventStreamRequest {
+  /** Tenant and filters; `after` is where the stream starts. */
+  selection: EventSelection & { tenant: string; after: number };
+  /** A stream of one operation: it starts with this snapshot (when given) and ends after a terminal event. */
+  operationId?: string;
+  snapshot?: { operation: Operation; seq: number };
+}
+
+/**
+ * Answers with an event stream: headers, the `retry:` hint, the snapshot if any, then every
+ * event of the selection after its cursor (from the log) and live ones as they come.
+ */
+export function openEventStream(
+  hub: StreamHub,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  stream: EventStreamRequest,
+): FastifyReply {
+  const headers = {
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache',
+    'x-accel-buffering': 'no',
+  };
+  if (request.method === 'HEAD') return reply.status(200).headers(headers).send();
+  void reply.hijack();
+  const res = reply.raw;
+  res.writeHead(200, headers);
+  const connection = new SseConnection(res, hub, request.log);
+  connection.send(`retry: ${hub.settings.retryMs}\n\n`);
+  const { snapshot, operationId } = stream;
+  if (snapshot) {
+    const operation = toMonitor(snapshot.operation);
+    connection.send(
+      sseMessage(
+        'operation.snapshot',
+        { seq: snapshot.seq, type: 'operation.snapshot', operationId, operation },
+        snapshot.seq,
+      ),
+    );
+    if (isTerminal(snapshot.operation.status)) {
+      connection.complete();
+      return reply;
+    }
+  }
+  connection.begin(
+    new Subscription(hub, connection, {
+      selection: stream.selection,
+      operationId,
+      skipThroughVersion: snapshot?.operation.version,
+      maxPending: hub.settings.maxPending,
+    }),
+  );
+  return reply;
+}

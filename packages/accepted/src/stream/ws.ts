@@ -1,0 +1,465 @@
+import type { IncomingMessage, Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { ValidateFunction } from 'ajv';
+import sjson from 'secure-json-parse';
+import { WebSocket, WebSocketServer, type RawData } from 'ws';
+import {
+  AcceptedError,
+  ERROR_CODES,
+  isAcceptedError,
+  operationNotFound as notFound,
+} from '../domain/errors.ts';
+import { isTerminal } from '../domain/operation.ts';
+import type { Logger } from '../engine/definition.ts';
+import { createAjv, fieldProblems } from '../engine/submit.ts';
+import { toMonitor } from '../http/monitor.ts';
+import { toProblem } from '../http/problem.ts';
+import type { Frame } from './frame.ts';
+import type { CloseReason, Connection, StreamHub } from './hub.ts';
+import {
+  WS_CLIENT_MESSAGE_SCHEMAS,
+  WS_PROTOCOL_VERSION,
+  type ClientMessage,
+  type ClientMessageType,
+} from './protocol.ts';
+import { Subscription, type Sink } from './subscription.ts';
+import type { StreamGrant } from './tokens.ts';
+
+/** Bytes queued for a client beyond which its subscriptions hold their events. */
+const HIGH_WATER = 64 * 1024;
+/** How long a closing connection may take to finish its close handshake. */
+const CLOSE_GRACE_MS = 2000;
+
+/** Who opened a connection: the tenant, and the stream token's grant when it came with one. */
+export interface WsIdentity {
+  tenant: string;
+  grant: StreamGrant | null;
+}
+
+export interface WebSocketOptions {
+  hub: StreamHub;
+  /** Checks the upgrade request's credentials; throws UNAUTHENTICATED (or another error). */
+  authenticate: (request: IncomingMessage, url: URL) => WsIdentity;
+  /** Largest message accepted, in bytes. */
+  maxPayload: number;
+  log: Logger;
+}
+
+const ajv = createAjv();
+const validators = new Map<string, ValidateFunction>(
+  Object.entries(WS_CLIENT_MESSAGE_SCHEMAS).map(([type, schema]) => [type, ajv.compile(schema)]),
+);
+
+function invalidMessage(message: string, fields?: { field: string; message: string }[]) {
+  return new AcceptedError('INVALID_MESSAGE', message, {
+    fields,
+    fix: 'Send one JSON object per text frame, with a type and members as docs/streams.md says.',
+  });
+}
+
+/** The JSON value of one text frame; INVALID_MESSAGE when it is not JSON. */
+function parseJson(data: RawData, isBinary: boolean): unknown {
+  if (isBinary) throw invalidMessage('Messages must be JSON in text frames.');
+  const text = Array.isArray(data)
+    ? Buffer.concat(data).toString('utf8')
+    : Buffer.from(data as Buffer).toString('utf8');
+  try {
+    return sjson.parse(text, null, { protoAction: 'error', constructorAction: 'error' });
+  } catch {
+    throw invalidMessage('The message is not valid JSON.');
+  }
+}
+
+/** The request id of a message, when it has a usable one (even if the rest is wrong). */
+function requestId(value: unknown): string | number | undefined {
+  const id = (value as { id?: unknown } | null)?.id;
+  return (typeof id === 'string' && id.length <= 64) || Number.isSafeInteger(id)
+    ? (id as string | number)
+    : undefined;
+}
+
+/** Checks one client message; INVALID_MESSAGE when it is not one. */
+function checkMessage(value: unknown): ClientMessage {
+  const type = (value as { type?: unknown } | null)?.type;
+  const validate = typeof type === 'string' ? validators.get(type) : undefined;
+  if (!validate) {
+    throw invalidMessage(
+      `The message needs a type: one of ${Object.keys(WS_CLIENT_MESSAGE_SCHEMAS).join(', ')}.`,
+      [{ field: '/type', message: 'is missing or unknown' }],
+    );
+  }
+  if (!validate(value)) {
+    const fields = fieldProblems('', validate.errors);
+    throw invalidMessage(
+      `The ${type as ClientMessageType} message is not valid: ${fields.map((f) => `${f.field} ${f.message}`).join('; ')}.`,
+      fields,
+    );
+  }
+  return value as ClientMessage;
+}
+
+/** Answers a refused upgrade with a problem+json HTTP response, then closes the socket. */
+function refuseUpgrade(socket: Duplex, error: AcceptedError, path: string): void {
+  const problem = toProblem(error, path);
+  const body = JSON.stringify(problem);
+  const status = ERROR_CODES[error.code].status;
+  const extra =
+    error.code === 'UNAUTHENTICATED' ? 'www-authenticate: Bearer realm="accepted"\r\n' : '';
+  socket.end(
+    `HTTP/1.1 ${status} ${problem.title}\r\ncontent-type: application/problem+json\r\n` +
+      `content-length: ${Buffer.byteLength(body)}\r\n${extra}connection: close\r\n\r\n${body}`,
+  );
+}
+
+/** One WebSocket client: its subscriptions, requests and keepalive. */
+class WsConnection implements Sink, Connection {
+  congested = false;
+  stalledSince: number | null = null;
+  private alive = true;
+  private readonly subscriptions = new Map<string, Subscription>();
+  private nextId = 1;
+  private closing = false;
+
+  constructor(
+    private readonly ws: WebSocket,
+    private readonly identity: WsIdentity,
+    private readonly hub: StreamHub,
+    private readonly log: Logger,
+  ) {
+    hub.attach(this);
+    ws.on('message', (data, isBinary) => void this.onMessage(data, isBinary));
+    ws.on('pong', () => {
+      this.alive = true;
+    });
+    ws.on('error', (error) => this.log.debug({ err: error }, 'websocket error'));
+    ws.on('close', () => this.cleanup());
+    this.sendJson({
+      type: 'welcome',
+      protocol: WS_PROTOCOL_VERSION,
+      tenant: identity.tenant,
+      heartbeatMs: hub.settings.heartbeatMs,
+    });
+  }
+
+  private sendText(text: string): void {
+    if (this.ws.readyState !== WebSocket.OPEN) return;
+    if (this.congested || this.ws.bufferedAmount + text.length <= HIGH_WATER) {
+      this.ws.send(text);
+      return;
+    }
+    // This message crosses the mark: hold events until it has been handed to the socket.
+    this.congested = true;
+    this.stalledSince = Date.now();
+    this.ws.send(text, () => {
+      this.congested = false;
+      this.stalledSince = null;
+      for (const subscription of this.subscriptions.values()) subscription.resume();
+    });
+  }
+
+  private sendJson(message: Record<string, unknown>): void {
+    this.sendText(JSON.stringify(message));
+  }
+
+  write(subscription: Subscription, frame: Frame): void {
+    // The event's JSON is made once per node and spliced into every subscriber's message.
+    this.sendText(
+      `{"type":"event","subscription":${JSON.stringify(subscription.id)},"event":${frame.json}}`,
+    );
+  }
+
+  complete(subscription: Subscription): void {
+    this.drop(subscription);
+    this.sendJson({ type: 'complete', subscription: subscription.id });
+  }
+
+  fail(subscription: Subscription, error: unknown): void {
+    this.log.warn({ err: error }, 'websocket subscription failed to read the log');
+    this.drop(subscription);
+    this.sendJson({
+      type: 'error',
+      code: 'INTERNAL',
+      message: 'The subscription failed; subscribe again with after set to your last seq.',
+      subscription: subscription.id,
+    });
+  }
+
+  heartbeat(): void {
+    if (!this.alive) {
+      this.ws.terminate(); // no pong since the last ping
+      return;
+    }
+    this.alive = false;
+    this.ws.ping();
+  }
+
+  close(reason: CloseReason): void {
+    if (this.closing) return;
+    this.closing = true;
+    this.sendJson({ type: 'closing', reason });
+    this.ws.close(reason === 'SHUTTING_DOWN' ? 1001 : 1008, reason);
+    setTimeout(() => this.ws.terminate(), CLOSE_GRACE_MS).unref();
+    this.cleanup();
+  }
+
+  private drop(subscription: Subscription): void {
+    this.subscriptions.delete(subscription.id);
+    this.hub.remove(subscription);
+  }
+
+  private cleanup(): void {
+    for (const subscription of this.subscriptions.values()) this.hub.remove(subscription);
+    this.subscriptions.clear();
+    this.hub.detach(this);
+  }
+
+  private async onMessage(data: RawData, isBinary: boolean): Promise<void> {
+    let id: string | number | undefined;
+    try {
+      const value = parseJson(data, isBinary);
+      id = requestId(value);
+      await this.handle(checkMessage(value));
+    } catch (error) {
+      const known = isAcceptedError(error)
+        ? error
+        : new AcceptedError('INTERNAL', 'The server failed to handle this message.');
+      if (!isAcceptedError(error)) this.log.error({ err: error }, 'websocket message failed');
+      this.sendJson({
+        type: 'error',
+        ...(id === undefined ? {} : { id }),
+        code: known.code,
+        message: known.message,
+        ...(known.fields ? { fields: known.fields } : {}),
+        ...(known.fix ? { fix: known.fix } : {}),
+        ...(known.details ? { details: known.details } : {}),
+      });
+    }
+  }
+
+  private ack(id: string | number | undefined, members: Record<string, unknown>): void {
+    this.sendJson({ type: 'ack', ...(id === undefined ? {} : { id }), ...members });
+  }
+
+  /** Stream tokens only read; submit and cancel need an API key. */
+  private assertCanWrite(): void {
+    if (this.identity.grant === null) return;
+    throw new AcceptedError('FORBIDDEN', 'A stream token cannot submit or cancel.', {
+      fix: 'Submit and cancel from a backend that holds an API key.',
+    });
+  }
+
+  private assertScope(operationId: string | null): void {
+    const scope = this.identity.grant?.operation ?? null;
+    if (scope === null || scope === operationId) return;
+    throw new AcceptedError('FORBIDDEN', 'This stream token is limited to another operation.', {
+      fix: 'Mint a token for this operation, or one without an operation.',
+    });
+  }
+
+  private async handle(message: ClientMessage): Promise<void> {
+    const { accepted } = this.hub;
+    const tenant = this.identity.tenant;
+    switch (message.type) {
+      case 'ping':
+        this.sendJson({ type: 'pong', ...(message.id === undefined ? {} : { id: message.id }) });
+        return;
+      case 'submit': {
+        this.assertCanWrite();
+        if (message.idempotencyKey !== undefined) {
+          const result = await accepted.submitIdempotent(message.operation, {
+            tenant,
+            key: message.idempotencyKey,
+          });
+          this.ack(message.id, {
+            request: 'submit',
+            operation: toMonitor(result.operation),
+            replayed: result.replayed,
+          });
+          return;
+        }
+        const operation = await accepted.submitRequest(message.operation, { tenant });
+        this.ack(message.id, {
+          request: 'submit',
+          operation: toMonitor(operation),
+          replayed: false,
+        });
+        return;
+      }
+      case 'cancel': {
+        this.assertCanWrite();
+        const operation = await accepted.cancel(message.operation, { tenant });
+        this.ack(message.id, { request: 'cancel', operation: toMonitor(operation) });
+        return;
+      }
+      case 'unsubscribe': {
+        const subscription = this.subscriptions.get(message.subscription);
+        if (!subscription) {
+          throw new AcceptedError(
+            'SUBSCRIPTION_NOT_FOUND',
+            `No subscription ${message.subscription} on this connection.`,
+            { fix: 'Use the subscription id of a subscribe acknowledgement.' },
+          );
+        }
+        this.drop(subscription);
+        this.ack(message.id, {
+          request: 'unsubscribe',
+          subscription: subscription.id,
+          cursor: subscription.position,
+        });
+        return;
+      }
+      case 'subscribe':
+        await this.subscribe(message);
+        return;
+    }
+  }
+
+  private async subscribe(message: Extract<ClientMessage, { type: 'subscribe' }>): Promise<void> {
+    const { accepted, settings } = this.hub;
+    const tenant = this.identity.tenant;
+    if (this.subscriptions.size >= settings.maxSubscriptions) {
+      throw new AcceptedError(
+        'TOO_MANY_SUBSCRIPTIONS',
+        `A connection may have at most ${settings.maxSubscriptions} subscriptions.`,
+        { fix: 'Unsubscribe from some, or use one filter subscription for many operations.' },
+      );
+    }
+    const operationId = message.operation;
+    if ((operationId === undefined) === (message.filter === undefined)) {
+      throw invalidMessage('A subscribe message needs either operation or filter, not both.', [
+        { field: '/operation', message: 'give operation or filter' },
+      ]);
+    }
+    const subscriptionId = `s${this.nextId++}`;
+    if (operationId === undefined) {
+      this.assertScope(null);
+      const filter = message.filter ?? {};
+      const after = message.after ?? (await accepted.lastSeq());
+      const subscription = new Subscription(
+        this.hub,
+        this,
+        {
+          selection: {
+            tenant,
+            after,
+            operationIds: filter.operations,
+            types: filter.types,
+            operationTypes: filter.operationTypes,
+            labels: filter.labels,
+          },
+          maxPending: settings.maxPending,
+        },
+        subscriptionId,
+      );
+      this.start(message.id, subscription);
+      return;
+    }
+    this.assertScope(operationId);
+    // The cursor is read before the operation, so that no change falls between the two.
+    const after = message.after ?? (await accepted.lastSeq());
+    const operation = await accepted.get(operationId, { tenant });
+    if (!operation) throw notFound(operationId);
+    const selection = { tenant, operationId, after };
+    const snapshot = message.after === undefined;
+    if (isTerminal(operation.status)) {
+      const rest = snapshot ? [] : await accepted.readEvents({ ...selection, limit: 1 });
+      if (rest.length === 0) {
+        // Over, and nothing the client lacks but (without a cursor) the snapshot.
+        this.ack(message.id, { request: 'subscribe', subscription: subscriptionId, cursor: after });
+        if (snapshot) this.sendSnapshot(subscriptionId, after, operation);
+        this.sendJson({ type: 'complete', subscription: subscriptionId });
+        return;
+      }
+    }
+    const subscription = new Subscription(
+      this.hub,
+      this,
+      {
+        selection,
+        operationId,
+        skipThroughVersion: snapshot ? operation.version : undefined,
+        maxPending: settings.maxPending,
+      },
+      subscriptionId,
+    );
+    this.start(message.id, subscription, snapshot ? operation : undefined);
+  }
+
+  private sendSnapshot(
+    subscription: string,
+    seq: number,
+    operation: Parameters<typeof toMonitor>[0],
+  ): void {
+    this.sendJson({ type: 'snapshot', subscription, seq, operation: toMonitor(operation) });
+  }
+
+  /** Acknowledges, sends the snapshot if any, then starts the subscription. */
+  private start(
+    id: string | number | undefined,
+    subscription: Subscription,
+    snapshot?: Parameters<typeof toMonitor>[0],
+  ): void {
+    if (this.closing || this.ws.readyState !== WebSocket.OPEN) return;
+    const cursor = subscription.position;
+    this.subscriptions.set(subscription.id, subscription);
+    this.ack(id, { request: 'subscribe', subscription: subscription.id, cursor });
+    if (snapshot) this.sendSnapshot(subscription.id, cursor, snapshot);
+    this.hub.add(subscription);
+  }
+}
+
+/**
+ * Serves `GET /v1/ws` upgrades on `server`: checks credentials before the handshake (a
+ * refused one is answered as problem+json), then speaks the JSON protocol of
+ * docs/streams.md. Returns the function that stops taking upgrades.
+ */
+export function attachWebSocket(server: Server, options: WebSocketOptions): () => void {
+  const { hub, log } = options;
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: options.maxPayload,
+    perMessageDeflate: false,
+    clientTracking: false,
+  });
+  const onUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', () => socket.destroy());
+    const url = new URL(request.url ?? '/', 'http://localhost');
+    if (url.pathname !== '/v1/ws') {
+      refuseUpgrade(
+        socket,
+        new AcceptedError('ROUTE_NOT_FOUND', `No WebSocket at ${url.pathname}.`, {
+          fix: 'Open /v1/ws.',
+        }),
+        url.pathname,
+      );
+      return;
+    }
+    let identity: WsIdentity;
+    try {
+      if (hub.isClosed) {
+        throw new AcceptedError('SHUTTING_DOWN', 'This server is shutting down.', {
+          fix: 'Reconnect to another node, or after the restart.',
+        });
+      }
+      identity = options.authenticate(request, url);
+    } catch (error) {
+      if (!isAcceptedError(error)) log.error({ err: error }, 'websocket upgrade failed');
+      refuseUpgrade(
+        socket,
+        isAcceptedError(error)
+          ? error
+          : new AcceptedError('INTERNAL', 'The server failed to open the connection.'),
+        url.pathname,
+      );
+      return;
+    }
+    wss.handleUpgrade(request, socket, head, (ws) => {
+      new WsConnection(ws, identity, hub, log);
+    });
+  };
+  server.on('upgrade', onUpgrade);
+  return () => {
+    server.off('upgrade', onUpgrade);
+    wss.close();
+  };
+}
