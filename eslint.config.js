@@ -56,6 +56,20 @@ export default tseslint.config(
       ],
     },
   },
+  // Browser scripts of the examples: plain JavaScript, no type information, browser globals.
+  {
+    files: ['examples/**/*.js'],
+    extends: [tseslint.configs.disableTypeChecked],
+    languageOptions: {
+      globals: {
+        window: 'readonly',
+        document: 'readonly',
+        EventSource: 'readonly',
+        FormData: 'readonly',
+        fetch: 'readonly',
+      },
+    },
+  },
   {
     files: [
       'packages/accepted/test/**/*.ts',
