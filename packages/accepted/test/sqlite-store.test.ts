@@ -4,6 +4,8 @@ import { describe, it } from 'node:test';
 import { AcceptedError } from '../src/domain/errors.ts';
 import { newOperationId } from '../src/domain/ids.ts';
 import { storeConformance } from '../src/store/conformance.ts';
+import Database from 'better-sqlite3';
+import { MIGRATIONS } from '../src/store/sqlite/migrations.ts';
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts';
 import { tempDir } from './helpers.ts';
 
@@ -22,6 +24,28 @@ storeConformance('sqlite', async () => {
 });
 
 describe('SQLite store specifics', () => {
+  it('migration 3 puts the labels of existing operations on their events', async () => {
+    const filename = tempFile();
+    const db = new Database(filename);
+    for (const migration of MIGRATIONS.filter((m) => m.version <= 2)) db.exec(migration.sql);
+    db.pragma('user_version = 2');
+    const id = newOperationId();
+    db.prepare(
+      `INSERT INTO operations (id, tenant, type, status, input, labels, max_attempts, run_at,
+         created_at, updated_at, version) VALUES (?, 't', 'x', 'queued', 'null', ?, 1, 0, 0, 0, 1)`,
+    ).run(id, '{"team":"red"}');
+    db.prepare(
+      `INSERT INTO events (seq, operation_id, tenant, operation_type, version, type, data, time)
+       VALUES (1, ?, 't', 'x', 1, 'operation.queued', '{"status":"queued"}', 0)`,
+    ).run(id);
+    db.close();
+    const store = new SqliteStore({ filename });
+    await store.open();
+    const [event] = await store.readEvents({ after: 0, limit: 10, labels: { team: 'red' } });
+    assert.deepEqual(event?.labels, { team: 'red' });
+    await store.close();
+  });
+
   it('refuses a second process-level opener of the same file (STORE_LOCKED)', async () => {
     const filename = tempFile();
     const first = new SqliteStore({ filename });

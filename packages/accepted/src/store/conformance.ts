@@ -81,6 +81,53 @@ export function storeConformance(name: string, factory: () => Promise<StoreFixtu
         assert.equal(await store.lastSeq(), events[0]?.seq);
       }));
 
+    it("puts the operation's labels on every event, and filters the log by them", () =>
+      withStore(async (store) => {
+        const red = newOp({ labels: { team: 'red', tier: '1' } });
+        const blue = newOp({ labels: { team: 'blue' }, type: 'other.op' });
+        const bare = newOp();
+        for (const op of [red, blue, bare]) await store.create(op, 1_000);
+        const { claimed } = await store.claim({
+          owner: 'w1',
+          types: null,
+          limit: 3,
+          leaseMs: 10_000,
+          now: 2_000,
+        });
+        for (const { lease } of claimed) await store.complete(lease, null, 3_000);
+        const all = await store.readEvents({ after: 0, limit: 100 });
+        assert.equal(all.length, 9);
+        for (const event of all) {
+          const op = [red, blue, bare].find((o) => o.id === event.operationId);
+          assert.deepEqual(event.labels, op?.labels);
+        }
+        const ids = (events: { operationId: string }[]) => [
+          ...new Set(events.map((e) => e.operationId)),
+        ];
+        const byLabel = await store.readEvents({ after: 0, limit: 100, labels: { team: 'red' } });
+        assert.deepEqual(ids(byLabel), [red.id]);
+        assert.equal(byLabel.length, 3);
+        const both = await store.readEvents({
+          after: 0,
+          limit: 100,
+          labels: { team: 'red', tier: '2' },
+        });
+        assert.equal(both.length, 0);
+        const byType = await store.readEvents({
+          after: 0,
+          limit: 100,
+          operationTypes: ['other.op'],
+        });
+        assert.deepEqual(ids(byType), [blue.id]);
+        const byIds = await store.readEvents({
+          after: 0,
+          limit: 100,
+          operationIds: [red.id, bare.id],
+          types: ['operation.succeeded'],
+        });
+        assert.deepEqual(byIds.map((e) => e.operationId).sort(), [red.id, bare.id].sort());
+      }));
+
     it('scopes reads by tenant', () =>
       withStore(async (store) => {
         const op = newOp({ tenant: 'a' });
