@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { UsageError, resolveServeConfig } from '../src/cli/config.ts';
@@ -69,6 +70,108 @@ describe('accepted serve: configuration', () => {
       () => resolveServeConfig(['--api-keys', path.join(dir, 'none.json')], {}),
       /Cannot read/,
     );
+  });
+
+  it('reads --heartbeat as a duration in ms, s or m (a plain number is seconds)', () => {
+    const heartbeat = (argv: string[], env: NodeJS.ProcessEnv = {}) =>
+      resolveServeConfig(argv, env).heartbeatMs;
+    assert.equal(heartbeat([]), 15_000);
+    assert.equal(heartbeat(['--heartbeat', '500ms']), 500);
+    assert.equal(heartbeat(['--heartbeat', '15s']), 15_000);
+    assert.equal(heartbeat(['--heartbeat', '1m']), 60_000);
+    assert.equal(heartbeat(['--heartbeat', '1.5m']), 90_000);
+    assert.equal(heartbeat(['--heartbeat', '30']), 30_000);
+    assert.equal(heartbeat([], { ACCEPTED_HEARTBEAT: '2s' }), 2000);
+    assert.equal(heartbeat([], { ACCEPTED_HEARTBEAT: '' }), 15_000);
+    assert.equal(heartbeat(['--heartbeat', '250ms'], { ACCEPTED_HEARTBEAT: '2s' }), 250);
+    for (const bad of ['fast', '15 s', '10h', '-1s', '5ms', '61m', '0.0001s']) {
+      assert.throws(
+        () => resolveServeConfig([`--heartbeat=${bad}`], {}),
+        (e: unknown) => {
+          assert.ok(e instanceof UsageError, bad);
+          assert.match(e.message, /^--heartbeat must be a duration from 10ms to 60m/);
+          assert.ok(e.message.includes(`(got "${bad}")`), e.message);
+          return true;
+        },
+      );
+    }
+    assert.throws(
+      () => resolveServeConfig([], { ACCEPTED_HEARTBEAT: 'soon' }),
+      /--heartbeat must be a duration/,
+    );
+  });
+
+  it('takes --stream-secret or ACCEPTED_STREAM_SECRET, at least 32 characters', () => {
+    const secret = 's'.repeat(32);
+    assert.equal(resolveServeConfig([], {}).streamSecret, null);
+    assert.equal(resolveServeConfig([], { ACCEPTED_STREAM_SECRET: '' }).streamSecret, null);
+    assert.equal(resolveServeConfig(['--stream-secret', secret], {}).streamSecret, secret);
+    assert.equal(resolveServeConfig([], { ACCEPTED_STREAM_SECRET: secret }).streamSecret, secret);
+    assert.equal(
+      resolveServeConfig(['--stream-secret', `${secret}-flag`], { ACCEPTED_STREAM_SECRET: secret })
+        .streamSecret,
+      `${secret}-flag`,
+    );
+    for (const [argv, env] of [
+      [['--stream-secret', 'too-short'], {}],
+      [[], { ACCEPTED_STREAM_SECRET: 's'.repeat(31) }],
+    ] as const) {
+      assert.throws(
+        () => resolveServeConfig([...argv], env),
+        (e: unknown) => {
+          assert.ok(e instanceof UsageError);
+          assert.match(e.message, /^--stream-secret must have at least 32 characters/);
+          assert.doesNotMatch(e.message, /too-short|s{31}/, 'the secret is not echoed');
+          return true;
+        },
+      );
+    }
+  });
+
+  it('a real server signs stream tokens with --stream-secret and sends heartbeats at --heartbeat', async () => {
+    const secret = 'a-shared-stream-secret-0123456789';
+    const server = await startServer(tempDir('accepted-streams-'), ['--heartbeat', '50ms'], {
+      ACCEPTED_STREAM_SECRET: secret,
+    });
+    try {
+      const minted = await fetch(`${server.url}/v1/stream-tokens`, { method: 'POST' });
+      assert.equal(minted.status, 201);
+      const { token } = (await minted.json()) as { token: string };
+      const [payload, signature] = token.slice('st_'.length).split('.');
+      assert.equal(
+        signature,
+        createHmac('sha256', secret)
+          .update(payload ?? '')
+          .digest('base64url'),
+      );
+      // node:http rather than fetch: an aborted fetch has undici open a spare connection,
+      // which would hold the server's shutdown until that connection's headers time out.
+      const started = Date.now();
+      const stream = await new Promise<{ status?: number; text: string }>((resolve, reject) => {
+        const request = http.get(
+          `${server.url}/v1/events?access_token=${token}`,
+          { headers: { accept: 'text/event-stream' }, agent: false },
+          (response) => {
+            let text = '';
+            response.setEncoding('utf8');
+            response.on('data', (chunk: string) => {
+              text += chunk;
+              if ((text.match(/: keepalive\n\n/g) ?? []).length < 2) return;
+              resolve({ status: response.statusCode, text });
+              request.destroy();
+            });
+            response.on('end', () => resolve({ status: response.statusCode, text }));
+          },
+        );
+        request.on('error', reject);
+      });
+      assert.equal(stream.status, 200);
+      assert.match(stream.text, /^retry: \d+\n\n: keepalive\n\n: keepalive\n\n/);
+      assert.ok(Date.now() - started < 5000, 'two heartbeats well within the default 15 s');
+    } finally {
+      server.child.kill('SIGTERM');
+      await server.exited;
+    }
   });
 
   it('accepted keygen prints a key whose digest line configures it', () => {

@@ -91,8 +91,13 @@ describe('interoperability: OpenAPI 3.1 and Azure-style pollers', { timeout: 60_
       ['/v1/operations/{id}:cancel', ['post']],
       ['/v1/operations/{id}:retry', ['post']],
       ['/v1/operations/{id}/events', ['get']],
+      ['/v1/events', ['get']],
+      ['/v1/stream-tokens', ['post']],
+      ['/v1/ws', ['get']],
       ['/healthz', ['get']],
       ['/readyz', ['get']],
+      ['/v1/openapi.json', ['get']],
+      ['/v1/asyncapi.json', ['get']],
     ] as const) {
       for (const method of methods) assert.ok(paths[path]?.[method], `${method} ${path}`);
     }

@@ -576,6 +576,8 @@ describe('authentication and tenants on streams', { timeout: 60_000 }, () => {
     );
     await tampered.ended;
     assert.equal(tampered.status, 401);
+    // The problem names the path, never the token of the query.
+    assert.equal((JSON.parse(tampered.body) as { instance: string }).instance, '/v1/events');
     const tokens = new StreamTokens('a-secret-of-at-least-thirty-two-characters');
     const minted = tokens.mint({ tenant: 'acme', ttlSeconds: 1 });
     assert.equal(tokens.verify(minted.token).tenant, 'acme');

@@ -2,6 +2,7 @@ import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
 import path from 'node:path';
 import { ApiKeys } from '../http/auth.ts';
+import { MIN_STREAM_SECRET_LENGTH } from '../stream/tokens.ts';
 
 /** `accepted serve` settings: flags first, then environment, then defaults. Frozen. */
 export interface ServeConfig {
@@ -25,6 +26,10 @@ export interface ServeConfig {
   maxWaitSeconds: number;
   /** The public base URL for `Operation-Location`, or null to use the request's Host. */
   publicUrl: string | null;
+  /** Heartbeat of event streams (comment) and WebSockets (ping), in ms. */
+  heartbeatMs: number;
+  /** Secret that signs stream tokens, or null for a random one per process. */
+  streamSecret: string | null;
 }
 
 /** Loopback addresses: what a server without API keys may bind. */
@@ -53,6 +58,13 @@ export const SERVE_USAGE = `Usage: accepted serve [options]
                       default 60)
   --public-url URL    this API's URL as clients see it, for Operation-Location (env
                       ACCEPTED_PUBLIC_URL; default: from the request's Host)
+  --heartbeat DURATION
+                      keepalive interval of event streams and WebSockets: 500ms, 15s or 1m;
+                      a plain number is seconds (env ACCEPTED_HEARTBEAT, default 15s)
+  --stream-secret SECRET
+                      signs stream tokens, at least 32 characters; the same on every node
+                      that must accept the same tokens (env ACCEPTED_STREAM_SECRET; default:
+                      random at each start)
 `;
 
 export class UsageError extends Error {
@@ -66,6 +78,30 @@ function int(name: string, value: string | undefined, fallback: number, min: num
     throw new UsageError(`${name} must be a whole number from ${min} to ${max} (got "${value}")`);
   }
   return n;
+}
+
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000 };
+
+/**
+ * A duration in whole milliseconds: a number with a unit (`500ms`, `15s`, `1.5m`), or a
+ * plain number of seconds.
+ */
+function duration(
+  name: string,
+  value: string | undefined,
+  fallbackMs: number,
+  minMs: number,
+  maxMs: number,
+): number {
+  if (value === undefined || value === '') return fallbackMs;
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(value.trim());
+  const ms = match ? Number(match[1]) * (DURATION_UNITS[match[2] ?? 's'] ?? 1000) : NaN;
+  if (!Number.isSafeInteger(ms) || ms < minMs || ms > maxMs) {
+    throw new UsageError(
+      `${name} must be a duration from ${minMs}ms to ${maxMs / 60_000}m, such as 500ms, 15s or 1m (got "${value}")`,
+    );
+  }
+  return ms;
 }
 
 /** Runs a command-line parse, reporting a bad command line as a UsageError (exit 2). */
@@ -100,6 +136,8 @@ export function resolveServeConfig(
         insecure: { type: 'boolean' },
         'max-wait': { type: 'string' },
         'public-url': { type: 'string' },
+        heartbeat: { type: 'string' },
+        'stream-secret': { type: 'string' },
       },
     }),
   );
@@ -131,6 +169,13 @@ export function resolveServeConfig(
   if (publicUrl !== null && !/^https?:\/\/[^/]+/.test(publicUrl)) {
     throw new UsageError(`--public-url must be an http(s) URL (got "${publicUrl}")`);
   }
+  const secret = v['stream-secret'] ?? env.ACCEPTED_STREAM_SECRET;
+  const streamSecret = secret === undefined || secret === '' ? null : secret;
+  if (streamSecret !== null && streamSecret.length < MIN_STREAM_SECRET_LENGTH) {
+    throw new UsageError(
+      `--stream-secret must have at least ${MIN_STREAM_SECRET_LENGTH} characters (got ${streamSecret.length}); make one with \`openssl rand -hex 32\``,
+    );
+  }
   return Object.freeze({
     apiKeys,
     insecure,
@@ -145,5 +190,13 @@ export function resolveServeConfig(
     shutdownGraceMs: int('--grace', v.grace ?? env.ACCEPTED_GRACE_MS, 10_000, 0, 3_600_000),
     logLevel,
     durability,
+    heartbeatMs: duration(
+      '--heartbeat',
+      v.heartbeat ?? env.ACCEPTED_HEARTBEAT,
+      15_000,
+      10,
+      3_600_000,
+    ),
+    streamSecret,
   });
 }

@@ -64,6 +64,10 @@ async function serve(config: ServeConfig): Promise<void> {
     apiKeys: config.apiKeys ?? undefined,
     maxWaitSeconds: config.maxWaitSeconds,
     publicUrl: config.publicUrl ?? undefined,
+    streams: {
+      heartbeatMs: config.heartbeatMs,
+      tokenSecret: config.streamSecret ?? undefined,
+    },
   });
   const url = await app.listen({ port: config.port, host: config.host });
   if (!config.apiKeys) {

@@ -12,6 +12,10 @@ import {
   OPERATION_PAGE_SCHEMA,
   PROBLEM_SCHEMA,
   PROGRESS_SCHEMA,
+  STREAM_TOKEN_REQUEST_SCHEMA,
+  STREAM_TOKEN_SCHEMA,
+  TENANT_EVENTS_QUERY_SCHEMA,
+  WS_QUERY_SCHEMA,
 } from './schemas.ts';
 
 export interface OpenApiOptions {
@@ -76,6 +80,27 @@ function monitorResponse(description: string, extraHeaders: Json = {}): Json {
   };
 }
 
+/** How an event stream is framed, for the `text/event-stream` answers. */
+const SSE_FRAMING =
+  'Server-Sent Events. Each event is sent as `id: <seq>`, `event: <type>` and `data: <the Event as JSON>` (the `Event` schema), then a blank line. The stream starts with `retry: <ms>` (2000 by default), a comment line `: keepalive` comes every heartbeat (15 s by default), and before the server closes a stream on its own it sends `event: stream.closing` with `data: {"reason":"SHUTTING_DOWN"}` or `{"reason":"SLOW_CONSUMER"}`. Reconnect with the last `id` in `Last-Event-ID` (an EventSource does) to resume without gaps.';
+
+/** The `text/event-stream` form of an answer: framing in words, and an example stream. */
+function eventStream(more: string, events: string[]): Json {
+  return {
+    schema: { type: 'string', description: `${SSE_FRAMING} ${more}` },
+    example: ['retry: 2000', ...events, ': keepalive'].map((part) => `${part}\n\n`).join(''),
+  };
+}
+
+/** Headers of a `200` that may be an event stream. */
+const streamHeaders = {
+  'Cache-Control': { description: '`no-cache`.', schema: { type: 'string' } },
+  'X-Accel-Buffering': {
+    description: '`no` on an event stream: tells nginx not to buffer it.',
+    schema: { type: 'string', enum: ['no'] },
+  },
+};
+
 const pollingHeaders = {
   Location: ref('headers', 'Location'),
   'Operation-Location': ref('headers', 'OperationLocation'),
@@ -95,6 +120,8 @@ export function openApiDocument(options: OpenApiOptions): Json {
     Event: EVENT_SCHEMA,
     EventPage: EVENT_PAGE_SCHEMA,
     OperationPage: OPERATION_PAGE_SCHEMA,
+    StreamTokenRequest: STREAM_TOKEN_REQUEST_SCHEMA,
+    StreamToken: STREAM_TOKEN_SCHEMA,
   };
   // eslint-disable-next-line @typescript-eslint/no-unused-vars
   const { $id, ...envelope } = SUBMIT_REQUEST_SCHEMA;
@@ -125,6 +152,14 @@ export function openApiDocument(options: OpenApiOptions): Json {
   const prefer = ref('parameters', 'Prefer');
   const ifMatch = ref('parameters', 'IfMatch');
   const authProblems: ErrorCode[] = options.auth ? ['UNAUTHENTICATED'] : [];
+  /**
+   * The stream routes take a stream token (`?access_token=`) even without API keys: a bad
+   * one is `401`, and one limited to another operation `403`.
+   */
+  const streamAuthProblems: ErrorCode[] = ['UNAUTHENTICATED', 'FORBIDDEN'];
+  /** An API key, or on the stream routes a stream token instead. */
+  const streamSecurity = options.auth ? { security: [{ apiKey: [] }, { streamToken: [] }] } : {};
+  const lastEventId = ref('parameters', 'LastEventId');
   /** What a conditional change of an operation (cancel, retry, delete) may answer. */
   const changeProblems = (state: ErrorCode) =>
     problems('OPERATION_NOT_FOUND', state, 'PRECONDITION_FAILED', ...authProblems, ...COMMON);
@@ -136,12 +171,19 @@ export function openApiDocument(options: OpenApiOptions): Json {
       version: '1',
       summary: 'Durable asynchronous operations: 202 Accepted, a status monitor, long polling.',
       description:
-        'Submit work and get `202 Accepted` with a status monitor at once; learn the outcome by polling (`Retry-After`, `ETag`/`If-None-Match`), long polling (`Prefer: wait=N`), or a synchronous answer (`Prefer: wait=N` on submit). Errors are RFC 9457 problem details with a stable `code`. Compatible with Azure-style long-running-operation pollers.',
+        'Submit work and get `202 Accepted` with a status monitor at once; learn the outcome by polling (`Retry-After`, `ETag`/`If-None-Match`), long polling (`Prefer: wait=N`), a synchronous answer (`Prefer: wait=N` on submit), or pushed events: Server-Sent Events (`Accept: text/event-stream` on the events routes) and a WebSocket (`GET /v1/ws`, described by the AsyncAPI document at `/v1/asyncapi.json`). Errors are RFC 9457 problem details with a stable `code`. Compatible with Azure-style long-running-operation pollers.',
       license: { name: 'Apache-2.0', identifier: 'Apache-2.0' },
     },
     servers: [{ url: options.serverUrl ?? '/' }],
     ...(options.auth ? { security: [{ apiKey: [] }] } : {}),
-    tags: [{ name: 'operations', description: 'Submit and observe operations.' }],
+    tags: [
+      { name: 'operations', description: 'Submit and observe operations.' },
+      {
+        name: 'streams',
+        description:
+          'Push channels: Server-Sent Events, the WebSocket, and stream tokens for browsers.',
+      },
+    ],
     paths: {
       '/v1/operations': {
         post: {
@@ -274,15 +316,122 @@ export function openApiDocument(options: OpenApiOptions): Json {
         parameters: [idParameter],
         get: {
           operationId: 'listOperationEvents',
-          tags: ['operations'],
-          summary: 'The operation’s events after a cursor',
-          parameters: queryParameters(EVENTS_QUERY_SCHEMA),
+          tags: ['operations', 'streams'],
+          summary: 'The operation’s events after a cursor: a page, or a stream',
+          description:
+            'Answers a JSON page of the events after `after`. With `Accept: text/event-stream` it streams instead: without a cursor, an `operation.snapshot` event first (its `data` has the current monitor in `operation`, its `id` is the cursor the stream continues from); with a cursor (`Last-Event-ID`, or `after`), every event after it from the log. Then live events; the stream ends after the terminal event. A reconnect with a cursor at or past the terminal event answers `204`, which tells an EventSource to stop. An EventSource passes a stream token as `access_token` (see `POST /v1/stream-tokens`).',
+          ...streamSecurity,
+          parameters: [lastEventId, ...queryParameters(EVENTS_QUERY_SCHEMA)],
           responses: {
             '200': {
-              description: 'Events in seq order.',
-              content: { 'application/json': { schema: ref('schemas', 'EventPage') } },
+              description: 'Events in seq order: a page, or a stream.',
+              headers: streamHeaders,
+              content: {
+                'application/json': { schema: ref('schemas', 'EventPage') },
+                'text/event-stream': eventStream(
+                  'Without a cursor, the first event is `operation.snapshot`, whose `data` is `{ "seq", "type": "operation.snapshot", "operationId", "operation": <StatusMonitor> }`. The stream ends after the operation’s terminal event.',
+                  [
+                    'id: 41\nevent: operation.snapshot\ndata: {"seq":41,"type":"operation.snapshot","operationId":"op_0VbfRq2UxUVjajQ1VuCwK6KozJfQEy","operation":{"id":"op_0VbfRq2UxUVjajQ1VuCwK6KozJfQEy","status":"running"}}',
+                    'id: 45\nevent: operation.succeeded\ndata: {"seq":45,"id":"evt_0000002d","operationId":"op_0VbfRq2UxUVjajQ1VuCwK6KozJfQEy","operationType":"demo.sleep","labels":{},"type":"operation.succeeded","version":4,"time":"2026-11-25T21:20:02.123Z","data":{"status":"succeeded","attempt":1,"result":{"sleptMs":2000}}}',
+                  ],
+                ),
+              },
             },
-            ...problems('OPERATION_NOT_FOUND', 'INVALID_QUERY', ...authProblems, 'INTERNAL'),
+            '204': {
+              description:
+                'Event stream only: the operation is over and the cursor is at or past its last event. Tells an EventSource to stop reconnecting.',
+            },
+            ...problems(
+              'OPERATION_NOT_FOUND',
+              'INVALID_QUERY',
+              'INVALID_HEADER',
+              ...streamAuthProblems,
+              'INTERNAL',
+            ),
+          },
+        },
+      },
+      '/v1/events': {
+        get: {
+          operationId: 'listEvents',
+          tags: ['streams'],
+          summary: 'The tenant’s events after a cursor, filtered: a page, or a stream',
+          description:
+            'Every event of the caller’s tenant that matches the filters (all of them must match). Answers a JSON page of the events after `after` (default 0). With `Accept: text/event-stream` it streams instead: from now on without a cursor (no snapshot), or every matching event after the cursor (`Last-Event-ID`, or `after`) from the log first; the stream never ends on its own. A stream token limited to one operation cannot open it (`403`).',
+          ...streamSecurity,
+          parameters: [lastEventId, ...queryParameters(TENANT_EVENTS_QUERY_SCHEMA)],
+          responses: {
+            '200': {
+              description: 'Matching events in seq order: a page, or a stream.',
+              headers: streamHeaders,
+              content: {
+                'application/json': { schema: ref('schemas', 'EventPage') },
+                'text/event-stream': eventStream('The stream never ends on its own.', [
+                  'id: 42\nevent: operation.progress\ndata: {"seq":42,"id":"evt_0000002a","operationId":"op_0VbfRq2UxUVjajQ1VuCwK6KozJfQEy","operationType":"demo.progress","labels":{"team":"docs"},"type":"operation.progress","version":3,"time":"2026-11-25T21:20:00.123Z","data":{"status":"running","progress":{"fraction":0.5,"message":"step 2 of 4"}}}',
+                ]),
+              },
+            },
+            ...problems('INVALID_QUERY', 'INVALID_HEADER', ...streamAuthProblems, 'INTERNAL'),
+          },
+        },
+      },
+      '/v1/stream-tokens': {
+        post: {
+          operationId: 'createStreamToken',
+          tags: ['streams'],
+          summary: 'Mint a stream token',
+          description:
+            'A short-lived signed token that a browser passes as `access_token` to the stream routes (`GET /v1/operations/{id}/events`, `GET /v1/events`, `GET /v1/ws`), where it stands for the caller’s API key: an EventSource cannot send `Authorization`. It acts for the caller’s tenant, is checked when a stream opens, and, with `operation`, opens only that operation’s streams. Other routes do not take it. The body may be omitted.',
+          requestBody: {
+            required: false,
+            content: { 'application/json': { schema: ref('schemas', 'StreamTokenRequest') } },
+          },
+          responses: {
+            '201': {
+              description: 'The token.',
+              headers: {
+                'Cache-Control': { description: '`no-store`.', schema: { type: 'string' } },
+              },
+              content: { 'application/json': { schema: ref('schemas', 'StreamToken') } },
+            },
+            ...problems(
+              'MALFORMED_JSON',
+              'PAYLOAD_TOO_LARGE',
+              'UNSUPPORTED_MEDIA_TYPE',
+              'VALIDATION_FAILED',
+              'OPERATION_NOT_FOUND',
+              ...authProblems,
+              'INTERNAL',
+            ),
+          },
+        },
+      },
+      '/v1/ws': {
+        get: {
+          operationId: 'openWebSocket',
+          tags: ['streams'],
+          summary: 'The WebSocket',
+          description:
+            'Upgrades to a WebSocket (`Connection: Upgrade`, `Upgrade: websocket`; `101 Switching Protocols`) that carries a JSON protocol: subscribe to one operation or to a filter of the tenant’s events, unsubscribe, submit, cancel, ping. The messages both ways are described by the AsyncAPI 3.0 document at `/v1/asyncapi.json`. Credentials are checked before the handshake; a refused upgrade is answered with a problem document. Errors after the handshake (`INVALID_MESSAGE`, `FORBIDDEN`, `SUBSCRIPTION_NOT_FOUND`, `TOO_MANY_SUBSCRIPTIONS`, ...) are `error` messages on the connection. A request without `Upgrade` answers `426`.',
+          ...streamSecurity,
+          parameters: queryParameters(WS_QUERY_SCHEMA),
+          responses: {
+            '101': {
+              description:
+                'Switching Protocols: the connection is a WebSocket speaking the protocol of `/v1/asyncapi.json`.',
+            },
+            '426': {
+              description:
+                'Problem details; `code` is UPGRADE_REQUIRED. Open the route as a WebSocket.',
+              headers: {
+                Upgrade: {
+                  description: '`websocket`.',
+                  schema: { type: 'string', enum: ['websocket'] },
+                },
+              },
+              content: { 'application/problem+json': { schema: ref('schemas', 'Problem') } },
+            },
+            ...problems('INVALID_QUERY', 'UNAUTHENTICATED', 'SHUTTING_DOWN', 'INTERNAL'),
           },
         },
       },
@@ -313,6 +462,17 @@ export function openApiDocument(options: OpenApiOptions): Json {
           responses: { '200': { description: 'OpenAPI 3.1.' } },
         },
       },
+      '/v1/asyncapi.json': {
+        get: {
+          operationId: 'asyncApi',
+          tags: ['streams'],
+          summary: 'The AsyncAPI document of the push channels',
+          description:
+            'An AsyncAPI 3.0 document describing the event streams and the WebSocket: every message each side may send, and the schema of every event type.',
+          security: [],
+          responses: { '200': { description: 'AsyncAPI 3.0.' } },
+        },
+      },
     },
     components: {
       schemas,
@@ -321,6 +481,13 @@ export function openApiDocument(options: OpenApiOptions): Json {
           type: 'http',
           scheme: 'bearer',
           description: 'An API key; it decides the tenant every read and write is scoped to.',
+        },
+        streamToken: {
+          type: 'apiKey',
+          in: 'query',
+          name: 'access_token',
+          description:
+            'A stream token from `POST /v1/stream-tokens`, instead of an API key, on the stream routes only (`GET /v1/operations/{id}/events`, `GET /v1/events`, `GET /v1/ws`): for browsers, which cannot set headers on an EventSource or a WebSocket.',
         },
       },
       parameters: {
@@ -355,6 +522,13 @@ export function openApiDocument(options: OpenApiOptions): Json {
           description:
             'A unique key per request (a UUID), quoted (`"..."`) or bare. Kept 24 hours by default, per tenant.',
           schema: { type: 'string', maxLength: 257 },
+        },
+        LastEventId: {
+          name: 'Last-Event-ID',
+          in: 'header',
+          description:
+            'Event streams: the `seq` of the last event received (an EventSource sends it when it reconnects). The stream resumes after it; it wins over `after`.',
+          schema: { type: 'string', pattern: '^[0-9]{1,15}$' },
         },
         Traceparent: {
           name: 'traceparent',

@@ -74,7 +74,8 @@ const ROUTE_METHODS: readonly [RegExp, readonly string[]][] = [
 ];
 
 function sendProblem(reply: FastifyReply, request: FastifyRequest, error: AcceptedError) {
-  const problem = toProblem(error, request.url);
+  // The path only: a query may hold a stream token, which must not be echoed.
+  const problem = toProblem(error, request.url.split('?')[0]);
   const retryAfter = error.details?.retryAfter;
   if (typeof retryAfter === 'number') void reply.header('retry-after', String(retryAfter));
   else if (ERROR_CODES[error.code].status === 503) void reply.header('retry-after', '1');
