@@ -101,7 +101,11 @@ async function serve(config: ServeConfig): Promise<void> {
     void (async () => {
       try {
         await accepted.stop({ graceful: true, timeoutMs: config.shutdownGraceMs });
+        // Streams end at once; a connection that never sent a request would hold the close
+        // until its header timeout, so whatever is left after 2 s is cut.
+        const cut = setTimeout(() => app.server.closeAllConnections(), 2000);
         await app.close();
+        clearTimeout(cut);
         logger.info('stopped');
         process.exit(0);
       } catch (error) {
