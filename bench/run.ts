@@ -3,9 +3,13 @@
 // medians, the ratios to the peers and a summary with the goals.
 // Each of RUNS rounds (default 3) runs, in turn: ours in-process, `run.sh bullmq`, HTTP end to
 // end, HTTP submit (workers on and API-only), `run.sh http-limit`; then once the long-poll
-// latency and `run.sh sqlite-limit`. Env: RUNS, N, C, D, K (passed through), BENCH_ONLY: a
+// latency, the push-channel latency (SSE and WebSocket) and `run.sh sqlite-limit`; then RUNS
+// times, alternated, the SSE fan-out to SUBSCRIBERS connections and its peer, a plain `ws`
+// broadcast to as many. Env: RUNS, N, C, D, K, SUBSCRIBERS, E (passed through), BENCH_ONLY: a
 // comma list of inprocess, bullmq, http-e2e, http-submit, http-limit, longpoll, sqlite-limit,
-// or `http` (the HTTP part: http-e2e, http-submit, http-limit, longpoll).
+// stream-latency, stream-fanout, ws-broadcast, or a group: `http` (http-e2e, http-submit,
+// http-limit, longpoll), `streams` (stream-latency, stream-fanout, ws-broadcast); and, only when
+// named, sse-broadcast (the fan-out on a bare node:http SSE server: Node's own floor).
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -70,20 +74,29 @@ const ALL = [
   'http-limit',
   'longpoll',
   'sqlite-limit',
+  'stream-latency',
+  'stream-fanout',
+  'ws-broadcast',
 ] as const;
-type Bench = (typeof ALL)[number];
+/** Diagnostics: run only when named. sse-broadcast: the fan-out on a bare node:http SSE server. */
+const OPTIONAL = ['sse-broadcast'] as const;
+type Bench = (typeof ALL)[number] | (typeof OPTIONAL)[number];
 const GROUPS: Record<string, readonly Bench[]> = {
   all: ALL,
   http: ['http-e2e', 'http-submit', 'http-limit', 'longpoll'],
+  streams: ['stream-latency', 'stream-fanout', 'ws-broadcast'],
 };
-const isBench = (name: string): name is Bench => (ALL as readonly string[]).includes(name);
+const isBench = (name: string): name is Bench =>
+  ([...ALL, ...OPTIONAL] as readonly string[]).includes(name);
 const selected = new Set<Bench>(
   (process.env.BENCH_ONLY ?? 'all').split(',').flatMap((raw): Bench[] => {
     const name = raw.trim();
     const group = GROUPS[name];
     if (group) return [...group];
     if (isBench(name)) return [name];
-    throw new Error(`BENCH_ONLY: unknown benchmark ${name} (${[...ALL, 'http'].join(', ')})`);
+    throw new Error(
+      `BENCH_ONLY: unknown benchmark ${name} (${[...ALL, ...OPTIONAL, ...Object.keys(GROUPS)].join(', ')})`,
+    );
   }),
 );
 
@@ -95,6 +108,10 @@ const commands: Record<Bench, () => [string, string[], string]> = {
   'http-limit': () => ['bash', ['run.sh', 'http-limit'], anchorsDir()],
   longpoll: () => [process.execPath, ['--import', 'tsx', 'bench/longpoll-latency.ts'], root],
   'sqlite-limit': () => ['bash', ['run.sh', 'sqlite-limit'], anchorsDir()],
+  'stream-latency': () => [process.execPath, ['--import', 'tsx', 'bench/stream-latency.ts'], root],
+  'stream-fanout': () => [process.execPath, ['--import', 'tsx', 'bench/stream-fanout.ts'], root],
+  'ws-broadcast': () => [process.execPath, ['--import', 'tsx', 'bench/ws-broadcast.ts'], root],
+  'sse-broadcast': () => [process.execPath, ['--import', 'tsx', 'bench/sse-broadcast.ts'], root],
 };
 const results: Record<Bench, Record<string, unknown>[]> = {
   inprocess: [],
@@ -104,6 +121,10 @@ const results: Record<Bench, Record<string, unknown>[]> = {
   'http-limit': [],
   longpoll: [],
   'sqlite-limit': [],
+  'stream-latency': [],
+  'stream-fanout': [],
+  'ws-broadcast': [],
+  'sse-broadcast': [],
 };
 function bench(name: Bench): void {
   if (!selected.has(name)) return;
@@ -122,7 +143,14 @@ for (let i = 0; i < runs; i++) {
   bench('http-limit');
 }
 bench('longpoll');
+bench('stream-latency');
 bench('sqlite-limit');
+// About 15-30 s a pair: cheap enough to alternate ours and the peer RUNS times.
+for (let i = 0; i < runs; i++) {
+  bench('stream-fanout');
+  bench('ws-broadcast');
+  bench('sse-broadcast');
+}
 
 /** The median of one figure over the runs of a benchmark, or null when it did not run. */
 function med(name: Bench, key: string): number | null {
@@ -144,6 +172,29 @@ const httpSubmitApiOnly = med('http-submit', 'api_only_req_per_s');
 const httpLimit = med('http-limit', 'req_per_s');
 const pollP50 = num(longpoll?.p50_ms);
 const pollP99 = num(longpoll?.p99_ms);
+const streamLatency = results['stream-latency'][0] ?? null;
+const sseP99 = num(streamLatency?.sse_p99_ms);
+const wsP99 = num(streamLatency?.ws_p99_ms);
+/** The fan-out figures of ours and the peer: medians over the runs. */
+const fanout = (name: 'stream-fanout' | 'ws-broadcast' | 'sse-broadcast') =>
+  results[name].length === 0
+    ? null
+    : {
+        subscribers: med(name, 'subscribers'),
+        rss_bytes_per_conn: med(name, 'rss_bytes_per_conn'),
+        heap_bytes_per_conn: med(name, 'heap_bytes_per_conn'),
+        reach_all_p50_ms: med(name, 'reach_all_p50_ms'),
+        reach_all_p99_ms: med(name, 'reach_all_p99_ms'),
+        per_sub_p50_ms: med(name, 'per_sub_p50_ms'),
+        per_sub_p99_ms: med(name, 'per_sub_p99_ms'),
+        server_write_p50_ms: med(name, 'server_write_p50_ms'),
+        /** Summed over the runs. */
+        delivered: results[name].reduce((sum, r) => sum + (num(r.delivered) ?? 0), 0),
+        expected: results[name].reduce((sum, r) => sum + (num(r.expected) ?? 0), 0),
+      };
+const sseFanout = fanout('stream-fanout');
+const wsBroadcast = fanout('ws-broadcast');
+const sseBroadcast = fanout('sse-broadcast');
 const summary = {
   date: new Date().toISOString(),
   machine: `${os.cpus().length} x ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, node ${process.version}`,
@@ -168,6 +219,18 @@ const summary = {
   http_submit_api_only_ratio_vs_limit: ratio(httpSubmitApiOnly, httpLimit),
   longpoll,
   sqlite_limit: results['sqlite-limit'][0] ?? null,
+  stream_latency: streamLatency,
+  stream_fanout: sseFanout,
+  ws_broadcast: wsBroadcast,
+  sse_broadcast: sseBroadcast,
+  stream_fanout_rss_ratio_vs_ws: ratio(
+    sseFanout?.rss_bytes_per_conn ?? null,
+    wsBroadcast?.rss_bytes_per_conn ?? null,
+  ),
+  stream_fanout_reach_all_p99_ratio_vs_ws: ratio(
+    sseFanout?.reach_all_p99_ms ?? null,
+    wsBroadcast?.reach_all_p99_ms ?? null,
+  ),
 };
 console.log(JSON.stringify(summary));
 
@@ -210,6 +273,41 @@ if (longpoll && num(longpoll.parked) !== num(longpoll.K)) {
   lines.push(
     `  note: only ${String(longpoll.parked)}/${String(longpoll.K)} long polls were parked when the operation finished; the rest were answered at once and re-polled (${String(longpoll.polls_per_sample)} polls per sample): the server does not hold long polls yet, so this figure is a busy-poll figure`,
   );
+}
+line(
+  sseP99 ?? wsP99,
+  () =>
+    `push, commit->receipt:    SSE p50 ${fmt(num(streamLatency?.sse_p50_ms), ' ms')}, p99 ${fmt(sseP99, ' ms')}, max ${fmt(num(streamLatency?.sse_max_ms), ' ms')}; WebSocket p50 ${fmt(num(streamLatency?.ws_p50_ms), ' ms')}, p99 ${fmt(wsP99, ' ms')}, max ${fmt(num(streamLatency?.ws_max_ms), ' ms')}  (goal p99 < 5 ms)${goal(sseP99 === null || wsP99 === null ? null : sseP99 < 5 && wsP99 < 5)}`,
+);
+const kb = (bytes: number | null) => (bytes === null ? 'n/a' : `${(bytes / 1024).toFixed(1)} KB`);
+const subs = fmt(sseFanout?.subscribers ?? wsBroadcast?.subscribers ?? null);
+const sseRss = sseFanout?.rss_bytes_per_conn ?? null;
+const sseReach = sseFanout?.reach_all_p99_ms ?? null;
+line(
+  sseRss ?? wsBroadcast?.rss_bytes_per_conn ?? null,
+  () =>
+    `SSE fan-out, memory:      ${subs} idle subscribers, ${kb(sseRss)} RSS (heap ${kb(sseFanout?.heap_bytes_per_conn ?? null)}) per connection vs ws broadcast ${kb(wsBroadcast?.rss_bytes_per_conn ?? null)} (heap ${kb(wsBroadcast?.heap_bytes_per_conn ?? null)}) = ${x(summary.stream_fanout_rss_ratio_vs_ws)}  (goal < 8 KB)${goal(sseRss === null ? null : sseRss < 8192)}`,
+);
+line(
+  sseReach ?? wsBroadcast?.reach_all_p99_ms ?? null,
+  () =>
+    `SSE fan-out, reach all:   commit->last subscriber p50 ${fmt(sseFanout?.reach_all_p50_ms ?? null, ' ms')}, p99 ${fmt(sseReach, ' ms')} (server done writing p50 ${fmt(sseFanout?.server_write_p50_ms ?? null, ' ms')}); per subscriber p50 ${fmt(sseFanout?.per_sub_p50_ms ?? null, ' ms')}, p99 ${fmt(sseFanout?.per_sub_p99_ms ?? null, ' ms')}; vs ws broadcast p50 ${fmt(wsBroadcast?.reach_all_p50_ms ?? null, ' ms')}, p99 ${fmt(wsBroadcast?.reach_all_p99_ms ?? null, ' ms')} (per client p50 ${fmt(wsBroadcast?.per_sub_p50_ms ?? null, ' ms')}) = ${x(summary.stream_fanout_reach_all_p99_ratio_vs_ws)}  (goal p99 < 250 ms)${goal(sseReach === null ? null : sseReach < 250)}`,
+);
+line(
+  sseBroadcast?.rss_bytes_per_conn ?? null,
+  () =>
+    `  floor, bare node:http SSE: ${kb(sseBroadcast?.rss_bytes_per_conn ?? null)} RSS (heap ${kb(sseBroadcast?.heap_bytes_per_conn ?? null)}) per connection, reach all p50 ${fmt(sseBroadcast?.reach_all_p50_ms ?? null, ' ms')}, p99 ${fmt(sseBroadcast?.reach_all_p99_ms ?? null, ' ms')}`,
+);
+for (const [name, figures] of [
+  ['SSE fan-out', sseFanout],
+  ['ws broadcast', wsBroadcast],
+  ['bare SSE broadcast', sseBroadcast],
+] as const) {
+  if (figures && figures.delivered !== figures.expected) {
+    lines.push(
+      `  note: ${name} delivered ${fmt(figures.delivered)} of ${fmt(figures.expected)} events (${fmt(figures.expected - figures.delivered)} missing)`,
+    );
+  }
 }
 const sqlite = summary.sqlite_limit;
 if (sqlite) {
