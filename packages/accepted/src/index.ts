@@ -6,6 +6,8 @@ export {
   type Accepted,
   type AcceptedOptions,
   type Conditional,
+  type EventPageOptions,
+  type EventSelection,
   type EventsOptions,
   type IdempotentSubmit,
   type IdempotentSubmitOptions,
@@ -49,6 +51,15 @@ export {
   type OperationStatus,
   type Progress,
 } from './domain/operation.ts';
+export {
+  generateSigningKeyPair,
+  generateWebhookSecret,
+  verifyWebhook,
+  WebhookVerificationError,
+  type VerifyWebhookOptions,
+  type WebhookPayload,
+  type WebhookVerificationReason,
+} from './webhooks/signature.ts';
 export type {
   ClaimRequest,
   ClaimResult,

@@ -1,7 +1,9 @@
 import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
 import path from 'node:path';
+import { parseDurations } from '../domain/webhooks.ts';
 import { ApiKeys } from '../http/auth.ts';
+import { AddressPolicy } from '../webhooks/ssrf.ts';
 import { MIN_STREAM_SECRET_LENGTH } from '../stream/tokens.ts';
 
 /** `accepted serve` settings: flags first, then environment, then defaults. Frozen. */
@@ -26,6 +28,12 @@ export interface ServeConfig {
   maxWaitSeconds: number;
   /** The public base URL for `Operation-Location`, or null to use the request's Host. */
   publicUrl: string | null;
+  /** Delays between webhook attempts (ms), or null for the Standard Webhooks schedule. */
+  webhookRetries: number[] | null;
+  /** CIDRs webhooks may reach although the SSRF block list forbids them. */
+  webhookAllow: string[];
+  /** Time limit of one webhook attempt. */
+  webhookTimeoutMs: number;
   /** Heartbeat of event streams (comment) and WebSockets (ping), in ms. */
   heartbeatMs: number;
   /** Secret that signs stream tokens, or null for a random one per process. */
@@ -58,6 +66,12 @@ export const SERVE_USAGE = `Usage: accepted serve [options]
                       default 60)
   --public-url URL    this API's URL as clients see it, for Operation-Location (env
                       ACCEPTED_PUBLIC_URL; default: from the request's Host)
+  --webhook-retries L delays between webhook attempts, such as 5s,5m,30m,2h (env
+                      ACCEPTED_WEBHOOK_RETRIES; default 5s,5m,30m,2h,5h,10h,14h,20h,24h)
+  --webhook-allow CIDR  a range webhooks may reach although it is private or loopback, for
+                      development (repeatable; env ACCEPTED_WEBHOOK_ALLOW, comma-separated)
+  --webhook-timeout D time limit of one webhook attempt (env ACCEPTED_WEBHOOK_TIMEOUT,
+                      default 15s)
   --heartbeat DURATION
                       keepalive interval of event streams and WebSockets: 500ms, 15s or 1m;
                       a plain number is seconds (env ACCEPTED_HEARTBEAT, default 15s)
@@ -138,6 +152,9 @@ export function resolveServeConfig(
         'public-url': { type: 'string' },
         heartbeat: { type: 'string' },
         'stream-secret': { type: 'string' },
+        'webhook-retries': { type: 'string' },
+        'webhook-allow': { type: 'string', multiple: true },
+        'webhook-timeout': { type: 'string' },
       },
     }),
   );
@@ -176,8 +193,39 @@ export function resolveServeConfig(
       `--stream-secret must have at least ${MIN_STREAM_SECRET_LENGTH} characters (got ${streamSecret.length}); make one with \`openssl rand -hex 32\``,
     );
   }
+  const retries = v['webhook-retries'] ?? env.ACCEPTED_WEBHOOK_RETRIES;
+  let webhookRetries: number[] | null = null;
+  if (retries !== undefined && retries !== '') {
+    try {
+      webhookRetries = parseDurations(retries);
+    } catch (error) {
+      throw new UsageError(
+        `--webhook-retries must be delays like 5s,5m,30m,2h (units ms, s, m, h): ${(error as Error).message}`,
+      );
+    }
+  }
+  const webhookAllow = [
+    ...(v['webhook-allow'] ?? []),
+    ...(env.ACCEPTED_WEBHOOK_ALLOW ?? '').split(','),
+  ]
+    .map((cidr) => cidr.trim())
+    .filter((cidr) => cidr !== '');
+  try {
+    new AddressPolicy(webhookAllow);
+  } catch (error) {
+    throw new UsageError(`--webhook-allow: ${(error as Error).message}`);
+  }
   return Object.freeze({
     apiKeys,
+    webhookRetries,
+    webhookAllow,
+    webhookTimeoutMs: duration(
+      '--webhook-timeout',
+      v['webhook-timeout'] ?? env.ACCEPTED_WEBHOOK_TIMEOUT,
+      15_000,
+      100,
+      300_000,
+    ),
     insecure,
     maxWaitSeconds: int('--max-wait', v['max-wait'] ?? env.ACCEPTED_MAX_WAIT, 60, 1, 3600),
     publicUrl,

@@ -9,6 +9,7 @@ import type { AnyOperationDefinition } from '../engine/definition.ts';
 import { demoOperations } from '../engine/demo.ts';
 import { TENANT_PATTERN, generateApiKey } from '../http/auth.ts';
 import { createHttpServer } from '../http/server.ts';
+import { createWebhooks } from '../webhooks/service.ts';
 import { pino } from 'pino';
 import { sqliteStore } from '../store/sqlite/sqlite-store.ts';
 import {
@@ -58,8 +59,17 @@ async function serve(config: ServeConfig): Promise<void> {
     logger,
   });
   await accepted.start();
+  const webhooks = createWebhooks({
+    accepted,
+    allow: config.webhookAllow,
+    retrySchedule: config.webhookRetries ?? undefined,
+    timeoutMs: config.webhookTimeoutMs,
+    logger,
+  });
+  webhooks.start();
   const app = createHttpServer({
     accepted,
+    webhooks,
     logger,
     apiKeys: config.apiKeys ?? undefined,
     maxWaitSeconds: config.maxWaitSeconds,
@@ -100,6 +110,8 @@ async function serve(config: ServeConfig): Promise<void> {
     logger.info({ signal, graceMs: config.shutdownGraceMs }, 'draining');
     void (async () => {
       try {
+        // Webhook attempts in flight finish and are recorded before the store closes.
+        await webhooks.stop(config.shutdownGraceMs);
         await accepted.stop({ graceful: true, timeoutMs: config.shutdownGraceMs });
         // Streams end at once; a connection that never sent a request would hold the close
         // until its header timeout, so whatever is left after 2 s is cut.

@@ -45,7 +45,19 @@ export const ERROR_CODES = {
     title: 'This route speaks WebSocket only',
     retryable: false,
   },
+  URL_NOT_ALLOWED: {
+    status: 422,
+    title: 'The URL may not be called by the server',
+    retryable: false,
+  },
+  PRECONDITION_REQUIRED: {
+    status: 428,
+    title: 'This change needs an If-Match header',
+    retryable: false,
+  },
   OPERATION_NOT_FOUND: { status: 404, title: 'Operation not found', retryable: false },
+  ENDPOINT_NOT_FOUND: { status: 404, title: 'Webhook endpoint not found', retryable: false },
+  DELIVERY_NOT_FOUND: { status: 404, title: 'Webhook delivery not found', retryable: false },
   SUBSCRIPTION_NOT_FOUND: { status: 404, title: 'No such subscription', retryable: false },
   TOO_MANY_SUBSCRIPTIONS: {
     status: 429,

@@ -36,6 +36,8 @@ export interface OperationRoutesOptions {
   baseUrl: (request: FastifyRequest) => string;
   /** Serves the events route as a stream when the client asks for `text/event-stream`. */
   hub: StreamHub;
+  /** Refuses a callbackUrl deliveries could not be sent to (URL_NOT_ALLOWED). */
+  checkCallbackUrl?: (url: string) => void;
 }
 
 interface IdParams {
@@ -126,6 +128,8 @@ export function registerOperationRoutes(app: FastifyInstance, options: Operation
     const traceparent =
       typeof request.headers.traceparent === 'string' ? request.headers.traceparent : undefined;
     const tenant = request.tenant;
+    const callbackUrl = (request.body as { callbackUrl?: unknown } | null)?.callbackUrl;
+    if (typeof callbackUrl === 'string') options.checkCallbackUrl?.(callbackUrl);
 
     let submitted: IdempotentSubmit;
     if (key === undefined) {

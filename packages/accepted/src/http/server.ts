@@ -12,6 +12,8 @@ import { StreamHub, streamSettings, type StreamOptions } from '../stream/hub.ts'
 import { registerStreamRoutes } from '../stream/routes.ts';
 import { StreamTokens, type StreamGrant } from '../stream/tokens.ts';
 import { attachWebSocket } from '../stream/ws.ts';
+import { registerWebhookRoutes } from '../webhooks/routes.ts';
+import type { Webhooks } from '../webhooks/service.ts';
 import { asyncApiDocument } from './asyncapi.ts';
 import { bearerToken, type ApiKeys } from './auth.ts';
 import { openApiDocument } from './openapi.ts';
@@ -53,6 +55,12 @@ export interface HttpOptions {
   logger?: FastifyBaseLogger | false;
   /** Push channels (SSE, WebSocket) and stream tokens; see docs/streams.md. */
   streams?: StreamOptions;
+  /**
+   * Webhook delivery (`createWebhooks`): serves the webhook routes, and checks every
+   * `callbackUrl` against its address policy at submit. Without it there are no webhook
+   * routes and callbacks are stored but not sent.
+   */
+  webhooks?: Webhooks;
 }
 
 /** Routes anyone may call: probes and the API descriptions. */
@@ -69,6 +77,15 @@ const ROUTE_METHODS: readonly [RegExp, readonly string[]][] = [
   [/^\/v1\/operations\/[^/:]+:(cancel|retry)$/, ['POST']],
   [/^\/v1\/events$/, ['GET', 'HEAD']],
   [/^\/v1\/stream-tokens$/, ['POST']],
+  [/^\/v1\/webhooks\/endpoints$/, ['GET', 'HEAD', 'POST']],
+  [/^\/v1\/webhooks\/endpoints\/[^/:]+$/, ['GET', 'HEAD', 'PATCH', 'DELETE']],
+  [/^\/v1\/webhooks\/endpoints\/[^/:]+:(rotate-secret|replay)$/, ['POST']],
+  [/^\/v1\/webhooks\/callback-secret$/, ['GET', 'HEAD']],
+  [/^\/v1\/webhooks\/callback-secret:rotate$/, ['POST']],
+  [/^\/v1\/webhooks\/deliveries$/, ['GET', 'HEAD']],
+  [/^\/v1\/webhooks\/deliveries\/[^/:]+$/, ['GET', 'HEAD']],
+  [/^\/v1\/webhooks\/deliveries\/[^/:]+\/attempts$/, ['GET', 'HEAD']],
+  [/^\/v1\/webhooks\/deliveries\/[^/:]+:replay$/, ['POST']],
   [/^\/v1\/ws$/, ['GET']],
   [/^\/(healthz|readyz|v1\/openapi\.json|v1\/asyncapi\.json)$/, ['GET', 'HEAD']],
 ];
@@ -232,10 +249,17 @@ export function createHttpServer(options: HttpOptions): FastifyInstance {
     maxWaitSeconds: options.maxWaitSeconds ?? 60,
     baseUrl,
     hub,
+    checkCallbackUrl: options.webhooks
+      ? (url) => options.webhooks?.checkUrl(url, '/callbackUrl')
+      : undefined,
   });
+  if (options.webhooks) registerWebhookRoutes(app, options.webhooks);
   registerStreamRoutes(app, { accepted, hub, tokens });
   const detachWebSocket = attachWebSocket(app.server, {
     hub,
+    checkCallbackUrl: options.webhooks
+      ? (url) => options.webhooks?.checkUrl(url, '/operation/callbackUrl')
+      : undefined,
     maxPayload: options.bodyLimit ?? 1024 * 1024,
     log: app.log,
     authenticate: (request, url) =>

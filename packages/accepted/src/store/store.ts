@@ -1,5 +1,14 @@
 import type { OperationEvent, EventType } from '../domain/events.ts';
 import type {
+  Attempt,
+  Delivery,
+  DeliveryStatus,
+  Endpoint,
+  EndpointPatch,
+  NewEndpoint,
+  SecretEntry,
+} from '../domain/webhooks.ts';
+import type {
   Json,
   NewOperation,
   Operation,
@@ -22,7 +31,7 @@ import type {
  * - Domain failures reject with `AcceptedError` (stable codes) and change nothing.
  * - Adapters may group many calls into one transaction (group commit); callers never see it.
  */
-export interface Store {
+export interface Store extends WebhookStore {
   /** Human-readable name of the adapter (`sqlite`, `postgres`). */
   readonly kind: string;
 
@@ -230,4 +239,123 @@ export interface StoreHint {
    * the reader's cursor.
    */
   events?: readonly OperationEvent[];
+}
+
+/**
+ * Webhook endpoints, deliveries and attempts. Deliveries are made from the log by one cursor
+ * (`dispatchDeliveries`) and leased when claimed, so that two nodes never send the same
+ * attempt at once. For one (target, operation), a delivery is claimed only when no earlier
+ * one is pending: a failing delivery holds back later events of its operation to its target,
+ * and nothing else.
+ */
+export interface WebhookStore {
+  createEndpoint(endpoint: NewEndpoint, now: number): Promise<Endpoint>;
+  getEndpoint(id: string, tenant: string): Promise<Endpoint | null>;
+  listEndpoints(query: { tenant: string; limit: number; cursor?: string }): Promise<Page<Endpoint>>;
+  /** ENDPOINT_NOT_FOUND; PRECONDITION_FAILED when `ifVersion` does not hold the version. */
+  updateEndpoint(
+    id: string,
+    tenant: string,
+    patch: EndpointPatch,
+    now: number,
+    ifVersion?: readonly number[],
+  ): Promise<Endpoint>;
+  /** Makes `secret` current; the previous one keeps signing until `previousUntil`. */
+  rotateEndpointSecret(
+    id: string,
+    tenant: string,
+    secret: string,
+    previousUntil: number,
+    now: number,
+    ifVersion?: readonly number[],
+  ): Promise<Endpoint>;
+  /** Removes the endpoint; its pending deliveries fail (`ENDPOINT_DELETED`). */
+  deleteEndpoint(
+    id: string,
+    tenant: string,
+    now: number,
+    ifVersion?: readonly number[],
+  ): Promise<void>;
+
+  /** The tenant's callback secrets (newest first), made with `fresh` on first use. */
+  callbackSecrets(tenant: string, fresh: string, now: number): Promise<SecretEntry[]>;
+  rotateCallbackSecret(
+    tenant: string,
+    secret: string,
+    previousUntil: number,
+    now: number,
+  ): Promise<SecretEntry[]>;
+
+  /**
+   * Turns up to `limit` events after the dispatcher's cursor into deliveries, and moves the
+   * cursor past them, in one transaction: one delivery per enabled endpoint of the event's
+   * tenant that wants it, and one to the operation's callbackUrl when it has one and wants
+   * the event type. Returns how many events were read and deliveries made.
+   */
+  dispatchDeliveries(request: DispatchRequest): Promise<{ events: number; deliveries: number }>;
+  /** Leases up to `limit` due deliveries that are first in their (target, operation) line. */
+  claimDeliveries(request: {
+    now: number;
+    limit: number;
+    leaseMs: number;
+  }): Promise<ClaimedDelivery[]>;
+  /** Records one attempt and its outcome; see `AttemptOutcome`. */
+  recordAttempt(outcome: AttemptOutcome): Promise<void>;
+  /** The earliest time a pending delivery may be attempted, or null. */
+  nextDeliveryAt(): Promise<number | null>;
+  getDelivery(id: string, tenant: string): Promise<Delivery | null>;
+  /** Newest first. */
+  listDeliveries(query: DeliveryQuery): Promise<Page<Delivery>>;
+  listAttempts(deliveryId: string, tenant: string): Promise<Attempt[]>;
+  /** Sends a delivery again (whatever its status) with a fresh attempt budget. */
+  replayDelivery(id: string, tenant: string, now: number): Promise<Delivery>;
+  /** Replays every failed delivery to an endpoint made at or after `since`. Returns how many. */
+  replayEndpoint(endpointId: string, tenant: string, since: number, now: number): Promise<number>;
+  /** Removes finished deliveries (and their attempts) made before `before`. */
+  purgeDeliveries(before: number, limit: number): Promise<number>;
+}
+
+export interface DispatchRequest {
+  limit: number;
+  now: number;
+  /** A new delivery id. */
+  newId: () => string;
+  /** A new secret, for a tenant's first callback. */
+  newSecret: () => string;
+  /** The exact body of a delivery of this event. */
+  payload: (event: OperationEvent) => string;
+}
+
+export interface ClaimedDelivery {
+  delivery: Delivery;
+  /** The secrets that sign it now: the endpoint's or the tenant's callback secrets. */
+  secrets: string[];
+  signingKey: string | null;
+  /** The endpoint's own schedule, or null for the server's. */
+  retrySchedule: number[] | null;
+  rateLimit: number | null;
+  /** When the endpoint started failing without a success since, or null. */
+  failingSince: number | null;
+  /** Until when this claim holds; another claimant gets it after that. */
+  leaseUntil: number;
+}
+
+export interface AttemptOutcome {
+  attempt: Attempt;
+  /** `delivered`; `retry` at `nextAttemptAt`; or `failed` for good (dead letter). */
+  result: 'delivered' | 'retry' | 'failed';
+  nextAttemptAt?: number;
+  /** The attempt was not really made (rate limit): do not count it, just wait. */
+  deferred?: boolean;
+  /** Disable the delivery's endpoint (and say why), e.g. after a 410. */
+  disableEndpoint?: { reason: string; message: string };
+}
+
+export interface DeliveryQuery {
+  tenant: string;
+  endpointId?: string;
+  operationId?: string;
+  status?: readonly DeliveryStatus[];
+  limit: number;
+  cursor?: string;
 }

@@ -42,6 +42,8 @@ export interface WebSocketOptions {
   authenticate: (request: IncomingMessage, url: URL) => WsIdentity;
   /** Largest message accepted, in bytes. */
   maxPayload: number;
+  /** Refuses a submit's callbackUrl that deliveries could not be sent to. */
+  checkCallbackUrl?: (url: string) => void;
   log: Logger;
 }
 
@@ -125,6 +127,7 @@ class WsConnection implements Sink, Connection {
     private readonly identity: WsIdentity,
     private readonly hub: StreamHub,
     private readonly log: Logger,
+    private readonly checkCallbackUrl: ((url: string) => void) | undefined,
   ) {
     hub.attach(this);
     ws.on('message', (data, isBinary) => void this.onMessage(data, isBinary));
@@ -265,6 +268,8 @@ class WsConnection implements Sink, Connection {
         return;
       case 'submit': {
         this.assertCanWrite();
+        const callbackUrl = (message.operation as { callbackUrl?: unknown }).callbackUrl;
+        if (typeof callbackUrl === 'string') this.checkCallbackUrl?.(callbackUrl);
         if (message.idempotencyKey !== undefined) {
           const result = await accepted.submitIdempotent(message.operation, {
             tenant,
@@ -454,7 +459,7 @@ export function attachWebSocket(server: Server, options: WebSocketOptions): () =
       return;
     }
     wss.handleUpgrade(request, socket, head, (ws) => {
-      new WsConnection(ws, identity, hub, log);
+      new WsConnection(ws, identity, hub, log, options.checkCallbackUrl);
     });
   };
   server.on('upgrade', onUpgrade);

@@ -88,4 +88,85 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
         WHERE operation_id IN (SELECT id FROM operations WHERE labels <> '{}');
     `,
   },
+  {
+    version: 4,
+    name: 'webhooks',
+    sql: `
+      CREATE TABLE webhook_endpoints (
+        pk INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        tenant TEXT NOT NULL,
+        url TEXT NOT NULL,
+        description TEXT,
+        event_types TEXT,
+        labels TEXT,
+        secrets TEXT NOT NULL,
+        signing_key TEXT,
+        retry_schedule TEXT,
+        rate_limit INTEGER,
+        enabled INTEGER NOT NULL,
+        disabled_reason TEXT,
+        disabled_at INTEGER,
+        failing_since INTEGER,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        version INTEGER NOT NULL
+      );
+      CREATE INDEX webhook_endpoints_tenant ON webhook_endpoints (tenant, pk);
+
+      -- Per tenant: the secrets that sign deliveries to operations' callbackUrl.
+      CREATE TABLE callback_secrets (
+        tenant TEXT PRIMARY KEY,
+        secrets TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+      ) WITHOUT ROWID;
+
+      CREATE TABLE webhook_deliveries (
+        pk INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        tenant TEXT NOT NULL,
+        target TEXT NOT NULL,
+        url TEXT NOT NULL,
+        operation_id TEXT NOT NULL,
+        event_seq INTEGER NOT NULL,
+        event_type TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        -- attempts made before the last replay: the retry schedule restarts there.
+        round_start INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER,
+        lease_until INTEGER,
+        last_status INTEGER,
+        last_error TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        delivered_at INTEGER
+      );
+      CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
+        WHERE status = 'pending';
+      -- The line of one operation's deliveries to one target, in event order.
+      CREATE INDEX webhook_deliveries_line ON webhook_deliveries (target, operation_id, event_seq)
+        WHERE status = 'pending';
+      CREATE INDEX webhook_deliveries_target ON webhook_deliveries (tenant, target, pk);
+      CREATE INDEX webhook_deliveries_operation ON webhook_deliveries (operation_id, pk);
+      CREATE INDEX webhook_deliveries_created ON webhook_deliveries (created_at)
+        WHERE status <> 'pending';
+
+      CREATE TABLE webhook_attempts (
+        delivery_pk INTEGER NOT NULL,
+        attempt INTEGER NOT NULL,
+        started_at INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        status INTEGER,
+        error TEXT,
+        response_body TEXT NOT NULL,
+        PRIMARY KEY (delivery_pk, attempt)
+      ) WITHOUT ROWID;
+
+      -- The dispatcher starts at the end of the log: history is not sent again on upgrade.
+      INSERT INTO meta (key, value) SELECT 'webhook_cursor',
+        max(value, (SELECT coalesce(max(seq), 0) FROM events)) FROM meta WHERE key = 'seq_high';
+    `,
+  },
 ];

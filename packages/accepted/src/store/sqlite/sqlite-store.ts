@@ -34,6 +34,7 @@ import type {
   StoreHint,
 } from '../store.ts';
 import { MIGRATIONS } from './migrations.ts';
+import { SqliteWebhooks } from './webhooks.ts';
 
 export interface SqliteStoreOptions {
   /**
@@ -299,6 +300,30 @@ export class SqliteStore implements Store {
   private broken: AcceptedError | null = null;
   /** Group-commit counters, for benchmarks and metrics. */
   readonly stats = { flushes: 0, commands: 0, syncs: 0, checkpoints: 0 };
+  /** Webhook endpoints, deliveries and attempts, in the same database and group commit. */
+  private readonly webhooks = new SqliteWebhooks({
+    stmt: (sql) => this.stmt(sql),
+    write: (run) => this.write(run),
+    read: (run) => settle(run),
+  });
+  readonly createEndpoint = this.webhooks.createEndpoint.bind(this.webhooks);
+  readonly getEndpoint = this.webhooks.getEndpoint.bind(this.webhooks);
+  readonly listEndpoints = this.webhooks.listEndpoints.bind(this.webhooks);
+  readonly updateEndpoint = this.webhooks.updateEndpoint.bind(this.webhooks);
+  readonly rotateEndpointSecret = this.webhooks.rotateEndpointSecret.bind(this.webhooks);
+  readonly deleteEndpoint = this.webhooks.deleteEndpoint.bind(this.webhooks);
+  readonly callbackSecrets = this.webhooks.callbackSecrets.bind(this.webhooks);
+  readonly rotateCallbackSecret = this.webhooks.rotateCallbackSecret.bind(this.webhooks);
+  readonly dispatchDeliveries = this.webhooks.dispatchDeliveries.bind(this.webhooks);
+  readonly claimDeliveries = this.webhooks.claimDeliveries.bind(this.webhooks);
+  readonly recordAttempt = this.webhooks.recordAttempt.bind(this.webhooks);
+  readonly nextDeliveryAt = this.webhooks.nextDeliveryAt.bind(this.webhooks);
+  readonly getDelivery = this.webhooks.getDelivery.bind(this.webhooks);
+  readonly listDeliveries = this.webhooks.listDeliveries.bind(this.webhooks);
+  readonly listAttempts = this.webhooks.listAttempts.bind(this.webhooks);
+  readonly replayDelivery = this.webhooks.replayDelivery.bind(this.webhooks);
+  readonly replayEndpoint = this.webhooks.replayEndpoint.bind(this.webhooks);
+  readonly purgeDeliveries = this.webhooks.purgeDeliveries.bind(this.webhooks);
 
   constructor(options: SqliteStoreOptions) {
     this.options = {

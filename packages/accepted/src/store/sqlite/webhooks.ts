@@ -1,0 +1,722 @@
+import type Database from 'better-sqlite3';
+import { AcceptedError } from '../../domain/errors.ts';
+import { NO_LABELS, eventId, type EventData, type EventType } from '../../domain/events.ts';
+import {
+  CALLBACK_TARGET,
+  callbackWants,
+  endpointWants,
+  type Attempt,
+  type Delivery,
+  type DeliveryStatus,
+  type Endpoint,
+  type EndpointPatch,
+  type NewEndpoint,
+  type SecretEntry,
+} from '../../domain/webhooks.ts';
+import type {
+  AttemptOutcome,
+  ClaimedDelivery,
+  DeliveryQuery,
+  DispatchRequest,
+  Page,
+  WebhookStore,
+} from '../store.ts';
+
+/** What the webhook tables need of the SQLite store. */
+export interface SqliteAccess {
+  stmt(sql: string): Database.Statement;
+  /** Runs in the group commit; resolves once durable. */
+  write<T>(run: () => T): Promise<T>;
+  /** Runs a read now; a throw becomes a rejection. */
+  read<T>(run: () => T): Promise<T>;
+}
+
+interface EndpointRow {
+  pk: number;
+  id: string;
+  tenant: string;
+  url: string;
+  description: string | null;
+  event_types: string | null;
+  labels: string | null;
+  secrets: string;
+  signing_key: string | null;
+  retry_schedule: string | null;
+  rate_limit: number | null;
+  enabled: number;
+  disabled_reason: string | null;
+  disabled_at: number | null;
+  failing_since: number | null;
+  created_at: number;
+  updated_at: number;
+  version: number;
+}
+
+interface DeliveryRow {
+  pk: number;
+  id: string;
+  tenant: string;
+  target: string;
+  url: string;
+  operation_id: string;
+  event_seq: number;
+  event_type: EventType;
+  payload: string;
+  status: DeliveryStatus;
+  attempts: number;
+  round_start: number;
+  next_attempt_at: number | null;
+  last_status: number | null;
+  last_error: string | null;
+  created_at: number;
+  updated_at: number;
+  delivered_at: number | null;
+}
+
+const DELIVERY_COLUMNS = `d.pk, d.id, d.tenant, d.target, d.url, d.operation_id, d.event_seq,
+  d.event_type, d.payload, d.status, d.attempts, d.round_start, d.next_attempt_at,
+  d.last_status, d.last_error, d.created_at, d.updated_at, d.delivered_at`;
+
+// eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- the caller names the stored shape
+const json = <T>(text: string | null): T | null => (text === null ? null : (JSON.parse(text) as T));
+
+function liveSecrets(text: string, now: number): SecretEntry[] {
+  return (JSON.parse(text) as SecretEntry[]).filter(
+    (entry) => entry.expiresAt === null || entry.expiresAt > now,
+  );
+}
+
+function toEndpoint(row: EndpointRow): Endpoint {
+  return {
+    id: row.id,
+    tenant: row.tenant,
+    url: row.url,
+    description: row.description,
+    eventTypes: json<EventType[]>(row.event_types),
+    labels: json<Record<string, string>>(row.labels),
+    secrets: liveSecrets(row.secrets, Date.now()),
+    signingKey: row.signing_key,
+    retrySchedule: json<number[]>(row.retry_schedule),
+    rateLimit: row.rate_limit,
+    enabled: row.enabled === 1,
+    disabledReason: row.disabled_reason,
+    disabledAt: row.disabled_at,
+    failingSince: row.failing_since,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    version: row.version,
+  };
+}
+
+function toDelivery(row: DeliveryRow): Delivery {
+  const { event_seq: seq } = row;
+  return {
+    id: row.id,
+    tenant: row.tenant,
+    target: row.target,
+    url: row.url,
+    operationId: row.operation_id,
+    eventId: eventId(seq),
+    eventSeq: seq,
+    eventType: row.event_type,
+    payload: row.payload,
+    status: row.status,
+    attempts: row.attempts,
+    roundStart: row.round_start,
+    nextAttemptAt: row.status === 'pending' ? row.next_attempt_at : null,
+    lastStatus: row.last_status,
+    lastError: row.last_error,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    deliveredAt: row.delivered_at,
+  };
+}
+
+function endpointNotFound(id: string): AcceptedError {
+  return new AcceptedError('ENDPOINT_NOT_FOUND', `No webhook endpoint ${id}.`, {
+    fix: 'List the endpoints with GET /v1/webhooks/endpoints.',
+  });
+}
+
+function deliveryNotFound(id: string): AcceptedError {
+  return new AcceptedError('DELIVERY_NOT_FOUND', `No webhook delivery ${id}.`, {
+    fix: 'List the deliveries with GET /v1/webhooks/deliveries.',
+  });
+}
+
+function pageCursor(pk: number): string {
+  return Buffer.from(`w:${pk}`).toString('base64url');
+}
+
+function fromPageCursor(cursor: string): number {
+  const text = Buffer.from(cursor, 'base64url').toString('utf8');
+  const pk = text.startsWith('w:') ? Number(text.slice(2)) : NaN;
+  if (!Number.isSafeInteger(pk) || pk < 0) {
+    throw new AcceptedError('INVALID_QUERY', 'The cursor is not one this server issued.', {
+      fields: [{ field: 'cursor', message: 'unknown cursor' }],
+      fix: 'Pass back the nextCursor of the previous page unchanged.',
+    });
+  }
+  return pk;
+}
+
+/** Rows `limit + 1` → a page with its next cursor. */
+function toPage<R extends { pk: number }, T>(
+  rows: R[],
+  limit: number,
+  map: (row: R) => T,
+): Page<T> {
+  const more = rows.length > limit;
+  const page = more ? rows.slice(0, limit) : rows;
+  const last = page[page.length - 1];
+  return { items: page.map(map), nextCursor: more && last ? pageCursor(last.pk) : null };
+}
+
+/** The webhook tables of the SQLite store (see `WebhookStore`). */
+export class SqliteWebhooks implements WebhookStore {
+  constructor(private readonly db: SqliteAccess) {}
+
+  private endpointRow(id: string, tenant: string): EndpointRow {
+    const row = this.db
+      .stmt('SELECT * FROM webhook_endpoints WHERE id = ? AND tenant = ?')
+      .get(id, tenant) as EndpointRow | undefined;
+    if (!row) throw endpointNotFound(id);
+    return row;
+  }
+
+  private checkVersion(row: EndpointRow, ifVersion: readonly number[] | undefined): void {
+    if (ifVersion === undefined || ifVersion.includes(row.version)) return;
+    throw new AcceptedError(
+      'PRECONDITION_FAILED',
+      `Endpoint ${row.id} is at version ${row.version}, not the one given in If-Match.`,
+      {
+        details: { version: row.version },
+        fix: 'Read the endpoint again (its ETag is the current version) and decide anew.',
+      },
+    );
+  }
+
+  createEndpoint(endpoint: NewEndpoint, now: number): Promise<Endpoint> {
+    return this.db.write(() => {
+      this.db
+        .stmt(
+          `INSERT INTO webhook_endpoints (id, tenant, url, description, event_types, labels,
+             secrets, signing_key, retry_schedule, rate_limit, enabled, created_at, updated_at,
+             version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, 1)`,
+        )
+        .run(
+          endpoint.id,
+          endpoint.tenant,
+          endpoint.url,
+          endpoint.description,
+          endpoint.eventTypes ? JSON.stringify(endpoint.eventTypes) : null,
+          endpoint.labels ? JSON.stringify(endpoint.labels) : null,
+          JSON.stringify([{ secret: endpoint.secret, expiresAt: null }]),
+          endpoint.signingKey,
+          endpoint.retrySchedule ? JSON.stringify(endpoint.retrySchedule) : null,
+          endpoint.rateLimit,
+          now,
+          now,
+        );
+      return toEndpoint(this.endpointRow(endpoint.id, endpoint.tenant));
+    });
+  }
+
+  getEndpoint(id: string, tenant: string): Promise<Endpoint | null> {
+    return this.db.read(() => {
+      const row = this.db
+        .stmt('SELECT * FROM webhook_endpoints WHERE id = ? AND tenant = ?')
+        .get(id, tenant) as EndpointRow | undefined;
+      return row ? toEndpoint(row) : null;
+    });
+  }
+
+  listEndpoints(query: {
+    tenant: string;
+    limit: number;
+    cursor?: string;
+  }): Promise<Page<Endpoint>> {
+    return this.db.read(() => {
+      const before =
+        query.cursor === undefined ? Number.MAX_SAFE_INTEGER : fromPageCursor(query.cursor);
+      const rows = this.db
+        .stmt(
+          'SELECT * FROM webhook_endpoints WHERE tenant = ? AND pk < ? ORDER BY pk DESC LIMIT ?',
+        )
+        .all(query.tenant, before, query.limit + 1) as EndpointRow[];
+      return toPage(rows, query.limit, toEndpoint);
+    });
+  }
+
+  updateEndpoint(
+    id: string,
+    tenant: string,
+    patch: EndpointPatch,
+    now: number,
+    ifVersion?: readonly number[],
+  ): Promise<Endpoint> {
+    return this.db.write(() => {
+      const row = this.endpointRow(id, tenant);
+      this.checkVersion(row, ifVersion);
+      const sets: string[] = [];
+      const params: unknown[] = [];
+      const set = (column: string, value: unknown) => {
+        sets.push(`${column} = ?`);
+        params.push(value);
+      };
+      const asJson = (value: unknown) => (value === null ? null : JSON.stringify(value));
+      if (patch.url !== undefined) set('url', patch.url);
+      if (patch.description !== undefined) set('description', patch.description);
+      if (patch.eventTypes !== undefined) set('event_types', asJson(patch.eventTypes));
+      if (patch.labels !== undefined) set('labels', asJson(patch.labels));
+      if (patch.retrySchedule !== undefined) set('retry_schedule', asJson(patch.retrySchedule));
+      if (patch.rateLimit !== undefined) set('rate_limit', patch.rateLimit);
+      if (patch.enabled === true) {
+        set('enabled', 1);
+        set('disabled_reason', null);
+        set('disabled_at', null);
+        set('failing_since', null);
+      } else if (patch.enabled === false && row.enabled === 1) {
+        set('enabled', 0);
+        set('disabled_reason', 'MANUAL');
+        set('disabled_at', now);
+      }
+      set('updated_at', now);
+      this.db
+        .stmt(`UPDATE webhook_endpoints SET ${sets.join(', ')}, version = version + 1 WHERE pk = ?`)
+        .run(...params, row.pk);
+      return toEndpoint(this.endpointRow(id, tenant));
+    });
+  }
+
+  rotateEndpointSecret(
+    id: string,
+    tenant: string,
+    secret: string,
+    previousUntil: number,
+    now: number,
+    ifVersion?: readonly number[],
+  ): Promise<Endpoint> {
+    return this.db.write(() => {
+      const row = this.endpointRow(id, tenant);
+      this.checkVersion(row, ifVersion);
+      const secrets = this.rotated(row.secrets, secret, previousUntil, now);
+      this.db
+        .stmt(
+          `UPDATE webhook_endpoints SET secrets = ?, updated_at = ?, version = version + 1
+           WHERE pk = ?`,
+        )
+        .run(JSON.stringify(secrets), now, row.pk);
+      return toEndpoint(this.endpointRow(id, tenant));
+    });
+  }
+
+  /** The new secret first; the current one signs until `previousUntil`; older ones as they were. */
+  private rotated(text: string, secret: string, previousUntil: number, now: number): SecretEntry[] {
+    const old = liveSecrets(text, now).map((entry) =>
+      entry.expiresAt === null ? { ...entry, expiresAt: previousUntil } : entry,
+    );
+    return [{ secret, expiresAt: null }, ...old];
+  }
+
+  deleteEndpoint(
+    id: string,
+    tenant: string,
+    now: number,
+    ifVersion?: readonly number[],
+  ): Promise<void> {
+    return this.db.write(() => {
+      const row = this.endpointRow(id, tenant);
+      this.checkVersion(row, ifVersion);
+      this.db
+        .stmt(
+          `UPDATE webhook_deliveries SET status = 'failed', last_error = 'ENDPOINT_DELETED',
+             lease_until = NULL, updated_at = ? WHERE tenant = ? AND target = ? AND status = 'pending'`,
+        )
+        .run(now, tenant, id);
+      this.db.stmt('DELETE FROM webhook_endpoints WHERE pk = ?').run(row.pk);
+    });
+  }
+
+  callbackSecrets(tenant: string, fresh: string, now: number): Promise<SecretEntry[]> {
+    return this.db.write(() => this.ensureCallbackSecrets(tenant, fresh, now));
+  }
+
+  private ensureCallbackSecrets(tenant: string, fresh: string, now: number): SecretEntry[] {
+    const row = this.db
+      .stmt('SELECT secrets FROM callback_secrets WHERE tenant = ?')
+      .get(tenant) as { secrets: string } | undefined;
+    if (row) return liveSecrets(row.secrets, now);
+    const secrets = [{ secret: fresh, expiresAt: null }];
+    this.db
+      .stmt('INSERT INTO callback_secrets (tenant, secrets, updated_at) VALUES (?, ?, ?)')
+      .run(tenant, JSON.stringify(secrets), now);
+    return secrets;
+  }
+
+  rotateCallbackSecret(
+    tenant: string,
+    secret: string,
+    previousUntil: number,
+    now: number,
+  ): Promise<SecretEntry[]> {
+    return this.db.write(() => {
+      const current = this.ensureCallbackSecrets(tenant, secret, now);
+      if (current.length === 1 && current[0]?.secret === secret) return current; // just made
+      const secrets = this.rotated(JSON.stringify(current), secret, previousUntil, now);
+      this.db
+        .stmt('UPDATE callback_secrets SET secrets = ?, updated_at = ? WHERE tenant = ?')
+        .run(JSON.stringify(secrets), now, tenant);
+      return secrets;
+    });
+  }
+
+  dispatchDeliveries(request: DispatchRequest): Promise<{ events: number; deliveries: number }> {
+    return this.db.write(() => {
+      const cursor = (
+        this.db.stmt(`SELECT value FROM meta WHERE key = 'webhook_cursor'`).get() as {
+          value: number;
+        }
+      ).value;
+      const rows = this.db
+        .stmt(
+          `SELECT e.seq, e.operation_id, e.tenant, e.operation_type, e.version, e.type, e.data,
+             e.time, e.labels, o.callback_url FROM events e
+           LEFT JOIN operations o ON o.id = e.operation_id
+           WHERE e.seq > ? ORDER BY e.seq LIMIT ?`,
+        )
+        .all(cursor, request.limit) as {
+        seq: number;
+        operation_id: string;
+        tenant: string;
+        operation_type: string;
+        version: number;
+        type: EventType;
+        data: string;
+        time: number;
+        labels: string | null;
+        callback_url: string | null;
+      }[];
+      const last = rows[rows.length - 1];
+      if (!last) return { events: 0, deliveries: 0 };
+      const tenants = [...new Set(rows.map((row) => row.tenant))];
+      const endpoints = (
+        this.db
+          .stmt(
+            `SELECT * FROM webhook_endpoints WHERE enabled = 1 AND tenant IN
+               (SELECT value FROM json_each(?)) ORDER BY pk`,
+          )
+          .all(JSON.stringify(tenants)) as EndpointRow[]
+      ).map(toEndpoint);
+      const insert = this.db.stmt(
+        `INSERT INTO webhook_deliveries (id, tenant, target, url, operation_id, event_seq,
+           event_type, payload, status, next_attempt_at, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)`,
+      );
+      let deliveries = 0;
+      for (const row of rows) {
+        const event = {
+          seq: row.seq,
+          id: eventId(row.seq),
+          operationId: row.operation_id,
+          tenant: row.tenant,
+          operationType: row.operation_type,
+          version: row.version,
+          type: row.type,
+          data: JSON.parse(row.data) as EventData,
+          time: row.time,
+          labels:
+            row.labels === null ? NO_LABELS : (JSON.parse(row.labels) as Record<string, string>),
+        };
+        const targets: [string, string][] = endpoints
+          .filter((endpoint) => endpointWants(endpoint, event))
+          .map((endpoint) => [endpoint.id, endpoint.url]);
+        if (row.callback_url !== null && callbackWants(row.type)) {
+          targets.push([CALLBACK_TARGET, row.callback_url]);
+          this.ensureCallbackSecrets(row.tenant, request.newSecret(), request.now);
+        }
+        if (targets.length === 0) continue;
+        const payload = request.payload(event);
+        for (const [target, url] of targets) {
+          insert.run(
+            request.newId(),
+            row.tenant,
+            target,
+            url,
+            row.operation_id,
+            row.seq,
+            row.type,
+            payload,
+            request.now,
+            request.now,
+            request.now,
+          );
+          deliveries++;
+        }
+      }
+      this.db.stmt(`UPDATE meta SET value = ? WHERE key = 'webhook_cursor'`).run(last.seq);
+      return { events: rows.length, deliveries };
+    });
+  }
+
+  claimDeliveries(request: {
+    now: number;
+    limit: number;
+    leaseMs: number;
+  }): Promise<ClaimedDelivery[]> {
+    return this.db.write(() => {
+      const { now } = request;
+      const rows = this.db
+        .stmt(
+          `SELECT ${DELIVERY_COLUMNS}, e.url AS endpoint_url, e.secrets AS endpoint_secrets,
+             e.signing_key, e.retry_schedule, e.rate_limit, e.failing_since,
+             c.secrets AS callback_secrets
+           FROM webhook_deliveries d
+           LEFT JOIN webhook_endpoints e ON e.id = d.target
+           LEFT JOIN callback_secrets c ON c.tenant = d.tenant AND d.target = '${CALLBACK_TARGET}'
+           WHERE d.status = 'pending' AND d.next_attempt_at <= ?
+             AND (d.lease_until IS NULL OR d.lease_until <= ?)
+             AND (d.target = '${CALLBACK_TARGET}' OR e.enabled = 1)
+             AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p WHERE p.status = 'pending'
+               AND p.target = d.target AND p.operation_id = d.operation_id
+               AND p.event_seq < d.event_seq)
+           ORDER BY d.next_attempt_at LIMIT ?`,
+        )
+        .all(now, now, request.limit) as (DeliveryRow & {
+        endpoint_url: string | null;
+        endpoint_secrets: string | null;
+        signing_key: string | null;
+        retry_schedule: string | null;
+        rate_limit: number | null;
+        failing_since: number | null;
+        callback_secrets: string | null;
+      })[];
+      const leaseUntil = now + request.leaseMs;
+      const lease = this.db.stmt('UPDATE webhook_deliveries SET lease_until = ? WHERE pk = ?');
+      return rows.map((row) => {
+        lease.run(leaseUntil, row.pk);
+        const delivery = toDelivery(row);
+        if (row.endpoint_url !== null) delivery.url = row.endpoint_url;
+        const secrets = row.endpoint_secrets ?? row.callback_secrets;
+        return {
+          delivery,
+          secrets: secrets === null ? [] : liveSecrets(secrets, now).map((entry) => entry.secret),
+          signingKey: row.signing_key,
+          retrySchedule: json<number[]>(row.retry_schedule),
+          rateLimit: row.rate_limit,
+          failingSince: row.failing_since,
+          leaseUntil,
+        };
+      });
+    });
+  }
+
+  recordAttempt(outcome: AttemptOutcome): Promise<void> {
+    return this.db.write(() => {
+      const { attempt } = outcome;
+      const row = this.db
+        .stmt('SELECT pk, target, attempts FROM webhook_deliveries WHERE id = ?')
+        .get(attempt.deliveryId) as { pk: number; target: string; attempts: number } | undefined;
+      // Gone (endpoint deleted, purged) or already recorded by another claimant: nothing to do.
+      if (!row || (!outcome.deferred && row.attempts !== attempt.attempt - 1)) return;
+      const now = attempt.startedAt + attempt.durationMs;
+      if (outcome.deferred) {
+        this.db
+          .stmt(
+            `UPDATE webhook_deliveries SET next_attempt_at = ?, lease_until = NULL WHERE pk = ?`,
+          )
+          .run(outcome.nextAttemptAt ?? now, row.pk);
+        return;
+      }
+      const status: DeliveryStatus =
+        outcome.result === 'delivered'
+          ? 'delivered'
+          : outcome.result === 'retry'
+            ? 'pending'
+            : 'failed';
+      this.db
+        .stmt(
+          `UPDATE webhook_deliveries SET status = ?, attempts = ?, next_attempt_at = ?,
+             lease_until = NULL, last_status = ?, last_error = ?, updated_at = ?,
+             delivered_at = ? WHERE pk = ?`,
+        )
+        .run(
+          status,
+          attempt.attempt,
+          status === 'pending' ? (outcome.nextAttemptAt ?? now) : null,
+          attempt.status,
+          attempt.error,
+          now,
+          status === 'delivered' ? now : null,
+          row.pk,
+        );
+      this.db
+        .stmt(
+          `INSERT OR REPLACE INTO webhook_attempts (delivery_pk, attempt, started_at, duration_ms,
+             status, error, response_body) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+        )
+        .run(
+          row.pk,
+          attempt.attempt,
+          attempt.startedAt,
+          attempt.durationMs,
+          attempt.status,
+          attempt.error,
+          attempt.responseBody,
+        );
+      if (row.target === CALLBACK_TARGET) return;
+      if (outcome.result === 'delivered') {
+        this.db
+          .stmt(
+            'UPDATE webhook_endpoints SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL',
+          )
+          .run(row.target);
+      } else {
+        this.db
+          .stmt(
+            'UPDATE webhook_endpoints SET failing_since = ? WHERE id = ? AND failing_since IS NULL',
+          )
+          .run(attempt.startedAt, row.target);
+      }
+      const disable = outcome.disableEndpoint;
+      if (disable) {
+        this.db
+          .stmt(
+            `UPDATE webhook_endpoints SET enabled = 0, disabled_reason = ?, disabled_at = ?,
+               updated_at = ?, version = version + 1 WHERE id = ? AND enabled = 1`,
+          )
+          .run(disable.reason, now, now, row.target);
+      }
+    });
+  }
+
+  nextDeliveryAt(): Promise<number | null> {
+    return this.db.read(
+      () =>
+        (
+          this.db
+            .stmt(
+              `SELECT min(next_attempt_at) AS t FROM webhook_deliveries WHERE status = 'pending'`,
+            )
+            .get() as { t: number | null }
+        ).t,
+    );
+  }
+
+  getDelivery(id: string, tenant: string): Promise<Delivery | null> {
+    return this.db.read(() => {
+      const row = this.db
+        .stmt(
+          `SELECT ${DELIVERY_COLUMNS} FROM webhook_deliveries d WHERE d.id = ? AND d.tenant = ?`,
+        )
+        .get(id, tenant) as DeliveryRow | undefined;
+      return row ? toDelivery(row) : null;
+    });
+  }
+
+  listDeliveries(query: DeliveryQuery): Promise<Page<Delivery>> {
+    return this.db.read(() => {
+      const where = ['d.tenant = ?'];
+      const params: (string | number)[] = [query.tenant];
+      if (query.endpointId !== undefined) {
+        where.push('d.target = ?');
+        params.push(query.endpointId);
+      }
+      if (query.operationId !== undefined) {
+        where.push('d.operation_id = ?');
+        params.push(query.operationId);
+      }
+      if (query.status && query.status.length > 0) {
+        where.push(`d.status IN (${query.status.map(() => '?').join(', ')})`);
+        params.push(...query.status);
+      }
+      if (query.cursor !== undefined) {
+        where.push('d.pk < ?');
+        params.push(fromPageCursor(query.cursor));
+      }
+      const rows = this.db
+        .stmt(
+          `SELECT ${DELIVERY_COLUMNS} FROM webhook_deliveries d WHERE ${where.join(' AND ')}
+           ORDER BY d.pk DESC LIMIT ?`,
+        )
+        .all(...params, query.limit + 1) as DeliveryRow[];
+      return toPage(rows, query.limit, toDelivery);
+    });
+  }
+
+  listAttempts(deliveryId: string, tenant: string): Promise<Attempt[]> {
+    return this.db.read(() => {
+      const delivery = this.db
+        .stmt('SELECT pk FROM webhook_deliveries WHERE id = ? AND tenant = ?')
+        .get(deliveryId, tenant) as { pk: number } | undefined;
+      if (!delivery) throw deliveryNotFound(deliveryId);
+      const rows = this.db
+        .stmt(
+          `SELECT attempt, started_at, duration_ms, status, error, response_body
+           FROM webhook_attempts WHERE delivery_pk = ? ORDER BY attempt`,
+        )
+        .all(delivery.pk) as {
+        attempt: number;
+        started_at: number;
+        duration_ms: number;
+        status: number | null;
+        error: string | null;
+        response_body: string;
+      }[];
+      return rows.map((row) => ({
+        deliveryId,
+        attempt: row.attempt,
+        startedAt: row.started_at,
+        durationMs: row.duration_ms,
+        status: row.status,
+        error: row.error,
+        responseBody: row.response_body,
+      }));
+    });
+  }
+
+  replayDelivery(id: string, tenant: string, now: number): Promise<Delivery> {
+    return this.db.write(() => {
+      const row = this.db
+        .stmt(
+          `UPDATE webhook_deliveries SET status = 'pending', round_start = attempts,
+             next_attempt_at = ?, lease_until = NULL, delivered_at = NULL, updated_at = ?
+           WHERE id = ? AND tenant = ? RETURNING pk`,
+        )
+        .get(now, now, id, tenant) as { pk: number } | undefined;
+      if (!row) throw deliveryNotFound(id);
+      return toDelivery(
+        this.db
+          .stmt(`SELECT ${DELIVERY_COLUMNS} FROM webhook_deliveries d WHERE d.pk = ?`)
+          .get(row.pk) as DeliveryRow,
+      );
+    });
+  }
+
+  replayEndpoint(endpointId: string, tenant: string, since: number, now: number): Promise<number> {
+    return this.db.write(() => {
+      this.endpointRow(endpointId, tenant);
+      return this.db
+        .stmt(
+          `UPDATE webhook_deliveries SET status = 'pending', round_start = attempts,
+             next_attempt_at = ?, lease_until = NULL, updated_at = ?
+           WHERE tenant = ? AND target = ? AND status = 'failed' AND created_at >= ?`,
+        )
+        .run(now, now, tenant, endpointId, since).changes;
+    });
+  }
+
+  purgeDeliveries(before: number, limit: number): Promise<number> {
+    return this.db.write(() => {
+      const rows = this.db
+        .stmt(
+          `DELETE FROM webhook_deliveries WHERE pk IN (SELECT pk FROM webhook_deliveries
+             WHERE status <> 'pending' AND created_at < ? LIMIT ?) RETURNING pk`,
+        )
+        .all(before, limit) as { pk: number }[];
+      const attempts = this.db.stmt('DELETE FROM webhook_attempts WHERE delivery_pk = ?');
+      for (const row of rows) attempts.run(row.pk);
+      return rows.length;
+    });
+  }
+}

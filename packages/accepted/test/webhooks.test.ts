@@ -1,0 +1,596 @@
+import assert from 'node:assert/strict';
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import type { FastifyInstance } from 'fastify';
+import type { Accepted } from '../src/engine/accepted.ts';
+import { demoOperations } from '../src/engine/demo.ts';
+import { ApiKeys } from '../src/http/auth.ts';
+import { createHttpServer } from '../src/http/server.ts';
+import { createWebhooks, type WebhookOptions, type Webhooks } from '../src/webhooks/service.ts';
+import { verifyWebhook } from '../src/webhooks/signature.ts';
+import { eventually, startEngine, startServer, tempDir } from './helpers.ts';
+
+const KEY_ACME = 'acme-key-0123456789abcdef';
+const KEY_BETA = 'beta-key-0123456789abcdef';
+const ACME = { authorization: `Bearer ${KEY_ACME}` };
+const BETA = { authorization: `Bearer ${KEY_BETA}` };
+
+/** One request as the receiver saw it: headers and the exact body bytes. */
+interface Received {
+  path: string;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+  at: number;
+}
+
+/**
+ * A real HTTP receiver on loopback. `answer` decides each response (status, delay, headers);
+ * by default 200.
+ */
+class Receiver {
+  readonly received: Received[] = [];
+  answer: (
+    request: Received,
+    index: number,
+  ) => { status: number; delayMs?: number; headers?: Record<string, string>; body?: string } =
+    () => ({ status: 200 });
+  private server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.on('end', () => {
+      const request = {
+        path: req.url ?? '',
+        headers: req.headers,
+        body: Buffer.concat(chunks).toString('utf8'),
+        at: Date.now(),
+      };
+      this.received.push(request);
+      const reply = this.answer(request, this.received.length - 1);
+      const send = () => {
+        if (res.destroyed) return;
+        res.writeHead(reply.status, reply.headers ?? {});
+        res.end(reply.body ?? 'ok');
+      };
+      if (reply.delayMs) setTimeout(send, reply.delayMs);
+      else send();
+    });
+  });
+  url = '';
+
+  async start(): Promise<this> {
+    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    return this;
+  }
+
+  /** Requests for one path, parsed. */
+  at(path: string): {
+    headers: http.IncomingHttpHeaders;
+    payload: { type: string; data: { seq: number; operationId: string; type: string } };
+  }[] {
+    return this.received
+      .filter((r) => r.path === path)
+      .map((r) => ({ headers: r.headers, payload: JSON.parse(r.body) as never }));
+  }
+
+  close(): Promise<void> {
+    this.server.closeAllConnections();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+interface Api {
+  accepted: Accepted;
+  webhooks: Webhooks;
+  app: FastifyInstance;
+  base: string;
+}
+
+const cleanups: (() => Promise<void>)[] = [];
+after(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup();
+});
+
+async function startApi(options: Partial<WebhookOptions> = {}): Promise<Api> {
+  const accepted = await startEngine({ operations: demoOperations });
+  const webhooks = createWebhooks({
+    accepted,
+    allow: ['127.0.0.0/8'],
+    retrySchedule: [30, 30, 30, 30, 30, 30, 30],
+    timeoutMs: 2000,
+    pollIntervalMs: 50,
+    ...options,
+  });
+  webhooks.start();
+  const apiKeys = new ApiKeys();
+  apiKeys.add({ tenant: 'acme', key: KEY_ACME });
+  apiKeys.add({ tenant: 'beta', key: KEY_BETA });
+  const app = createHttpServer({ accepted, apiKeys, webhooks, logger: false });
+  const base = await app.listen({ port: 0, host: '127.0.0.1' });
+  cleanups.push(async () => {
+    await app.close();
+    await webhooks.stop(100);
+  });
+  return { accepted, webhooks, app, base };
+}
+
+async function receiver(): Promise<Receiver> {
+  const r = await new Receiver().start();
+  cleanups.push(() => r.close());
+  return r;
+}
+
+async function call(
+  api: Api,
+  method: string,
+  path: string,
+  body?: unknown,
+  headers: Record<string, string> = ACME,
+): Promise<{ status: number; headers: Headers; json: Record<string, unknown> }> {
+  const response = await fetch(`${api.base}${path}`, {
+    method,
+    headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  return {
+    status: response.status,
+    headers: response.headers,
+    json: text === '' ? {} : (JSON.parse(text) as Record<string, unknown>),
+  };
+}
+
+async function endpoint(
+  api: Api,
+  url: string,
+  extra: Record<string, unknown> = {},
+): Promise<{ id: string; secret: string; version: number; publicKey: string | null }> {
+  const created = await call(api, 'POST', '/v1/webhooks/endpoints', { url, ...extra });
+  assert.equal(created.status, 201, JSON.stringify(created.json));
+  return created.json as never;
+}
+
+async function submit(api: Api, body: Record<string, unknown>, headers = ACME): Promise<string> {
+  const submitted = await call(api, 'POST', '/v1/operations', body, headers);
+  assert.equal(submitted.status, 202, JSON.stringify(submitted.json));
+  return submitted.json.id as string;
+}
+
+/**
+ * A receiver's check written from the Standard Webhooks text alone (not our verifier): the
+ * signed content is `id.timestamp.body`, HMAC-SHA256 keyed by the base64 part of `whsec_`,
+ * `v1,<base64>` entries separated by spaces, a timestamp within five minutes.
+ */
+function specVerify(secret: string, headers: http.IncomingHttpHeaders, body: string): boolean {
+  const id = String(headers['webhook-id']);
+  const timestamp = String(headers['webhook-timestamp']);
+  if (Math.abs(Date.now() / 1000 - Number(timestamp)) > 300) return false;
+  const key = Buffer.from(secret.replace(/^whsec_/, ''), 'base64');
+  const expected = createHmac('sha256', key).update(`${id}.${timestamp}.${body}`).digest();
+  return String(headers['webhook-signature'])
+    .split(' ')
+    .some((entry) => {
+      const [version, signature] = entry.split(',');
+      if (version !== 'v1' || signature === undefined) return false;
+      const given = Buffer.from(signature, 'base64');
+      return given.length === expected.length && timingSafeEqual(given, expected);
+    });
+}
+
+describe('webhook endpoints over HTTP', { timeout: 60_000 }, () => {
+  let api: Api;
+  let hook: Receiver;
+  before(async () => {
+    api = await startApi();
+    hook = await receiver();
+  });
+
+  it('creates with a secret shown once, reads with an ETag, and demands If-Match to change', async () => {
+    const created = await endpoint(api, `${hook.url}/crud`, {
+      description: 'orders',
+      eventTypes: ['operation.succeeded'],
+      retrySchedule: ['5s', '5m'],
+    });
+    assert.match(created.secret, /^whsec_[A-Za-z0-9+/]{43}=$/);
+    const read = await call(api, 'GET', `/v1/webhooks/endpoints/${created.id}`);
+    assert.equal(read.status, 200);
+    assert.equal(read.headers.get('etag'), '"1"');
+    assert.equal(read.json.secret, undefined, 'the secret is shown only at creation');
+    assert.deepEqual(read.json.retrySchedule, ['5s', '5m']);
+    const list = await call(api, 'GET', '/v1/webhooks/endpoints');
+    assert.ok((list.json.items as { id: string }[]).some((e) => e.id === created.id));
+    assert.equal(
+      (await call(api, 'GET', `/v1/webhooks/endpoints/${created.id}`, undefined, BETA)).status,
+      404,
+      'another tenant does not see it',
+    );
+
+    const noIfMatch = await call(api, 'PATCH', `/v1/webhooks/endpoints/${created.id}`, {
+      description: 'x',
+    });
+    assert.equal(noIfMatch.status, 428);
+    assert.equal(noIfMatch.json.code, 'PRECONDITION_REQUIRED');
+    const stale = await call(
+      api,
+      'PATCH',
+      `/v1/webhooks/endpoints/${created.id}`,
+      { description: 'x' },
+      { ...ACME, 'if-match': '"7"' },
+    );
+    assert.equal(stale.status, 412);
+    const patched = await call(
+      api,
+      'PATCH',
+      `/v1/webhooks/endpoints/${created.id}`,
+      { description: 'billing', enabled: false },
+      { ...ACME, 'if-match': '"1"' },
+    );
+    assert.equal(patched.status, 200);
+    assert.equal(patched.headers.get('etag'), '"2"');
+    assert.equal(patched.json.enabled, false);
+    assert.equal(patched.json.disabledReason, 'MANUAL');
+    const badBody = await call(
+      api,
+      'PATCH',
+      `/v1/webhooks/endpoints/${created.id}`,
+      { retrySchedule: ['soon'] },
+      { ...ACME, 'if-match': '*' },
+    );
+    assert.equal(badBody.status, 422);
+    assert.equal((await call(api, 'DELETE', `/v1/webhooks/endpoints/${created.id}`)).status, 428);
+    const deleted = await call(api, 'DELETE', `/v1/webhooks/endpoints/${created.id}`, undefined, {
+      ...ACME,
+      'if-match': '"2"',
+    });
+    assert.equal(deleted.status, 204);
+    assert.equal((await call(api, 'GET', `/v1/webhooks/endpoints/${created.id}`)).status, 404);
+  });
+
+  it('refuses URLs the server must not call, naming the rule (SSRF)', async () => {
+    const strict = await startApi({ allow: [] });
+    const refused: [string, string][] = [
+      ['http://127.0.0.1:9/hook', 'loopback'],
+      ['http://2130706433/hook', 'loopback'],
+      ['http://0x7f.0.0.1/hook', 'loopback'],
+      ['http://[::ffff:127.0.0.1]/hook', 'loopback'],
+      ['http://[::1]/hook', 'loopback'],
+      ['http://localhost:9/hook', 'loopback'],
+      ['http://10.0.0.8/hook', 'private'],
+      ['http://192.168.1.1/hook', 'private'],
+      ['http://169.254.169.254/latest/meta-data', 'link-local'],
+      ['http://100.64.0.1/hook', 'cgnat'],
+      ['http://0.0.0.0/hook', 'unspecified'],
+      ['http://0.1.2.3/hook', 'this-network'],
+      ['ftp://example.com/hook', 'scheme'],
+      ['http://user:pass@example.com/hook', 'credentials'],
+    ];
+    for (const [url, rule] of refused) {
+      const answer = await call(strict, 'POST', '/v1/webhooks/endpoints', { url });
+      assert.equal(answer.status, 422, url);
+      assert.equal(answer.json.code, 'URL_NOT_ALLOWED', url);
+      assert.equal((answer.json.details as { rule: string }).rule, rule, url);
+      const submitted = await call(strict, 'POST', '/v1/operations', {
+        type: 'demo.echo',
+        callbackUrl: url,
+      });
+      assert.equal(submitted.status, 422, `callbackUrl ${url}`);
+    }
+    // Nothing was created by the refused submits.
+    assert.equal((await strict.accepted.list({ tenant: 'acme' })).items.length, 0);
+    // A public name is accepted at creation; its addresses are checked at every attempt.
+    assert.equal(
+      (await call(strict, 'POST', '/v1/webhooks/endpoints', { url: 'https://example.com/hook' }))
+        .status,
+      201,
+    );
+  });
+});
+
+describe('webhook delivery', { timeout: 120_000 }, () => {
+  it('retries five 500s then delivers, with one webhook-id, signed, and logs every attempt', async () => {
+    const api = await startApi();
+    const hook = await receiver();
+    const target = await endpoint(api, `${hook.url}/flaky`, {
+      eventTypes: ['operation.succeeded'],
+    });
+    hook.answer = (_request, index) => ({
+      status: index < 5 ? 500 : 200,
+      body: `attempt ${index + 1}`,
+    });
+    const id = await submit(api, { type: 'demo.echo', input: { n: 1 } });
+    await eventually(() => hook.at('/flaky').length === 6);
+    const ids = new Set(hook.received.map((r) => r.headers['webhook-id']));
+    assert.equal(ids.size, 1, 'the same webhook-id on every attempt');
+    for (const request of hook.received) {
+      assert.ok(specVerify(target.secret, request.headers, request.body), 'spec check');
+      const payload = verifyWebhook(target.secret, request.headers, request.body);
+      assert.equal(payload.type, 'operation.succeeded');
+      assert.equal((payload.data as { operationId: string }).operationId, id);
+    }
+    await eventually(async () => {
+      const page = await call(api, 'GET', `/v1/webhooks/deliveries?operation=${id}`);
+      return (page.json.items as { status: string }[])[0]?.status === 'delivered';
+    });
+    const page = await call(api, 'GET', `/v1/webhooks/deliveries?endpoint=${target.id}`);
+    const delivery = (page.json.items as { id: string; attempts: number; eventId: string }[])[0];
+    assert.equal(delivery?.attempts, 6);
+    assert.equal(delivery.eventId, [...ids][0]);
+    const attempts = await call(api, 'GET', `/v1/webhooks/deliveries/${delivery.id}/attempts`);
+    const log = attempts.json.items as { attempt: number; status: number; responseBody: string }[];
+    assert.deepEqual(
+      log.map((a) => a.status),
+      [500, 500, 500, 500, 500, 200],
+    );
+    assert.deepEqual(
+      log.map((a) => a.responseBody),
+      ['attempt 1', 'attempt 2', 'attempt 3', 'attempt 4', 'attempt 5', 'attempt 6'],
+    );
+  });
+
+  it('disables an endpoint that answers 410, and sends it nothing more', async () => {
+    const api = await startApi();
+    const hook = await receiver();
+    hook.answer = () => ({ status: 410 });
+    const target = await endpoint(api, `${hook.url}/gone`, { eventTypes: ['operation.queued'] });
+    await submit(api, { type: 'demo.echo', input: 1 });
+    await eventually(async () => {
+      const read = await call(api, 'GET', `/v1/webhooks/endpoints/${target.id}`);
+      return read.json.enabled === false;
+    });
+    const read = await call(api, 'GET', `/v1/webhooks/endpoints/${target.id}`);
+    assert.equal(read.json.disabledReason, 'GONE');
+    // A witness endpoint on the same events: once it has the second operation's event, the
+    // dispatcher has passed it, and made no delivery of it to the disabled endpoint.
+    await endpoint(api, `${hook.url}/witness`, { eventTypes: ['operation.queued'] });
+    const second = await submit(api, { type: 'demo.echo', input: 2 });
+    await eventually(() => hook.at('/witness').some((r) => r.payload.data.operationId === second));
+    const page = await call(api, 'GET', `/v1/webhooks/deliveries?endpoint=${target.id}`);
+    assert.equal((page.json.items as unknown[]).length, 1);
+    assert.equal(hook.at('/gone').length, 1);
+  });
+
+  it('times out a slow receiver and retries it', async () => {
+    const api = await startApi({ timeoutMs: 300 });
+    const hook = await receiver();
+    hook.answer = (_request, index) => ({ status: 200, delayMs: index === 0 ? 3000 : 0 });
+    await endpoint(api, `${hook.url}/slow`, { eventTypes: ['operation.queued'] });
+    const id = await submit(api, { type: 'demo.echo', input: 1 });
+    await eventually(async () => {
+      const page = await call(api, 'GET', `/v1/webhooks/deliveries?operation=${id}`);
+      return (page.json.items as { status: string }[])[0]?.status === 'delivered';
+    });
+    const page = await call(api, 'GET', `/v1/webhooks/deliveries?operation=${id}`);
+    const delivery = (page.json.items as { id: string }[])[0];
+    const attempts = await call(api, 'GET', `/v1/webhooks/deliveries/${delivery?.id}/attempts`);
+    const log = attempts.json.items as { status: number | null; error: string | null }[];
+    assert.deepEqual(log[0], { ...log[0], status: null, error: 'TIMEOUT' });
+    assert.equal(log.at(-1)?.status, 200);
+  });
+
+  it('holds back later events of a failing operation only, in order per operation', async () => {
+    const api = await startApi({ retrySchedule: [100, 100, 100, 100] });
+    const hook = await receiver();
+    let stuck = '';
+    let failures = 0;
+    hook.answer = (request) => {
+      const payload = JSON.parse(request.body) as { data: { operationId: string } };
+      if (payload.data.operationId === stuck && failures < 3) {
+        failures++;
+        return { status: 503 };
+      }
+      return { status: 200 };
+    };
+    await endpoint(api, `${hook.url}/order`);
+    stuck = await submit(api, { type: 'demo.echo', input: 'a' });
+    const flowing = await submit(api, { type: 'demo.progress', input: { steps: 3, ms: 10 } });
+    await eventually(() => {
+      const seen = hook.at('/order').map((r) => r.payload.data);
+      return (
+        seen.filter((e) => e.operationId === flowing && e.type === 'operation.succeeded').length ===
+          1 &&
+        seen.filter((e) => e.operationId === stuck && e.type === 'operation.succeeded').length === 1
+      );
+    });
+    const seen = hook.at('/order').map((r) => r.payload.data);
+    // The other operation flowed while the first was held back: all of it arrived before the
+    // stuck operation's first event got through.
+    const firstStuckOk = seen.findIndex(
+      (e, i) => e.operationId === stuck && i >= 3, // after three refused tries
+    );
+    const flowingEnd = seen.findIndex(
+      (e) => e.operationId === flowing && e.type === 'operation.succeeded',
+    );
+    assert.ok(
+      flowingEnd < firstStuckOk,
+      `the other operation was held back: ${JSON.stringify(seen.map((e) => [e.operationId === stuck ? 'A' : 'B', e.seq]))}`,
+    );
+    for (const op of [stuck, flowing]) {
+      // Each operation's events arrive in seq order (retries repeat one event, never skip back).
+      const delivered = seen.filter((e) => e.operationId === op).map((e) => e.seq);
+      const firsts = delivered.filter((seq, i) => delivered.indexOf(seq) === i);
+      assert.deepEqual(
+        firsts,
+        [...firsts].sort((a, b) => a - b),
+        `order of ${op}`,
+      );
+      for (let i = 1; i < delivered.length; i++) {
+        assert.ok(
+          (delivered[i] ?? 0) >= (delivered[i - 1] ?? 0),
+          `no event before an earlier one (${op})`,
+        );
+      }
+    }
+  });
+
+  it('dead-letters a delivery out of attempts, replays it and an endpoint since a time', async () => {
+    const api = await startApi({ retrySchedule: [20, 20] });
+    const hook = await receiver();
+    let up = false;
+    hook.answer = () => ({ status: up ? 200 : 500 });
+    const target = await endpoint(api, `${hook.url}/dead`, { eventTypes: ['operation.succeeded'] });
+    const since = new Date().toISOString();
+    const first = await submit(api, { type: 'demo.echo', input: 1 });
+    const second = await submit(api, { type: 'demo.echo', input: 2 });
+    const failed = async () =>
+      (await call(api, 'GET', `/v1/webhooks/deliveries?endpoint=${target.id}&status=failed`)).json
+        .items as { id: string; operationId: string; attempts: number }[];
+    await eventually(async () => (await failed()).length === 2);
+    assert.ok((await failed()).every((d) => d.attempts === 3));
+    up = true;
+    const one = (await failed()).find((d) => d.operationId === first);
+    const replayed = await call(api, 'POST', `/v1/webhooks/deliveries/${one?.id}:replay`);
+    assert.equal(replayed.status, 202);
+    await eventually(async () => (await failed()).length === 1);
+    const all = await call(api, 'POST', `/v1/webhooks/endpoints/${target.id}:replay`, { since });
+    assert.equal(all.status, 202);
+    assert.equal(all.json.replayed, 1);
+    await eventually(async () => (await failed()).length === 0);
+    const ops = new Set(
+      hook.received
+        .filter((r) => r.headers['webhook-signature'])
+        .map((r) => (JSON.parse(r.body) as { data: { operationId: string } }).data.operationId),
+    );
+    assert.deepEqual(ops, new Set([first, second]));
+    const missing = await call(api, 'POST', '/v1/webhooks/deliveries/dlv_missing:replay');
+    assert.equal(missing.status, 404);
+  });
+
+  it('disables an endpoint that keeps failing past the limit', async () => {
+    const api = await startApi({ retrySchedule: [20, 20, 20, 20, 20, 20], disableAfterMs: 60 });
+    const hook = await receiver();
+    hook.answer = () => ({ status: 500 });
+    const target = await endpoint(api, `${hook.url}/failing`, { eventTypes: ['operation.queued'] });
+    await submit(api, { type: 'demo.echo', input: 1 });
+    await eventually(async () => {
+      const read = await call(api, 'GET', `/v1/webhooks/endpoints/${target.id}`);
+      return read.json.disabledReason === 'FAILING';
+    });
+    // Enabling it again clears the failure record.
+    const enabled = await call(
+      api,
+      'PATCH',
+      `/v1/webhooks/endpoints/${target.id}`,
+      { enabled: true },
+      { ...ACME, 'if-match': '*' },
+    );
+    assert.equal(enabled.json.enabled, true);
+    assert.equal(enabled.json.failingSince, null);
+  });
+
+  it('signs with the rotated-out secret too during the overlap, and ed25519 when asked', async () => {
+    const api = await startApi();
+    const hook = await receiver();
+    const target = await endpoint(api, `${hook.url}/rotate`, {
+      eventTypes: ['operation.queued'],
+      ed25519: true,
+    });
+    assert.match(target.publicKey ?? '', /^whpk_/);
+    const rotated = await call(api, 'POST', `/v1/webhooks/endpoints/${target.id}:rotate-secret`);
+    assert.equal(rotated.status, 200);
+    const fresh = rotated.json.secret as string;
+    assert.notEqual(fresh, target.secret);
+    await submit(api, { type: 'demo.echo', input: 1 });
+    await eventually(() => hook.at('/rotate').length === 1);
+    const request = hook.received.find((r) => r.path === '/rotate');
+    assert.ok(request);
+    const signatures = String(request.headers['webhook-signature']).split(' ');
+    assert.deepEqual(
+      signatures.map((s) => s.split(',')[0]),
+      ['v1', 'v1', 'v1a'],
+    );
+    for (const secret of [fresh, target.secret, target.publicKey ?? '']) {
+      assert.equal(verifyWebhook(secret, request.headers, request.body).type, 'operation.queued');
+    }
+    assert.ok(specVerify(target.secret, request.headers, request.body));
+    assert.ok(specVerify(fresh, request.headers, request.body));
+  });
+
+  it("posts an operation's events to its callbackUrl, signed with the tenant's callback secret", async () => {
+    const api = await startApi();
+    const hook = await receiver();
+    const secrets = await call(api, 'GET', '/v1/webhooks/callback-secret');
+    const [current] = secrets.json.secrets as { secret: string; expiresAt: null }[];
+    assert.ok(current);
+    const id = await submit(api, {
+      type: 'demo.progress',
+      input: { steps: 2, ms: 5 },
+      callbackUrl: `${hook.url}/cb`,
+    });
+    await eventually(() => hook.at('/cb').some((r) => r.payload.type === 'operation.succeeded'));
+    const types = hook.at('/cb').map((r) => r.payload.type);
+    assert.deepEqual(types, ['operation.queued', 'operation.started', 'operation.succeeded']);
+    for (const request of hook.received) {
+      assert.ok(specVerify(current.secret, request.headers, request.body));
+      assert.equal(
+        (JSON.parse(request.body) as { data: { operationId: string } }).data.operationId,
+        id,
+      );
+    }
+    const rotated = await call(api, 'POST', '/v1/webhooks/callback-secret:rotate');
+    const list = rotated.json.secrets as { secret: string; expiresAt: string | null }[];
+    assert.equal(list.length, 2);
+    assert.equal(list[1]?.secret, current.secret);
+    assert.ok(list[1]?.expiresAt !== null);
+    const other = await call(api, 'GET', '/v1/webhooks/callback-secret', undefined, BETA);
+    assert.notEqual((other.json.secrets as { secret: string }[])[0]?.secret, current.secret);
+  });
+});
+
+describe('webhooks survive a crash', { timeout: 120_000 }, () => {
+  it('SIGKILL between attempts loses no delivery', async () => {
+    const hook = await receiver();
+    let up = false;
+    hook.answer = () => ({ status: up ? 200 : 500 });
+    const dir = tempDir();
+    const flags = [
+      '--webhook-allow',
+      '127.0.0.0/8',
+      '--webhook-retries',
+      '200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s',
+    ];
+    const first = await startServer(dir, flags);
+    const post = async (base: string, path: string, body: unknown) => {
+      const response = await fetch(`${base}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+      return (await response.json()) as { id: string };
+    };
+    await post(first.url, '/v1/webhooks/endpoints', {
+      url: `${hook.url}/crash`,
+      eventTypes: ['operation.succeeded'],
+    });
+    const ops: string[] = [];
+    for (let i = 0; i < 5; i++)
+      ops.push((await post(first.url, '/v1/operations', { type: 'demo.echo', input: i })).id);
+    await eventually(
+      () => new Set(hook.at('/crash').map((r) => r.payload.data.operationId)).size === 5,
+    );
+    first.child.kill('SIGKILL');
+    await first.exited;
+    const triedBefore = hook.received.length;
+    up = true;
+    const second = await startServer(dir, flags);
+    cleanups.push(async () => {
+      second.child.kill('SIGKILL');
+      await second.exited;
+    });
+    await eventually(async () => {
+      const page = (await (
+        await fetch(`${second.url}/v1/webhooks/deliveries?status=delivered`)
+      ).json()) as {
+        items: unknown[];
+      };
+      return page.items.length === 5;
+    }, 30_000);
+    assert.ok(hook.received.length > triedBefore, 'attempts went on after the restart');
+    const okIds = new Set(hook.received.slice(triedBefore).map((r) => r.headers['webhook-id']));
+    const failedIds = new Set(
+      hook.received.slice(0, triedBefore).map((r) => r.headers['webhook-id']),
+    );
+    assert.deepEqual(okIds, failedIds, 'the same webhook-ids, retried after the crash');
+  });
+});
