@@ -128,6 +128,41 @@ describe('accepted serve: configuration', () => {
     }
   });
 
+  it('reads the webhook flags: retries with units, repeatable allow CIDRs, the timeout', () => {
+    const config = resolveServeConfig(
+      [
+        '--webhook-retries',
+        '500ms,5s,2m,1h',
+        '--webhook-allow',
+        '127.0.0.0/8',
+        '--webhook-allow',
+        '::1/128',
+      ],
+      { ACCEPTED_WEBHOOK_ALLOW: '10.0.0.0/8', ACCEPTED_WEBHOOK_TIMEOUT: '2s' },
+    );
+    assert.deepEqual(config.webhookRetries, [500, 5000, 120_000, 3_600_000]);
+    assert.deepEqual(config.webhookAllow, ['127.0.0.0/8', '::1/128', '10.0.0.0/8']);
+    assert.equal(config.webhookTimeoutMs, 2000);
+    const defaults = resolveServeConfig([], {});
+    assert.equal(defaults.webhookRetries, null);
+    assert.deepEqual(defaults.webhookAllow, []);
+    assert.equal(defaults.webhookTimeoutMs, 15_000);
+    assert.deepEqual(
+      resolveServeConfig([], { ACCEPTED_WEBHOOK_RETRIES: '1s,1m' }).webhookRetries,
+      [1000, 60_000],
+    );
+    for (const [argv, pattern] of [
+      [['--webhook-retries', '5s,soon'], /^--webhook-retries must be delays/],
+      [['--webhook-allow', '300.1.2.3/8'], /^--webhook-allow: /],
+      [['--webhook-timeout', 'forever'], /^--webhook-timeout must be a duration/],
+    ] as const) {
+      assert.throws(
+        () => resolveServeConfig([...argv], {}),
+        (e: unknown) => e instanceof UsageError && pattern.test(e.message),
+      );
+    }
+  });
+
   it('a real server signs stream tokens with --stream-secret and sends heartbeats at --heartbeat', async () => {
     const secret = 'a-shared-stream-secret-0123456789';
     const server = await startServer(tempDir('accepted-streams-'), ['--heartbeat', '50ms'], {
