@@ -143,6 +143,18 @@ describe('accepted serve: configuration', () => {
     assert.deepEqual(config.webhookRetries, [500, 5000, 120_000, 3_600_000]);
     assert.deepEqual(config.webhookAllow, ['127.0.0.0/8', '::1/128', '10.0.0.0/8']);
     assert.equal(config.webhookTimeoutMs, 2000);
+    assert.equal(
+      resolveServeConfig(['--webhook-disable-after', '2d'], {}).webhookDisableAfterMs,
+      2 * 24 * 3_600_000,
+    );
+    assert.equal(
+      resolveServeConfig([], { ACCEPTED_WEBHOOK_DISABLE_AFTER: '90m' }).webhookDisableAfterMs,
+      90 * 60_000,
+    );
+    assert.throws(
+      () => resolveServeConfig(['--webhook-disable-after', 'later'], {}),
+      /--webhook-disable-after must be a duration/,
+    );
     const defaults = resolveServeConfig([], {});
     assert.equal(defaults.webhookRetries, null);
     assert.deepEqual(defaults.webhookAllow, []);

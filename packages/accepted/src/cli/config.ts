@@ -34,6 +34,8 @@ export interface ServeConfig {
   webhookAllow: string[];
   /** Time limit of one webhook attempt. */
   webhookTimeoutMs: number;
+  /** An endpoint failing without a success for this long is disabled. */
+  webhookDisableAfterMs: number;
   /** Heartbeat of event streams (comment) and WebSockets (ping), in ms. */
   heartbeatMs: number;
   /** Secret that signs stream tokens, or null for a random one per process. */
@@ -72,6 +74,8 @@ export const SERVE_USAGE = `Usage: accepted serve [options]
                       development (repeatable; env ACCEPTED_WEBHOOK_ALLOW, comma-separated)
   --webhook-timeout D time limit of one webhook attempt (env ACCEPTED_WEBHOOK_TIMEOUT,
                       default 15s)
+  --webhook-disable-after D  disable an endpoint that has failed every attempt for this
+                      long (env ACCEPTED_WEBHOOK_DISABLE_AFTER, default 5d)
   --heartbeat DURATION
                       keepalive interval of event streams and WebSockets: 500ms, 15s or 1m;
                       a plain number is seconds (env ACCEPTED_HEARTBEAT, default 15s)
@@ -118,6 +122,22 @@ function duration(
   return ms;
 }
 
+/** `--webhook-disable-after`: a duration with a unit (`5d` for days too), default 5 days. */
+function webhookDisableAfter(value: string | undefined): number {
+  if (value === undefined || value === '') return 5 * 24 * 3_600_000;
+  const days = /^(\d+(?:\.\d+)?)d$/.exec(value.trim());
+  if (days) return Math.round(Number(days[1]) * 24 * 3_600_000);
+  try {
+    const [ms] = parseDurations(value);
+    if (ms !== undefined && ms > 0) return ms;
+  } catch {
+    // reported below
+  }
+  throw new UsageError(
+    `--webhook-disable-after must be a duration such as 12h or 5d (got "${value}")`,
+  );
+}
+
 /** Runs a command-line parse, reporting a bad command line as a UsageError (exit 2). */
 export function asUsage<R>(parse: () => R): R {
   try {
@@ -155,6 +175,7 @@ export function resolveServeConfig(
         'webhook-retries': { type: 'string' },
         'webhook-allow': { type: 'string', multiple: true },
         'webhook-timeout': { type: 'string' },
+        'webhook-disable-after': { type: 'string' },
       },
     }),
   );
@@ -219,6 +240,9 @@ export function resolveServeConfig(
     apiKeys,
     webhookRetries,
     webhookAllow,
+    webhookDisableAfterMs: webhookDisableAfter(
+      v['webhook-disable-after'] ?? env.ACCEPTED_WEBHOOK_DISABLE_AFTER,
+    ),
     webhookTimeoutMs: duration(
       '--webhook-timeout',
       v['webhook-timeout'] ?? env.ACCEPTED_WEBHOOK_TIMEOUT,

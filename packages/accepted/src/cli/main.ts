@@ -64,6 +64,7 @@ async function serve(config: ServeConfig): Promise<void> {
     allow: config.webhookAllow,
     retrySchedule: config.webhookRetries ?? undefined,
     timeoutMs: config.webhookTimeoutMs,
+    disableAfterMs: config.webhookDisableAfterMs,
     logger,
   });
   webhooks.start();
