@@ -33,6 +33,7 @@ import type {
   Store,
   StoreHint,
 } from '../store.ts';
+import { decodeCursor, toPage } from '../page.ts';
 import { MIGRATIONS } from './migrations.ts';
 import { SqliteWebhooks } from './webhooks.ts';
 
@@ -227,22 +228,6 @@ function parseLabels(text: string | null): Readonly<Record<string, string>> {
 /** The JSON path of one label, for json_extract. */
 function labelPath(key: string): string {
   return `$."${key.replaceAll('"', '\\"')}"`;
-}
-
-function encodeCursor(pk: number): string {
-  return Buffer.from(`o:${pk}`).toString('base64url');
-}
-
-function decodeCursor(cursor: string): number {
-  const text = Buffer.from(cursor, 'base64url').toString('utf8');
-  const pk = text.startsWith('o:') ? Number(text.slice(2)) : NaN;
-  if (!Number.isSafeInteger(pk) || pk < 0) {
-    throw new AcceptedError('INVALID_QUERY', 'The cursor is not one this server issued.', {
-      fields: [{ field: 'cursor', message: 'unknown cursor' }],
-      fix: 'Pass back the nextCursor of the previous page unchanged, or omit cursor to start over.',
-    });
-  }
-  return pk;
 }
 
 /** Runs a synchronous read so that its failure is a rejected promise, never a throw. */
@@ -841,19 +826,13 @@ export class SqliteStore implements Store {
     }
     if (query.cursor !== undefined) {
       where.push('pk < ?');
-      params.push(decodeCursor(query.cursor));
+      params.push(decodeCursor('o', query.cursor));
     }
     const rows = this.stmt(
       `SELECT ${OPERATION_COLUMNS} FROM operations WHERE ${where.join(' AND ')}
        ORDER BY pk DESC LIMIT ?`,
     ).all(...params, query.limit + 1) as OperationRow[];
-    const more = rows.length > query.limit;
-    const page = more ? rows.slice(0, query.limit) : rows;
-    const last = page[page.length - 1];
-    return {
-      items: page.map(rowToOperation),
-      nextCursor: more && last ? encodeCursor(last.pk) : null,
-    };
+    return toPage('o', rows, query.limit, rowToOperation);
   }
 
   // ---- leases -------------------------------------------------------------------------------

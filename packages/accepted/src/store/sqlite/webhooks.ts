@@ -13,6 +13,7 @@ import {
   type NewEndpoint,
   type SecretEntry,
 } from '../../domain/webhooks.ts';
+import { decodeCursor, toPage } from '../page.ts';
 import type {
   AttemptOutcome,
   ClaimedDelivery,
@@ -144,34 +145,6 @@ function deliveryNotFound(id: string): AcceptedError {
   });
 }
 
-function pageCursor(pk: number): string {
-  return Buffer.from(`w:${pk}`).toString('base64url');
-}
-
-function fromPageCursor(cursor: string): number {
-  const text = Buffer.from(cursor, 'base64url').toString('utf8');
-  const pk = text.startsWith('w:') ? Number(text.slice(2)) : NaN;
-  if (!Number.isSafeInteger(pk) || pk < 0) {
-    throw new AcceptedError('INVALID_QUERY', 'The cursor is not one this server issued.', {
-      fields: [{ field: 'cursor', message: 'unknown cursor' }],
-      fix: 'Pass back the nextCursor of the previous page unchanged.',
-    });
-  }
-  return pk;
-}
-
-/** Rows `limit + 1` → a page with its next cursor. */
-function toPage<R extends { pk: number }, T>(
-  rows: R[],
-  limit: number,
-  map: (row: R) => T,
-): Page<T> {
-  const more = rows.length > limit;
-  const page = more ? rows.slice(0, limit) : rows;
-  const last = page[page.length - 1];
-  return { items: page.map(map), nextCursor: more && last ? pageCursor(last.pk) : null };
-}
-
 /** The webhook tables of the SQLite store (see `WebhookStore`). */
 export class SqliteWebhooks implements WebhookStore {
   constructor(private readonly db: SqliteAccess) {}
@@ -238,13 +211,13 @@ export class SqliteWebhooks implements WebhookStore {
   }): Promise<Page<Endpoint>> {
     return this.db.read(() => {
       const before =
-        query.cursor === undefined ? Number.MAX_SAFE_INTEGER : fromPageCursor(query.cursor);
+        query.cursor === undefined ? Number.MAX_SAFE_INTEGER : decodeCursor('w', query.cursor);
       const rows = this.db
         .stmt(
           'SELECT * FROM webhook_endpoints WHERE tenant = ? AND pk < ? ORDER BY pk DESC LIMIT ?',
         )
         .all(query.tenant, before, query.limit + 1) as EndpointRow[];
-      return toPage(rows, query.limit, toEndpoint);
+      return toPage('w', rows, query.limit, toEndpoint);
     });
   }
 
@@ -632,7 +605,7 @@ export class SqliteWebhooks implements WebhookStore {
       }
       if (query.cursor !== undefined) {
         where.push('d.pk < ?');
-        params.push(fromPageCursor(query.cursor));
+        params.push(decodeCursor('w', query.cursor));
       }
       const rows = this.db
         .stmt(
@@ -640,7 +613,7 @@ export class SqliteWebhooks implements WebhookStore {
            ORDER BY d.pk DESC LIMIT ?`,
         )
         .all(...params, query.limit + 1) as DeliveryRow[];
-      return toPage(rows, query.limit, toDelivery);
+      return toPage('w', rows, query.limit, toDelivery);
     });
   }
 
