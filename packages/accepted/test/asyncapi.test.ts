@@ -1,14 +1,18 @@
 import assert from 'node:assert/strict';
-import { before, describe, it } from 'node:test';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, it } from 'node:test';
 import { DiagnosticSeverity, Parser, type Input } from '@asyncapi/parser';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormatsModule from 'ajv-formats';
 import { EVENT_TYPES } from '../src/domain/events.ts';
+import { callbackWants } from '../src/domain/webhooks.ts';
 import type { Accepted } from '../src/engine/accepted.ts';
 import { demoOperations } from '../src/engine/demo.ts';
 import { asyncApiDocument } from '../src/http/asyncapi.ts';
 import { toMonitor, toWireEvent } from '../src/http/monitor.ts';
 import { createHttpServer } from '../src/http/server.ts';
+import { createWebhooks } from '../src/webhooks/service.ts';
 import { eventually, startEngine } from './helpers.ts';
 
 const addFormats = addFormatsModule as unknown as (ajv: Ajv2020) => Ajv2020;
@@ -44,6 +48,7 @@ const secured = asyncApiDocument({
   auth: true,
   serverUrl: 'https://streams.example.com/api',
 });
+const withoutWebhooks = asyncApiDocument({ definitions, auth: false, webhooks: false });
 
 /** The parsed document; fails on any error diagnostic, and lists them all when it does. */
 async function parse(doc: Json) {
@@ -100,8 +105,8 @@ function payloadValidator(doc: Json) {
 }
 
 describe('AsyncAPI 3.0 document of the streams', { timeout: 60_000 }, () => {
-  it('is valid AsyncAPI 3.0.0, with and without auth', async () => {
-    for (const doc of [plain, secured]) {
+  it('is valid AsyncAPI 3.0.0, with and without auth, with and without webhooks', async () => {
+    for (const doc of [plain, secured, withoutWebhooks]) {
       const document = await parse(doc);
       assert.equal(document.version(), '3.0.0');
       assert.equal(document.defaultContentType(), 'application/json');
@@ -152,12 +157,22 @@ describe('AsyncAPI 3.0 document of the streams', { timeout: 60_000 }, () => {
     for (const server of Object.values(servers(plain))) assert.equal(server.security, undefined);
   });
 
-  it('describes the three channels with their addresses, parameters and bindings', () => {
+  it('describes the channels with their addresses, parameters and bindings', () => {
     const channels = secured.channels as Record<string, Json & { bindings?: Json }>;
-    assert.deepEqual(
-      Object.values(channels).map((channel) => channel.address),
-      ['/v1/operations/{operationId}/events', '/v1/events', '/v1/ws'],
-    );
+    const addresses = (doc: Json) =>
+      Object.values(doc.channels as Record<string, Json>).map((channel) => channel.address);
+    assert.deepEqual(addresses(secured), [
+      '/v1/operations/{operationId}/events',
+      '/v1/events',
+      '/v1/ws',
+      '{callbackUrl}',
+    ]);
+    assert.deepEqual(addresses(withoutWebhooks), [
+      '/v1/operations/{operationId}/events',
+      '/v1/events',
+      '/v1/ws',
+    ]);
+    assert.ok((channels.webhook?.parameters as Json).callbackUrl);
     assert.ok((channels.operationEvents?.parameters as Json).operationId);
     const wsBinding = (doc: Json) =>
       (
@@ -258,6 +273,46 @@ describe('AsyncAPI 3.0 document of the streams', { timeout: 60_000 }, () => {
     }
     assert.deepEqual([...received].sort(), [...CLIENT_TYPES].sort());
     assert.deepEqual([...sent].sort(), [...SERVER_TYPES].sort());
+  });
+
+  it('has a webhook channel: a signed POST of every event type, sent by the server', async () => {
+    const document = await parse(plain);
+    const channel = document.channels().get('webhook');
+    assert.ok(channel, 'webhook channel');
+    const messages = channel.messages().all();
+    assert.deepEqual(
+      messages.map((m) => payloadType(m.payload()?.json())),
+      [...EVENT_TYPES],
+    );
+    for (const message of messages) {
+      const payload = message.payload()?.json() as { required: string[] };
+      assert.deepEqual(payload.required, ['type', 'timestamp', 'data'], message.id());
+      const headers = message.headers()?.json() as { required: string[]; properties: Json };
+      assert.deepEqual(
+        headers.required,
+        ['webhook-id', 'webhook-timestamp', 'webhook-signature'],
+        message.id(),
+      );
+    }
+    const operations = channel.operations().all();
+    assert.deepEqual(
+      operations.map((operation) => [operation.id(), operation.action()]),
+      [
+        ['sendEndpointWebhook', 'send'],
+        ['sendOperationCallback', 'send'],
+      ],
+    );
+    for (const operation of operations) {
+      const binding = operation.bindings().get('http')?.value<{ method: string }>();
+      assert.equal(binding?.method, 'POST', operation.id());
+    }
+    const callback = operations[1]?.messages().all() ?? [];
+    assert.deepEqual(
+      callback.map((m) => payloadType(m.payload()?.json())),
+      EVENT_TYPES.filter(callbackWants),
+    );
+    assert.equal((withoutWebhooks.channels as Json).webhook, undefined);
+    assert.equal((withoutWebhooks.operations as Json).sendEndpointWebhook, undefined);
   });
 
   it('describes submit with the input schema of every registered type', async () => {
@@ -365,6 +420,55 @@ describe('AsyncAPI 3.0 document of the streams', { timeout: 60_000 }, () => {
         operation: { type: 'demo.sleep', input: { ms: 'x' } },
       });
       invalid('ws.submit', { type: 'submit', operation: { type: 'demo.nope' } });
+    });
+
+    it('a real webhook request: its body and headers', async () => {
+      const received: { path: string; headers: http.IncomingHttpHeaders; body: string }[] = [];
+      const receiver = http.createServer((req, res) => {
+        const chunks: Buffer[] = [];
+        req.on('data', (chunk: Buffer) => chunks.push(chunk));
+        req.on('end', () => {
+          const body = Buffer.concat(chunks).toString('utf8');
+          received.push({ path: req.url ?? '', headers: req.headers, body });
+          res.writeHead(200).end();
+        });
+      });
+      await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+      const url = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}`;
+      const webhooks = createWebhooks({ accepted, allow: ['127.0.0.0/8'], pollIntervalMs: 50 });
+      webhooks.start();
+      after(async () => {
+        await webhooks.stop(100);
+        receiver.closeAllConnections();
+        await new Promise((resolve) => receiver.close(resolve));
+      });
+      await webhooks.createEndpoint('default', { url: `${url}/hook` });
+      const op = await accepted.submit('demo.echo', { hello: 'world' }, { labels: { a: 'b' } });
+      const bodies = () =>
+        received
+          .filter((request) => request.path === '/hook')
+          .map((request) => ({
+            headers: request.headers,
+            body: JSON.parse(request.body) as { type: string; data: { operationId: string } },
+          }))
+          .filter(({ body }) => body.data.operationId === op.id);
+      await eventually(() => bodies().some(({ body }) => body.type === 'operation.succeeded'));
+
+      const ajv = new Ajv2020({ strict: false, allErrors: true });
+      addFormats(ajv);
+      ajv.addSchema({ $id: 'https://accepted.invalid/asyncapi.json', ...plain });
+      for (const { headers, body } of bodies()) {
+        only('webhook', `webhook.${body.type}`, body);
+        const validate = ajv.getSchema(
+          `https://accepted.invalid/asyncapi.json#/components/messages/webhook.${body.type}/headers`,
+        );
+        assert.ok(validate);
+        assert.ok(validate(headers), JSON.stringify(validate.errors));
+      }
+      assert.deepEqual(
+        bodies().map(({ body }) => body.type),
+        ['operation.queued', 'operation.started', 'operation.succeeded'],
+      );
     });
 
     it('serves the document at GET /v1/asyncapi.json', async () => {

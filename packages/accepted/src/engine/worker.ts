@@ -228,7 +228,9 @@ export class Worker {
         this.mayHaveWork = true;
         this.pump();
       },
-      Math.max(0, at - Date.now()),
+      // Capped at an hour: Node fires longer delays (past 2^31 - 1 ms) at once, and a wake-up
+      // that comes early only claims nothing and sets the next one.
+      Math.min(Math.max(0, at - Date.now()), 3_600_000),
     );
     this.nextRunTimer.unref();
   }

@@ -1,8 +1,9 @@
 import { EVENT_TYPES, type EventType } from '../domain/events.ts';
 import type { OperationStatus } from '../domain/operation.ts';
+import { callbackWants } from '../domain/webhooks.ts';
 import type { OperationDefinition } from '../engine/definition.ts';
 import { WS_CLIENT_MESSAGE_SCHEMAS, WS_FILTER_SCHEMA } from '../stream/protocol.ts';
-import { openApiDocument } from './openapi.ts';
+import { openApiDocument, WEBHOOK_HEADERS, webhookPayloadSchema } from './openapi.ts';
 import {
   EVENT_SCHEMA,
   EVENTS_QUERY_SCHEMA,
@@ -20,6 +21,8 @@ export interface AsyncApiOptions {
   serverUrl?: string;
   /** Whether streams need an API key or a stream token. */
   auth: boolean;
+  /** Whether the server delivers webhooks: the `webhook` channel. Default true. */
+  webhooks?: boolean;
 }
 
 type Json = Record<string, unknown>;
@@ -166,6 +169,7 @@ interface MessageSpec {
   title: string;
   summary: string;
   description?: string;
+  headers?: Json;
   payload: Json;
   /** Carries the request `id` that matches answers to requests. */
   correlated?: boolean;
@@ -408,6 +412,41 @@ function eventMessage(type: EventType): MessageSpec {
   };
 }
 
+/** Key of the webhook message of one event type. */
+const webhookKey = (type: EventType) => `webhook.${type}`;
+
+/** The request a webhook receiver gets for one event type. */
+function webhookMessage(type: EventType): MessageSpec {
+  const kind = EVENT_KINDS[type];
+  return {
+    name: webhookKey(type),
+    title: `${kind.title} (webhook)`,
+    summary: kind.summary,
+    description: `Posted to every webhook endpoint subscribed to \`${type}\`${
+      callbackWants(type) ? ', and to the operation’s `callbackUrl`' : ''
+    }: a Standard Webhooks request whose body is \`{ type, timestamp, data }\`, \`data\` being the event.`,
+    headers: schema('WebhookHeaders'),
+    payload: webhookPayloadSchema(type, schema(eventSchemaName(type))),
+  };
+}
+
+/** The headers of every webhook request, as one object schema. */
+function webhookHeadersSchema(): Json {
+  return {
+    type: 'object',
+    required: Object.keys(WEBHOOK_HEADERS),
+    properties: {
+      ...Object.fromEntries(
+        Object.entries(WEBHOOK_HEADERS).map(([name, header]) => [
+          name,
+          { ...header.schema, description: header.description, examples: [header.example] },
+        ]),
+      ),
+      'content-type': { type: 'string', const: 'application/json' },
+    },
+  };
+}
+
 function sharedSchemas(options: AsyncApiOptions): Json {
   const openApiSchemas = (openApiDocument(options).components as { schemas: Json }).schemas;
   const inputs = Object.entries(openApiSchemas).filter(([name]) => name.startsWith('Input.'));
@@ -445,6 +484,7 @@ function sharedSchemas(options: AsyncApiOptions): Json {
     ...Object.fromEntries(EVENT_TYPES.map((type) => [eventSchemaName(type), eventSchema(type)])),
     SubmitRequest: submitRequest,
     ...Object.fromEntries(inputs),
+    ...((options.webhooks ?? true) ? { WebhookHeaders: webhookHeadersSchema() } : {}),
   };
 }
 
@@ -504,8 +544,12 @@ const eventKeys: string[] = [...EVENT_TYPES];
  * API, with one event schema per event type.
  */
 export function asyncApiDocument(options: AsyncApiOptions): Json {
+  const webhooks = options.webhooks ?? true;
   const messages: Json = {};
   for (const type of EVENT_TYPES) messages[type] = message(eventMessage(type));
+  if (webhooks) {
+    for (const type of EVENT_TYPES) messages[webhookKey(type)] = message(webhookMessage(type));
+  }
   for (const [key, spec] of Object.entries({
     ...SSE_MESSAGES,
     ...CLIENT_MESSAGES,
@@ -555,6 +599,23 @@ export function asyncApiDocument(options: AsyncApiOptions): Json {
       },
     },
   };
+  const webhookKeys = EVENT_TYPES.map(webhookKey);
+  const callbackKeys = EVENT_TYPES.filter(callbackWants).map(webhookKey);
+  if (webhooks) {
+    channels.webhook = {
+      address: '{callbackUrl}',
+      title: 'Webhooks (HTTP POST to the receiver)',
+      summary: 'Events posted to webhook endpoints and to operations’ `callbackUrl`s.',
+      description:
+        'Unlike the other channels, this one is served by the receiver, not by this server: the server posts each event to the `url` of every webhook endpoint subscribed to it (`POST /v1/webhooks/endpoints`) and to the operation’s `callbackUrl` (every event but `operation.progress` and `operation.deleted`). The receiver answers 2xx when it took the event; 410 fails the delivery for good (and disables an endpoint); any other answer, a timeout or no connection is retried later (`Retry-After` honoured on 429 and 503). `webhook-id` is the same on every attempt: drop duplicates with it. Verify `webhook-signature` (Standard Webhooks 1.0) before trusting the body.',
+      parameters: {
+        callbackUrl: {
+          description: 'The receiver’s URL: an endpoint’s `url`, or an operation’s `callbackUrl`.',
+        },
+      },
+      messages: messageRefs(webhookKeys),
+    };
+  }
 
   /** A client request on the WebSocket, answered by an ack or an error. */
   const request = (key: string, answers: string[], summary: string) => ({
@@ -621,6 +682,27 @@ export function asyncApiDocument(options: AsyncApiOptions): Json {
       messages: fromChannel('websocket', ['ws.closing']),
     },
   };
+  if (webhooks) {
+    const post = { http: { method: 'POST', bindingVersion: '0.3.0' } };
+    operations.sendEndpointWebhook = {
+      action: 'send',
+      channel: channelRef('webhook'),
+      summary: 'Posts an event to a webhook endpoint that subscribed to its type and labels.',
+      description:
+        'Signed with the endpoint’s secrets (`v1,`), and its ed25519 key (`v1a,`) if it has one. Retried on the endpoint’s `retrySchedule`; an endpoint failing for 5 days (by default) is disabled.',
+      messages: fromChannel('webhook', webhookKeys),
+      bindings: post,
+    };
+    operations.sendOperationCallback = {
+      action: 'send',
+      channel: channelRef('webhook'),
+      summary: 'Posts an event of an operation to its `callbackUrl`.',
+      description:
+        'Every event of the operation but `operation.progress` and `operation.deleted`, signed (`v1,`) with the tenant’s callback secret (`GET /v1/webhooks/callback-secret`).',
+      messages: fromChannel('webhook', callbackKeys),
+      bindings: post,
+    };
+  }
 
   return {
     asyncapi: '3.0.0',
@@ -628,7 +710,7 @@ export function asyncApiDocument(options: AsyncApiOptions): Json {
       title: 'Accepted streams',
       version: '1',
       description:
-        'Push channels over the event log of Accepted: Server-Sent Events for one operation or for the whole tenant, and a WebSocket that also submits and cancels. Every event is the same on every channel, with the same `seq`, so a client can resume on any channel after the last `seq` it saw.',
+        'Push channels over the event log of Accepted: Server-Sent Events for one operation or for the whole tenant, and a WebSocket that also submits and cancels. Every event is the same on every channel, with the same `seq`, so a client can resume on any channel after the last `seq` it saw. With webhooks, the `webhook` channel describes the requests the server posts to receivers, the event as their `data`.',
       license: { name: 'Apache-2.0', url: 'https://www.apache.org/licenses/LICENSE-2.0' },
     },
     servers: servers(options),

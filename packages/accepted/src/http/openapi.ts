@@ -1,6 +1,22 @@
 import { ERROR_CODES, type ErrorCode } from '../domain/errors.ts';
+import { EVENT_TYPES, type EventType } from '../domain/events.ts';
+import { callbackWants } from '../domain/webhooks.ts';
 import type { OperationDefinition } from '../engine/definition.ts';
 import { SUBMIT_REQUEST_SCHEMA } from '../engine/submit.ts';
+import {
+  ATTEMPT_LIST_SCHEMA,
+  ATTEMPT_SCHEMA,
+  CALLBACK_SECRETS_SCHEMA,
+  DELIVERY_PAGE_SCHEMA,
+  DELIVERY_QUERY_SCHEMA,
+  DELIVERY_SCHEMA,
+  ENDPOINT_CREATE_SCHEMA,
+  ENDPOINT_PAGE_SCHEMA,
+  ENDPOINT_PATCH_SCHEMA,
+  ENDPOINT_SCHEMA,
+  PAGE_QUERY_SCHEMA,
+  REPLAY_REQUEST_SCHEMA,
+} from '../webhooks/schemas.ts';
 import {
   EVENT_PAGE_SCHEMA,
   EVENT_SCHEMA,
@@ -24,6 +40,11 @@ export interface OpenApiOptions {
   serverUrl?: string;
   /** Whether requests need an API key. */
   auth: boolean;
+  /**
+   * Whether the server delivers webhooks (`createHttpServer({ webhooks })`): the webhook
+   * routes, the `webhooks` section and the `callbacks` of submit. Default true.
+   */
+  webhooks?: boolean;
 }
 
 type Json = Record<string, unknown>;
@@ -106,6 +127,475 @@ const pollingHeaders = {
   'Operation-Location': ref('headers', 'OperationLocation'),
 };
 
+/** `webhook-signature`: space-separated `v1,<base64>` (HMAC) and `v1a,<base64>` (ed25519). */
+const SIGNATURE_PATTERN = '^v1a?,[A-Za-z0-9+/]+={0,2}( v1a?,[A-Za-z0-9+/]+={0,2})*$';
+
+/**
+ * The headers of every webhook request (Standard Webhooks 1.0), with `content-type:
+ * application/json`. Shared with the AsyncAPI document.
+ */
+export const WEBHOOK_HEADERS = {
+  'webhook-id': {
+    description:
+      'The event’s id (`data.id`): the same on every attempt and for every receiver of the event. Use it to drop duplicates.',
+    schema: { type: 'string', minLength: 1, maxLength: 64, pattern: '^[^.]+$' },
+    example: 'evt_0000002d',
+  },
+  'webhook-timestamp': {
+    description:
+      'Unix seconds when this attempt was sent (not when the event happened). Refuse a timestamp far from your clock (±5 minutes) to stop replays.',
+    schema: { type: 'string', pattern: '^[0-9]{1,15}$' },
+    example: '1764105602',
+  },
+  'webhook-signature': {
+    description:
+      'Signatures of `{webhook-id}.{webhook-timestamp}.{body}` (the exact body bytes), space-separated: `v1,<base64>` is HMAC-SHA256 with a secret (the base64 after `whsec_`), one per secret still signing during a rotation; `v1a,<base64>` is ed25519, when an endpoint has a signing key (verify with its `publicKey`). Accept the request when any one of them verifies; compare in constant time.',
+    schema: { type: 'string', pattern: SIGNATURE_PATTERN },
+    example: 'v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=',
+  },
+} as const;
+
+/** Component name of the webhook body of one event type. */
+export const webhookPayloadName = (type: EventType) => `WebhookPayload.${type}`;
+
+/**
+ * The body of a webhook request for one event type, Standard Webhooks' `{ type, timestamp,
+ * data }`; `data` is the event as the HTTP API and the streams show it (the given schema).
+ */
+export function webhookPayloadSchema(type: EventType, data: Json): Json {
+  return {
+    title: `${type} webhook`,
+    description: `What a webhook receiver gets for an \`${type}\` event.`,
+    type: 'object',
+    additionalProperties: false,
+    required: ['type', 'timestamp', 'data'],
+    properties: {
+      type: { type: 'string', const: type, description: 'The event type.' },
+      timestamp: {
+        type: 'string',
+        format: 'date-time',
+        description: 'When the event happened (its `time`), RFC 3339.',
+      },
+      data: data,
+    },
+  };
+}
+
+/** What the server does with each answer of a webhook receiver. */
+function receiverAnswers(endpoint: boolean): Json {
+  const retryAfter = {
+    description:
+      'Retried after `Retry-After` (delay-seconds or an HTTP date, at most 24 hours) when the answer has one, else on the retry schedule.',
+    headers: {
+      'Retry-After': {
+        description: 'When to try again: delay-seconds or an HTTP date.',
+        schema: { type: 'string' },
+      },
+    },
+  };
+  return {
+    '2XX': {
+      description: 'Delivered. The first 4 KB of the body are kept in the attempt log.',
+    },
+    '410': {
+      description: endpoint
+        ? 'Gone: the delivery fails without retries and the endpoint is disabled (`disabledReason: GONE`); PATCH it with `enabled: true` to enable it again.'
+        : 'Gone: the delivery fails without retries.',
+    },
+    '429': retryAfter,
+    '503': retryAfter,
+    default: {
+      description: `Any other answer (a 3xx too: redirects are not followed), a timeout (15 s by default) or no connection: retried ${
+        endpoint ? 'on the endpoint’s `retrySchedule`, or the server’s' : 'on the server’s schedule'
+      } (by default immediately, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h and 24 h later, ±20% jitter). After the last retry the delivery fails (a dead letter: see \`POST /v1/webhooks/deliveries/{id}:replay\`).${
+        endpoint
+          ? ' An endpoint that has failed every attempt for 5 days (by default) is disabled (`disabledReason: FAILING`).'
+          : ''
+      }`,
+    },
+  };
+}
+
+/** A webhook request, as the receiver sees it. */
+function webhookPost(spec: {
+  operationId: string;
+  summary: string;
+  description: string;
+  body: Json;
+  endpoint: boolean;
+}): Json {
+  return {
+    operationId: spec.operationId,
+    tags: ['webhooks'],
+    summary: spec.summary,
+    description: spec.description,
+    security: [],
+    parameters: ['WebhookId', 'WebhookTimestamp', 'WebhookSignature'].map((name) =>
+      ref('parameters', name),
+    ),
+    requestBody: {
+      required: true,
+      content: { 'application/json': { schema: spec.body } },
+    },
+    responses: receiverAnswers(spec.endpoint),
+  };
+}
+
+/** `operation.cancel_requested` → `operationCancelRequested`. */
+const camel = (type: string) =>
+  type.replace(/[._]([a-z])/g, (_match, letter: string) => letter.toUpperCase());
+
+/** The top-level `webhooks`: what an endpoint receives for each event type. */
+function webhookEvents(): Json {
+  return Object.fromEntries(
+    EVENT_TYPES.map((type) => [
+      type,
+      {
+        post: webhookPost({
+          operationId: `${camel(type)}Webhook`,
+          summary: `An \`${type}\` event`,
+          description: `Posted to every enabled webhook endpoint of the tenant that subscribed to \`${type}\` (its \`eventTypes\` include it, or are null) and whose \`labels\` the operation has. Signed with the endpoint’s secrets (and its ed25519 key if it has one). Deliveries of one operation to one endpoint are sent in event order.`,
+          body: ref('schemas', webhookPayloadName(type)),
+          endpoint: true,
+        }),
+      },
+    ]),
+  );
+}
+
+/** The `callbacks` of submit: what an operation's `callbackUrl` receives. */
+function operationCallbacks(): Json {
+  return {
+    operationEvent: {
+      '{$request.body#/callbackUrl}': {
+        post: webhookPost({
+          operationId: 'operationEventCallback',
+          summary: 'An event of the operation, posted to its callbackUrl',
+          description: `Every event of the operation except \`operation.progress\` and \`operation.deleted\`, in order, signed with the tenant’s callback secret (\`GET /v1/webhooks/callback-secret\`). The terminal event (\`operation.succeeded\`, \`operation.failed\` or \`operation.canceled\`) carries the outcome.`,
+          body: ref('schemas', 'CallbackPayload'),
+          endpoint: false,
+        }),
+      },
+    },
+  };
+}
+
+function webhookSchemas(): Json {
+  return {
+    WebhookEndpoint: ENDPOINT_SCHEMA,
+    WebhookEndpointCreate: ENDPOINT_CREATE_SCHEMA,
+    WebhookEndpointPatch: ENDPOINT_PATCH_SCHEMA,
+    WebhookEndpointPage: ENDPOINT_PAGE_SCHEMA,
+    WebhookDelivery: DELIVERY_SCHEMA,
+    WebhookDeliveryPage: DELIVERY_PAGE_SCHEMA,
+    WebhookAttempt: ATTEMPT_SCHEMA,
+    WebhookAttemptList: ATTEMPT_LIST_SCHEMA,
+    WebhookReplayRequest: REPLAY_REQUEST_SCHEMA,
+    WebhookReplayCount: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['replayed'],
+      properties: {
+        replayed: {
+          type: 'integer',
+          minimum: 0,
+          description: 'How many failed deliveries were queued again.',
+        },
+      },
+    },
+    CallbackSecrets: CALLBACK_SECRETS_SCHEMA,
+    ...Object.fromEntries(
+      EVENT_TYPES.map((type) => [
+        webhookPayloadName(type),
+        webhookPayloadSchema(type, {
+          description: 'The event: the `Event` schema, of this type.',
+          allOf: [ref('schemas', 'Event'), { properties: { type: { const: type } } }],
+        }),
+      ]),
+    ),
+    CallbackPayload: {
+      description: 'What an operation’s `callbackUrl` receives: one of these event types.',
+      oneOf: EVENT_TYPES.filter(callbackWants).map((type) =>
+        ref('schemas', webhookPayloadName(type)),
+      ),
+    },
+  };
+}
+
+const noStore = {
+  'Cache-Control': { description: '`no-store`.', schema: { type: 'string' } },
+};
+
+/** A JSON answer of a webhook route. */
+function json(description: string, schema: string, headers: Json = {}): Json {
+  return {
+    description,
+    headers: { ...headers, ...noStore },
+    content: { 'application/json': { schema: ref('schemas', schema) } },
+  };
+}
+
+/** The webhook routes (`registerWebhookRoutes`). */
+function webhookRoutes(authProblems: ErrorCode[]): Json {
+  const endpointId = ref('parameters', 'EndpointId');
+  const deliveryId = ref('parameters', 'DeliveryId');
+  const ifMatch = ref('parameters', 'EndpointIfMatch');
+  const etag = { ETag: ref('headers', 'ETag') };
+  const body = (schema: string, required = true) => ({
+    required,
+    content: { 'application/json': { schema: ref('schemas', schema) } },
+  });
+  const bodyProblems: ErrorCode[] = [
+    'MALFORMED_JSON',
+    'PAYLOAD_TOO_LARGE',
+    'UNSUPPORTED_MEDIA_TYPE',
+    'VALIDATION_FAILED',
+  ];
+  const tags = ['webhooks'];
+  return {
+    '/v1/webhooks/endpoints': {
+      post: {
+        operationId: 'createWebhookEndpoint',
+        tags,
+        summary: 'Create a webhook endpoint',
+        description:
+          'From now on, every event of the tenant that the endpoint subscribes to (`eventTypes`, `labels`) is posted to `url` (see the `webhooks` section). The answer is the only one, with `:rotate-secret`, that shows the signing `secret`. The URL must be one the server may call: http or https, and no private, loopback or link-local address unless the server allows it (`422 URL_NOT_ALLOWED`).',
+        requestBody: body('WebhookEndpointCreate'),
+        responses: {
+          '201': json('Created; `secret` is shown this once.', 'WebhookEndpoint', {
+            ...etag,
+            Location: {
+              description: 'The new endpoint (a path).',
+              schema: { type: 'string' },
+            },
+          }),
+          ...problems(...bodyProblems, 'URL_NOT_ALLOWED', ...authProblems, ...COMMON),
+        },
+      },
+      get: {
+        operationId: 'listWebhookEndpoints',
+        tags,
+        summary: 'List webhook endpoints, newest first',
+        parameters: queryParameters(PAGE_QUERY_SCHEMA),
+        responses: {
+          '200': json('One page.', 'WebhookEndpointPage'),
+          ...problems('INVALID_QUERY', ...authProblems, ...COMMON),
+        },
+      },
+    },
+    '/v1/webhooks/endpoints/{id}': {
+      parameters: [endpointId],
+      get: {
+        operationId: 'getWebhookEndpoint',
+        tags,
+        summary: 'A webhook endpoint',
+        description: 'Its `ETag` is what PATCH and DELETE need in `If-Match`.',
+        responses: {
+          '200': json('The endpoint (without its secret).', 'WebhookEndpoint', etag),
+          ...problems('ENDPOINT_NOT_FOUND', ...authProblems, ...COMMON),
+        },
+      },
+      patch: {
+        operationId: 'updateWebhookEndpoint',
+        tags,
+        summary: 'Change a webhook endpoint',
+        description:
+          'Changes the members given (JSON merge: `null` clears one). `enabled: false` disables the endpoint; `enabled: true` enables it again and clears its failures. Needs `If-Match` with the endpoint’s ETag (`428` without one, `412` when it moved on).',
+        parameters: [ifMatch],
+        requestBody: body('WebhookEndpointPatch'),
+        responses: {
+          '200': json('The endpoint as changed.', 'WebhookEndpoint', etag),
+          ...problems(
+            'ENDPOINT_NOT_FOUND',
+            ...bodyProblems,
+            'URL_NOT_ALLOWED',
+            'PRECONDITION_REQUIRED',
+            'PRECONDITION_FAILED',
+            ...authProblems,
+            ...COMMON,
+          ),
+        },
+      },
+      delete: {
+        operationId: 'deleteWebhookEndpoint',
+        tags,
+        summary: 'Delete a webhook endpoint',
+        description:
+          'Its pending deliveries fail (`lastError: ENDPOINT_DELETED`) and are not sent. Needs `If-Match` with the endpoint’s ETag (`428` without one, `412` when it moved on).',
+        parameters: [ifMatch],
+        responses: {
+          '204': { description: 'Deleted.' },
+          ...problems(
+            'ENDPOINT_NOT_FOUND',
+            'PRECONDITION_REQUIRED',
+            'PRECONDITION_FAILED',
+            ...authProblems,
+            ...COMMON,
+          ),
+        },
+      },
+    },
+    '/v1/webhooks/endpoints/{id}:rotate-secret': {
+      parameters: [endpointId],
+      post: {
+        operationId: 'rotateWebhookEndpointSecret',
+        tags,
+        summary: 'Rotate an endpoint’s signing secret',
+        description:
+          'Makes a new secret and answers it (this once). The old one keeps signing too (a second `v1,` signature) for 24 hours by default, so that receivers can switch without losing a request. No body.',
+        parameters: [
+          {
+            name: 'If-Match',
+            in: 'header',
+            required: false,
+            description: 'Rotate only if the endpoint’s ETag is one of these (else 412).',
+            schema: { type: 'string' },
+          },
+        ],
+        responses: {
+          '200': json('The endpoint with its new `secret`.', 'WebhookEndpoint', etag),
+          ...problems('ENDPOINT_NOT_FOUND', 'PRECONDITION_FAILED', ...authProblems, ...COMMON),
+        },
+      },
+    },
+    '/v1/webhooks/endpoints/{id}:replay': {
+      parameters: [endpointId],
+      post: {
+        operationId: 'replayWebhookEndpoint',
+        tags,
+        summary: 'Send an endpoint’s failed deliveries again',
+        description:
+          'Every failed delivery (dead letter) to the endpoint made since `since` is queued again, with a fresh retry schedule.',
+        requestBody: body('WebhookReplayRequest'),
+        responses: {
+          '202': {
+            description: 'Queued again.',
+            content: { 'application/json': { schema: ref('schemas', 'WebhookReplayCount') } },
+          },
+          ...problems('ENDPOINT_NOT_FOUND', ...bodyProblems, ...authProblems, ...COMMON),
+        },
+      },
+    },
+    '/v1/webhooks/callback-secret': {
+      get: {
+        operationId: 'getCallbackSecret',
+        tags,
+        summary: 'The secrets that sign callbacks',
+        description:
+          'Requests to an operation’s `callbackUrl` are signed (`v1,`) with the tenant’s callback secrets: the current one, and during a rotation the previous one too. The first read makes the secret.',
+        responses: {
+          '200': json('The secrets, newest first.', 'CallbackSecrets'),
+          ...problems(...authProblems, ...COMMON),
+        },
+      },
+    },
+    '/v1/webhooks/callback-secret:rotate': {
+      post: {
+        operationId: 'rotateCallbackSecret',
+        tags,
+        summary: 'Rotate the callback secret',
+        description:
+          'Makes a new callback secret; the old one keeps signing too for 24 hours by default. No body.',
+        responses: {
+          '200': json('The secrets, newest first.', 'CallbackSecrets'),
+          ...problems(...authProblems, ...COMMON),
+        },
+      },
+    },
+    '/v1/webhooks/deliveries': {
+      get: {
+        operationId: 'listWebhookDeliveries',
+        tags,
+        summary: 'List webhook deliveries, newest first',
+        description:
+          'A delivery is one event for one receiver (an endpoint, or an operation’s `callbackUrl`), with its attempts.',
+        parameters: queryParameters(DELIVERY_QUERY_SCHEMA),
+        responses: {
+          '200': json('One page.', 'WebhookDeliveryPage'),
+          ...problems('INVALID_QUERY', ...authProblems, ...COMMON),
+        },
+      },
+    },
+    '/v1/webhooks/deliveries/{id}': {
+      parameters: [deliveryId],
+      get: {
+        operationId: 'getWebhookDelivery',
+        tags,
+        summary: 'A webhook delivery',
+        responses: {
+          '200': json('The delivery.', 'WebhookDelivery'),
+          ...problems('DELIVERY_NOT_FOUND', ...authProblems, ...COMMON),
+        },
+      },
+    },
+    '/v1/webhooks/deliveries/{id}/attempts': {
+      parameters: [deliveryId],
+      get: {
+        operationId: 'listWebhookDeliveryAttempts',
+        tags,
+        summary: 'The attempts of a webhook delivery, first first',
+        responses: {
+          '200': json('Every attempt.', 'WebhookAttemptList'),
+          ...problems('DELIVERY_NOT_FOUND', ...authProblems, ...COMMON),
+        },
+      },
+    },
+    '/v1/webhooks/deliveries/{id}:replay': {
+      parameters: [deliveryId],
+      post: {
+        operationId: 'replayWebhookDelivery',
+        tags,
+        summary: 'Send a webhook delivery again',
+        description:
+          'Queues the delivery again at once, with a fresh retry schedule, whatever its status. Its `webhook-id` stays the same. No body.',
+        responses: {
+          '202': {
+            description: 'Queued again.',
+            content: { 'application/json': { schema: ref('schemas', 'WebhookDelivery') } },
+          },
+          ...problems('DELIVERY_NOT_FOUND', ...authProblems, ...COMMON),
+        },
+      },
+    },
+  };
+}
+
+/** Parameters of the webhook routes and of webhook requests. */
+const WEBHOOK_PARAMETERS = {
+  EndpointId: {
+    name: 'id',
+    in: 'path',
+    required: true,
+    description: 'A webhook endpoint’s id.',
+    schema: { type: 'string', pattern: '^ep_[0-9A-Za-z]{22}$' },
+  },
+  DeliveryId: {
+    name: 'id',
+    in: 'path',
+    required: true,
+    description: 'A webhook delivery’s id.',
+    schema: { type: 'string', pattern: '^dlv_[0-9A-Za-z]{22}$' },
+  },
+  EndpointIfMatch: {
+    name: 'If-Match',
+    in: 'header',
+    required: true,
+    description:
+      'The endpoint’s ETag as read (`"<version>"`), or `*` for any version. Without it the change is refused (428); with another version it is refused (412).',
+    schema: { type: 'string' },
+    example: '"3"',
+  },
+  ...Object.fromEntries(
+    (
+      [
+        ['WebhookId', 'webhook-id'],
+        ['WebhookTimestamp', 'webhook-timestamp'],
+        ['WebhookSignature', 'webhook-signature'],
+      ] as const
+    ).map(([key, name]) => [key, { name, in: 'header', required: true, ...WEBHOOK_HEADERS[name] }]),
+  ),
+};
+
 /**
  * The OpenAPI 3.1 document of the HTTP API, built from the schemas that validate requests
  * (the submit envelope, each operation type's input schema, the query schemas) and the ones
@@ -123,6 +613,8 @@ export function openApiDocument(options: OpenApiOptions): Json {
     StreamTokenRequest: STREAM_TOKEN_REQUEST_SCHEMA,
     StreamToken: STREAM_TOKEN_SCHEMA,
   };
+  const webhooks = options.webhooks ?? true;
+  if (webhooks) Object.assign(schemas, webhookSchemas());
   // eslint-disable-next-line @typescript-eslint/no-unused-vars
   const { $id, ...envelope } = SUBMIT_REQUEST_SCHEMA;
   const variants: Json[] = [];
@@ -170,8 +662,11 @@ export function openApiDocument(options: OpenApiOptions): Json {
       title: 'Accepted',
       version: '1',
       summary: 'Durable asynchronous operations: 202 Accepted, a status monitor, long polling.',
-      description:
-        'Submit work and get `202 Accepted` with a status monitor at once; learn the outcome by polling (`Retry-After`, `ETag`/`If-None-Match`), long polling (`Prefer: wait=N`), a synchronous answer (`Prefer: wait=N` on submit), or pushed events: Server-Sent Events (`Accept: text/event-stream` on the events routes) and a WebSocket (`GET /v1/ws`, described by the AsyncAPI document at `/v1/asyncapi.json`). Errors are RFC 9457 problem details with a stable `code`. Compatible with Azure-style long-running-operation pollers.',
+      description: `Submit work and get \`202 Accepted\` with a status monitor at once; learn the outcome by polling (\`Retry-After\`, \`ETag\`/\`If-None-Match\`), long polling (\`Prefer: wait=N\`), a synchronous answer (\`Prefer: wait=N\` on submit), or pushed events: Server-Sent Events (\`Accept: text/event-stream\` on the events routes) and a WebSocket (\`GET /v1/ws\`, described by the AsyncAPI document at \`/v1/asyncapi.json\`)${
+        webhooks
+          ? ', and webhooks: events posted to registered endpoints (the `webhooks` section) or to an operation’s `callbackUrl` (the `callbacks` of submit), signed as Standard Webhooks 1.0 says'
+          : ''
+      }. Errors are RFC 9457 problem details with a stable \`code\`. Compatible with Azure-style long-running-operation pollers.`,
       license: { name: 'Apache-2.0', identifier: 'Apache-2.0' },
     },
     servers: [{ url: options.serverUrl ?? '/' }],
@@ -183,6 +678,15 @@ export function openApiDocument(options: OpenApiOptions): Json {
         description:
           'Push channels: Server-Sent Events, the WebSocket, and stream tokens for browsers.',
       },
+      ...(webhooks
+        ? [
+            {
+              name: 'webhooks',
+              description:
+                'Webhook endpoints, the callback secret, deliveries and their attempts; and what a receiver gets.',
+            },
+          ]
+        : []),
     ],
     paths: {
       '/v1/operations': {
@@ -201,6 +705,7 @@ export function openApiDocument(options: OpenApiOptions): Json {
             required: true,
             content: { 'application/json': { schema: ref('schemas', 'SubmitRequest') } },
           },
+          ...(webhooks ? { callbacks: operationCallbacks() } : {}),
           responses: {
             '200': monitorResponse('The operation ended within the `Prefer: wait`.', {
               'Content-Location': ref('headers', 'Location'),
@@ -219,6 +724,7 @@ export function openApiDocument(options: OpenApiOptions): Json {
               'UNSUPPORTED_MEDIA_TYPE',
               'VALIDATION_FAILED',
               'UNKNOWN_OPERATION_TYPE',
+              ...(webhooks ? (['URL_NOT_ALLOWED'] as const) : []),
               'IDEMPOTENCY_KEY_REUSED',
               'IDEMPOTENCY_KEY_IN_FLIGHT',
               ...authProblems,
@@ -473,7 +979,9 @@ export function openApiDocument(options: OpenApiOptions): Json {
           responses: { '200': { description: 'AsyncAPI 3.0.' } },
         },
       },
+      ...(webhooks ? webhookRoutes(authProblems) : {}),
     },
+    ...(webhooks ? { webhooks: webhookEvents() } : {}),
     components: {
       schemas,
       securitySchemes: {
@@ -536,6 +1044,7 @@ export function openApiDocument(options: OpenApiOptions): Json {
           description: 'W3C trace context, kept with the operation.',
           schema: { type: 'string' },
         },
+        ...(webhooks ? WEBHOOK_PARAMETERS : {}),
       },
       headers: {
         ETag: { description: 'The version, quoted.', schema: { type: 'string' } },

@@ -283,6 +283,7 @@ export function createHttpServer(options: HttpOptions): FastifyInstance {
         definitions: accepted.definitions,
         serverUrl: publicUrl,
         auth: apiKeys !== undefined,
+        webhooks: options.webhooks !== undefined,
       }),
     );
     void reply.type('application/json; charset=utf-8').header('cache-control', 'no-cache');
@@ -296,6 +297,7 @@ export function createHttpServer(options: HttpOptions): FastifyInstance {
         definitions: accepted.definitions,
         serverUrl: publicUrl,
         auth: apiKeys !== undefined,
+        webhooks: options.webhooks !== undefined,
       }),
     );
     void reply.type('application/json; charset=utf-8').header('cache-control', 'no-cache');

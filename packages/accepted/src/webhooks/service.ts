@@ -417,7 +417,7 @@ export class Webhooks {
         deliveryId: delivery.id,
         attempt: number,
         startedAt,
-        durationMs: sent.durationMs,
+        durationMs: Math.round(sent.durationMs),
         status: sent.status,
         error: sent.error?.code ?? null,
         responseBody: sent.body,
