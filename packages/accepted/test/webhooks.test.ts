@@ -332,7 +332,11 @@ describe('webhook delivery', { timeout: 120_000 }, () => {
   it('disables an endpoint that answers 410, and sends it nothing more', async () => {
     const api = await startApi();
     const hook = await receiver();
-    hook.answer = () => ({ status: 410 });
+    hook.answer = (request) => ({ status: request.path === '/gone' ? 410 : 200 });
+    // A witness on the same events, and on endpoint.disabled.
+    await endpoint(api, `${hook.url}/witness`, {
+      eventTypes: ['operation.queued', 'endpoint.disabled'],
+    });
     const target = await endpoint(api, `${hook.url}/gone`, { eventTypes: ['operation.queued'] });
     await submit(api, { type: 'demo.echo', input: 1 });
     await eventually(async () => {
@@ -341,9 +345,26 @@ describe('webhook delivery', { timeout: 120_000 }, () => {
     });
     const read = await call(api, 'GET', `/v1/webhooks/endpoints/${target.id}`);
     assert.equal(read.json.disabledReason, 'GONE');
-    // A witness endpoint on the same events: once it has the second operation's event, the
-    // dispatcher has passed it, and made no delivery of it to the disabled endpoint.
-    await endpoint(api, `${hook.url}/witness`, { eventTypes: ['operation.queued'] });
+    // The disabling is an event of the log, delivered to endpoints that subscribed to it.
+    await eventually(() => hook.at('/witness').some((r) => r.payload.type === 'endpoint.disabled'));
+    const notice = hook.at('/witness').find((r) => r.payload.type === 'endpoint.disabled');
+    assert.deepEqual(
+      (notice?.payload.data as unknown as { data: { endpoint: unknown } }).data.endpoint,
+      {
+        id: target.id,
+        url: `${hook.url}/gone`,
+        reason: 'GONE',
+        message: 'The endpoint answered 410 Gone: disabled.',
+      },
+    );
+    const [logged] = await api.accepted.readEvents({
+      tenant: 'acme',
+      types: ['endpoint.disabled'],
+    });
+    assert.equal(logged?.operationId, target.id);
+    assert.equal(logged.operationType, 'webhook.endpoint');
+    // Once the witness has the second operation's event, the dispatcher has passed it, and
+    // made no delivery of it to the disabled endpoint.
     const second = await submit(api, { type: 'demo.echo', input: 2 });
     await eventually(() => hook.at('/witness').some((r) => r.payload.data.operationId === second));
     const page = await call(api, 'GET', `/v1/webhooks/deliveries?endpoint=${target.id}`);

@@ -11,6 +11,7 @@ export const EVENT_TYPES = [
   'operation.failed',
   'operation.canceled',
   'operation.deleted',
+  'endpoint.disabled',
 ] as const;
 
 export type EventType = (typeof EVENT_TYPES)[number];
@@ -23,15 +24,23 @@ export const TERMINAL_EVENT_TYPES: ReadonlySet<EventType> = new Set([
 
 /** Data carried by each event type. */
 export interface EventData {
-  /** Status after the change. */
-  status: OperationStatus;
+  /** The operation's status after the change (absent on `endpoint.disabled`). */
+  status?: OperationStatus;
   attempt?: number;
   progress?: Progress;
   result?: Json;
   error?: OperationError;
   /** For `operation.retrying` and `operation.queued`: when the next attempt may start. */
   runAt?: number;
+  /** For `endpoint.disabled`: which webhook endpoint, and why. */
+  endpoint?: { id: string; url: string; reason: string; message: string };
 }
+
+/**
+ * `endpoint.disabled` events are not about an operation: their `operationId` is the
+ * endpoint's id and their `operationType` is this.
+ */
+export const ENDPOINT_EVENT_OPERATION_TYPE = 'webhook.endpoint';
 
 /** One record of the append-only log. */
 export interface OperationEvent {

@@ -124,7 +124,9 @@ export const DEFAULT_RETRY_SCHEDULE: readonly number[] = [
 
 /** Events a callbackUrl receives: every change of its operation but progress and deletion. */
 export function callbackWants(type: EventType): boolean {
-  return type !== 'operation.progress' && type !== 'operation.deleted';
+  return (
+    type.startsWith('operation.') && type !== 'operation.progress' && type !== 'operation.deleted'
+  );
 }
 
 /** Whether an endpoint subscribed to this event (its tenant, types and labels). */

@@ -36,7 +36,7 @@ const channelMessage = (channel: string, key: string) => ({
 
 const CLOSING_REASONS = ['SHUTTING_DOWN', 'SLOW_CONSUMER'];
 
-type DataMember = 'attempt' | 'progress' | 'result' | 'error' | 'runAt';
+type DataMember = 'attempt' | 'progress' | 'result' | 'error' | 'runAt' | 'endpoint';
 
 /** What each event type says: the status after it, and the `data` members it carries. */
 const EVENT_KINDS: Record<
@@ -107,6 +107,13 @@ const EVENT_KINDS: Record<
     status: ['succeeded', 'failed', 'canceled'],
     required: [],
   },
+  'endpoint.disabled': {
+    title: 'Webhook endpoint disabled',
+    summary:
+      'A webhook endpoint was disabled (a 410, or failing too long). `operationId` is the endpoint’s id, `operationType` is `webhook.endpoint`; there is no `status`.',
+    status: [],
+    required: ['endpoint'],
+  },
 };
 
 const DATA_MEMBERS: Record<DataMember, Json> = {
@@ -122,13 +129,19 @@ const DATA_MEMBERS: Record<DataMember, Json> = {
     ...EVENT_SCHEMA.properties.data.properties.runAt,
     description: 'Earliest start of the next attempt (RFC 3339).',
   },
+  endpoint: EVENT_SCHEMA.properties.data.properties.endpoint,
 };
 
 /** The event object of one type: `type` fixed, `data` narrowed to what that type carries. */
 function eventSchema(type: EventType): Json {
   const kind = EVENT_KINDS[type];
   const members = [...kind.required, ...(kind.optional ?? [])];
-  const status = kind.status.length === 1 ? { const: kind.status[0] } : { enum: kind.status };
+  const status =
+    kind.status.length === 0
+      ? null
+      : kind.status.length === 1
+        ? { const: kind.status[0] }
+        : { enum: kind.status };
   return {
     ...EVENT_SCHEMA,
     title: type,
@@ -141,9 +154,13 @@ function eventSchema(type: EventType): Json {
       data: {
         type: 'object',
         additionalProperties: false,
-        required: ['status', ...kind.required],
+        required: [...(status ? ['status'] : []), ...kind.required],
         properties: {
-          status: { type: 'string', ...status, description: 'The status after this change.' },
+          ...(status
+            ? {
+                status: { type: 'string', ...status, description: 'The status after this change.' },
+              }
+            : {}),
           ...Object.fromEntries(members.map((member) => [member, DATA_MEMBERS[member]])),
         },
       },
@@ -535,6 +552,8 @@ function servers(options: AsyncApiOptions): Json {
 }
 
 const eventKeys: string[] = [...EVENT_TYPES];
+/** The events of one operation's stream: not `endpoint.disabled`, which is no operation's. */
+const operationEventKeys = eventKeys.filter((type) => type.startsWith('operation.'));
 
 /**
  * The AsyncAPI 3.0 document of the push channels (docs/streams.md): the Server-Sent Events
@@ -572,7 +591,7 @@ export function asyncApiDocument(options: AsyncApiOptions): Json {
       description: `${sseIntro} Without a cursor the stream starts with \`operation.snapshot\`. It ends after the terminal event; a reconnect past it answers \`204\`.`,
       servers: [{ $ref: '#/servers/http' }],
       parameters: { operationId: { description: 'The operation’s id.' } },
-      messages: messageRefs([...eventKeys, 'operation.snapshot', 'stream.closing']),
+      messages: messageRefs([...operationEventKeys, 'operation.snapshot', 'stream.closing']),
     },
     tenantEvents: {
       address: '/v1/events',
@@ -631,7 +650,7 @@ export function asyncApiDocument(options: AsyncApiOptions): Json {
       channel: channelRef('operationEvents'),
       summary: 'Streams the events of one operation.',
       messages: fromChannel('operationEvents', [
-        ...eventKeys,
+        ...operationEventKeys,
         'operation.snapshot',
         'stream.closing',
       ]),

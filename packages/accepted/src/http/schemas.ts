@@ -158,14 +158,28 @@ export const EVENT_SCHEMA = {
     time: dateTime,
     data: {
       type: 'object',
-      required: ['status'],
       properties: {
-        status: { type: 'string', enum: [...OPERATION_STATUSES] },
+        status: {
+          type: 'string',
+          enum: [...OPERATION_STATUSES],
+          description: 'The status after the change (absent on endpoint.disabled).',
+        },
         attempt: { type: 'integer' },
         progress: PROGRESS_SCHEMA,
         result: {},
         error: OPERATION_ERROR_SCHEMA,
         runAt: dateTime,
+        endpoint: {
+          type: 'object',
+          required: ['id', 'url', 'reason', 'message'],
+          properties: {
+            id: { type: 'string' },
+            url: { type: 'string' },
+            reason: { type: 'string', enum: ['GONE', 'FAILING'] },
+            message: { type: 'string' },
+          },
+          description: 'On endpoint.disabled: the webhook endpoint and why it was disabled.',
+        },
       },
     },
   },

@@ -290,6 +290,8 @@ export class SqliteStore implements Store {
     stmt: (sql) => this.stmt(sql),
     write: (run) => this.write(run),
     read: (run) => settle(run),
+    appendEvent: (row, type, data, now) =>
+      this.appendEvent({ ...row, attempts: 0 }, type, data, now),
   });
   readonly createEndpoint = this.webhooks.createEndpoint.bind(this.webhooks);
   readonly getEndpoint = this.webhooks.getEndpoint.bind(this.webhooks);
@@ -1156,9 +1158,10 @@ export class SqliteStore implements Store {
         dropEvents.run(id);
         dropKeys.run(id);
       }
-      this.stmt(`DELETE FROM events WHERE type = 'operation.deleted' AND time < ?`).run(
-        finishedBefore,
-      );
+      // Events of no operation still in the table: deletions, and disabled endpoints.
+      this.stmt(
+        `DELETE FROM events WHERE type IN ('operation.deleted', 'endpoint.disabled') AND time < ?`,
+      ).run(finishedBefore);
       return ids.length;
     });
   }

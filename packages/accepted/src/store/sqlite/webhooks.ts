@@ -1,6 +1,12 @@
 import type Database from 'better-sqlite3';
 import { AcceptedError } from '../../domain/errors.ts';
-import { NO_LABELS, eventId, type EventData, type EventType } from '../../domain/events.ts';
+import {
+  ENDPOINT_EVENT_OPERATION_TYPE,
+  NO_LABELS,
+  eventId,
+  type EventData,
+  type EventType,
+} from '../../domain/events.ts';
 import {
   CALLBACK_TARGET,
   callbackWants,
@@ -30,6 +36,13 @@ export interface SqliteAccess {
   write<T>(run: () => T): Promise<T>;
   /** Runs a read now; a throw becomes a rejection. */
   read<T>(run: () => T): Promise<T>;
+  /** Appends an event to the log in the current write (not about an operation). */
+  appendEvent(
+    row: { id: string; tenant: string; type: string; version: number; labels: string },
+    type: EventType,
+    data: EventData,
+    now: number,
+  ): void;
 }
 
 interface EndpointRow {
@@ -553,12 +566,29 @@ export class SqliteWebhooks implements WebhookStore {
       }
       const disable = outcome.disableEndpoint;
       if (disable) {
-        this.db
+        const endpoint = this.db
           .stmt(
             `UPDATE webhook_endpoints SET enabled = 0, disabled_reason = ?, disabled_at = ?,
-               updated_at = ?, version = version + 1 WHERE id = ? AND enabled = 1`,
+               updated_at = ?, version = version + 1 WHERE id = ? AND enabled = 1
+             RETURNING id, tenant, url, version`,
           )
-          .run(disable.reason, now, now, row.target);
+          .get(disable.reason, now, now, row.target) as
+          { id: string; tenant: string; url: string; version: number } | undefined;
+        if (endpoint) {
+          this.db.appendEvent(
+            { ...endpoint, type: ENDPOINT_EVENT_OPERATION_TYPE, labels: '{}' },
+            'endpoint.disabled',
+            {
+              endpoint: {
+                id: endpoint.id,
+                url: endpoint.url,
+                reason: disable.reason,
+                message: disable.message,
+              },
+            },
+            now,
+          );
+        }
       }
     });
   }
