@@ -8,7 +8,8 @@ import { describe, it } from 'node:test';
 import { AcceptedError } from '../domain/errors.ts';
 import { newOperationId } from '../domain/ids.ts';
 import type { NewOperation } from '../domain/operation.ts';
-import type { Store, StoreHint } from './store.ts';
+import type { NewEndpoint } from '../domain/webhooks.ts';
+import type { ClaimedDelivery, DispatchRequest, Store, StoreHint } from './store.ts';
 
 export interface StoreFixture {
   store: Store;
@@ -27,6 +28,35 @@ function newOp(overrides: Partial<NewOperation> = {}): NewOperation {
     labels: {},
     callbackUrl: null,
     ...overrides,
+  };
+}
+
+let endpointCount = 0;
+function newEndpoint(overrides: Partial<NewEndpoint> = {}): NewEndpoint {
+  return {
+    id: `ep_test${++endpointCount}_${Math.random().toString(36).slice(2, 10)}`,
+    tenant: 't1',
+    url: 'https://example.com/hook',
+    description: null,
+    eventTypes: null,
+    labels: null,
+    secret: 'whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0IQ==',
+    signingKey: null,
+    retrySchedule: null,
+    rateLimit: null,
+    ...overrides,
+  };
+}
+
+let deliveryCount = 0;
+/** A dispatch request with deterministic ids and a payload naming the event. */
+function dispatchRequest(now: number): DispatchRequest {
+  return {
+    limit: 100,
+    now,
+    newId: () => `dlv_test${++deliveryCount}`,
+    newSecret: () => 'whsec_Y2FsbGJhY2stc2VjcmV0LWNhbGxiYWNrLXNlY3JldA==',
+    payload: (event) => JSON.stringify({ type: event.type, seq: event.seq }),
   };
 }
 
@@ -608,6 +638,270 @@ export function storeConformance(name: string, factory: () => Promise<StoreFixtu
           assert.deepEqual(versions, [1, 2, 3]);
         }
       }));
+
+    describe('webhooks', () => {
+      const attempt = (claimed: ClaimedDelivery, status: number | null, at: number) => ({
+        deliveryId: claimed.delivery.id,
+        attempt: claimed.delivery.attempts + 1,
+        startedAt: at,
+        durationMs: 3,
+        status,
+        error: status === null ? 'TIMEOUT' : null,
+        responseBody: `answer ${String(status)}`,
+      });
+
+      it('keeps endpoints per tenant, versioned, with secrets that rotate', () =>
+        withStore(async (store) => {
+          const created = await store.createEndpoint(
+            newEndpoint({ eventTypes: ['operation.succeeded'], labels: { team: 'a' } }),
+            1_000,
+          );
+          assert.equal(created.version, 1);
+          assert.equal(created.enabled, true);
+          assert.deepEqual(created.eventTypes, ['operation.succeeded']);
+          assert.equal(await store.getEndpoint(created.id, 'other'), null);
+          await rejectsWith(
+            store.updateEndpoint(created.id, 't1', { description: 'x' }, 1_100, [7]),
+            'PRECONDITION_FAILED',
+          );
+          const updated = await store.updateEndpoint(
+            created.id,
+            't1',
+            { description: 'orders', enabled: false },
+            1_200,
+            [1],
+          );
+          assert.equal(updated.version, 2);
+          assert.equal(updated.description, 'orders');
+          assert.equal(updated.disabledReason, 'MANUAL');
+          const rotated = await store.rotateEndpointSecret(
+            created.id,
+            't1',
+            'whsec_bmV3LW5ldy1uZXctbmV3LW5ldy1uZXctbmV3IQ==',
+            Date.now() + 60_000,
+            1_300,
+          );
+          assert.deepEqual(
+            rotated.secrets.map((entry) => entry.secret),
+            ['whsec_bmV3LW5ldy1uZXctbmV3LW5ldy1uZXctbmV3IQ==', created.secrets[0]?.secret],
+          );
+          assert.equal(rotated.secrets[0]?.expiresAt, null);
+          const page = await store.listEndpoints({ tenant: 't1', limit: 10 });
+          assert.deepEqual(
+            page.items.map((e) => e.id),
+            [created.id],
+          );
+          await rejectsWith(
+            store.deleteEndpoint(created.id, 't1', 1_400, [1]),
+            'PRECONDITION_FAILED',
+          );
+          await store.deleteEndpoint(created.id, 't1', 1_400, [3]);
+          await rejectsWith(
+            store.getEndpoint(created.id, 't1').then((e) => {
+              if (!e) throw new AcceptedError('ENDPOINT_NOT_FOUND', 'gone');
+            }),
+            'ENDPOINT_NOT_FOUND',
+          );
+          await rejectsWith(
+            store.updateEndpoint(created.id, 't1', { description: 'y' }, 1_500),
+            'ENDPOINT_NOT_FOUND',
+          );
+        }));
+
+      it('makes deliveries from the log for matching endpoints and callbacks, once', () =>
+        withStore(async (store) => {
+          const all = await store.createEndpoint(newEndpoint(), 1_000);
+          const done = await store.createEndpoint(
+            newEndpoint({ eventTypes: ['operation.succeeded'] }),
+            1_000,
+          );
+          const red = await store.createEndpoint(newEndpoint({ labels: { team: 'red' } }), 1_000);
+          await store.createEndpoint(newEndpoint({ tenant: 'other' }), 1_000);
+          const op = newOp({ labels: { team: 'red' }, callbackUrl: 'https://example.com/cb' });
+          await store.create(op, 1_000);
+          const plain = newOp();
+          await store.create(plain, 1_000);
+          const { claimed } = await store.claim({
+            owner: 'w',
+            types: null,
+            limit: 10,
+            leaseMs: 10_000,
+            now: 1_100,
+          });
+          for (const { lease } of claimed) await store.complete(lease, null, 1_200);
+          const made = await store.dispatchDeliveries(dispatchRequest(1_300));
+          assert.equal(made.events, 6);
+          // op: 3 events to `all` and `red`, the callback (not for progress), 1 to `done`;
+          // plain: 3 to `all`, 1 to `done`.
+          assert.equal(made.deliveries, 3 + 3 + 3 + 1 + 3 + 1);
+          assert.deepEqual(await store.dispatchDeliveries(dispatchRequest(1_400)), {
+            events: 0,
+            deliveries: 0,
+          });
+          const list = async (query: Partial<Parameters<Store['listDeliveries']>[0]>) =>
+            (await store.listDeliveries({ tenant: 't1', limit: 100, ...query })).items;
+          assert.equal((await list({ endpointId: red.id })).length, 3);
+          assert.equal((await list({ endpointId: done.id })).length, 2);
+          assert.equal((await list({ endpointId: all.id, operationId: plain.id })).length, 3);
+          const callbacks = (await list({ operationId: op.id })).filter(
+            (d) => d.target === 'callback',
+          );
+          assert.deepEqual(
+            callbacks.map((d) => d.url),
+            ['https://example.com/cb', 'https://example.com/cb', 'https://example.com/cb'],
+          );
+          const secrets = await store.callbackSecrets('t1', 'whsec_unused', 1_500);
+          assert.equal(secrets[0]?.secret, 'whsec_Y2FsbGJhY2stc2VjcmV0LWNhbGxiYWNrLXNlY3JldA==');
+          const first = (await list({ endpointId: red.id })).at(-1);
+          assert.equal(
+            first?.payload,
+            JSON.stringify({ type: 'operation.queued', seq: first?.eventSeq }),
+          );
+          assert.equal(first?.eventId.startsWith('evt_'), true);
+        }));
+
+      it('claims the first pending delivery of each line, leases it, and records outcomes', () =>
+        withStore(async (store) => {
+          const endpoint = await store.createEndpoint(newEndpoint(), 1_000);
+          const a = newOp();
+          const b = newOp();
+          await store.create(a, 1_000);
+          await store.create(b, 1_000);
+          const { claimed: ops } = await store.claim({
+            owner: 'w',
+            types: null,
+            limit: 10,
+            leaseMs: 10_000,
+            now: 1_100,
+          });
+          for (const { lease } of ops) await store.complete(lease, null, 1_200);
+          await store.dispatchDeliveries(dispatchRequest(2_000));
+          // Two lines (a and b) of three events each: one claim gets the head of each.
+          const first = await store.claimDeliveries({ now: 2_000, limit: 10, leaseMs: 5_000 });
+          assert.equal(first.length, 2);
+          assert.deepEqual(
+            new Set(first.map((c) => c.delivery.operationId)),
+            new Set([a.id, b.id]),
+          );
+          assert.ok(first.every((c) => c.delivery.eventType === 'operation.queued'));
+          assert.deepEqual(first[0]?.secrets, [endpoint.secrets[0]?.secret]);
+          // Leased: nobody else gets them, and the rest of each line waits behind them.
+          assert.equal(
+            (await store.claimDeliveries({ now: 2_001, limit: 10, leaseMs: 5_000 })).length,
+            0,
+          );
+          const [ofA, ofB] = [a, b].map((op) =>
+            first.find((c) => c.delivery.operationId === op.id)!,
+          );
+          // a's head fails (retry later): b's line goes on, a's stays held back.
+          await store.recordAttempt({
+            attempt: attempt(ofA!, 500, 2_010),
+            result: 'retry',
+            nextAttemptAt: 9_000,
+          });
+          await store.recordAttempt({ attempt: attempt(ofB!, 200, 2_010), result: 'delivered' });
+          const second = await store.claimDeliveries({ now: 2_100, limit: 10, leaseMs: 5_000 });
+          assert.deepEqual(
+            second.map((c) => [c.delivery.operationId, c.delivery.eventType]),
+            [[b.id, 'operation.started']],
+          );
+          assert.ok(second[0]?.failingSince !== undefined);
+          const failingSince = (await store.getEndpoint(endpoint.id, 't1'))?.failingSince;
+          assert.equal(failingSince, null, 'a success since clears the failure record');
+          // An expired lease is claimed again; the retry comes due at its time.
+          assert.equal(
+            (await store.claimDeliveries({ now: 8_999, limit: 10, leaseMs: 5_000 })).filter(
+              (c) => c.delivery.operationId === a.id,
+            ).length,
+            0,
+          );
+          const again = await store.claimDeliveries({ now: 9_000, limit: 10, leaseMs: 5_000 });
+          const retried = again.find((c) => c.delivery.operationId === a.id);
+          assert.equal(retried?.delivery.attempts, 1);
+          assert.equal(retried.delivery.eventType, 'operation.queued');
+          // A stale record (attempt number already taken) changes nothing.
+          await store.recordAttempt({ attempt: attempt(ofA!, 200, 9_001), result: 'delivered' });
+          assert.equal((await store.getDelivery(retried.delivery.id, 't1'))?.status, 'pending');
+          await store.recordAttempt({ attempt: attempt(retried, null, 9_010), result: 'failed' });
+          const dead = await store.getDelivery(retried.delivery.id, 't1');
+          assert.equal(dead?.status, 'failed');
+          assert.equal(dead.attempts, 2);
+          assert.equal(dead.lastError, 'TIMEOUT');
+          const attempts = await store.listAttempts(retried.delivery.id, 't1');
+          assert.deepEqual(
+            attempts.map((x) => [x.attempt, x.status, x.responseBody]),
+            [
+              [1, 500, 'answer 500'],
+              [2, null, 'answer null'],
+            ],
+          );
+          // A dead letter no longer holds its line back; replay makes it pending again.
+          const next = await store.claimDeliveries({ now: 9_100, limit: 10, leaseMs: 5_000 });
+          assert.ok(
+            next.some(
+              (c) =>
+                c.delivery.operationId === a.id && c.delivery.eventType === 'operation.started',
+            ),
+          );
+          const replayed = await store.replayDelivery(retried.delivery.id, 't1', 9_200);
+          assert.equal(replayed.status, 'pending');
+          assert.equal(replayed.roundStart, 2);
+          await rejectsWith(store.replayDelivery('dlv_missing', 't1', 9_200), 'DELIVERY_NOT_FOUND');
+          assert.equal(await store.getDelivery(retried.delivery.id, 'other'), null);
+        }));
+
+      it('disables an endpoint on request of an outcome, with an endpoint.disabled event', () =>
+        withStore(async (store) => {
+          const endpoint = await store.createEndpoint(newEndpoint(), 1_000);
+          await store.create(newOp(), 1_000);
+          await store.dispatchDeliveries(dispatchRequest(1_100));
+          const [claimed] = await store.claimDeliveries({ now: 1_100, limit: 10, leaseMs: 5_000 });
+          assert.ok(claimed);
+          const before = await store.lastSeq();
+          await store.recordAttempt({
+            attempt: attempt(claimed, 410, 1_200),
+            result: 'failed',
+            disableEndpoint: { reason: 'GONE', message: 'gone' },
+          });
+          const disabled = await store.getEndpoint(endpoint.id, 't1');
+          assert.equal(disabled?.enabled, false);
+          assert.equal(disabled.disabledReason, 'GONE');
+          const [event] = await store.readEvents({ after: before, limit: 10 });
+          assert.equal(event?.type, 'endpoint.disabled');
+          assert.equal(event.operationId, endpoint.id);
+          assert.deepEqual(event.data.endpoint, {
+            id: endpoint.id,
+            url: endpoint.url,
+            reason: 'GONE',
+            message: 'gone',
+          });
+          // Deliveries to a disabled endpoint wait; new events make none for it.
+          await store.create(newOp(), 1_300);
+          await store.dispatchDeliveries(dispatchRequest(1_300));
+          assert.equal(
+            (await store.claimDeliveries({ now: 1_400, limit: 10, leaseMs: 5_000 })).length,
+            0,
+          );
+          const enabled = await store.updateEndpoint(endpoint.id, 't1', { enabled: true }, 1_500);
+          assert.equal(enabled.failingSince, null);
+          const replays = await store.replayEndpoint(endpoint.id, 't1', 0, 1_600);
+          assert.equal(replays, 1);
+        }));
+
+      it('purges finished deliveries and their attempts past retention', () =>
+        withStore(async (store) => {
+          await store.createEndpoint(newEndpoint(), 1_000);
+          await store.create(newOp(), 1_000);
+          await store.dispatchDeliveries(dispatchRequest(1_000));
+          const [claimed] = await store.claimDeliveries({ now: 1_000, limit: 1, leaseMs: 5_000 });
+          assert.ok(claimed);
+          await store.recordAttempt({ attempt: attempt(claimed, 200, 1_000), result: 'delivered' });
+          assert.equal(await store.purgeDeliveries(500, 100), 0);
+          assert.equal(await store.purgeDeliveries(2_000, 100), 1);
+          assert.equal(await store.getDelivery(claimed.delivery.id, 't1'), null);
+          assert.equal(await store.nextDeliveryAt(), null);
+        }));
+    });
 
     it('hints after commit, with the new last seq and whether work appeared', () =>
       withStore(async (store) => {

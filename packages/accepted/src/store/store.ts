@@ -347,7 +347,10 @@ export interface AttemptOutcome {
   nextAttemptAt?: number;
   /** The attempt was not really made (rate limit): do not count it, just wait. */
   deferred?: boolean;
-  /** Disable the delivery's endpoint (and say why), e.g. after a 410. */
+  /**
+   * Disable the delivery's endpoint (and say why), e.g. after a 410: in the same transaction
+   * the store appends an `endpoint.disabled` event (operationId = the endpoint's id).
+   */
   disableEndpoint?: { reason: string; message: string };
 }
 
