@@ -84,7 +84,8 @@ export class Webhooks {
   private running = false;
   private dispatching: Promise<void> | null = null;
   private dispatchAgain = false;
-  private pumping = false;
+  /** The claim loop while it runs (stop waits for it: it reads the store). */
+  private pumping: Promise<void> | null = null;
   private pumpAgain = false;
   private inFlight = 0;
   private readonly idle: (() => void)[] = [];
@@ -148,6 +149,7 @@ export class Webhooks {
       });
     }
     await this.dispatching;
+    await this.pumping;
     this.sender.close();
   }
 
@@ -314,8 +316,7 @@ export class Webhooks {
       this.pumpAgain = true;
       return;
     }
-    this.pumping = true;
-    void (async () => {
+    this.pumping = (async () => {
       try {
         do {
           this.pumpAgain = false;
@@ -333,7 +334,7 @@ export class Webhooks {
       } catch (error) {
         this.log.error({ err: error }, 'webhook claim failed; the next poll retries');
       } finally {
-        this.pumping = false;
+        this.pumping = null;
       }
     })();
   }
