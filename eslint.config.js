@@ -73,6 +73,7 @@ export default tseslint.config(
   {
     files: [
       'packages/accepted/test/**/*.ts',
+      'packages/client/test/**/*.ts',
       'packages/accepted/src/store/conformance.ts',
       'bench/**/*.ts',
     ],

@@ -5,11 +5,16 @@
 // end, HTTP submit (workers on and API-only), `run.sh http-limit`; then once the long-poll
 // latency, the push-channel latency (SSE and WebSocket) and `run.sh sqlite-limit`; then RUNS
 // times, alternated, the SSE fan-out to SUBSCRIBERS connections and its peer, a plain `ws`
-// broadcast to as many. Env: RUNS, N, C, D, K, SUBSCRIBERS, E (passed through), BENCH_ONLY: a
-// comma list of inprocess, bullmq, http-e2e, http-submit, http-limit, longpoll, sqlite-limit,
-// stream-latency, stream-fanout, ws-broadcast, or a group: `http` (http-e2e, http-submit,
-// http-limit, longpoll), `streams` (stream-latency, stream-fanout, ws-broadcast); and, only when
-// named, sse-broadcast (the fan-out on a bare node:http SSE server: Node's own floor).
+// broadcast to as many; then RUNS times, alternated, the webhook throughput (drain and live),
+// its floor (a bare node:http keep-alive loop POSTing to the same receiver) and the webhook
+// latency. Env: RUNS, N, C, D, K, SUBSCRIBERS, E (passed through), BENCH_ONLY: a comma list of
+// inprocess, bullmq, http-e2e, http-submit, http-limit, longpoll, sqlite-limit, stream-latency,
+// stream-fanout, ws-broadcast, webhook-throughput, webhook-floor, webhook-latency, client-bundle
+// (the gzipped size of the client's browser build), or a group:
+// `http` (http-e2e, http-submit, http-limit, longpoll), `streams` (stream-latency,
+// stream-fanout, ws-broadcast), `webhooks` (webhook-throughput, webhook-floor,
+// webhook-latency); and, only when named, sse-broadcast (the fan-out on a bare node:http SSE
+// server: Node's own floor).
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -77,17 +82,28 @@ const ALL = [
   'stream-latency',
   'stream-fanout',
   'ws-broadcast',
+  'webhook-throughput',
+  'webhook-floor',
+  'webhook-latency',
+  'client-bundle',
 ] as const;
+/**
+ * PostgreSQL (run only when named, or with the group `postgres`): ours on one node and on three
+ * nodes, the idle pick-up latency, and the PostgreSQL peers in the same invocation.
+ */
+const POSTGRES = ['pg-e2e', 'pg-nodes', 'pg-pickup', 'graphile', 'pgboss', 'bullmq-pg'] as const;
 /** Diagnostics: run only when named. sse-broadcast: the fan-out on a bare node:http SSE server. */
 const OPTIONAL = ['sse-broadcast'] as const;
-type Bench = (typeof ALL)[number] | (typeof OPTIONAL)[number];
+type Bench = (typeof ALL)[number] | (typeof OPTIONAL)[number] | (typeof POSTGRES)[number];
 const GROUPS: Record<string, readonly Bench[]> = {
   all: ALL,
   http: ['http-e2e', 'http-submit', 'http-limit', 'longpoll'],
   streams: ['stream-latency', 'stream-fanout', 'ws-broadcast'],
+  postgres: POSTGRES,
+  webhooks: ['webhook-throughput', 'webhook-floor', 'webhook-latency'],
 };
 const isBench = (name: string): name is Bench =>
-  ([...ALL, ...OPTIONAL] as readonly string[]).includes(name);
+  ([...ALL, ...OPTIONAL, ...POSTGRES] as readonly string[]).includes(name);
 const selected = new Set<Bench>(
   (process.env.BENCH_ONLY ?? 'all').split(',').flatMap((raw): Bench[] => {
     const name = raw.trim();
@@ -95,7 +111,7 @@ const selected = new Set<Bench>(
     if (group) return [...group];
     if (isBench(name)) return [name];
     throw new Error(
-      `BENCH_ONLY: unknown benchmark ${name} (${[...ALL, ...OPTIONAL, ...Object.keys(GROUPS)].join(', ')})`,
+      `BENCH_ONLY: unknown benchmark ${name} (${[...ALL, ...OPTIONAL, ...POSTGRES, ...Object.keys(GROUPS)].join(', ')})`,
     );
   }),
 );
@@ -112,6 +128,24 @@ const commands: Record<Bench, () => [string, string[], string]> = {
   'stream-fanout': () => [process.execPath, ['--import', 'tsx', 'bench/stream-fanout.ts'], root],
   'ws-broadcast': () => [process.execPath, ['--import', 'tsx', 'bench/ws-broadcast.ts'], root],
   'sse-broadcast': () => [process.execPath, ['--import', 'tsx', 'bench/sse-broadcast.ts'], root],
+  'client-bundle': () => [process.execPath, ['--import', 'tsx', 'bench/client-bundle.ts'], root],
+  'pg-e2e': () => [process.execPath, ['--import', 'tsx', 'bench/pg-e2e.ts'], root],
+  'pg-nodes': () => [process.execPath, ['--import', 'tsx', 'bench/pg-nodes.ts'], root],
+  'pg-pickup': () => [process.execPath, ['--import', 'tsx', 'bench/pg-pickup.ts'], root],
+  graphile: () => ['bash', ['run.sh', 'graphile'], anchorsDir()],
+  pgboss: () => ['bash', ['run.sh', 'pgboss'], anchorsDir()],
+  'bullmq-pg': () => ['bash', ['run.sh', 'bullmq-pg'], anchorsDir()],
+  'webhook-throughput': () => [
+    process.execPath,
+    ['--import', 'tsx', 'bench/webhook-throughput.ts'],
+    root,
+  ],
+  'webhook-floor': () => [process.execPath, ['--import', 'tsx', 'bench/webhook-floor.ts'], root],
+  'webhook-latency': () => [
+    process.execPath,
+    ['--import', 'tsx', 'bench/webhook-latency.ts'],
+    root,
+  ],
 };
 const results: Record<Bench, Record<string, unknown>[]> = {
   inprocess: [],
@@ -125,6 +159,16 @@ const results: Record<Bench, Record<string, unknown>[]> = {
   'stream-fanout': [],
   'ws-broadcast': [],
   'sse-broadcast': [],
+  'client-bundle': [],
+  'pg-e2e': [],
+  'pg-nodes': [],
+  'pg-pickup': [],
+  graphile: [],
+  pgboss: [],
+  'bullmq-pg': [],
+  'webhook-throughput': [],
+  'webhook-floor': [],
+  'webhook-latency': [],
 };
 function bench(name: Bench): void {
   if (!selected.has(name)) return;
@@ -132,7 +176,11 @@ function bench(name: Bench): void {
   results[name].push(run(command, args, cwd));
 }
 
-if ((['bullmq', 'http-limit', 'sqlite-limit'] as const).some((name) => selected.has(name))) {
+if (
+  (['bullmq', 'http-limit', 'sqlite-limit', 'graphile', 'pgboss', 'bullmq-pg'] as const).some(
+    (name) => selected.has(name),
+  )
+) {
   anchorsDir();
 }
 for (let i = 0; i < runs; i++) {
@@ -151,6 +199,23 @@ for (let i = 0; i < runs; i++) {
   bench('ws-broadcast');
   bench('sse-broadcast');
 }
+// About 15 s, 3 s and 5 s: cheap enough to run RUNS times, alternated.
+for (let i = 0; i < runs; i++) {
+  bench('webhook-throughput');
+  bench('webhook-floor');
+  bench('webhook-latency');
+}
+// PostgreSQL: ours and the three peers alternated RUNS times; then the pick-up latency once.
+for (let i = 0; i < runs; i++) {
+  bench('pg-e2e');
+  bench('pg-nodes');
+  bench('graphile');
+  bench('pgboss');
+  bench('bullmq-pg');
+}
+bench('pg-pickup');
+// The size of the browser build of @accepted/client: deterministic, so once.
+bench('client-bundle');
 
 /** The median of one figure over the runs of a benchmark, or null when it did not run. */
 function med(name: Bench, key: string): number | null {
@@ -192,6 +257,13 @@ const fanout = (name: 'stream-fanout' | 'ws-broadcast' | 'sse-broadcast') =>
         delivered: results[name].reduce((sum, r) => sum + (num(r.delivered) ?? 0), 0),
         expected: results[name].reduce((sum, r) => sum + (num(r.expected) ?? 0), 0),
       };
+/** Summed over the runs of a benchmark. */
+const sum = (name: Bench, key: string): number =>
+  results[name].reduce((total, r) => total + (num(r[key]) ?? 0), 0);
+const webhookDrain = med('webhook-throughput', 'drain_per_s');
+const webhookLive = med('webhook-throughput', 'live_per_s');
+const webhookFloor = med('webhook-floor', 'per_s');
+const webhookP99 = med('webhook-latency', 'p99_ms');
 const sseFanout = fanout('stream-fanout');
 const wsBroadcast = fanout('ws-broadcast');
 const sseBroadcast = fanout('sse-broadcast');
@@ -227,17 +299,69 @@ const summary = {
     sseFanout?.rss_bytes_per_conn ?? null,
     wsBroadcast?.rss_bytes_per_conn ?? null,
   ),
+  client_bundle: results['client-bundle'][0] ?? null,
   stream_fanout_reach_all_p99_ratio_vs_ws: ratio(
     sseFanout?.reach_all_p99_ms ?? null,
     wsBroadcast?.reach_all_p99_ms ?? null,
   ),
+  webhook_throughput:
+    results['webhook-throughput'].length === 0
+      ? null
+      : {
+          drain_per_s: webhookDrain,
+          live_per_s: webhookLive,
+          /** Summed over the runs. */
+          deliveries: sum('webhook-throughput', 'N') * 2,
+          verified: sum('webhook-throughput', 'verified'),
+          verify_failures: sum('webhook-throughput', 'verify_failures'),
+          duplicates: sum('webhook-throughput', 'duplicates'),
+          failed_attempts: sum('webhook-throughput', 'failed_attempts'),
+        },
+  webhook_floor_per_s: webhookFloor,
+  webhook_drain_ratio_vs_floor: ratio(webhookDrain, webhookFloor),
+  webhook_live_ratio_vs_floor: ratio(webhookLive, webhookFloor),
+  webhook_latency:
+    results['webhook-latency'].length === 0
+      ? null
+      : {
+          p50_ms: med('webhook-latency', 'p50_ms'),
+          p99_ms: webhookP99,
+          max_ms: med('webhook-latency', 'max_ms'),
+          verify_failures: sum('webhook-latency', 'verify_failures'),
+          failed_attempts: sum('webhook-latency', 'failed_attempts'),
+        },
 };
-console.log(JSON.stringify(summary));
+const pgE2e = med('pg-e2e', 'e2e_per_s');
+const pgNodes = med('pg-nodes', 'e2e_per_s');
+const pgPeers = {
+  graphile: med('graphile', 'e2e_per_s'),
+  pgboss: med('pgboss', 'e2e_per_s'),
+  'bullmq-pg': med('bullmq-pg', 'e2e_per_s'),
+};
+const pgBestPeer = Object.values(pgPeers).reduce<number | null>(
+  (best, value) => (value === null ? best : Math.max(best ?? 0, value)),
+  null,
+);
+const pickup = results['pg-pickup'][0] ?? null;
+const postgresSummary =
+  pgE2e === null && pgNodes === null && pgBestPeer === null && pickup === null
+    ? null
+    : {
+        e2e_per_s: pgE2e,
+        nodes_e2e_per_s: pgNodes,
+        peers_e2e_per_s: pgPeers,
+        ratio_vs_best_peer: ratio(pgE2e, pgBestPeer),
+        nodes_ratio_vs_one: ratio(pgNodes, pgE2e),
+        pickup,
+      };
+console.log(JSON.stringify({ ...summary, postgres: postgresSummary }));
 
 const fmt = (value: number | null, unit = '') =>
   value === null ? 'n/a' : `${value.toLocaleString('en-US')}${unit}`;
 const x = (value: number | null) => (value === null ? 'n/a' : `${value}x`);
 const goal = (met: boolean | null) => (met === null ? '' : met ? '  [met]' : '  [NOT met]');
+/** The same mark inside a list: ` [met]`. */
+const mark = (met: boolean | null) => goal(met).replace(/^ +/, ' ');
 const atLeast = (value: number | null, target: number) => (value === null ? null : value >= target);
 const lines = ['', `== summary: median of ${runs} run(s), ${summary.machine} ==`];
 /** Adds a summary line when its figure was measured in this invocation. */
@@ -309,10 +433,41 @@ for (const [name, figures] of [
     );
   }
 }
+const perS = (value: number | null) => fmt(value, '/s');
+line(
+  webhookDrain ?? webhookFloor,
+  () =>
+    `webhooks, throughput:     drain ${perS(webhookDrain)}, live ${perS(webhookLive)} signed deliveries vs bare node:http floor ${perS(webhookFloor)} = ${x(summary.webhook_drain_ratio_vs_floor)} (drain), ${x(summary.webhook_live_ratio_vs_floor)} (live)  (goal >= 5,000/s: drain${mark(atLeast(webhookDrain, 5000))}, live${mark(atLeast(webhookLive, 5000))})`,
+);
+line(
+  webhookP99,
+  () =>
+    `webhook, commit->receipt: p50 ${fmt(summary.webhook_latency?.p50_ms ?? null, ' ms')}, p99 ${fmt(webhookP99, ' ms')}, max ${fmt(summary.webhook_latency?.max_ms ?? null, ' ms')}  (goal p99 < 10 ms)${goal(webhookP99 === null ? null : webhookP99 < 10)}`,
+);
+const hooks = summary.webhook_throughput;
+if (hooks && hooks.verify_failures + hooks.duplicates + hooks.failed_attempts > 0) {
+  lines.push(
+    `  note: webhook deliveries: ${hooks.verify_failures} signatures failed to verify, ${hooks.duplicates} duplicates, ${hooks.failed_attempts} failed attempts`,
+  );
+}
+const clientGzip = num(summary.client_bundle?.gzip_bytes);
+line(
+  clientGzip,
+  () =>
+    `client bundle (browser):  ${kb(num(summary.client_bundle?.min_bytes))} minified, ${kb(clientGzip)} gzipped  (goal < 6 KB gzipped)${goal(clientGzip === null ? null : clientGzip < 6144)}`,
+);
 const sqlite = summary.sqlite_limit;
 if (sqlite) {
   lines.push(
     `SQLite ceiling (FULL):    ${fmt(num(sqlite.insert_per_s_autocommit), '/s')} one-row transactions, ${fmt(num(sqlite.insert_per_s_batch100), '/s')} rows in batches of 100`,
+  );
+}
+if (postgresSummary) {
+  const pickupP99 = num(pickup?.local_p99_ms);
+  lines.push(
+    `PostgreSQL e2e, 1 node:   accepted ${fmt(pgE2e, '/s')} vs graphile-worker ${fmt(pgPeers.graphile, '/s')}, pg-boss ${fmt(pgPeers.pgboss, '/s')}, BullMQ-pg ${fmt(pgPeers['bullmq-pg'], '/s')} = ${x(postgresSummary.ratio_vs_best_peer)} the best  (goal >= 3x)${goal(atLeast(postgresSummary.ratio_vs_best_peer, 3))}`,
+    `PostgreSQL e2e, 3 nodes:  ${fmt(pgNodes, '/s')} = ${x(postgresSummary.nodes_ratio_vs_one)} one node (three processes on this machine's cores)`,
+    `PostgreSQL idle pick-up:  same node p50 ${fmt(num(pickup?.local_p50_ms), ' ms')}, p99 ${fmt(pickupP99, ' ms')}; other node (NOTIFY) p50 ${fmt(num(pickup?.remote_p50_ms), ' ms')}, p99 ${fmt(num(pickup?.remote_p99_ms), ' ms')}  (goal p99 < 10 ms)${goal(pickupP99 === null ? null : pickupP99 < 10)}`,
   );
 }
 console.log(lines.join('\n'));

@@ -24,6 +24,7 @@ export {
   type JsonSchema,
   type Logger,
   type OperationDefinition,
+  type OperationTypes,
 } from './engine/definition.ts';
 export { SUBMIT_REQUEST_SCHEMA, type SubmitRequest } from './engine/submit.ts';
 export {

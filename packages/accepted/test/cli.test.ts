@@ -128,6 +128,31 @@ describe('accepted serve: configuration', () => {
     }
   });
 
+  it('reads --store (or ACCEPTED_STORE, then DATABASE_URL), --schema and --lease', () => {
+    const pg = 'postgres://u:p@127.0.0.1:5432/db';
+    assert.equal(resolveServeConfig([], {}).store, null);
+    assert.equal(resolveServeConfig(['--store', pg], {}).store, pg);
+    assert.equal(resolveServeConfig([], { DATABASE_URL: pg }).store, pg);
+    assert.equal(
+      resolveServeConfig([], { ACCEPTED_STORE: pg, DATABASE_URL: 'postgres://other/db' }).store,
+      pg,
+    );
+    assert.equal(resolveServeConfig(['--schema', 'acc_1'], {}).schema, 'acc_1');
+    assert.equal(resolveServeConfig(['--lease', '2s'], {}).leaseMs, 2000);
+    assert.equal(resolveServeConfig([], {}).leaseMs, 30_000);
+    for (const [argv, pattern] of [
+      [['--store', 'mysql://u:secret@h/db'], /^--store must be a PostgreSQL URL/],
+      [['--schema', 'Bad-Name'], /^--schema must be lowercase/],
+      [['--lease', 'forever'], /^--lease must be a duration/],
+    ] as const) {
+      assert.throws(
+        () => resolveServeConfig([...argv], {}),
+        (e: unknown) =>
+          e instanceof UsageError && pattern.test(e.message) && !e.message.includes('secret'),
+      );
+    }
+  });
+
   it('reads the webhook flags: retries with units, repeatable allow CIDRs, the timeout', () => {
     const config = resolveServeConfig(
       [

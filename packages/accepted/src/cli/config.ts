@@ -12,6 +12,15 @@ export interface ServeConfig {
   host: string;
   /** Folder holding the embedded database (`accepted.db`). */
   dataDir: string;
+  /**
+   * A PostgreSQL URL (`postgres://...`): run on PostgreSQL, shared by every node pointed at
+   * it, instead of the embedded store in `dataDir`. Null for the embedded store.
+   */
+  store: string | null;
+  /** The PostgreSQL schema holding Accepted's tables. Default `accepted`. */
+  schema: string;
+  /** Lease of a running operation, in ms: a node that dies loses its operations after this. */
+  leaseMs: number;
   demo: boolean;
   handlers: string | null;
   concurrency: number;
@@ -54,6 +63,14 @@ export const SERVE_USAGE = `Usage: accepted serve [options]
   --port N            port to listen on (env ACCEPTED_PORT, default 8080; 0 = any free port)
   --host ADDR         address to bind (env ACCEPTED_HOST, default 127.0.0.1)
   --data DIR          data folder for the embedded store (env ACCEPTED_DATA, default ./.data)
+  --store URL         run on PostgreSQL (postgres://user:pass@host:5432/db) instead of the
+                      embedded store; every node given the same URL and schema shares the
+                      work (env ACCEPTED_STORE, or DATABASE_URL)
+  --schema NAME       PostgreSQL schema for Accepted's tables, created if missing (env
+                      ACCEPTED_SCHEMA, default accepted)
+  --lease DURATION    lease of a running operation: a node that stops renewing it (it died)
+                      loses the operation to another after this; 500ms, 30s or 1m (env
+                      ACCEPTED_LEASE, default 30s)
   --demo              register the demo operation types (demo.echo, demo.sleep, ...)
   --handlers FILE     a module exporting operation definitions (default export or 'operations')
   --concurrency N     handlers run at once (env ACCEPTED_CONCURRENCY, default 32)
@@ -160,6 +177,9 @@ export function resolveServeConfig(
         port: { type: 'string' },
         host: { type: 'string' },
         data: { type: 'string' },
+        store: { type: 'string' },
+        schema: { type: 'string' },
+        lease: { type: 'string' },
         demo: { type: 'boolean' },
         handlers: { type: 'string' },
         concurrency: { type: 'string' },
@@ -183,6 +203,18 @@ export function resolveServeConfig(
   const durability = v.durability ?? env.ACCEPTED_DURABILITY ?? 'full';
   if (durability !== 'full' && durability !== 'normal') {
     throw new UsageError(`--durability must be full or normal (got "${durability}")`);
+  }
+  const storeUrl = v.store ?? env.ACCEPTED_STORE ?? env.DATABASE_URL ?? '';
+  if (storeUrl !== '' && !/^postgres(ql)?:\/\//.test(storeUrl)) {
+    throw new UsageError(
+      `--store must be a PostgreSQL URL such as postgres://user:password@host:5432/db (got "${storeUrl.replace(/\/\/[^@/]*@/, '//***@')}")`,
+    );
+  }
+  const schema = v.schema ?? env.ACCEPTED_SCHEMA ?? 'accepted';
+  if (!/^[a-z_][a-z0-9_]{0,47}$/.test(schema)) {
+    throw new UsageError(
+      `--schema must be lowercase letters, digits and _ (at most 48), starting with a letter or _ (got "${schema}")`,
+    );
   }
   const logLevel = v['log-level'] ?? env.ACCEPTED_LOG_LEVEL ?? 'info';
   if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(logLevel)) {
@@ -256,6 +288,9 @@ export function resolveServeConfig(
     port: int('--port', v.port ?? env.ACCEPTED_PORT, 8080, 0, 65535),
     host,
     dataDir: path.resolve(v.data ?? env.ACCEPTED_DATA ?? '.data'),
+    store: storeUrl === '' ? null : storeUrl,
+    schema,
+    leaseMs: duration('--lease', v.lease ?? env.ACCEPTED_LEASE, 30_000, 100, 3_600_000),
     demo: v.demo ?? false,
     handlers: v.handlers ? path.resolve(v.handlers) : null,
     concurrency: int('--concurrency', v.concurrency ?? env.ACCEPTED_CONCURRENCY, 32, 1, 10_000),

@@ -12,6 +12,8 @@ import { createHttpServer } from '../http/server.ts';
 import { createWebhooks } from '../webhooks/service.ts';
 import { pino } from 'pino';
 import { sqliteStore } from '../store/sqlite/sqlite-store.ts';
+import { postgresStore } from '../store/postgres/postgres-store.ts';
+import { isClientCommand, runClientCommand } from './client.ts';
 import {
   SERVE_USAGE,
   UsageError,
@@ -25,6 +27,14 @@ const USAGE = `Usage: accepted <command> [options]
 Commands:
   serve     run the server (see 'accepted serve --help')
   keygen    print a new API key, and the line that configures it [--tenant NAME]
+  submit    submit an operation: TYPE [JSON] [--wait] [--via sse|ws|longpoll|poll]
+  watch     follow an operation with a live progress bar, then print its outcome: ID
+  ls        list operations [--status S] [--type T] [--label K=V] [--limit N]
+  get       print an operation's status monitor: ID
+  cancel    cancel an operation: ID
+  retry     run a failed or canceled operation again: ID
+            (client commands: --url/ACCEPTED_URL, --api-key/ACCEPTED_API_KEY, --json;
+            see 'accepted submit --help')
 `;
 
 type Definitions = AnyOperationDefinition[];
@@ -48,12 +58,17 @@ async function serve(config: ServeConfig): Promise<void> {
   if (config.demo) operations.push(...demoOperations);
   if (config.handlers) operations.push(...(await loadHandlers(config.handlers)));
   const logger = pino({ level: config.logLevel });
+  const store = config.store
+    ? postgresStore({ url: config.store, schema: config.schema })
+    : sqliteStore({
+        filename: path.join(config.dataDir, 'accepted.db'),
+        durability: config.durability,
+      });
   const accepted = createAccepted({
-    store: sqliteStore({
-      filename: path.join(config.dataDir, 'accepted.db'),
-      durability: config.durability,
-    }),
+    store,
     operations,
+    leaseMs: config.leaseMs,
+    leaseRecoveryIntervalMs: Math.min(5000, config.leaseMs),
     concurrency: config.concurrency,
     shutdownGraceMs: config.shutdownGraceMs,
     logger,
@@ -92,8 +107,8 @@ async function serve(config: ServeConfig): Promise<void> {
   logger.info(
     {
       url,
-      store: 'sqlite',
-      data: config.dataDir,
+      store: store.kind,
+      ...(config.store ? { schema: config.schema } : { data: config.dataDir }),
       auth: config.apiKeys ? `${config.apiKeys.size} API keys` : 'none',
       operationTypes: [...accepted.definitions.keys()],
     },
@@ -166,6 +181,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       keygen(rest);
       return 0;
     }
+    if (isClientCommand(command)) return await runClientCommand(command, rest);
     throw new UsageError(`unknown command "${command}"`);
   } catch (error) {
     if (error instanceof AcceptedError) {

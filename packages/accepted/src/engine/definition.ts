@@ -55,9 +55,9 @@ export type Backoff =
 /** A JSON Schema (draft 2020-12 or draft-07 keywords as Ajv accepts them). */
 export type JsonSchema = Record<string, unknown>;
 
-export interface OperationDefinition<I = Json, O = Json> {
+export interface OperationDefinition<I = Json, O = Json, T extends string = string> {
   /** The name clients submit, such as `report.generate`: a letter, then letters, digits and `. _ : / -`. */
-  type: string;
+  type: T;
   /** Does the work. Its resolved value (JSON) becomes the operation's result. */
   handler: (input: I, ctx: HandlerContext) => Promise<O> | O;
   /** Attempts before the operation fails for good. Default: the engine's (3). */
@@ -74,12 +74,28 @@ export interface OperationDefinition<I = Json, O = Json> {
   description?: string;
 }
 
-/** Declares an operation type. An identity function that keeps the handler's types. */
-export function defineOperation<I = Json, O = Json>(
-  definition: OperationDefinition<I, O>,
-): OperationDefinition<I, O> {
+/**
+ * Declares an operation type. An identity function that keeps the handler's types, and the
+ * literal `type` when it is inferred (or given as the third type argument:
+ * `defineOperation<In, Out, 'report.generate'>`), for {@link OperationTypes}.
+ */
+export function defineOperation<I = Json, O = Json, T extends string = string>(
+  definition: OperationDefinition<I, O, T>,
+): OperationDefinition<I, O, T> {
   return definition;
 }
+
+/**
+ * The type map of a client (`createClient<OperationTypes<typeof operations>>()` of
+ * `@accepted/client`): each definition's literal `type` mapped to its `{ input, result }`.
+ * `Definitions` is an array (or tuple) of definitions; those whose `type` is a plain `string`
+ * (not a literal) are left out. No code is generated: the types come from the definitions.
+ */
+export type OperationTypes<Definitions extends readonly AnyOperationDefinition[]> = {
+  [
+    D in Definitions[number] as string extends D['type'] ? never : D['type']
+  ]: D extends OperationDefinition<infer I, infer O> ? { input: I; result: Awaited<O> } : never;
+};
 
 /** An operation definition of any input and result types (for collections of them). */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any

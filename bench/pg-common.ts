@@ -1,0 +1,24 @@
+// Shared by the PostgreSQL benchmarks: the server URL and a fresh schema per run.
+import { randomBytes } from 'node:crypto';
+import postgres from 'postgres';
+
+/** Same server and database as the peers (`run.sh` uses $PG). */
+export const PG_URL = process.env.PG ?? 'postgres://postgres:postgres@127.0.0.1:5432/test';
+
+export function benchSchema(): string {
+  return `accepted_bench_${randomBytes(4).toString('hex')}`;
+}
+
+export async function dropSchema(schema: string): Promise<void> {
+  const sql = postgres(PG_URL, { max: 1, onnotice: () => {} });
+  await sql.unsafe(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+  await sql.end();
+}
+
+export const quiet = { debug() {}, info() {}, warn: console.warn, error: console.error };
+
+export function percentile(sorted: number[], p: number): number {
+  return Number(
+    (sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? NaN).toFixed(2),
+  );
+}

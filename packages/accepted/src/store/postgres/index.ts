@@ -1,0 +1,1 @@
+export { PostgresStore, postgresStore, type PostgresStoreOptions } from './postgres-store.ts';

@@ -1,0 +1,154 @@
+/**
+ * Numbered, append-only migrations of the PostgreSQL adapter. Never edit a released entry: add
+ * a new one. The `migrations` table of the schema records those applied; `migrate` (in
+ * postgres-store.ts) applies the rest in one transaction under an advisory lock, so that nodes
+ * starting together apply each migration once.
+ *
+ * Conventions: times are epoch milliseconds (`bigint`), JSON the adapter hands back unchanged
+ * (inputs, results, event data, payloads) is `text` (exact bytes, no parse in the database),
+ * labels are `jsonb` so that filters use containment (`@>`).
+ */
+export const MIGRATIONS: readonly { version: number; name: string; sql: string }[] = [
+  {
+    version: 1,
+    name: 'operations, events, idempotency keys, webhooks',
+    sql: `
+      CREATE TABLE operations (
+        pk bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+        id text PRIMARY KEY,
+        tenant text NOT NULL,
+        type text NOT NULL,
+        status text NOT NULL,
+        input text NOT NULL,
+        progress text,
+        result text,
+        error text,
+        attempts integer NOT NULL DEFAULT 0,
+        max_attempts integer NOT NULL,
+        run_at bigint NOT NULL,
+        timeout_ms bigint,
+        labels jsonb NOT NULL,
+        callback_url text,
+        traceparent text,
+        cancel_requested_at bigint,
+        created_at bigint NOT NULL,
+        updated_at bigint NOT NULL,
+        started_at bigint,
+        finished_at bigint,
+        version integer NOT NULL,
+        lease_token text,
+        lease_owner text,
+        lease_expires_at bigint
+      ) WITH (fillfactor = 80);
+      CREATE INDEX operations_claim ON operations (run_at) WHERE status = 'queued';
+      CREATE INDEX operations_leases ON operations (lease_expires_at) WHERE status = 'running';
+      CREATE INDEX operations_tenant ON operations (tenant, pk);
+      CREATE INDEX operations_finished ON operations (finished_at) WHERE finished_at IS NOT NULL;
+
+      -- The log. seq is allocated from meta.seq_high at the end of each writing transaction
+      -- (see docs/architecture.md): commit order is seq order.
+      CREATE TABLE events (
+        seq bigint PRIMARY KEY,
+        operation_id text NOT NULL,
+        tenant text NOT NULL,
+        operation_type text NOT NULL,
+        version integer NOT NULL,
+        type text NOT NULL,
+        data text NOT NULL,
+        time bigint NOT NULL,
+        labels jsonb
+      );
+      CREATE INDEX events_operation ON events (operation_id, seq);
+      CREATE INDEX events_tombstones ON events (time)
+        WHERE type IN ('operation.deleted', 'endpoint.disabled');
+
+      -- seq_high: the highest seq ever allocated (never reused); webhook_cursor: the last
+      -- event turned into deliveries.
+      CREATE TABLE meta (key text PRIMARY KEY, value bigint NOT NULL);
+      INSERT INTO meta (key, value) VALUES ('seq_high', 0), ('webhook_cursor', 0);
+
+      CREATE TABLE idempotency_keys (
+        tenant text NOT NULL,
+        key text NOT NULL,
+        fingerprint text NOT NULL,
+        operation_id text NOT NULL,
+        status integer,
+        hold_until bigint,
+        created_at bigint NOT NULL,
+        expires_at bigint NOT NULL,
+        PRIMARY KEY (tenant, key)
+      );
+      CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at);
+      CREATE INDEX idempotency_keys_operation ON idempotency_keys (operation_id);
+
+      CREATE TABLE webhook_endpoints (
+        pk bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+        id text PRIMARY KEY,
+        tenant text NOT NULL,
+        url text NOT NULL,
+        description text,
+        event_types text,
+        labels text,
+        secrets text NOT NULL,
+        signing_key text,
+        retry_schedule text,
+        rate_limit integer,
+        enabled boolean NOT NULL,
+        disabled_reason text,
+        disabled_at bigint,
+        failing_since bigint,
+        created_at bigint NOT NULL,
+        updated_at bigint NOT NULL,
+        version integer NOT NULL
+      );
+      CREATE INDEX webhook_endpoints_tenant ON webhook_endpoints (tenant, pk);
+
+      CREATE TABLE callback_secrets (
+        tenant text PRIMARY KEY,
+        secrets text NOT NULL,
+        updated_at bigint NOT NULL
+      );
+
+      CREATE TABLE webhook_deliveries (
+        pk bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id text NOT NULL UNIQUE,
+        tenant text NOT NULL,
+        target text NOT NULL,
+        url text NOT NULL,
+        operation_id text NOT NULL,
+        event_seq bigint NOT NULL,
+        event_type text NOT NULL,
+        payload text NOT NULL,
+        status text NOT NULL,
+        attempts integer NOT NULL DEFAULT 0,
+        round_start integer NOT NULL DEFAULT 0,
+        next_attempt_at bigint,
+        lease_until bigint,
+        last_status integer,
+        last_error text,
+        created_at bigint NOT NULL,
+        updated_at bigint NOT NULL,
+        delivered_at bigint
+      );
+      CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
+        WHERE status = 'pending';
+      CREATE INDEX webhook_deliveries_line ON webhook_deliveries (target, operation_id, event_seq)
+        WHERE status = 'pending';
+      CREATE INDEX webhook_deliveries_target ON webhook_deliveries (tenant, target, pk);
+      CREATE INDEX webhook_deliveries_operation ON webhook_deliveries (operation_id, pk);
+      CREATE INDEX webhook_deliveries_created ON webhook_deliveries (created_at)
+        WHERE status <> 'pending';
+
+      CREATE TABLE webhook_attempts (
+        delivery_pk bigint NOT NULL,
+        attempt integer NOT NULL,
+        started_at bigint NOT NULL,
+        duration_ms bigint NOT NULL,
+        status integer,
+        error text,
+        response_body text NOT NULL,
+        PRIMARY KEY (delivery_pk, attempt)
+      );
+    `,
+  },
+];

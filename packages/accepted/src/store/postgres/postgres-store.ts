@@ -1,0 +1,1293 @@
+import { randomBytes } from 'node:crypto';
+import postgres from 'postgres';
+import { AcceptedError, operationNotFound as notFound } from '../../domain/errors.ts';
+import { assertTransition, assertVersion } from '../../domain/status.ts';
+import {
+  NO_LABELS,
+  eventId,
+  type EventData,
+  type EventType,
+  type OperationEvent,
+} from '../../domain/events.ts';
+import { newLeaseToken } from '../../domain/ids.ts';
+import type {
+  Json,
+  NewOperation,
+  Operation,
+  OperationError,
+  OperationStatus,
+  Progress,
+} from '../../domain/operation.ts';
+import type {
+  ClaimRequest,
+  ClaimResult,
+  CreateOnceResult,
+  EventQuery,
+  IdempotencyClaim,
+  LeaseRef,
+  LeaseState,
+  ListQuery,
+  Page,
+  RenewRequest,
+  Store,
+  StoreHint,
+} from '../store.ts';
+import { MIGRATIONS } from './migrations.ts';
+import { PostgresWebhooks } from './webhooks.ts';
+import { TYPES, query, type Db, type Param, type Tx } from './db.ts';
+
+export interface PostgresStoreOptions {
+  /** Connection URL: `postgres://user:password@host:5432/database` (libpq URL syntax). */
+  url: string;
+  /**
+   * The schema that holds Accepted's tables, created (with its tables) at open if missing.
+   * Every node of one deployment uses the same schema; two deployments may share a database
+   * with two schemas. Lowercase letters, digits and `_`. Default `accepted`.
+   */
+  schema?: string;
+  /** Most connections this node opens (plus one for LISTEN). Default 10. */
+  maxConnections?: number;
+  /** Most writes folded into one transaction. Default 1000. */
+  maxBatch?: number;
+}
+
+const SCHEMA_PATTERN = /^[a-z_][a-z0-9_]{0,47}$/;
+/** Advisory lock keys (the second half is the schema's hash): migrations, retention. */
+const LOCK_MIGRATE = 0x4163_0001;
+const LOCK_PURGE = 0x4163_0002;
+const LOCK_PURGE_DELIVERIES = 0x4163_0003;
+
+interface OperationRow {
+  pk: number;
+  id: string;
+  tenant: string;
+  type: string;
+  status: OperationStatus;
+  input: string;
+  progress: string | null;
+  result: string | null;
+  error: string | null;
+  attempts: number;
+  max_attempts: number;
+  run_at: number;
+  timeout_ms: number | null;
+  labels: Record<string, string>;
+  callback_url: string | null;
+  cancel_requested_at: number | null;
+  created_at: number;
+  updated_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+  version: number;
+  lease_token: string | null;
+}
+
+/** The columns a transition needs to write its event. */
+interface ChangedRow {
+  id: string;
+  tenant: string;
+  type: string;
+  version: number;
+  attempts: number;
+  labels: Record<string, string>;
+}
+
+interface EventRow {
+  seq: number;
+  operation_id: string;
+  tenant: string;
+  operation_type: string;
+  version: number;
+  type: EventType;
+  data: string;
+  time: number;
+  labels: Record<string, string> | null;
+}
+
+const OPERATION_COLUMNS = `pk, id, tenant, type, status, input, progress, result, error, attempts,
+  max_attempts, run_at, timeout_ms, labels, callback_url, cancel_requested_at, created_at,
+  updated_at, started_at, finished_at, version, lease_token`;
+const CHANGED = 'RETURNING id, tenant, type, version, attempts, labels';
+const CLEAR_LEASE = 'lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL';
+// $1 error, $2 finished_at/run_at, $3 updated_at.
+const SET_FAILED = `status = 'failed', error = $1, finished_at = $2, updated_at = $3, ${CLEAR_LEASE}`;
+const SET_CANCELED = `status = 'canceled', error = $1, finished_at = $2, updated_at = $3, ${CLEAR_LEASE}`;
+const SET_REQUEUED = `status = 'queued', error = $1, run_at = $2, updated_at = $3, ${CLEAR_LEASE}`;
+
+const SQL_CREATE = `INSERT INTO operations (id, tenant, type, status, input, labels, max_attempts,
+    run_at, timeout_ms, callback_url, traceparent, created_at, updated_at, version)
+  SELECT u.id, u.tenant, u.type, 'queued', u.input, u.labels::jsonb, u.max_attempts, u.run_at,
+    u.timeout_ms, u.callback_url, u.traceparent, u.now, u.now, 1
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int8[],
+    $8::int8[], $9::text[], $10::text[], $11::int8[])
+    AS u(id, tenant, type, input, labels, max_attempts, run_at, timeout_ms, callback_url,
+      traceparent, now)`;
+const SQL_COMPLETE = `UPDATE operations o SET status = 'succeeded', result = u.result, error = NULL,
+    finished_at = u.now, updated_at = u.now, version = o.version + 1, ${CLEAR_LEASE}
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[]) AS u(id, token, result, now)
+  WHERE o.id = u.id AND o.lease_token = u.token AND o.status = 'running'
+  RETURNING o.id, o.tenant, o.type, o.version, o.attempts, o.labels`;
+/**
+ * Appends the transaction's events and allocates their seqs from `meta.seq_high`, last thing
+ * before COMMIT: the row lock on the counter, held until commit, makes seq order commit order,
+ * so a reader never sees seq S before a smaller one (docs/architecture.md). Then NOTIFY, sent
+ * by PostgreSQL at commit, wakes every node.
+ */
+const SQL_APPEND = `WITH s AS (UPDATE meta SET value = value + $1 WHERE key = 'seq_high'
+    RETURNING value - $1 AS base),
+  ins AS (INSERT INTO events (seq, operation_id, tenant, operation_type, version, type, data,
+      time, labels)
+    SELECT s.base + u.n, u.operation_id, u.tenant, u.operation_type, u.version, u.type, u.data,
+      u.time, u.labels::jsonb
+    FROM s, unnest($2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::text[],
+      $8::int8[], $9::text[]) WITH ORDINALITY
+      AS u(operation_id, tenant, operation_type, version, type, data, time, labels, n))
+  SELECT base, pg_notify($10, $11 || (base + $1)::text) AS notified FROM s`;
+
+// eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- the caller names the stored shape
+function parseJson<T>(text: string | null): T | null {
+  return text === null ? null : (JSON.parse(text) as T);
+}
+
+function labelsOf(value: Record<string, string> | null): Readonly<Record<string, string>> {
+  return value === null || Object.keys(value).length === 0 ? NO_LABELS : value;
+}
+
+function rowToOperation(row: OperationRow): Operation {
+  return {
+    id: row.id,
+    tenant: row.tenant,
+    type: row.type,
+    status: row.status,
+    input: JSON.parse(row.input) as Json,
+    progress: parseJson<Progress>(row.progress),
+    result: parseJson<Json>(row.result),
+    error: parseJson<OperationError>(row.error),
+    attempts: row.attempts,
+    maxAttempts: row.max_attempts,
+    runAt: row.run_at,
+    timeoutMs: row.timeout_ms,
+    labels: row.labels,
+    callbackUrl: row.callback_url,
+    cancelRequestedAt: row.cancel_requested_at,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    startedAt: row.started_at,
+    finishedAt: row.finished_at,
+    version: row.version,
+  };
+}
+
+function rowToEvent(row: EventRow): OperationEvent {
+  return {
+    seq: row.seq,
+    id: eventId(row.seq),
+    operationId: row.operation_id,
+    tenant: row.tenant,
+    operationType: row.operation_type,
+    version: row.version,
+    type: row.type,
+    data: JSON.parse(row.data) as EventData,
+    time: row.time,
+    labels: labelsOf(row.labels),
+  };
+}
+
+function encodeCursor(pk: number): string {
+  return Buffer.from(`o:${pk}`).toString('base64url');
+}
+
+function decodeCursor(cursor: string): number {
+  const text = Buffer.from(cursor, 'base64url').toString('utf8');
+  const pk = text.startsWith('o:') ? Number(text.slice(2)) : NaN;
+  if (!Number.isSafeInteger(pk) || pk < 0) {
+    throw new AcceptedError('INVALID_QUERY', 'The cursor is not one this server issued.', {
+      fields: [{ field: 'cursor', message: 'unknown cursor' }],
+      fix: 'Pass back the nextCursor of the previous page unchanged, or omit cursor to start over.',
+    });
+  }
+  return pk;
+}
+
+function leaseLost(id: string): AcceptedError {
+  return new AcceptedError('LEASE_LOST', `The lease on operation ${id} is no longer held.`, {
+    fix: 'The operation was recovered, canceled or completed elsewhere; drop this attempt.',
+  });
+}
+
+function notOpen(): AcceptedError {
+  return new AcceptedError('NOT_STARTED', 'The store is not open.', {
+    fix: 'Call open() (or accepted.start()) first.',
+  });
+}
+
+/** An event written in the current transaction, waiting for its seq. */
+interface PendingEvent {
+  operationId: string;
+  tenant: string;
+  operationType: string;
+  version: number;
+  type: EventType;
+  data: EventData;
+  dataText: string;
+  time: number;
+  labels: Record<string, string>;
+}
+
+/** What the commands of one transaction write besides their rows: events and the work flag. */
+class Batch {
+  readonly events: PendingEvent[] = [];
+  work = false;
+
+  append(row: ChangedRow, type: EventType, data: EventData, now: number): void {
+    this.events.push({
+      operationId: row.id,
+      tenant: row.tenant,
+      operationType: row.type,
+      version: row.version,
+      type,
+      data,
+      dataText: JSON.stringify(data),
+      time: now,
+      labels: row.labels,
+    });
+  }
+}
+
+interface Outcome {
+  ok: boolean;
+  value: unknown;
+}
+
+/** What one transaction did: each command's outcome, its events, the last seq once committed. */
+interface Written {
+  outcomes: Outcome[];
+  batch: Batch;
+  lastSeq: number | null;
+}
+
+/** A queued write. `kind` lets the hot ones (create, complete) share one statement per batch. */
+type Command =
+  | { kind: 'create'; op: NewOperation; now: number; settle: Settle }
+  | { kind: 'complete'; lease: LeaseRef; result: Json; now: number; settle: Settle }
+  | { kind: 'run'; run: (tx: Tx, batch: Batch) => Promise<unknown>; settle: Settle };
+
+interface Settle {
+  resolve: (value: unknown) => void;
+  reject: (error: unknown) => void;
+}
+
+/**
+ * The PostgreSQL store: several nodes share one database (one schema). Writes of one node are
+ * folded into one transaction per round (group commit), claims use `FOR UPDATE SKIP LOCKED`,
+ * and every commit that appends events sends a `NOTIFY` that wakes the other nodes.
+ */
+export class PostgresStore implements Store {
+  readonly kind = 'postgres';
+  readonly schema: string;
+  /** Identifies this store instance in NOTIFY payloads, so that it ignores its own. */
+  readonly nodeId = randomBytes(6).toString('hex');
+  private readonly options: Required<Omit<PostgresStoreOptions, 'schema'>>;
+  private readonly channel: string;
+  private db: Db | null = null;
+  private listening: { unlisten(): Promise<void> } | null = null;
+  private queue: Command[] = [];
+  private flushing: Promise<void> | null = null;
+  private flushScheduled = false;
+  private closed = false;
+  private readonly listeners = new Set<(hint: StoreHint) => void>();
+  /** The highest seq this node knows committed (its own commits and others' notifications). */
+  private knownSeq = 0;
+  /** Group-commit counters, for benchmarks and metrics. */
+  readonly stats = { flushes: 0, commands: 0, notifications: 0 };
+  private readonly webhooks: PostgresWebhooks;
+  readonly createEndpoint: PostgresWebhooks['createEndpoint'];
+  readonly getEndpoint: PostgresWebhooks['getEndpoint'];
+  readonly listEndpoints: PostgresWebhooks['listEndpoints'];
+  readonly updateEndpoint: PostgresWebhooks['updateEndpoint'];
+  readonly rotateEndpointSecret: PostgresWebhooks['rotateEndpointSecret'];
+  readonly deleteEndpoint: PostgresWebhooks['deleteEndpoint'];
+  readonly callbackSecrets: PostgresWebhooks['callbackSecrets'];
+  readonly rotateCallbackSecret: PostgresWebhooks['rotateCallbackSecret'];
+  readonly dispatchDeliveries: PostgresWebhooks['dispatchDeliveries'];
+  readonly claimDeliveries: PostgresWebhooks['claimDeliveries'];
+  readonly recordAttempt: PostgresWebhooks['recordAttempt'];
+  readonly nextDeliveryAt: PostgresWebhooks['nextDeliveryAt'];
+  readonly getDelivery: PostgresWebhooks['getDelivery'];
+  readonly listDeliveries: PostgresWebhooks['listDeliveries'];
+  readonly listAttempts: PostgresWebhooks['listAttempts'];
+  readonly replayDelivery: PostgresWebhooks['replayDelivery'];
+  readonly replayEndpoint: PostgresWebhooks['replayEndpoint'];
+  readonly purgeDeliveries: PostgresWebhooks['purgeDeliveries'];
+
+  constructor(options: PostgresStoreOptions) {
+    const schema = options.schema ?? 'accepted';
+    if (!SCHEMA_PATTERN.test(schema)) {
+      throw new AcceptedError('VALIDATION_FAILED', `Schema name "${schema}" is not allowed.`, {
+        fix: 'Use lowercase letters, digits and _ (at most 48 characters), starting with a letter.',
+      });
+    }
+    this.schema = schema;
+    this.channel = `accepted_${schema}`;
+    this.options = { maxConnections: 10, maxBatch: 1000, ...options };
+    this.webhooks = new PostgresWebhooks({
+      db: () => this.conn(),
+      purgeLock: () => [LOCK_PURGE_DELIVERIES, this.schema],
+      write: (run) =>
+        this.write((tx, batch) =>
+          run(tx, (row, type, data, now) =>
+            batch.append({ ...row, attempts: 0, labels: {} }, type, data, now),
+          ),
+        ),
+    });
+    const w = this.webhooks;
+    this.createEndpoint = w.createEndpoint.bind(w);
+    this.getEndpoint = w.getEndpoint.bind(w);
+    this.listEndpoints = w.listEndpoints.bind(w);
+    this.updateEndpoint = w.updateEndpoint.bind(w);
+    this.rotateEndpointSecret = w.rotateEndpointSecret.bind(w);
+    this.deleteEndpoint = w.deleteEndpoint.bind(w);
+    this.callbackSecrets = w.callbackSecrets.bind(w);
+    this.rotateCallbackSecret = w.rotateCallbackSecret.bind(w);
+    this.dispatchDeliveries = w.dispatchDeliveries.bind(w);
+    this.claimDeliveries = w.claimDeliveries.bind(w);
+    this.recordAttempt = w.recordAttempt.bind(w);
+    this.nextDeliveryAt = w.nextDeliveryAt.bind(w);
+    this.getDelivery = w.getDelivery.bind(w);
+    this.listDeliveries = w.listDeliveries.bind(w);
+    this.listAttempts = w.listAttempts.bind(w);
+    this.replayDelivery = w.replayDelivery.bind(w);
+    this.replayEndpoint = w.replayEndpoint.bind(w);
+    this.purgeDeliveries = w.purgeDeliveries.bind(w);
+  }
+
+  // ---- lifecycle ----------------------------------------------------------------------------
+
+  async open(): Promise<void> {
+    if (this.db) return;
+    if (this.closed) throw notOpen();
+    const db = postgres(this.options.url, {
+      max: this.options.maxConnections,
+      types: TYPES,
+      onnotice: () => {},
+      connection: { search_path: this.schema, application_name: 'accepted' },
+      transform: { undefined: null },
+    });
+    try {
+      await this.migrate(db);
+      const [row] = await query<{ value: number }>(
+        db,
+        `SELECT value FROM meta WHERE key = 'seq_high'`,
+      );
+      this.knownSeq = row?.value ?? 0;
+      this.listening = await db.listen(
+        this.channel,
+        (payload) => this.onNotify(payload),
+        // Also on every reconnect of the LISTEN connection: notifications sent meanwhile are
+        // lost, so wake the readers and the worker to look for themselves.
+        () => void this.afterListen(),
+      );
+    } catch (error) {
+      await db.end({ timeout: 1 });
+      throw new AcceptedError('STORE_UNAVAILABLE', `Could not open the PostgreSQL store.`, {
+        fix: 'Check the URL, that the server is up, and that the user may create the schema.',
+        cause: error,
+      });
+    }
+    this.db = db;
+  }
+
+  /**
+   * Applies the missing migrations in one transaction under an advisory lock keyed by the
+   * schema: nodes that start together wait for the first, then find nothing left to do.
+   */
+  private async migrate(db: Db): Promise<void> {
+    await db.begin(async (tx) => {
+      await query(tx, 'SELECT pg_advisory_xact_lock($1, hashtext($2))', [
+        LOCK_MIGRATE,
+        this.schema,
+      ]);
+      await tx.unsafe(`CREATE SCHEMA IF NOT EXISTS "${this.schema}"`);
+      await tx.unsafe(`CREATE TABLE IF NOT EXISTS "${this.schema}".migrations (
+        version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
+      const [row] = await tx.unsafe<{ version: number | null }[]>(
+        `SELECT max(version) AS version FROM "${this.schema}".migrations`,
+      );
+      const current = row?.version ?? 0;
+      for (const migration of MIGRATIONS) {
+        if (migration.version <= current) continue;
+        await tx.unsafe(`SET LOCAL search_path TO "${this.schema}"`);
+        await tx.unsafe(migration.sql);
+        await tx.unsafe(`INSERT INTO "${this.schema}".migrations (version, name) VALUES ($1, $2)`, [
+          migration.version,
+          migration.name,
+        ]);
+      }
+    });
+  }
+
+  private async afterListen(): Promise<void> {
+    try {
+      const seq = await this.lastSeq();
+      this.emit({ lastSeq: seq, work: true });
+    } catch {
+      // The safety polls of the engine cover it.
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    while (this.flushing || this.queue.length > 0) {
+      await (this.flushing ?? this.flush());
+    }
+    const db = this.db;
+    this.db = null;
+    if (!db) return;
+    try {
+      await this.listening?.unlisten();
+    } catch {
+      // closing anyway
+    }
+    this.listening = null;
+    await db.end({ timeout: 5 });
+  }
+
+  async ping(): Promise<void> {
+    await query(this.conn(), 'SELECT 1');
+  }
+
+  subscribe(listener: (hint: StoreHint) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private conn(): Db {
+    if (!this.db) throw notOpen();
+    return this.db;
+  }
+
+  /** The advisory lock key of retention cleanup for this schema (one node at a time). */
+  private purgeLockKey(): [number, string] {
+    return [LOCK_PURGE, this.schema];
+  }
+
+  // ---- hints --------------------------------------------------------------------------------
+
+  /** A notification of another node's commit: `<node>:<work 0|1>:<seq_high>`. */
+  private onNotify(payload: string): void {
+    this.stats.notifications++;
+    const [node, work, seq] = payload.split(':');
+    if (node === this.nodeId) return;
+    const lastSeq = Number(seq);
+    if (!Number.isSafeInteger(lastSeq)) return;
+    if (lastSeq > this.knownSeq) this.knownSeq = lastSeq;
+    this.emit({ lastSeq, work: work === '1' });
+  }
+
+  private emit(hint: StoreHint): void {
+    for (const listener of this.listeners) {
+      try {
+        listener(hint);
+      } catch {
+        // A listener's failure must not break the store; hints are advisory.
+      }
+    }
+  }
+
+  // ---- group commit -------------------------------------------------------------------------
+
+  private enqueue<T>(make: (settle: Settle) => Command): Promise<T> {
+    if (this.closed || !this.db) return Promise.reject(notOpen());
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push(make({ resolve: resolve as (value: unknown) => void, reject }));
+      this.scheduleFlush();
+    });
+  }
+
+  private write<T>(run: (tx: Tx, batch: Batch) => Promise<T>): Promise<T> {
+    return this.enqueue((settle) => ({ kind: 'run', run, settle }));
+  }
+
+  /**
+   * One transaction at a time: writes queued while it runs go into the next one, so the batch
+   * grows with the load (group commit) and an idle node answers after one round.
+   */
+  private scheduleFlush(): void {
+    if (this.flushScheduled || this.flushing) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      if (!this.flushing) void this.flush();
+    });
+  }
+
+  private flush(): Promise<void> {
+    if (this.queue.length === 0 || !this.db) return Promise.resolve();
+    const batch = this.queue.splice(0, this.options.maxBatch);
+    this.stats.flushes++;
+    this.stats.commands += batch.length;
+    this.flushing = this.commit(this.db, batch).finally(() => {
+      this.flushing = null;
+      if (this.queue.length > 0) this.scheduleFlush();
+    });
+    return this.flushing;
+  }
+
+  private async commit(db: Db, commands: Command[]): Promise<void> {
+    let outcomes: { ok: boolean; value: unknown }[];
+    let written: { batch: Batch; lastSeq: number | null };
+    try {
+      const result = await this.transaction(db, commands);
+      outcomes = result.outcomes;
+      written = result;
+    } catch (error) {
+      if (commands.length === 1) {
+        commands[0]?.settle.reject(error);
+        return;
+      }
+      // Something other than a domain error (a deadlock with another node, a constraint): run
+      // each write in its own transaction, so one bad write fails only its own caller.
+      for (const command of commands) await this.commit(db, [command]);
+      return;
+    }
+    commands.forEach((command, i) => {
+      const outcome = outcomes[i];
+      if (outcome?.ok) command.settle.resolve(outcome.value);
+      else command.settle.reject(outcome?.value);
+    });
+    const { batch, lastSeq } = written;
+    if (lastSeq !== null || batch.work) {
+      if (lastSeq !== null && lastSeq > this.knownSeq) this.knownSeq = lastSeq;
+      const base = (lastSeq ?? 0) - batch.events.length;
+      this.emit({
+        lastSeq: lastSeq ?? this.knownSeq,
+        work: batch.work,
+        events: batch.events.map((e, i) => ({
+          seq: base + i + 1,
+          id: eventId(base + i + 1),
+          operationId: e.operationId,
+          tenant: e.tenant,
+          operationType: e.operationType,
+          version: e.version,
+          type: e.type,
+          data: e.data,
+          time: e.time,
+          labels: labelsOf(e.labels),
+        })),
+      });
+    }
+  }
+
+  /** Runs commands in one transaction; domain errors fail their command only. */
+  private async transaction(db: Db, commands: Command[]): Promise<Written> {
+    return db.begin<Written>(async (tx) => {
+      const batch = new Batch();
+      const outcomes: Outcome[] = [];
+      const creates: number[] = [];
+      const completes: number[] = [];
+      for (let i = 0; i < commands.length; i++) {
+        const command = commands[i] as Command;
+        if (command.kind === 'create') creates.push(i);
+        else if (command.kind === 'complete') completes.push(i);
+        else {
+          try {
+            outcomes[i] = { ok: true, value: await command.run(tx, batch) };
+          } catch (error) {
+            // Domain errors are raised before a command writes anything, so the rest of the
+            // transaction stays valid. Anything else aborts it (see commit).
+            if (!(error instanceof AcceptedError)) throw error;
+            outcomes[i] = { ok: false, value: error };
+          }
+        }
+      }
+      if (creates.length > 0) await this.createMany(tx, batch, commands, creates, outcomes);
+      if (completes.length > 0) await this.completeMany(tx, batch, commands, completes, outcomes);
+      const lastSeq = await this.append(tx, batch);
+      return { outcomes, batch, lastSeq };
+    });
+  }
+
+  /** Appends the batch's events (allocating their seqs) and notifies; null when none. */
+  private async append(tx: Tx, batch: Batch): Promise<number | null> {
+    const events = batch.events;
+    if (events.length === 0) return null;
+    const [row] = await query<{ base: number }>(tx, SQL_APPEND, [
+      events.length,
+      events.map((e) => e.operationId),
+      events.map((e) => e.tenant),
+      events.map((e) => e.operationType),
+      events.map((e) => e.version),
+      events.map((e) => e.type),
+      events.map((e) => e.dataText),
+      events.map((e) => e.time),
+      events.map((e) => (Object.keys(e.labels).length === 0 ? null : JSON.stringify(e.labels))),
+      this.channel,
+      `${this.nodeId}:${batch.work ? 1 : 0}:`,
+    ]);
+    return (row?.base ?? 0) + events.length;
+  }
+
+  private async createMany(
+    tx: Tx,
+    batch: Batch,
+    commands: Command[],
+    indexes: number[],
+    outcomes: { ok: boolean; value: unknown }[],
+  ): Promise<void> {
+    const items = indexes.map((i) => commands[i] as Extract<Command, { kind: 'create' }>);
+    await insertOperations(
+      tx,
+      items.map((c) => c.op),
+      items.map((c) => c.now),
+    );
+    items.forEach((c, k) => {
+      outcomes[indexes[k] as number] = { ok: true, value: this.created(batch, c.op, c.now) };
+    });
+  }
+
+  /** Appends the queued event of a new operation, and returns it as created. */
+  private created(batch: Batch, op: NewOperation, now: number): Operation {
+    batch.append(
+      { id: op.id, tenant: op.tenant, type: op.type, version: 1, attempts: 0, labels: op.labels },
+      'operation.queued',
+      { status: 'queued', runAt: op.runAt },
+      now,
+    );
+    batch.work = true;
+    return {
+      id: op.id,
+      tenant: op.tenant,
+      type: op.type,
+      status: 'queued',
+      input: op.input,
+      progress: null,
+      result: null,
+      error: null,
+      attempts: 0,
+      maxAttempts: op.maxAttempts,
+      runAt: op.runAt,
+      timeoutMs: op.timeoutMs,
+      labels: op.labels,
+      callbackUrl: op.callbackUrl,
+      cancelRequestedAt: null,
+      createdAt: now,
+      updatedAt: now,
+      startedAt: null,
+      finishedAt: null,
+      version: 1,
+    };
+  }
+
+  private async completeMany(
+    tx: Tx,
+    batch: Batch,
+    commands: Command[],
+    indexes: number[],
+    outcomes: { ok: boolean; value: unknown }[],
+  ): Promise<void> {
+    const items = indexes.map((i) => commands[i] as Extract<Command, { kind: 'complete' }>);
+    const rows = await query<ChangedRow>(tx, SQL_COMPLETE, [
+      items.map((c) => c.lease.operationId),
+      items.map((c) => c.lease.token),
+      items.map((c) => JSON.stringify(c.result)),
+      items.map((c) => c.now),
+    ]);
+    const byId = new Map(rows.map((row) => [row.id, row]));
+    items.forEach((c, k) => {
+      const i = indexes[k] as number;
+      const row = byId.get(c.lease.operationId);
+      if (!row) {
+        outcomes[i] = { ok: false, value: leaseLost(c.lease.operationId) };
+        return;
+      }
+      byId.delete(c.lease.operationId); // a second complete of one lease in the batch loses
+      batch.append(
+        row,
+        'operation.succeeded',
+        { status: 'succeeded', attempt: row.attempts, result: c.result },
+        c.now,
+      );
+      outcomes[i] = { ok: true, value: undefined };
+    });
+  }
+
+  // ---- operations ---------------------------------------------------------------------------
+
+  create(op: NewOperation, now: number): Promise<Operation> {
+    return this.enqueue((settle) => ({ kind: 'create', op, now, settle }));
+  }
+
+  createOnce(op: NewOperation, claim: IdempotencyClaim, now: number): Promise<CreateOnceResult> {
+    return this.write(async (tx, batch): Promise<CreateOnceResult> => {
+      const existing = await this.keyOutcome(tx, op.tenant, claim, now);
+      if (existing) return existing;
+      // Insert the key, or take over an expired one. Against a concurrent insert of the same
+      // key (another node), PostgreSQL waits for that transaction and then returns no row.
+      const taken = await query<{ operation_id: string }>(
+        tx,
+        `INSERT INTO idempotency_keys (tenant, key, fingerprint, operation_id, status,
+           hold_until, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (tenant, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,
+           operation_id = EXCLUDED.operation_id, status = EXCLUDED.status,
+           hold_until = EXCLUDED.hold_until, created_at = EXCLUDED.created_at,
+           expires_at = EXCLUDED.expires_at
+         WHERE idempotency_keys.expires_at <= $7 RETURNING operation_id`,
+        [
+          op.tenant,
+          claim.key,
+          claim.fingerprint,
+          op.id,
+          claim.status,
+          claim.holdUntil,
+          now,
+          claim.expiresAt,
+        ],
+      );
+      if (taken.length === 0) {
+        const raced = await this.keyOutcome(tx, op.tenant, claim, now);
+        if (raced) return raced;
+        throw new Error('idempotency key neither inserted nor found');
+      }
+      await insertOperations(tx, [op], [now]);
+      return { outcome: 'created', operation: this.created(batch, op, now) };
+    });
+  }
+
+  /** What an unexpired key already says, or null when the key is free. */
+  private async keyOutcome(
+    tx: Tx,
+    tenant: string,
+    claim: IdempotencyClaim,
+    now: number,
+  ): Promise<CreateOnceResult | null> {
+    const [found] = await query<{
+      fingerprint: string;
+      operation_id: string;
+      status: number | null;
+      hold_until: number | null;
+      expires_at: number;
+    }>(
+      tx,
+      `SELECT fingerprint, operation_id, status, hold_until, expires_at FROM idempotency_keys
+       WHERE tenant = $1 AND key = $2`,
+      [tenant, claim.key],
+    );
+    if (!found || found.expires_at <= now) return null;
+    if (found.fingerprint !== claim.fingerprint) {
+      return { outcome: 'mismatch', operationId: found.operation_id };
+    }
+    if (found.status === null && found.hold_until !== null && found.hold_until > now) {
+      return { outcome: 'in_flight', operationId: found.operation_id, holdUntil: found.hold_until };
+    }
+    const row = await readRow(tx, found.operation_id);
+    // Keys go with their operation (delete, purge), so the row is there; be safe anyway.
+    if (!row) return null;
+    return { outcome: 'replayed', operation: rowToOperation(row), status: found.status ?? 202 };
+  }
+
+  settleIdempotencyKey(tenant: string, key: string, status: number): Promise<void> {
+    return this.write(async (tx) => {
+      await query(
+        tx,
+        'UPDATE idempotency_keys SET status = $1, hold_until = NULL WHERE tenant = $2 AND key = $3',
+        [status, tenant, key],
+      );
+    });
+  }
+
+  /** Retention: one node at a time (a transaction-level advisory lock); others return 0. */
+  private async exclusively(run: (tx: Tx) => Promise<number>): Promise<number> {
+    const db = this.conn();
+    return db.begin<number>(async (tx) => {
+      const [locked] = await query<{ ok: boolean }>(
+        tx,
+        'SELECT pg_try_advisory_xact_lock($1, hashtext($2)) AS ok',
+        this.purgeLockKey(),
+      );
+      if (!locked?.ok) return 0;
+      return run(tx);
+    });
+  }
+
+  purgeIdempotencyKeys(now: number, limit: number): Promise<number> {
+    return this.exclusively(async (tx) => {
+      const rows = await query(
+        tx,
+        `DELETE FROM idempotency_keys WHERE (tenant, key) IN (SELECT tenant, key
+           FROM idempotency_keys WHERE expires_at <= $1 LIMIT $2) RETURNING 1`,
+        [now, limit],
+      );
+      return rows.length;
+    });
+  }
+
+  async get(id: string, tenant?: string): Promise<Operation | null> {
+    const row = await readRow(this.conn(), id);
+    if (!row || (tenant !== undefined && row.tenant !== tenant)) return null;
+    return rowToOperation(row);
+  }
+
+  async list(listQuery: ListQuery): Promise<Page<Operation>> {
+    const where = ['tenant = $1'];
+    const params: Param[] = [listQuery.tenant];
+    const add = (clause: (n: string) => string, value: Param) => {
+      params.push(value);
+      where.push(clause(`$${params.length}`));
+    };
+    if (listQuery.status && listQuery.status.length > 0) {
+      add((n) => `status = ANY(${n}::text[])`, [...listQuery.status]);
+    }
+    if (listQuery.type !== undefined) add((n) => `type = ${n}`, listQuery.type);
+    if (listQuery.labels && Object.keys(listQuery.labels).length > 0) {
+      add((n) => `labels @> ${n}::text::jsonb`, JSON.stringify(listQuery.labels));
+    }
+    if (listQuery.cursor !== undefined) add((n) => `pk < ${n}`, decodeCursor(listQuery.cursor));
+    params.push(listQuery.limit + 1);
+    const rows = await query<OperationRow>(
+      this.conn(),
+      `SELECT ${OPERATION_COLUMNS} FROM operations WHERE ${where.join(' AND ')}
+       ORDER BY pk DESC LIMIT $${params.length}`,
+      params,
+    );
+    const more = rows.length > listQuery.limit;
+    const page = more ? rows.slice(0, listQuery.limit) : rows;
+    const last = page[page.length - 1];
+    return {
+      items: page.map(rowToOperation),
+      nextCursor: more && last ? encodeCursor(last.pk) : null,
+    };
+  }
+
+  // ---- leases -------------------------------------------------------------------------------
+
+  claim(request: ClaimRequest): Promise<ClaimResult> {
+    return this.write(async (tx, batch) => {
+      const token = newLeaseToken();
+      const expiresAt = request.now + request.leaseMs;
+      const typed = request.types !== null;
+      const params: Param[] = [token, request.owner, expiresAt, request.now, request.limit];
+      if (request.types) params.push([...request.types]);
+      // One statement: pick (skipping rows another node is claiming), lease, and the
+      // earliest runAt left over (for the worker's timer).
+      const result = await query<(OperationRow | { id: null }) & { next_run_at: number | null }>(
+        tx,
+        `WITH c AS (SELECT id FROM operations WHERE status = 'queued' AND run_at <= $4
+             ${typed ? 'AND type = ANY($6::text[])' : ''}
+             ORDER BY run_at LIMIT $5 FOR UPDATE SKIP LOCKED),
+           u AS (UPDATE operations o SET status = 'running', attempts = o.attempts + 1,
+             lease_token = $1 || '.' || o.pk, lease_owner = $2, lease_expires_at = $3,
+             started_at = $4, updated_at = $4, version = o.version + 1
+             FROM c WHERE o.id = c.id RETURNING ${OPERATION_COLUMNS.replace(/(\w+)/g, 'o.$1')})
+         SELECT n.next_run_at, u.* FROM (SELECT (SELECT min(run_at) FROM operations
+             WHERE status = 'queued' ${typed ? 'AND type = ANY($6::text[])' : ''}
+               AND id NOT IN (SELECT id FROM c)) AS next_run_at) n
+           LEFT JOIN u ON true`,
+        params,
+      );
+      const rows = result.filter(
+        (row): row is OperationRow & { next_run_at: number | null } => row.id !== null,
+      );
+      rows.sort((a, b) => a.run_at - b.run_at || a.pk - b.pk);
+      const claimed = rows.map((row) => {
+        batch.append(
+          row,
+          'operation.started',
+          { status: 'running', attempt: row.attempts },
+          request.now,
+        );
+        return {
+          operation: rowToOperation(row),
+          lease: { operationId: row.id, token: row.lease_token ?? '', expiresAt },
+        };
+      });
+      const nextRunAt = rows.length < request.limit ? (result[0]?.next_run_at ?? null) : null;
+      return { claimed, nextRunAt };
+    });
+  }
+
+  renewLeases(request: RenewRequest): Promise<LeaseState[]> {
+    if (request.leases.length === 0) return Promise.resolve([]);
+    return this.write(async (tx) => {
+      const rows = await query<{ id: string; token: string; cancel_requested_at: number | null }>(
+        tx,
+        `UPDATE operations o SET lease_expires_at = $1
+         FROM unnest($2::text[], $3::text[]) AS u(id, token)
+         WHERE o.id = u.id AND o.lease_token = u.token AND o.status = 'running'
+         RETURNING o.id, u.token, o.cancel_requested_at`,
+        [
+          request.now + request.leaseMs,
+          request.leases.map((l) => l.operationId),
+          request.leases.map((l) => l.token),
+        ],
+      );
+      const held = new Map(rows.map((row) => [`${row.id} ${row.token}`, row.cancel_requested_at]));
+      return request.leases.map((lease): LeaseState => {
+        const cancel = held.get(`${lease.operationId} ${lease.token}`);
+        return {
+          operationId: lease.operationId,
+          state: cancel === undefined ? 'lost' : cancel === null ? 'held' : 'cancel_requested',
+        };
+      });
+    });
+  }
+
+  /** Applies `set` ($1..$3) to a running operation whose lease is held; LEASE_LOST otherwise. */
+  private async underLease(
+    tx: Tx,
+    lease: LeaseRef,
+    set: string,
+    params: Param[],
+  ): Promise<ChangedRow> {
+    const n = params.length;
+    const [row] = await query<ChangedRow>(
+      tx,
+      `UPDATE operations SET ${set}, version = version + 1
+       WHERE id = $${n + 1} AND lease_token = $${n + 2} AND status = 'running' ${CHANGED}`,
+      [...params, lease.operationId, lease.token],
+    );
+    if (!row) throw leaseLost(lease.operationId);
+    return row;
+  }
+
+  progress(lease: LeaseRef, progress: Progress, now: number): Promise<void> {
+    const json = JSON.stringify(progress);
+    return this.write(async (tx, batch) => {
+      const row = await this.underLease(tx, lease, 'progress = $1, updated_at = $2', [json, now]);
+      batch.append(row, 'operation.progress', { status: 'running', progress }, now);
+    });
+  }
+
+  complete(lease: LeaseRef, result: Json, now: number): Promise<void> {
+    return this.enqueue((settle) => ({ kind: 'complete', lease, result, now, settle }));
+  }
+
+  fail(lease: LeaseRef, error: OperationError, retryAt: number | null, now: number): Promise<void> {
+    const json = JSON.stringify(error);
+    return this.write(async (tx, batch) => {
+      if (retryAt === null) {
+        const row = await this.underLease(tx, lease, SET_FAILED, [json, now, now]);
+        batch.append(
+          row,
+          'operation.failed',
+          { status: 'failed', attempt: row.attempts, error },
+          now,
+        );
+        return;
+      }
+      const row = await this.underLease(tx, lease, SET_REQUEUED, [json, retryAt, now]);
+      batch.append(
+        row,
+        'operation.retrying',
+        { status: 'queued', attempt: row.attempts, error, runAt: retryAt },
+        now,
+      );
+      batch.work = true;
+    });
+  }
+
+  finishCanceled(lease: LeaseRef, error: OperationError, now: number): Promise<void> {
+    const json = JSON.stringify(error);
+    return this.write(async (tx, batch) => {
+      const row = await this.underLease(tx, lease, SET_CANCELED, [json, now, now]);
+      batch.append(
+        row,
+        'operation.canceled',
+        { status: 'canceled', attempt: row.attempts, error },
+        now,
+      );
+    });
+  }
+
+  release(lease: LeaseRef, error: OperationError, now: number): Promise<void> {
+    const json = JSON.stringify(error);
+    return this.write(async (tx, batch) => {
+      const row = await this.underLease(tx, lease, `attempts = attempts - 1, ${SET_REQUEUED}`, [
+        json,
+        now,
+        now,
+      ]);
+      batch.append(row, 'operation.retrying', { status: 'queued', error, runAt: now }, now);
+      batch.work = true;
+    });
+  }
+
+  /**
+   * Leases that expired go back to the queue (or fail, or finish canceling). With several
+   * nodes, whichever looks first takes them (`SKIP LOCKED`), and a lease held by a live node
+   * is never touched: only `lease_expires_at < now` counts, so nodes' clocks must agree to
+   * within a fraction of the lease.
+   */
+  recoverExpiredLeases(now: number, limit: number): Promise<number> {
+    return this.write(async (tx, batch) => {
+      const rows = await query<{
+        id: string;
+        attempts: number;
+        max_attempts: number;
+        cancel_requested_at: number | null;
+      }>(
+        tx,
+        `SELECT id, attempts, max_attempts, cancel_requested_at FROM operations
+         WHERE status = 'running' AND lease_expires_at < $1 ORDER BY lease_expires_at LIMIT $2
+         FOR UPDATE SKIP LOCKED`,
+        [now, limit],
+      );
+      const at = (id: string, set: string, params: Param[]) =>
+        query<ChangedRow>(
+          tx,
+          `UPDATE operations SET ${set}, version = version + 1 WHERE id = $${params.length + 1} ${CHANGED}`,
+          [...params, id],
+        ).then(([row]) => row as ChangedRow);
+      for (const candidate of rows) {
+        if (candidate.cancel_requested_at !== null) {
+          const error = { code: 'CANCELED', message: 'Canceled on request.' };
+          const row = await at(candidate.id, SET_CANCELED, [JSON.stringify(error), now, now]);
+          batch.append(row, 'operation.canceled', { status: 'canceled', error }, now);
+          continue;
+        }
+        const error = {
+          code: 'LEASE_EXPIRED',
+          message:
+            'The worker running this attempt stopped renewing its lease (it crashed or hung).',
+        };
+        const json = JSON.stringify(error);
+        if (candidate.attempts < candidate.max_attempts) {
+          const row = await at(candidate.id, SET_REQUEUED, [json, now, now]);
+          batch.append(
+            row,
+            'operation.retrying',
+            { status: 'queued', attempt: row.attempts, error, runAt: now },
+            now,
+          );
+          batch.work = true;
+        } else {
+          const row = await at(candidate.id, SET_FAILED, [json, now, now]);
+          batch.append(
+            row,
+            'operation.failed',
+            { status: 'failed', attempt: row.attempts, error },
+            now,
+          );
+        }
+      }
+      return rows.length;
+    });
+  }
+
+  // ---- client-driven transitions ------------------------------------------------------------
+
+  /** The operation's row, locked for this transaction; OPERATION_NOT_FOUND when not visible. */
+  private async lockScoped(tx: Tx, id: string, tenant: string | undefined): Promise<OperationRow> {
+    const row = await readRow(tx, id, true);
+    if (!row || (tenant !== undefined && row.tenant !== tenant)) throw notFound(id);
+    return row;
+  }
+
+  cancel(
+    id: string,
+    tenant: string | undefined,
+    error: OperationError,
+    now: number,
+    ifVersion?: readonly number[],
+  ): Promise<Operation> {
+    return this.write(async (tx, batch) => {
+      const current = await this.lockScoped(tx, id, tenant);
+      assertVersion(id, current.version, ifVersion);
+      if (current.status === 'queued') {
+        const [row] = await query<ChangedRow>(
+          tx,
+          `UPDATE operations SET status = 'canceled', error = $1, finished_at = $2,
+             updated_at = $2, version = version + 1 WHERE id = $3 ${CHANGED}`,
+          [JSON.stringify(error), now, id],
+        );
+        batch.append(row as ChangedRow, 'operation.canceled', { status: 'canceled', error }, now);
+      } else if (current.status === 'running') {
+        if (current.cancel_requested_at !== null) return rowToOperation(current);
+        const [row] = await query<ChangedRow>(
+          tx,
+          `UPDATE operations SET cancel_requested_at = $1, updated_at = $1, version = version + 1
+           WHERE id = $2 ${CHANGED}`,
+          [now, id],
+        );
+        batch.append(row as ChangedRow, 'operation.cancel_requested', { status: 'running' }, now);
+      } else {
+        assertTransition(id, current.status, 'canceled');
+      }
+      return rowToOperation((await readRow(tx, id)) as OperationRow);
+    });
+  }
+
+  retry(
+    id: string,
+    tenant: string | undefined,
+    runAt: number,
+    now: number,
+    ifVersion?: readonly number[],
+  ): Promise<Operation> {
+    return this.write(async (tx, batch) => {
+      const current = await this.lockScoped(tx, id, tenant);
+      assertVersion(id, current.version, ifVersion);
+      if (current.status !== 'failed' && current.status !== 'canceled') {
+        throw new AcceptedError(
+          'ILLEGAL_TRANSITION',
+          `Operation ${id} is ${current.status}; only failed or canceled operations can be retried.`,
+          {
+            details: { status: current.status },
+            fix: 'Wait until it has failed or been canceled.',
+          },
+        );
+      }
+      const [row] = await query<ChangedRow>(
+        tx,
+        `UPDATE operations SET status = 'queued', attempts = 0, result = NULL, error = NULL,
+           progress = NULL, finished_at = NULL, cancel_requested_at = NULL, run_at = $1,
+           updated_at = $2, version = version + 1 WHERE id = $3 ${CHANGED}`,
+        [runAt, now, id],
+      );
+      batch.append(row as ChangedRow, 'operation.queued', { status: 'queued', runAt }, now);
+      batch.work = true;
+      return rowToOperation((await readRow(tx, id)) as OperationRow);
+    });
+  }
+
+  delete(
+    id: string,
+    tenant: string | undefined,
+    now: number,
+    ifVersion?: readonly number[],
+  ): Promise<void> {
+    return this.write(async (tx, batch) => {
+      const current = await this.lockScoped(tx, id, tenant);
+      assertVersion(id, current.version, ifVersion);
+      if (
+        current.status !== 'succeeded' &&
+        current.status !== 'failed' &&
+        current.status !== 'canceled'
+      ) {
+        throw new AcceptedError(
+          'ILLEGAL_TRANSITION',
+          `Operation ${id} is ${current.status}; only finished operations can be deleted.`,
+          { details: { status: current.status }, fix: 'Cancel it first, then delete it.' },
+        );
+      }
+      await query(tx, 'DELETE FROM events WHERE operation_id = $1', [id]);
+      await query(tx, 'DELETE FROM idempotency_keys WHERE operation_id = $1', [id]);
+      await query(tx, 'DELETE FROM operations WHERE id = $1', [id]);
+      batch.append(
+        {
+          id,
+          tenant: current.tenant,
+          type: current.type,
+          version: current.version + 1,
+          attempts: 0,
+          labels: current.labels,
+        },
+        'operation.deleted',
+        { status: current.status },
+        now,
+      );
+    });
+  }
+
+  /** Retention: one node at a time (others return 0 while it runs). */
+  purge(finishedBefore: number, limit: number): Promise<number> {
+    return this.exclusively(async (tx) => {
+      const ids = await query<{ id: string }>(
+        tx,
+        `DELETE FROM operations WHERE id IN (SELECT id FROM operations
+           WHERE finished_at IS NOT NULL AND finished_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)
+         RETURNING id`,
+        [finishedBefore, limit],
+      );
+      if (ids.length > 0) {
+        const list = ids.map((row) => row.id);
+        await query(tx, 'DELETE FROM events WHERE operation_id = ANY($1::text[])', [list]);
+        await query(tx, 'DELETE FROM idempotency_keys WHERE operation_id = ANY($1::text[])', [
+          list,
+        ]);
+      }
+      await query(
+        tx,
+        `DELETE FROM events WHERE type IN ('operation.deleted', 'endpoint.disabled') AND time < $1`,
+        [finishedBefore],
+      );
+      return ids.length;
+    });
+  }
+
+  // ---- the log ------------------------------------------------------------------------------
+
+  /**
+   * Events after `after`, ascending. No hold-back is needed: seqs are allocated at the end of
+   * each transaction under one row lock, so they become visible in seq order.
+   */
+  async readEvents(eventQuery: EventQuery): Promise<OperationEvent[]> {
+    const where = ['seq > $1'];
+    const params: Param[] = [eventQuery.after];
+    const add = (clause: (n: string) => string, value: Param) => {
+      params.push(value);
+      where.push(clause(`$${params.length}`));
+    };
+    if (eventQuery.operationId !== undefined) {
+      add((n) => `operation_id = ${n}`, eventQuery.operationId);
+    }
+    if (eventQuery.tenant !== undefined) add((n) => `tenant = ${n}`, eventQuery.tenant);
+    const inList = (column: string, values: readonly string[] | undefined) => {
+      if (values && values.length > 0) add((n) => `${column} = ANY(${n}::text[])`, [...values]);
+    };
+    inList('operation_id', eventQuery.operationIds);
+    inList('type', eventQuery.types);
+    inList('operation_type', eventQuery.operationTypes);
+    if (eventQuery.labels && Object.keys(eventQuery.labels).length > 0) {
+      add((n) => `labels @> ${n}::text::jsonb`, JSON.stringify(eventQuery.labels));
+    }
+    params.push(eventQuery.limit);
+    const rows = await query<EventRow>(
+      this.conn(),
+      `SELECT seq, operation_id, tenant, operation_type, version, type, data, time, labels
+       FROM events WHERE ${where.join(' AND ')} ORDER BY seq LIMIT $${params.length}`,
+      params,
+    );
+    return rows.map(rowToEvent);
+  }
+
+  async lastSeq(): Promise<number> {
+    const [row] = await query<{ value: number }>(
+      this.conn(),
+      `SELECT value FROM meta WHERE key = 'seq_high'`,
+    );
+    const seq = row?.value ?? 0;
+    if (seq > this.knownSeq) this.knownSeq = seq;
+    return seq;
+  }
+}
+
+async function readRow(db: Db | Tx, id: string, lock = false): Promise<OperationRow | undefined> {
+  const [row] = await query<OperationRow>(
+    db,
+    `SELECT ${OPERATION_COLUMNS} FROM operations WHERE id = $1${lock ? ' FOR UPDATE' : ''}`,
+    [id],
+  );
+  return row;
+}
+
+async function insertOperations(tx: Tx, ops: NewOperation[], nows: number[]): Promise<void> {
+  await query(tx, SQL_CREATE, [
+    ops.map((op) => op.id),
+    ops.map((op) => op.tenant),
+    ops.map((op) => op.type),
+    ops.map((op) => JSON.stringify(op.input)),
+    ops.map((op) => JSON.stringify(op.labels)),
+    ops.map((op) => op.maxAttempts),
+    ops.map((op) => op.runAt),
+    ops.map((op) => op.timeoutMs),
+    ops.map((op) => op.callbackUrl),
+    ops.map((op) => op.traceparent ?? null),
+    nows,
+  ]);
+}
+
+/** The PostgreSQL store, for several nodes on one database. */
+export function postgresStore(options: PostgresStoreOptions): Store {
+  return new PostgresStore(options);
+}

@@ -1,0 +1,799 @@
+import { AcceptedError } from '../../domain/errors.ts';
+import {
+  ENDPOINT_EVENT_OPERATION_TYPE,
+  NO_LABELS,
+  eventId,
+  type EventData,
+  type EventType,
+} from '../../domain/events.ts';
+import {
+  CALLBACK_TARGET,
+  callbackWants,
+  endpointWants,
+  type Attempt,
+  type Delivery,
+  type DeliveryStatus,
+  type Endpoint,
+  type EndpointPatch,
+  type NewEndpoint,
+  type SecretEntry,
+} from '../../domain/webhooks.ts';
+import type {
+  AttemptOutcome,
+  ClaimedDelivery,
+  DeliveryQuery,
+  DispatchRequest,
+  Page,
+  WebhookStore,
+} from '../store.ts';
+import { query, type Db, type Param, type Tx } from './db.ts';
+
+/** What the webhook tables need of the PostgreSQL store. */
+export interface PostgresAccess {
+  /** The open connection pool (throws NOT_STARTED when closed). */
+  db(): Db;
+  /** The advisory lock key of retention cleanup. */
+  purgeLock(): [number, string];
+  /**
+   * Runs in the store's group commit, for writes that append events to the log (`append`);
+   * resolves once committed.
+   */
+  write<T>(
+    run: (
+      tx: Tx,
+      append: (
+        row: { id: string; tenant: string; type: string; version: number },
+        type: EventType,
+        data: EventData,
+        now: number,
+      ) => void,
+    ) => Promise<T>,
+  ): Promise<T>;
+}
+
+interface EndpointRow {
+  pk: number;
+  id: string;
+  tenant: string;
+  url: string;
+  description: string | null;
+  event_types: string | null;
+  labels: string | null;
+  secrets: string;
+  signing_key: string | null;
+  retry_schedule: string | null;
+  rate_limit: number | null;
+  enabled: boolean;
+  disabled_reason: string | null;
+  disabled_at: number | null;
+  failing_since: number | null;
+  created_at: number;
+  updated_at: number;
+  version: number;
+}
+
+interface DeliveryRow {
+  pk: number;
+  id: string;
+  tenant: string;
+  target: string;
+  url: string;
+  operation_id: string;
+  event_seq: number;
+  event_type: EventType;
+  payload: string;
+  status: DeliveryStatus;
+  attempts: number;
+  round_start: number;
+  next_attempt_at: number | null;
+  last_status: number | null;
+  last_error: string | null;
+  created_at: number;
+  updated_at: number;
+  delivered_at: number | null;
+}
+
+const DELIVERY_COLUMNS = `d.pk, d.id, d.tenant, d.target, d.url, d.operation_id, d.event_seq,
+  d.event_type, d.payload, d.status, d.attempts, d.round_start, d.next_attempt_at,
+  d.last_status, d.last_error, d.created_at, d.updated_at, d.delivered_at`;
+
+// eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- the caller names the stored shape
+const json = <T>(text: string | null): T | null => (text === null ? null : (JSON.parse(text) as T));
+
+function liveSecrets(text: string, now: number): SecretEntry[] {
+  return (JSON.parse(text) as SecretEntry[]).filter(
+    (entry) => entry.expiresAt === null || entry.expiresAt > now,
+  );
+}
+
+function toEndpoint(row: EndpointRow): Endpoint {
+  return {
+    id: row.id,
+    tenant: row.tenant,
+    url: row.url,
+    description: row.description,
+    eventTypes: json<EventType[]>(row.event_types),
+    labels: json<Record<string, string>>(row.labels),
+    secrets: liveSecrets(row.secrets, Date.now()),
+    signingKey: row.signing_key,
+    retrySchedule: json<number[]>(row.retry_schedule),
+    rateLimit: row.rate_limit,
+    enabled: row.enabled,
+    disabledReason: row.disabled_reason,
+    disabledAt: row.disabled_at,
+    failingSince: row.failing_since,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    version: row.version,
+  };
+}
+
+function toDelivery(row: DeliveryRow): Delivery {
+  const { event_seq: seq } = row;
+  return {
+    id: row.id,
+    tenant: row.tenant,
+    target: row.target,
+    url: row.url,
+    operationId: row.operation_id,
+    eventId: eventId(seq),
+    eventSeq: seq,
+    eventType: row.event_type,
+    payload: row.payload,
+    status: row.status,
+    attempts: row.attempts,
+    roundStart: row.round_start,
+    nextAttemptAt: row.status === 'pending' ? row.next_attempt_at : null,
+    lastStatus: row.last_status,
+    lastError: row.last_error,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    deliveredAt: row.delivered_at,
+  };
+}
+
+function endpointNotFound(id: string): AcceptedError {
+  return new AcceptedError('ENDPOINT_NOT_FOUND', `No webhook endpoint ${id}.`, {
+    fix: 'List the endpoints with GET /v1/webhooks/endpoints.',
+  });
+}
+
+function deliveryNotFound(id: string): AcceptedError {
+  return new AcceptedError('DELIVERY_NOT_FOUND', `No webhook delivery ${id}.`, {
+    fix: 'List the deliveries with GET /v1/webhooks/deliveries.',
+  });
+}
+
+function pageCursor(pk: number): string {
+  return Buffer.from(`w:${pk}`).toString('base64url');
+}
+
+function fromPageCursor(cursor: string): number {
+  const text = Buffer.from(cursor, 'base64url').toString('utf8');
+  const pk = text.startsWith('w:') ? Number(text.slice(2)) : NaN;
+  if (!Number.isSafeInteger(pk) || pk < 0) {
+    throw new AcceptedError('INVALID_QUERY', 'The cursor is not one this server issued.', {
+      fields: [{ field: 'cursor', message: 'unknown cursor' }],
+      fix: 'Pass back the nextCursor of the previous page unchanged.',
+    });
+  }
+  return pk;
+}
+
+function toPage<R extends { pk: number }, T>(
+  rows: R[],
+  limit: number,
+  map: (row: R) => T,
+): Page<T> {
+  const more = rows.length > limit;
+  const page = more ? rows.slice(0, limit) : rows;
+  const last = page[page.length - 1];
+  return { items: page.map(map), nextCursor: more && last ? pageCursor(last.pk) : null };
+}
+
+/**
+ * The webhook tables of the PostgreSQL store (see `WebhookStore`). Each write is its own
+ * transaction (they are off the hot path of operations, and some lock rows every node shares,
+ * such as the dispatcher's cursor). Same semantics as the SQLite adapter's `webhooks.ts`.
+ */
+export class PostgresWebhooks implements WebhookStore {
+  constructor(private readonly access: PostgresAccess) {}
+
+  private async tx<T>(run: (tx: Tx) => Promise<T>): Promise<T> {
+    return (await this.access.db().begin(run)) as T;
+  }
+
+  private async endpointRow(db: Db | Tx, id: string, tenant: string, lock = false) {
+    const [row] = await query<EndpointRow>(
+      db,
+      `SELECT * FROM webhook_endpoints WHERE id = $1 AND tenant = $2${lock ? ' FOR UPDATE' : ''}`,
+      [id, tenant],
+    );
+    if (!row) throw endpointNotFound(id);
+    return row;
+  }
+
+  private checkVersion(row: EndpointRow, ifVersion: readonly number[] | undefined): void {
+    if (ifVersion === undefined || ifVersion.includes(row.version)) return;
+    throw new AcceptedError(
+      'PRECONDITION_FAILED',
+      `Endpoint ${row.id} is at version ${row.version}, not the one given in If-Match.`,
+      {
+        details: { version: row.version },
+        fix: 'Read the endpoint again (its ETag is the current version) and decide anew.',
+      },
+    );
+  }
+
+  async createEndpoint(endpoint: NewEndpoint, now: number): Promise<Endpoint> {
+    const [row] = await query<EndpointRow>(
+      this.access.db(),
+      `INSERT INTO webhook_endpoints (id, tenant, url, description, event_types, labels,
+         secrets, signing_key, retry_schedule, rate_limit, enabled, created_at, updated_at,
+         version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, true, $11, $11, 1)
+       RETURNING *`,
+      [
+        endpoint.id,
+        endpoint.tenant,
+        endpoint.url,
+        endpoint.description,
+        endpoint.eventTypes ? JSON.stringify(endpoint.eventTypes) : null,
+        endpoint.labels ? JSON.stringify(endpoint.labels) : null,
+        JSON.stringify([{ secret: endpoint.secret, expiresAt: null }]),
+        endpoint.signingKey,
+        endpoint.retrySchedule ? JSON.stringify(endpoint.retrySchedule) : null,
+        endpoint.rateLimit,
+        now,
+      ],
+    );
+    return toEndpoint(row as EndpointRow);
+  }
+
+  async getEndpoint(id: string, tenant: string): Promise<Endpoint | null> {
+    const [row] = await query<EndpointRow>(
+      this.access.db(),
+      'SELECT * FROM webhook_endpoints WHERE id = $1 AND tenant = $2',
+      [id, tenant],
+    );
+    return row ? toEndpoint(row) : null;
+  }
+
+  async listEndpoints(q: {
+    tenant: string;
+    limit: number;
+    cursor?: string;
+  }): Promise<Page<Endpoint>> {
+    const before = q.cursor === undefined ? Number.MAX_SAFE_INTEGER : fromPageCursor(q.cursor);
+    const rows = await query<EndpointRow>(
+      this.access.db(),
+      'SELECT * FROM webhook_endpoints WHERE tenant = $1 AND pk < $2 ORDER BY pk DESC LIMIT $3',
+      [q.tenant, before, q.limit + 1],
+    );
+    return toPage(rows, q.limit, toEndpoint);
+  }
+
+  updateEndpoint(
+    id: string,
+    tenant: string,
+    patch: EndpointPatch,
+    now: number,
+    ifVersion?: readonly number[],
+  ): Promise<Endpoint> {
+    return this.tx(async (tx) => {
+      const row = await this.endpointRow(tx, id, tenant, true);
+      this.checkVersion(row, ifVersion);
+      const sets: string[] = [];
+      const params: Param[] = [];
+      const set = (column: string, value: Param) => {
+        params.push(value);
+        sets.push(`${column} = $${params.length}`);
+      };
+      const asJson = (value: unknown) => (value === null ? null : JSON.stringify(value));
+      if (patch.url !== undefined) set('url', patch.url);
+      if (patch.description !== undefined) set('description', patch.description);
+      if (patch.eventTypes !== undefined) set('event_types', asJson(patch.eventTypes));
+      if (patch.labels !== undefined) set('labels', asJson(patch.labels));
+      if (patch.retrySchedule !== undefined) set('retry_schedule', asJson(patch.retrySchedule));
+      if (patch.rateLimit !== undefined) set('rate_limit', patch.rateLimit);
+      if (patch.enabled === true) {
+        set('enabled', true);
+        set('disabled_reason', null);
+        set('disabled_at', null);
+        set('failing_since', null);
+      } else if (patch.enabled === false && row.enabled) {
+        set('enabled', false);
+        set('disabled_reason', 'MANUAL');
+        set('disabled_at', now);
+      }
+      set('updated_at', now);
+      params.push(row.pk);
+      const [updated] = await query<EndpointRow>(
+        tx,
+        `UPDATE webhook_endpoints SET ${sets.join(', ')}, version = version + 1
+         WHERE pk = $${params.length} RETURNING *`,
+        params,
+      );
+      return toEndpoint(updated as EndpointRow);
+    });
+  }
+
+  rotateEndpointSecret(
+    id: string,
+    tenant: string,
+    secret: string,
+    previousUntil: number,
+    now: number,
+    ifVersion?: readonly number[],
+  ): Promise<Endpoint> {
+    return this.tx(async (tx) => {
+      const row = await this.endpointRow(tx, id, tenant, true);
+      this.checkVersion(row, ifVersion);
+      const secrets = this.rotated(row.secrets, secret, previousUntil, now);
+      const [updated] = await query<EndpointRow>(
+        tx,
+        `UPDATE webhook_endpoints SET secrets = $1, updated_at = $2, version = version + 1
+         WHERE pk = $3 RETURNING *`,
+        [JSON.stringify(secrets), now, row.pk],
+      );
+      return toEndpoint(updated as EndpointRow);
+    });
+  }
+
+  /** The new secret first; the current one signs until `previousUntil`; older ones as they were. */
+  private rotated(text: string, secret: string, previousUntil: number, now: number): SecretEntry[] {
+    const old = liveSecrets(text, now).map((entry) =>
+      entry.expiresAt === null ? { ...entry, expiresAt: previousUntil } : entry,
+    );
+    return [{ secret, expiresAt: null }, ...old];
+  }
+
+  deleteEndpoint(
+    id: string,
+    tenant: string,
+    now: number,
+    ifVersion?: readonly number[],
+  ): Promise<void> {
+    return this.tx(async (tx) => {
+      const row = await this.endpointRow(tx, id, tenant, true);
+      this.checkVersion(row, ifVersion);
+      await query(
+        tx,
+        `UPDATE webhook_deliveries SET status = 'failed', last_error = 'ENDPOINT_DELETED',
+           lease_until = NULL, updated_at = $1
+         WHERE tenant = $2 AND target = $3 AND status = 'pending'`,
+        [now, tenant, id],
+      );
+      await query(tx, 'DELETE FROM webhook_endpoints WHERE pk = $1', [row.pk]);
+    });
+  }
+
+  callbackSecrets(tenant: string, fresh: string, now: number): Promise<SecretEntry[]> {
+    return this.tx((tx) => this.ensureCallbackSecrets(tx, tenant, fresh, now));
+  }
+
+  /** The tenant's callback secrets, made (once, whichever node comes first) when missing. */
+  private async ensureCallbackSecrets(
+    tx: Tx,
+    tenant: string,
+    fresh: string,
+    now: number,
+  ): Promise<SecretEntry[]> {
+    await query(
+      tx,
+      `INSERT INTO callback_secrets (tenant, secrets, updated_at) VALUES ($1, $2, $3)
+       ON CONFLICT (tenant) DO NOTHING`,
+      [tenant, JSON.stringify([{ secret: fresh, expiresAt: null }]), now],
+    );
+    const [row] = await query<{ secrets: string }>(
+      tx,
+      'SELECT secrets FROM callback_secrets WHERE tenant = $1',
+      [tenant],
+    );
+    return liveSecrets(row?.secrets ?? '[]', now);
+  }
+
+  rotateCallbackSecret(
+    tenant: string,
+    secret: string,
+    previousUntil: number,
+    now: number,
+  ): Promise<SecretEntry[]> {
+    return this.tx(async (tx) => {
+      const current = await this.ensureCallbackSecrets(tx, tenant, secret, now);
+      if (current.length === 1 && current[0]?.secret === secret) return current; // just made
+      await query(tx, 'SELECT 1 FROM callback_secrets WHERE tenant = $1 FOR UPDATE', [tenant]);
+      const secrets = this.rotated(JSON.stringify(current), secret, previousUntil, now);
+      await query(
+        tx,
+        'UPDATE callback_secrets SET secrets = $1, updated_at = $2 WHERE tenant = $3',
+        [JSON.stringify(secrets), now, tenant],
+      );
+      return secrets;
+    });
+  }
+
+  /**
+   * One dispatcher at a time across nodes: the cursor row is locked for the transaction, so a
+   * second node waits, then reads after the cursor the first one moved.
+   */
+  dispatchDeliveries(request: DispatchRequest): Promise<{ events: number; deliveries: number }> {
+    return this.tx(async (tx) => {
+      const [cursorRow] = await query<{ value: number }>(
+        tx,
+        `SELECT value FROM meta WHERE key = 'webhook_cursor' FOR UPDATE`,
+      );
+      const cursor = cursorRow?.value ?? 0;
+      const rows = await query<{
+        seq: number;
+        operation_id: string;
+        tenant: string;
+        operation_type: string;
+        version: number;
+        type: EventType;
+        data: string;
+        time: number;
+        labels: Record<string, string> | null;
+        callback_url: string | null;
+      }>(
+        tx,
+        `SELECT e.seq, e.operation_id, e.tenant, e.operation_type, e.version, e.type, e.data,
+           e.time, e.labels, o.callback_url FROM events e
+         LEFT JOIN operations o ON o.id = e.operation_id
+         WHERE e.seq > $1 ORDER BY e.seq LIMIT $2`,
+        [cursor, request.limit],
+      );
+      const last = rows[rows.length - 1];
+      if (!last) return { events: 0, deliveries: 0 };
+      const tenants = [...new Set(rows.map((row) => row.tenant))];
+      const endpoints = (
+        await query<EndpointRow>(
+          tx,
+          `SELECT * FROM webhook_endpoints WHERE enabled AND tenant = ANY($1::text[]) ORDER BY pk`,
+          [tenants],
+        )
+      ).map(toEndpoint);
+      const made: (string | number)[][] = [];
+      for (const row of rows) {
+        const event = {
+          seq: row.seq,
+          id: eventId(row.seq),
+          operationId: row.operation_id,
+          tenant: row.tenant,
+          operationType: row.operation_type,
+          version: row.version,
+          type: row.type,
+          data: JSON.parse(row.data) as EventData,
+          time: row.time,
+          labels:
+            row.labels === null || Object.keys(row.labels).length === 0 ? NO_LABELS : row.labels,
+        };
+        const targets: [string, string][] = endpoints
+          .filter((endpoint) => endpointWants(endpoint, event))
+          .map((endpoint) => [endpoint.id, endpoint.url]);
+        if (row.callback_url !== null && callbackWants(row.type)) {
+          targets.push([CALLBACK_TARGET, row.callback_url]);
+          await this.ensureCallbackSecrets(tx, row.tenant, request.newSecret(), request.now);
+        }
+        if (targets.length === 0) continue;
+        const payload = request.payload(event);
+        for (const [target, url] of targets) {
+          made.push([
+            request.newId(),
+            row.tenant,
+            target,
+            url,
+            row.operation_id,
+            row.seq,
+            row.type,
+            payload,
+          ]);
+        }
+      }
+      if (made.length > 0) {
+        const column = (i: number) => made.map((m) => m[i] as string | number);
+        await query(
+          tx,
+          `INSERT INTO webhook_deliveries (id, tenant, target, url, operation_id, event_seq,
+             event_type, payload, status, next_attempt_at, created_at, updated_at)
+           SELECT u.id, u.tenant, u.target, u.url, u.operation_id, u.event_seq, u.event_type,
+             u.payload, 'pending', $9, $9, $9
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[],
+             $7::text[], $8::text[])
+             AS u(id, tenant, target, url, operation_id, event_seq, event_type, payload)`,
+          [...[0, 1, 2, 3, 4, 5, 6, 7].map(column), request.now],
+        );
+      }
+      await query(tx, `UPDATE meta SET value = $1 WHERE key = 'webhook_cursor'`, [last.seq]);
+      return { events: rows.length, deliveries: made.length };
+    });
+  }
+
+  /**
+   * Leases due deliveries that are first in their (target, operation) line. `SKIP LOCKED` and
+   * the lease make two nodes never send the same attempt at once.
+   */
+  claimDeliveries(request: {
+    now: number;
+    limit: number;
+    leaseMs: number;
+  }): Promise<ClaimedDelivery[]> {
+    return this.tx(async (tx) => {
+      const { now } = request;
+      const leaseUntil = now + request.leaseMs;
+      const rows = await query<
+        DeliveryRow & {
+          endpoint_url: string | null;
+          endpoint_secrets: string | null;
+          signing_key: string | null;
+          retry_schedule: string | null;
+          rate_limit: number | null;
+          failing_since: number | null;
+          callback_secrets: string | null;
+        }
+      >(
+        tx,
+        `WITH picked AS (
+           SELECT d.pk FROM webhook_deliveries d
+           LEFT JOIN webhook_endpoints e ON e.id = d.target
+           WHERE d.status = 'pending' AND d.next_attempt_at <= $1
+             AND (d.lease_until IS NULL OR d.lease_until <= $1)
+             AND (d.target = '${CALLBACK_TARGET}' OR e.enabled)
+             AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p WHERE p.status = 'pending'
+               AND p.target = d.target AND p.operation_id = d.operation_id
+               AND p.event_seq < d.event_seq)
+           ORDER BY d.next_attempt_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED),
+         leased AS (UPDATE webhook_deliveries w SET lease_until = $3 FROM picked
+           WHERE w.pk = picked.pk RETURNING w.*)
+         SELECT ${DELIVERY_COLUMNS}, e.url AS endpoint_url, e.secrets AS endpoint_secrets,
+           e.signing_key, e.retry_schedule, e.rate_limit, e.failing_since,
+           c.secrets AS callback_secrets
+         FROM leased d
+         LEFT JOIN webhook_endpoints e ON e.id = d.target
+         LEFT JOIN callback_secrets c ON c.tenant = d.tenant AND d.target = '${CALLBACK_TARGET}'
+         ORDER BY d.next_attempt_at, d.pk`,
+        [now, request.limit, leaseUntil],
+      );
+      return rows.map((row) => {
+        const delivery = toDelivery(row);
+        if (row.endpoint_url !== null) delivery.url = row.endpoint_url;
+        const secrets = row.endpoint_secrets ?? row.callback_secrets;
+        return {
+          delivery,
+          secrets: secrets === null ? [] : liveSecrets(secrets, now).map((entry) => entry.secret),
+          signingKey: row.signing_key,
+          retrySchedule: json<number[]>(row.retry_schedule),
+          rateLimit: row.rate_limit,
+          failingSince: row.failing_since,
+          leaseUntil,
+        };
+      });
+    });
+  }
+
+  /** In the group commit: disabling an endpoint appends `endpoint.disabled` to the log. */
+  recordAttempt(outcome: AttemptOutcome): Promise<void> {
+    return this.access.write(async (tx, append) => {
+      const { attempt } = outcome;
+      const [row] = await query<{ pk: number; target: string; attempts: number }>(
+        tx,
+        'SELECT pk, target, attempts FROM webhook_deliveries WHERE id = $1 FOR UPDATE',
+        [attempt.deliveryId],
+      );
+      // Gone (endpoint deleted, purged) or already recorded by another claimant: nothing to do.
+      if (!row || (!outcome.deferred && row.attempts !== attempt.attempt - 1)) return;
+      const now = attempt.startedAt + attempt.durationMs;
+      if (outcome.deferred) {
+        await query(
+          tx,
+          'UPDATE webhook_deliveries SET next_attempt_at = $1, lease_until = NULL WHERE pk = $2',
+          [outcome.nextAttemptAt ?? now, row.pk],
+        );
+        return;
+      }
+      const status: DeliveryStatus =
+        outcome.result === 'delivered'
+          ? 'delivered'
+          : outcome.result === 'retry'
+            ? 'pending'
+            : 'failed';
+      await query(
+        tx,
+        `UPDATE webhook_deliveries SET status = $1, attempts = $2, next_attempt_at = $3,
+           lease_until = NULL, last_status = $4, last_error = $5, updated_at = $6,
+           delivered_at = $7 WHERE pk = $8`,
+        [
+          status,
+          attempt.attempt,
+          status === 'pending' ? (outcome.nextAttemptAt ?? now) : null,
+          attempt.status,
+          attempt.error,
+          now,
+          status === 'delivered' ? now : null,
+          row.pk,
+        ],
+      );
+      await query(
+        tx,
+        `INSERT INTO webhook_attempts (delivery_pk, attempt, started_at, duration_ms, status,
+           error, response_body) VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (delivery_pk, attempt) DO UPDATE SET started_at = EXCLUDED.started_at,
+           duration_ms = EXCLUDED.duration_ms, status = EXCLUDED.status, error = EXCLUDED.error,
+           response_body = EXCLUDED.response_body`,
+        [
+          row.pk,
+          attempt.attempt,
+          attempt.startedAt,
+          attempt.durationMs,
+          attempt.status,
+          attempt.error,
+          attempt.responseBody,
+        ],
+      );
+      if (row.target === CALLBACK_TARGET) return;
+      if (outcome.result === 'delivered') {
+        await query(
+          tx,
+          'UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL',
+          [row.target],
+        );
+      } else {
+        await query(
+          tx,
+          'UPDATE webhook_endpoints SET failing_since = $1 WHERE id = $2 AND failing_since IS NULL',
+          [attempt.startedAt, row.target],
+        );
+      }
+      const disable = outcome.disableEndpoint;
+      if (disable) {
+        const [endpoint] = await query<{
+          id: string;
+          tenant: string;
+          url: string;
+          version: number;
+        }>(
+          tx,
+          `UPDATE webhook_endpoints SET enabled = false, disabled_reason = $1, disabled_at = $2,
+             updated_at = $2, version = version + 1 WHERE id = $3 AND enabled
+           RETURNING id, tenant, url, version`,
+          [disable.reason, now, row.target],
+        );
+        if (endpoint) {
+          append(
+            { ...endpoint, type: ENDPOINT_EVENT_OPERATION_TYPE },
+            'endpoint.disabled',
+            {
+              endpoint: {
+                id: endpoint.id,
+                url: endpoint.url,
+                reason: disable.reason,
+                message: disable.message,
+              },
+            },
+            now,
+          );
+        }
+      }
+    });
+  }
+
+  async nextDeliveryAt(): Promise<number | null> {
+    const [row] = await query<{ t: number | null }>(
+      this.access.db(),
+      `SELECT min(next_attempt_at) AS t FROM webhook_deliveries WHERE status = 'pending'`,
+    );
+    return row?.t ?? null;
+  }
+
+  async getDelivery(id: string, tenant: string): Promise<Delivery | null> {
+    const [row] = await query<DeliveryRow>(
+      this.access.db(),
+      `SELECT ${DELIVERY_COLUMNS} FROM webhook_deliveries d WHERE d.id = $1 AND d.tenant = $2`,
+      [id, tenant],
+    );
+    return row ? toDelivery(row) : null;
+  }
+
+  async listDeliveries(q: DeliveryQuery): Promise<Page<Delivery>> {
+    const where = ['d.tenant = $1'];
+    const params: Param[] = [q.tenant];
+    const add = (clause: (n: string) => string, value: Param) => {
+      params.push(value);
+      where.push(clause(`$${params.length}`));
+    };
+    if (q.endpointId !== undefined) add((n) => `d.target = ${n}`, q.endpointId);
+    if (q.operationId !== undefined) add((n) => `d.operation_id = ${n}`, q.operationId);
+    if (q.status && q.status.length > 0) add((n) => `d.status = ANY(${n}::text[])`, [...q.status]);
+    if (q.cursor !== undefined) add((n) => `d.pk < ${n}`, fromPageCursor(q.cursor));
+    params.push(q.limit + 1);
+    const rows = await query<DeliveryRow>(
+      this.access.db(),
+      `SELECT ${DELIVERY_COLUMNS} FROM webhook_deliveries d WHERE ${where.join(' AND ')}
+       ORDER BY d.pk DESC LIMIT $${params.length}`,
+      params,
+    );
+    return toPage(rows, q.limit, toDelivery);
+  }
+
+  async listAttempts(deliveryId: string, tenant: string): Promise<Attempt[]> {
+    const db = this.access.db();
+    const [delivery] = await query<{ pk: number }>(
+      db,
+      'SELECT pk FROM webhook_deliveries WHERE id = $1 AND tenant = $2',
+      [deliveryId, tenant],
+    );
+    if (!delivery) throw deliveryNotFound(deliveryId);
+    const rows = await query<{
+      attempt: number;
+      started_at: number;
+      duration_ms: number;
+      status: number | null;
+      error: string | null;
+      response_body: string;
+    }>(
+      db,
+      `SELECT attempt, started_at, duration_ms, status, error, response_body
+       FROM webhook_attempts WHERE delivery_pk = $1 ORDER BY attempt`,
+      [delivery.pk],
+    );
+    return rows.map((row) => ({
+      deliveryId,
+      attempt: row.attempt,
+      startedAt: row.started_at,
+      durationMs: row.duration_ms,
+      status: row.status,
+      error: row.error,
+      responseBody: row.response_body,
+    }));
+  }
+
+  async replayDelivery(id: string, tenant: string, now: number): Promise<Delivery> {
+    const [row] = await query<DeliveryRow>(
+      this.access.db(),
+      `UPDATE webhook_deliveries d SET status = 'pending', round_start = attempts,
+         next_attempt_at = $1, lease_until = NULL, delivered_at = NULL, updated_at = $1
+       WHERE id = $2 AND tenant = $3 RETURNING ${DELIVERY_COLUMNS}`,
+      [now, id, tenant],
+    );
+    if (!row) throw deliveryNotFound(id);
+    return toDelivery(row);
+  }
+
+  replayEndpoint(endpointId: string, tenant: string, since: number, now: number): Promise<number> {
+    return this.tx(async (tx) => {
+      await this.endpointRow(tx, endpointId, tenant);
+      const rows = await query(
+        tx,
+        `UPDATE webhook_deliveries SET status = 'pending', round_start = attempts,
+           next_attempt_at = $1, lease_until = NULL, updated_at = $1
+         WHERE tenant = $2 AND target = $3 AND status = 'failed' AND created_at >= $4
+         RETURNING 1`,
+        [now, tenant, endpointId, since],
+      );
+      return rows.length;
+    });
+  }
+
+  /** Retention: one node at a time (a transaction-level advisory lock); others return 0. */
+  purgeDeliveries(before: number, limit: number): Promise<number> {
+    return this.tx(async (tx) => {
+      const [locked] = await query<{ ok: boolean }>(
+        tx,
+        'SELECT pg_try_advisory_xact_lock($1, hashtext($2)) AS ok',
+        this.access.purgeLock(),
+      );
+      if (!locked?.ok) return 0;
+      const rows = await query<{ pk: number }>(
+        tx,
+        `DELETE FROM webhook_deliveries WHERE pk IN (SELECT pk FROM webhook_deliveries
+           WHERE status <> 'pending' AND created_at < $1 LIMIT $2) RETURNING pk`,
+        [before, limit],
+      );
+      if (rows.length > 0) {
+        await query(tx, 'DELETE FROM webhook_attempts WHERE delivery_pk = ANY($1::int8[])', [
+          rows.map((row) => row.pk),
+        ]);
+      }
+      return rows.length;
+    });
+  }
+}

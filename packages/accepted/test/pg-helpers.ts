@@ -1,0 +1,54 @@
+import { randomBytes } from 'node:crypto';
+import { after } from 'node:test';
+import postgres from 'postgres';
+
+/** The PostgreSQL server the tests use (each test file makes and drops its own schemas). */
+export const PG_URL = process.env.ACCEPTED_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+const made = new Set<string>();
+let admin: postgres.Sql | null = null;
+
+function adminSql(): postgres.Sql {
+  admin ??= postgres(PG_URL, { max: 2, onnotice: () => {} });
+  return admin;
+}
+
+after(async () => {
+  if (!admin) return;
+  for (const schema of made) await dropSchema(schema);
+  await admin.end({ timeout: 2 });
+});
+
+/**
+ * Null when the server answers; else why not. With `CI=true` an unreachable server is an
+ * error (the tests must run there); elsewhere the PostgreSQL tests are skipped with a message.
+ */
+export async function pgUnavailable(): Promise<string | null> {
+  try {
+    await adminSql()`select 1`;
+    return null;
+  } catch (error) {
+    const why = `PostgreSQL at ${PG_URL} is unreachable (${(error as Error).message}); set ACCEPTED_TEST_PG`;
+    if (process.env.CI === 'true')
+      throw new Error(`${why}. CI=true: failing instead of skipping.`, { cause: error });
+    console.warn(`skipping PostgreSQL tests: ${why}`);
+    return why;
+  }
+}
+
+/** A fresh schema name, dropped when the test file ends (or earlier by `dropSchema`). */
+export function newSchema(): string {
+  const schema = `accepted_test_${randomBytes(5).toString('hex')}`;
+  made.add(schema);
+  return schema;
+}
+
+export async function dropSchema(schema: string): Promise<void> {
+  made.delete(schema);
+  await adminSql().unsafe(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+}
+
+/** Runs raw SQL in a schema (test set-ups). */
+export function adminQuery<T extends object>(text: string): Promise<T[]> {
+  return adminSql().unsafe(text) as unknown as Promise<T[]>;
+}
