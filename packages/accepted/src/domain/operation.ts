@@ -9,8 +9,8 @@
  * - event: an append-only record of one state change of an operation, with a global,
  *   monotonic `seq` and the operation's `version` after the change.
  * - cursor: a position in the event log (a `seq`); every delivery channel reads after one.
- * - delivery: one event on its way to one webhook endpoint (later issue).
- * - endpoint: a subscribed webhook URL (later issue).
+ * - delivery: one event on its way to one target (a webhook endpoint or a callbackUrl).
+ * - endpoint: a webhook URL a tenant subscribed (see domain/webhooks.ts).
  */
 
 /** The life of an operation. Terminal: succeeded, failed, canceled. */
