@@ -26,6 +26,19 @@ import type {
   Page,
   WebhookStore,
 } from '../store.ts';
+import { decodeCursor, toPage } from '../page.ts';
+import {
+  DELIVERY_COLUMNS,
+  deliveryNotFound,
+  endpointNotFound,
+  json,
+  liveSecrets,
+  rotatedSecrets,
+  toDelivery,
+  toEndpoint,
+  type DeliveryRow,
+  type EndpointRow,
+} from '../webhook-rows.ts';
 import { query, type Db, type Param, type Tx } from './db.ts';
 
 /** What the webhook tables need of the PostgreSQL store. */
@@ -49,146 +62,6 @@ export interface PostgresAccess {
       ) => void,
     ) => Promise<T>,
   ): Promise<T>;
-}
-
-interface EndpointRow {
-  pk: number;
-  id: string;
-  tenant: string;
-  url: string;
-  description: string | null;
-  event_types: string | null;
-  labels: string | null;
-  secrets: string;
-  signing_key: string | null;
-  retry_schedule: string | null;
-  rate_limit: number | null;
-  enabled: boolean;
-  disabled_reason: string | null;
-  disabled_at: number | null;
-  failing_since: number | null;
-  created_at: number;
-  updated_at: number;
-  version: number;
-}
-
-interface DeliveryRow {
-  pk: number;
-  id: string;
-  tenant: string;
-  target: string;
-  url: string;
-  operation_id: string;
-  event_seq: number;
-  event_type: EventType;
-  payload: string;
-  status: DeliveryStatus;
-  attempts: number;
-  round_start: number;
-  next_attempt_at: number | null;
-  last_status: number | null;
-  last_error: string | null;
-  created_at: number;
-  updated_at: number;
-  delivered_at: number | null;
-}
-
-const DELIVERY_COLUMNS = `d.pk, d.id, d.tenant, d.target, d.url, d.operation_id, d.event_seq,
-  d.event_type, d.payload, d.status, d.attempts, d.round_start, d.next_attempt_at,
-  d.last_status, d.last_error, d.created_at, d.updated_at, d.delivered_at`;
-
-// eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- the caller names the stored shape
-const json = <T>(text: string | null): T | null => (text === null ? null : (JSON.parse(text) as T));
-
-function liveSecrets(text: string, now: number): SecretEntry[] {
-  return (JSON.parse(text) as SecretEntry[]).filter(
-    (entry) => entry.expiresAt === null || entry.expiresAt > now,
-  );
-}
-
-function toEndpoint(row: EndpointRow): Endpoint {
-  return {
-    id: row.id,
-    tenant: row.tenant,
-    url: row.url,
-    description: row.description,
-    eventTypes: json<EventType[]>(row.event_types),
-    labels: json<Record<string, string>>(row.labels),
-    secrets: liveSecrets(row.secrets, Date.now()),
-    signingKey: row.signing_key,
-    retrySchedule: json<number[]>(row.retry_schedule),
-    rateLimit: row.rate_limit,
-    enabled: row.enabled,
-    disabledReason: row.disabled_reason,
-    disabledAt: row.disabled_at,
-    failingSince: row.failing_since,
-    createdAt: row.created_at,
-    updatedAt: row.updated_at,
-    version: row.version,
-  };
-}
-
-function toDelivery(row: DeliveryRow): Delivery {
-  const { event_seq: seq } = row;
-  return {
-    id: row.id,
-    tenant: row.tenant,
-    target: row.target,
-    url: row.url,
-    operationId: row.operation_id,
-    eventId: eventId(seq),
-    eventSeq: seq,
-    eventType: row.event_type,
-    payload: row.payload,
-    status: row.status,
-    attempts: row.attempts,
-    roundStart: row.round_start,
-    nextAttemptAt: row.status === 'pending' ? row.next_attempt_at : null,
-    lastStatus: row.last_status,
-    lastError: row.last_error,
-    createdAt: row.created_at,
-    updatedAt: row.updated_at,
-    deliveredAt: row.delivered_at,
-  };
-}
-
-function endpointNotFound(id: string): AcceptedError {
-  return new AcceptedError('ENDPOINT_NOT_FOUND', `No webhook endpoint ${id}.`, {
-    fix: 'List the endpoints with GET /v1/webhooks/endpoints.',
-  });
-}
-
-function deliveryNotFound(id: string): AcceptedError {
-  return new AcceptedError('DELIVERY_NOT_FOUND', `No webhook delivery ${id}.`, {
-    fix: 'List the deliveries with GET /v1/webhooks/deliveries.',
-  });
-}
-
-function pageCursor(pk: number): string {
-  return Buffer.from(`w:${pk}`).toString('base64url');
-}
-
-function fromPageCursor(cursor: string): number {
-  const text = Buffer.from(cursor, 'base64url').toString('utf8');
-  const pk = text.startsWith('w:') ? Number(text.slice(2)) : NaN;
-  if (!Number.isSafeInteger(pk) || pk < 0) {
-    throw new AcceptedError('INVALID_QUERY', 'The cursor is not one this server issued.', {
-      fields: [{ field: 'cursor', message: 'unknown cursor' }],
-      fix: 'Pass back the nextCursor of the previous page unchanged.',
-    });
-  }
-  return pk;
-}
-
-function toPage<R extends { pk: number }, T>(
-  rows: R[],
-  limit: number,
-  map: (row: R) => T,
-): Page<T> {
-  const more = rows.length > limit;
-  const page = more ? rows.slice(0, limit) : rows;
-  const last = page[page.length - 1];
-  return { items: page.map(map), nextCursor: more && last ? pageCursor(last.pk) : null };
 }
 
 /**
@@ -263,13 +136,13 @@ export class PostgresWebhooks implements WebhookStore {
     limit: number;
     cursor?: string;
   }): Promise<Page<Endpoint>> {
-    const before = q.cursor === undefined ? Number.MAX_SAFE_INTEGER : fromPageCursor(q.cursor);
+    const before = q.cursor === undefined ? Number.MAX_SAFE_INTEGER : decodeCursor('w', q.cursor);
     const rows = await query<EndpointRow>(
       this.access.db(),
       'SELECT * FROM webhook_endpoints WHERE tenant = $1 AND pk < $2 ORDER BY pk DESC LIMIT $3',
       [q.tenant, before, q.limit + 1],
     );
-    return toPage(rows, q.limit, toEndpoint);
+    return toPage('w', rows, q.limit, toEndpoint);
   }
 
   updateEndpoint(
@@ -328,7 +201,7 @@ export class PostgresWebhooks implements WebhookStore {
     return this.tx(async (tx) => {
       const row = await this.endpointRow(tx, id, tenant, true);
       this.checkVersion(row, ifVersion);
-      const secrets = this.rotated(row.secrets, secret, previousUntil, now);
+      const secrets = rotatedSecrets(row.secrets, secret, previousUntil, now);
       const [updated] = await query<EndpointRow>(
         tx,
         `UPDATE webhook_endpoints SET secrets = $1, updated_at = $2, version = version + 1
@@ -337,14 +210,6 @@ export class PostgresWebhooks implements WebhookStore {
       );
       return toEndpoint(updated as EndpointRow);
     });
-  }
-
-  /** The new secret first; the current one signs until `previousUntil`; older ones as they were. */
-  private rotated(text: string, secret: string, previousUntil: number, now: number): SecretEntry[] {
-    const old = liveSecrets(text, now).map((entry) =>
-      entry.expiresAt === null ? { ...entry, expiresAt: previousUntil } : entry,
-    );
-    return [{ secret, expiresAt: null }, ...old];
   }
 
   deleteEndpoint(
@@ -402,7 +267,7 @@ export class PostgresWebhooks implements WebhookStore {
       const current = await this.ensureCallbackSecrets(tx, tenant, secret, now);
       if (current.length === 1 && current[0]?.secret === secret) return current; // just made
       await query(tx, 'SELECT 1 FROM callback_secrets WHERE tenant = $1 FOR UPDATE', [tenant]);
-      const secrets = this.rotated(JSON.stringify(current), secret, previousUntil, now);
+      const secrets = rotatedSecrets(JSON.stringify(current), secret, previousUntil, now);
       await query(
         tx,
         'UPDATE callback_secrets SET secrets = $1, updated_at = $2 WHERE tenant = $3',
@@ -703,7 +568,7 @@ export class PostgresWebhooks implements WebhookStore {
     if (q.endpointId !== undefined) add((n) => `d.target = ${n}`, q.endpointId);
     if (q.operationId !== undefined) add((n) => `d.operation_id = ${n}`, q.operationId);
     if (q.status && q.status.length > 0) add((n) => `d.status = ANY(${n}::text[])`, [...q.status]);
-    if (q.cursor !== undefined) add((n) => `d.pk < ${n}`, fromPageCursor(q.cursor));
+    if (q.cursor !== undefined) add((n) => `d.pk < ${n}`, decodeCursor('w', q.cursor));
     params.push(q.limit + 1);
     const rows = await query<DeliveryRow>(
       this.access.db(),
@@ -711,7 +576,7 @@ export class PostgresWebhooks implements WebhookStore {
        ORDER BY d.pk DESC LIMIT $${params.length}`,
       params,
     );
-    return toPage(rows, q.limit, toDelivery);
+    return toPage('w', rows, q.limit, toDelivery);
   }
 
   async listAttempts(deliveryId: string, tenant: string): Promise<Attempt[]> {
