@@ -478,6 +478,25 @@ describe('webhook delivery', { timeout: 120_000 }, () => {
     assert.equal(missing.status, 404);
   });
 
+  it('holds an endpoint to its rate limit, without spending attempts', async () => {
+    const api = await startApi();
+    const hook = await receiver();
+    const target = await endpoint(api, `${hook.url}/rate`, {
+      eventTypes: ['operation.queued'],
+      rateLimit: 1,
+    });
+    for (let i = 0; i < 3; i++) await submit(api, { type: 'demo.echo', input: i });
+    await eventually(() => hook.at('/rate').length === 3, 15_000);
+    // At most one delivery started in any second: their webhook-timestamps all differ.
+    const seconds = hook.received.map((r) => r.headers['webhook-timestamp']);
+    assert.equal(new Set(seconds).size, 3, `timestamps ${seconds.join(', ')}`);
+    const page = await call(api, 'GET', `/v1/webhooks/deliveries?endpoint=${target.id}`);
+    assert.deepEqual(
+      (page.json.items as { attempts: number }[]).map((d) => d.attempts),
+      [1, 1, 1],
+    );
+  });
+
   it('disables an endpoint that keeps failing past the limit', async () => {
     const api = await startApi({ retrySchedule: [20, 20, 20, 20, 20, 20], disableAfterMs: 60 });
     const hook = await receiver();
