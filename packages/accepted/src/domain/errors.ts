@@ -158,6 +158,13 @@ export function operationNotFound(id: string): AcceptedError {
   });
 }
 
+/** A write of an attempt whose lease is no longer held (every adapter raises this one). */
+export function leaseLost(id: string): AcceptedError {
+  return new AcceptedError('LEASE_LOST', `The lease on operation ${id} is no longer held.`, {
+    fix: 'The operation was recovered, canceled or completed elsewhere; drop this attempt.',
+  });
+}
+
 const PERMANENT = Symbol.for('accepted.PermanentError');
 const RETRY_AFTER = Symbol.for('accepted.RetryAfterError');
 

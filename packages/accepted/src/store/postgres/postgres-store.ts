@@ -1,9 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import postgres from 'postgres';
-import { AcceptedError, operationNotFound as notFound } from '../../domain/errors.ts';
+import { AcceptedError, leaseLost, operationNotFound as notFound } from '../../domain/errors.ts';
 import { assertTransition, assertVersion } from '../../domain/status.ts';
 import {
-  NO_LABELS,
   eventId,
   type EventData,
   type EventType,
@@ -32,6 +31,8 @@ import type {
   Store,
   StoreHint,
 } from '../store.ts';
+import { labelsOf, rowToEvent, type EventRow } from '../event-rows.ts';
+import { decodeCursor, encodeCursor } from '../page.ts';
 import { MIGRATIONS } from './migrations.ts';
 import { PostgresWebhooks } from './webhooks.ts';
 import { TYPES, query, type Db, type Param, type Tx } from './db.ts';
@@ -92,18 +93,6 @@ interface ChangedRow {
   labels: Record<string, string>;
 }
 
-interface EventRow {
-  seq: number;
-  operation_id: string;
-  tenant: string;
-  operation_type: string;
-  version: number;
-  type: EventType;
-  data: string;
-  time: number;
-  labels: Record<string, string> | null;
-}
-
 const OPERATION_COLUMNS = `pk, id, tenant, type, status, input, progress, result, error, attempts,
   max_attempts, run_at, timeout_ms, labels, callback_url, cancel_requested_at, created_at,
   updated_at, started_at, finished_at, version, lease_token`;
@@ -149,10 +138,6 @@ function parseJson<T>(text: string | null): T | null {
   return text === null ? null : (JSON.parse(text) as T);
 }
 
-function labelsOf(value: Record<string, string> | null): Readonly<Record<string, string>> {
-  return value === null || Object.keys(value).length === 0 ? NO_LABELS : value;
-}
-
 function rowToOperation(row: OperationRow): Operation {
   return {
     id: row.id,
@@ -176,43 +161,6 @@ function rowToOperation(row: OperationRow): Operation {
     finishedAt: row.finished_at,
     version: row.version,
   };
-}
-
-function rowToEvent(row: EventRow): OperationEvent {
-  return {
-    seq: row.seq,
-    id: eventId(row.seq),
-    operationId: row.operation_id,
-    tenant: row.tenant,
-    operationType: row.operation_type,
-    version: row.version,
-    type: row.type,
-    data: JSON.parse(row.data) as EventData,
-    time: row.time,
-    labels: labelsOf(row.labels),
-  };
-}
-
-function encodeCursor(pk: number): string {
-  return Buffer.from(`o:${pk}`).toString('base64url');
-}
-
-function decodeCursor(cursor: string): number {
-  const text = Buffer.from(cursor, 'base64url').toString('utf8');
-  const pk = text.startsWith('o:') ? Number(text.slice(2)) : NaN;
-  if (!Number.isSafeInteger(pk) || pk < 0) {
-    throw new AcceptedError('INVALID_QUERY', 'The cursor is not one this server issued.', {
-      fields: [{ field: 'cursor', message: 'unknown cursor' }],
-      fix: 'Pass back the nextCursor of the previous page unchanged, or omit cursor to start over.',
-    });
-  }
-  return pk;
-}
-
-function leaseLost(id: string): AcceptedError {
-  return new AcceptedError('LEASE_LOST', `The lease on operation ${id} is no longer held.`, {
-    fix: 'The operation was recovered, canceled or completed elsewhere; drop this attempt.',
-  });
 }
 
 function notOpen(): AcceptedError {
@@ -842,7 +790,8 @@ export class PostgresStore implements Store {
     if (listQuery.labels && Object.keys(listQuery.labels).length > 0) {
       add((n) => `labels @> ${n}::text::jsonb`, JSON.stringify(listQuery.labels));
     }
-    if (listQuery.cursor !== undefined) add((n) => `pk < ${n}`, decodeCursor(listQuery.cursor));
+    if (listQuery.cursor !== undefined)
+      add((n) => `pk < ${n}`, decodeCursor('o', listQuery.cursor));
     params.push(listQuery.limit + 1);
     const rows = await query<OperationRow>(
       this.conn(),
@@ -855,7 +804,7 @@ export class PostgresStore implements Store {
     const last = page[page.length - 1];
     return {
       items: page.map(rowToOperation),
-      nextCursor: more && last ? encodeCursor(last.pk) : null,
+      nextCursor: more && last ? encodeCursor('o', last.pk) : null,
     };
   }
 

@@ -1,8 +1,6 @@
 import { AcceptedError } from '../../domain/errors.ts';
 import {
   ENDPOINT_EVENT_OPERATION_TYPE,
-  NO_LABELS,
-  eventId,
   type EventData,
   type EventType,
 } from '../../domain/events.ts';
@@ -26,6 +24,7 @@ import type {
   Page,
   WebhookStore,
 } from '../store.ts';
+import { rowToEvent } from '../event-rows.ts';
 import { decodeCursor, toPage } from '../page.ts';
 import {
   DELIVERY_COLUMNS,
@@ -319,19 +318,7 @@ export class PostgresWebhooks implements WebhookStore {
       ).map(toEndpoint);
       const made: (string | number)[][] = [];
       for (const row of rows) {
-        const event = {
-          seq: row.seq,
-          id: eventId(row.seq),
-          operationId: row.operation_id,
-          tenant: row.tenant,
-          operationType: row.operation_type,
-          version: row.version,
-          type: row.type,
-          data: JSON.parse(row.data) as EventData,
-          time: row.time,
-          labels:
-            row.labels === null || Object.keys(row.labels).length === 0 ? NO_LABELS : row.labels,
-        };
+        const event = rowToEvent(row);
         const targets: [string, string][] = endpoints
           .filter((endpoint) => endpointWants(endpoint, event))
           .map((endpoint) => [endpoint.id, endpoint.url]);

@@ -1,10 +1,9 @@
 import Database from 'better-sqlite3';
 import fs from 'node:fs';
 import path from 'node:path';
-import { AcceptedError, operationNotFound as notFound } from '../../domain/errors.ts';
+import { AcceptedError, leaseLost, operationNotFound as notFound } from '../../domain/errors.ts';
 import { assertTransition, assertVersion } from '../../domain/status.ts';
 import {
-  NO_LABELS,
   eventId,
   type EventData,
   type EventType,
@@ -33,6 +32,7 @@ import type {
   Store,
   StoreHint,
 } from '../store.ts';
+import { labelsOf, rowToEvent, type EventRow } from '../event-rows.ts';
 import { decodeCursor, toPage } from '../page.ts';
 import { MIGRATIONS } from './migrations.ts';
 import { SqliteWebhooks } from './webhooks.ts';
@@ -133,18 +133,6 @@ interface IdempotencyRow {
   expires_at: number;
 }
 
-interface EventRow {
-  seq: number;
-  operation_id: string;
-  tenant: string;
-  operation_type: string;
-  version: number;
-  type: EventType;
-  data: string;
-  time: number;
-  labels: string | null;
-}
-
 const OPERATION_COLUMNS = `pk, id, tenant, type, status, input, progress, result, error, attempts,
   max_attempts, run_at, timeout_ms, labels, callback_url, traceparent, cancel_requested_at,
   created_at, updated_at, started_at, finished_at, version, lease_token, lease_owner,
@@ -205,26 +193,6 @@ function rowToOperation(row: OperationRow): Operation {
   };
 }
 
-function rowToEvent(row: EventRow): OperationEvent {
-  return {
-    seq: row.seq,
-    id: eventId(row.seq),
-    operationId: row.operation_id,
-    tenant: row.tenant,
-    operationType: row.operation_type,
-    version: row.version,
-    type: row.type,
-    data: JSON.parse(row.data) as EventData,
-    time: row.time,
-    labels: parseLabels(row.labels),
-  };
-}
-
-/** Labels as stored (JSON text, or NULL on events of an operation without labels). */
-function parseLabels(text: string | null): Readonly<Record<string, string>> {
-  return text === null || text === '{}' ? NO_LABELS : (JSON.parse(text) as Record<string, string>);
-}
-
 /** The JSON path of one label, for json_extract. */
 function labelPath(key: string): string {
   return `$."${key.replaceAll('"', '\\"')}"`;
@@ -246,12 +214,6 @@ function settle<T>(read: () => T): Promise<T> {
 function leasePk(token: string): number {
   const pk = Number(token.slice(token.lastIndexOf('.') + 1));
   return Number.isSafeInteger(pk) ? pk : -1;
-}
-
-function leaseLost(id: string): AcceptedError {
-  return new AcceptedError('LEASE_LOST', `The lease on operation ${id} is no longer held.`, {
-    fix: 'The operation was recovered, canceled or completed elsewhere; drop this attempt.',
-  });
 }
 
 /**
@@ -665,7 +627,7 @@ export class SqliteStore implements Store {
       type,
       data,
       time: now,
-      labels: parseLabels(row.labels),
+      labels: labelsOf(row.labels),
     });
   }
 

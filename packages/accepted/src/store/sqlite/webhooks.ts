@@ -2,8 +2,6 @@ import type Database from 'better-sqlite3';
 import { AcceptedError } from '../../domain/errors.ts';
 import {
   ENDPOINT_EVENT_OPERATION_TYPE,
-  NO_LABELS,
-  eventId,
   type EventData,
   type EventType,
 } from '../../domain/events.ts';
@@ -19,6 +17,7 @@ import {
   type NewEndpoint,
   type SecretEntry,
 } from '../../domain/webhooks.ts';
+import { rowToEvent } from '../event-rows.ts';
 import { decodeCursor, toPage } from '../page.ts';
 import {
   DELIVERY_COLUMNS,
@@ -293,19 +292,7 @@ export class SqliteWebhooks implements WebhookStore {
       );
       let deliveries = 0;
       for (const row of rows) {
-        const event = {
-          seq: row.seq,
-          id: eventId(row.seq),
-          operationId: row.operation_id,
-          tenant: row.tenant,
-          operationType: row.operation_type,
-          version: row.version,
-          type: row.type,
-          data: JSON.parse(row.data) as EventData,
-          time: row.time,
-          labels:
-            row.labels === null ? NO_LABELS : (JSON.parse(row.labels) as Record<string, string>),
-        };
+        const event = rowToEvent(row);
         const targets: [string, string][] = endpoints
           .filter((endpoint) => endpointWants(endpoint, event))
           .map((endpoint) => [endpoint.id, endpoint.url]);
