@@ -276,33 +276,24 @@ export function createHttpServer(options: HttpOptions): FastifyInstance {
     done();
   });
 
-  let document: string | null = null;
-  app.get('/v1/openapi.json', (_request, reply) => {
-    document ??= JSON.stringify(
-      openApiDocument({
-        definitions: accepted.definitions,
-        serverUrl: publicUrl,
-        auth: apiKeys !== undefined,
-        webhooks: options.webhooks !== undefined,
-      }),
-    );
-    void reply.type('application/json; charset=utf-8').header('cache-control', 'no-cache');
-    return reply.send(document);
-  });
-
-  let asyncDocument: string | null = null;
-  app.get('/v1/asyncapi.json', (_request, reply) => {
-    asyncDocument ??= JSON.stringify(
-      asyncApiDocument({
-        definitions: accepted.definitions,
-        serverUrl: publicUrl,
-        auth: apiKeys !== undefined,
-        webhooks: options.webhooks !== undefined,
-      }),
-    );
-    void reply.type('application/json; charset=utf-8').header('cache-control', 'no-cache');
-    return reply.send(asyncDocument);
-  });
+  // The API descriptions, each built once on first request from the same options.
+  const described = {
+    definitions: accepted.definitions,
+    serverUrl: publicUrl,
+    auth: apiKeys !== undefined,
+    webhooks: options.webhooks !== undefined,
+  };
+  for (const [path, build] of [
+    ['/v1/openapi.json', openApiDocument],
+    ['/v1/asyncapi.json', asyncApiDocument],
+  ] as const) {
+    let text: string | null = null;
+    app.get(path, (_request, reply) => {
+      text ??= JSON.stringify(build(described));
+      void reply.type('application/json; charset=utf-8').header('cache-control', 'no-cache');
+      return reply.send(text);
+    });
+  }
 
   app.get('/healthz', () => ({ status: 'ok' }));
 
