@@ -346,5 +346,61 @@ if (unavailable) {
         await cleanup();
       }
     });
+
+    it('cancels on one node racing claims and completions on another: one ending each, versions whole', async () => {
+      const { stores, cleanup } = await nodes(2);
+      const [a, b] = stores as [PostgresStore, PostgresStore];
+      try {
+        const ops = Array.from({ length: 80 }, () => newOp());
+        for (const op of ops) await a.create(op, 1_000);
+        const canceled = { code: 'CANCELED', message: 'Canceled on request.' };
+        // Node B cancels every operation while node A claims and completes what it gets.
+        const cancels = ops.map((op) =>
+          b.cancel(op.id, 't1', canceled, 1_100).then(
+            () => 'ok',
+            (error: unknown) => (error as { code?: string }).code ?? String(error),
+          ),
+        );
+        const work = (async () => {
+          for (;;) {
+            const { claimed } = await a.claim({
+              owner: 'a',
+              types: null,
+              limit: 10,
+              leaseMs: 10_000,
+              now: 1_100,
+            });
+            if (claimed.length === 0) return;
+            await Promise.all(claimed.map(({ lease }) => a.complete(lease, 'done', 1_200)));
+          }
+        })();
+        const outcomes = await Promise.all(cancels);
+        await work;
+        // A cancel either took effect or found the operation already finished.
+        assert.ok(
+          outcomes.every((o) => o === 'ok' || o === 'ALREADY_TERMINAL'),
+          outcomes.join(),
+        );
+        for (const op of ops) {
+          const final = await b.get(op.id);
+          assert.ok(final);
+          assert.ok(['succeeded', 'canceled'].includes(final.status), final.status);
+          const events = await b.readEvents({ after: 0, limit: 100, operationId: op.id });
+          const endings = events.filter((e) =>
+            ['operation.succeeded', 'operation.failed', 'operation.canceled'].includes(e.type),
+          );
+          assert.equal(endings.length, 1, `${op.id}: ${events.map((e) => e.type).join()}`);
+          assert.equal(endings[0]?.data.status, final.status);
+          assert.deepEqual(
+            events.map((e) => e.version),
+            events.map((_, i) => i + 1),
+            'one event per version, none missing',
+          );
+          assert.equal(events.at(-1)?.version, final.version);
+        }
+      } finally {
+        await cleanup();
+      }
+    });
   });
 }
