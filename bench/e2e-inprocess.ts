@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createAccepted, defineOperation } from '../packages/accepted/src/index.ts';
 import { sqliteStore } from '../packages/accepted/src/store/sqlite/index.ts';
+import { e2eLoad } from './e2e-load.ts';
 
 const N = Number(process.env.N ?? 20_000);
 const C = Number(process.env.C ?? 64);
@@ -20,47 +21,9 @@ const accepted = createAccepted({
 });
 await accepted.start();
 
-const created = new Map<string, number>();
-const latencies: number[] = [];
-let done = 0;
-const controller = new AbortController();
-const finished = (async () => {
-  for await (const event of accepted.events({
-    types: ['operation.succeeded'],
-    signal: controller.signal,
-    after: await accepted.store.lastSeq(),
-  })) {
-    const t = created.get(event.operationId);
-    if (t !== undefined) latencies.push(event.time - t);
-    if (++done === N) return;
-  }
-})();
-
-const t0 = performance.now();
-let next = 0;
-async function submitter() {
-  while (next < N) {
-    const i = next++;
-    const op = await accepted.submit('noop', { i });
-    created.set(op.id, op.createdAt);
-  }
-}
-await Promise.all(Array.from({ length: C }, submitter));
-const tSubmit = performance.now();
-await finished;
-const t1 = performance.now();
-controller.abort();
-latencies.sort((a, b) => a - b);
+const figures = await e2eLoad(accepted, N, C);
 console.log(
-  JSON.stringify({
-    system: 'accepted-inprocess',
-    store: `sqlite-${durability}`,
-    N,
-    submit_per_s: Math.round(N / ((tSubmit - t0) / 1000)),
-    e2e_per_s: Math.round(N / ((t1 - t0) / 1000)),
-    p50_ms: latencies[N >> 1],
-    p99_ms: latencies[Math.floor(N * 0.99)],
-  }),
+  JSON.stringify({ system: 'accepted-inprocess', store: `sqlite-${durability}`, ...figures }),
 );
 const stats = (accepted.store as unknown as { stats?: { flushes: number; commands: number } })
   .stats;

@@ -4,7 +4,8 @@
 // Prints one JSON line.
 import { createAccepted, defineOperation } from '../packages/accepted/src/index.ts';
 import { PostgresStore } from '../packages/accepted/src/store/postgres/index.ts';
-import { PG_URL, benchSchema, dropSchema, percentile, quiet } from './pg-common.ts';
+import { e2eLoad } from './e2e-load.ts';
+import { PG_URL, benchSchema, dropSchema, quiet } from './pg-common.ts';
 
 const N = Number(process.env.N ?? 20_000);
 const C = Number(process.env.C ?? 64);
@@ -19,46 +20,12 @@ const accepted = createAccepted({
 });
 await accepted.start();
 
-const created = new Map<string, number>();
-const latencies: number[] = [];
-let done = 0;
-const controller = new AbortController();
-const finished = (async () => {
-  for await (const event of accepted.events({
-    types: ['operation.succeeded'],
-    signal: controller.signal,
-    after: await accepted.store.lastSeq(),
-  })) {
-    const t = created.get(event.operationId);
-    if (t !== undefined) latencies.push(event.time - t);
-    if (++done === N) return;
-  }
-})();
-
-const t0 = performance.now();
-let next = 0;
-async function submitter() {
-  while (next < N) {
-    const i = next++;
-    const op = await accepted.submit('noop', { i });
-    created.set(op.id, op.createdAt);
-  }
-}
-await Promise.all(Array.from({ length: C }, submitter));
-const tSubmit = performance.now();
-await finished;
-const t1 = performance.now();
-controller.abort();
-latencies.sort((a, b) => a - b);
+const figures = await e2eLoad(accepted, N, C);
 console.log(
   JSON.stringify({
     system: 'accepted-inprocess',
     store: 'postgres',
-    N,
-    submit_per_s: Math.round(N / ((tSubmit - t0) / 1000)),
-    e2e_per_s: Math.round(N / ((t1 - t0) / 1000)),
-    p50_ms: percentile(latencies, 0.5),
-    p99_ms: percentile(latencies, 0.99),
+    ...figures,
     commands_per_transaction: Number((store.stats.commands / store.stats.flushes).toFixed(1)),
   }),
 );
