@@ -61,7 +61,8 @@ export class StreamTokens {
     token: string;
     expiresAt: number;
   } {
-    const expiresAt = Math.floor(Date.now() / 1000) + grant.ttlSeconds;
+    // Rounded up to the second: a token lives at least its ttl (never a moment less).
+    const expiresAt = Math.ceil((Date.now() + grant.ttlSeconds * 1000) / 1000);
     const payload: TokenPayload = { t: grant.tenant, e: expiresAt };
     if (grant.operation) payload.o = grant.operation;
     const encoded = Buffer.from(JSON.stringify(payload)).toString('base64url');
