@@ -366,9 +366,9 @@ export class Webhooks {
   }
 
   /** Whether this endpoint may take one more delivery this second. */
-  private withinRate(claimed: ClaimedDelivery): boolean {
+  private withinRate(claimed: ClaimedDelivery, now: number): boolean {
     if (claimed.rateLimit === null) return true;
-    const second = Math.floor(Date.now() / 1000);
+    const second = Math.floor(now / 1000);
     if (second !== this.rate.second) this.rate = { second, counts: new Map() };
     const target = claimed.delivery.target;
     const count = this.rate.counts.get(target) ?? 0;
@@ -381,7 +381,8 @@ export class Webhooks {
     const { delivery } = claimed;
     const startedAt = Date.now();
     const number = delivery.attempts + 1;
-    if (!this.withinRate(claimed)) {
+    // The same clock reading for the rate window and for `webhook-timestamp`.
+    if (!this.withinRate(claimed, startedAt)) {
       await this.store.recordAttempt({
         attempt: {
           deliveryId: delivery.id,
