@@ -80,7 +80,9 @@ describe('several nodes on one PostgreSQL database', { skip: unavailable ?? fals
             response = await fetch(`${target.url}/v1/operations`, {
               method: 'POST',
               headers: { 'content-type': 'application/json' },
-              body: JSON.stringify({ type: 'demo.sleep', input: { ms: 20 } }),
+              // Long enough that every node's slots are busy when the victim dies (submits
+              // outrun the 3 x 32 slots), so it surely dies holding leases.
+              body: JSON.stringify({ type: 'demo.sleep', input: { ms: 300 } }),
             });
           } catch {
             continue; // the victim died under this request: not acknowledged
