@@ -61,6 +61,61 @@ describe('SQLite store specifics', () => {
     await second.close();
   });
 
+  it('frees the leases of webhook deliveries in flight on open (their sender died)', async () => {
+    const filename = tempFile();
+    let store = new SqliteStore({ filename });
+    await store.open();
+    await store.createEndpoint(
+      {
+        id: 'ep_reopen',
+        tenant: 't',
+        url: 'https://example.com/hook',
+        description: null,
+        eventTypes: null,
+        labels: null,
+        secret: 'whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0IQ==',
+        signingKey: null,
+        retrySchedule: null,
+        rateLimit: null,
+      },
+      1,
+    );
+    await store.create(
+      {
+        id: newOperationId(),
+        tenant: 't',
+        type: 'x',
+        input: null,
+        maxAttempts: 1,
+        runAt: 0,
+        timeoutMs: null,
+        labels: {},
+        callbackUrl: null,
+      },
+      1,
+    );
+    await store.dispatchDeliveries({
+      limit: 10,
+      now: 2,
+      newId: () => 'dlv_reopen',
+      newSecret: () => 'whsec_unused',
+      payload: () => '{}',
+    });
+    const now = Date.now();
+    const leased = await store.claimDeliveries({ now, limit: 10, leaseMs: 3_600_000 });
+    assert.equal(leased.length, 1);
+    assert.equal((await store.claimDeliveries({ now, limit: 10, leaseMs: 1 })).length, 0);
+    await store.close();
+    store = new SqliteStore({ filename });
+    await store.open();
+    const again = await store.claimDeliveries({ now, limit: 10, leaseMs: 1 });
+    assert.deepEqual(
+      again.map((c) => c.delivery.id),
+      ['dlv_reopen'],
+    );
+    await store.close();
+  });
+
   it('keeps committed writes across close and reopen, and frees dead leases on open', async () => {
     const filename = tempFile();
     let store = new SqliteStore({ filename });

@@ -471,7 +471,8 @@ describe('slow consumers', { timeout: 120_000 }, () => {
     await eventually(() => strict.app.streamHub.stats().subscriptions === 2);
     sse.pause();
     ws.socket.pause();
-    for (let i = 0; i < 4; i++) {
+    // ~20 MB: more than the socket buffers between the two ends take, so both congest.
+    for (let i = 0; i < 10; i++) {
       await submit(strict, { type: 'test.burst', input: { count: 50, bytes: 40_000 } });
     }
     await eventually(() => strict.app.streamHub.stats().connections === 0, 60_000);

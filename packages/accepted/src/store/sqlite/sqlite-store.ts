@@ -305,6 +305,10 @@ export class SqliteStore implements Store {
       db.exec('BEGIN EXCLUSIVE; COMMIT');
       this.migrate(db);
       db.prepare(`UPDATE operations SET lease_expires_at = 0 WHERE status = 'running'`).run();
+      // So are the leases of webhook deliveries in flight: they may be claimed again at once.
+      db.prepare(
+        `UPDATE webhook_deliveries SET lease_until = NULL WHERE lease_until IS NOT NULL`,
+      ).run();
       const row = db
         .prepare(
           `SELECT max((SELECT coalesce(max(seq), 0) FROM events),
