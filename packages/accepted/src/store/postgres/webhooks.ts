@@ -6,8 +6,6 @@ import {
 } from '../../domain/events.ts';
 import {
   CALLBACK_TARGET,
-  callbackWants,
-  endpointWants,
   type Attempt,
   type Delivery,
   type DeliveryStatus,
@@ -24,13 +22,17 @@ import type {
   Page,
   WebhookStore,
 } from '../store.ts';
-import { rowToEvent } from '../event-rows.ts';
 import { decodeCursor, toPage } from '../page.ts';
 import {
+  CLAIM_EXTRA_COLUMNS,
   DELIVERY_COLUMNS,
+  deliveriesOf,
+  endpointPatchColumns,
+  toClaimedDelivery,
+  type ClaimRow,
+  type DispatchRow,
   deliveryNotFound,
   endpointNotFound,
-  json,
   liveSecrets,
   rotatedSecrets,
   toDelivery,
@@ -154,30 +156,9 @@ export class PostgresWebhooks implements WebhookStore {
     return this.tx(async (tx) => {
       const row = await this.endpointRow(tx, id, tenant, true);
       this.checkVersion(row, ifVersion);
-      const sets: string[] = [];
-      const params: Param[] = [];
-      const set = (column: string, value: Param) => {
-        params.push(value);
-        sets.push(`${column} = $${params.length}`);
-      };
-      const asJson = (value: unknown) => (value === null ? null : JSON.stringify(value));
-      if (patch.url !== undefined) set('url', patch.url);
-      if (patch.description !== undefined) set('description', patch.description);
-      if (patch.eventTypes !== undefined) set('event_types', asJson(patch.eventTypes));
-      if (patch.labels !== undefined) set('labels', asJson(patch.labels));
-      if (patch.retrySchedule !== undefined) set('retry_schedule', asJson(patch.retrySchedule));
-      if (patch.rateLimit !== undefined) set('rate_limit', patch.rateLimit);
-      if (patch.enabled === true) {
-        set('enabled', true);
-        set('disabled_reason', null);
-        set('disabled_at', null);
-        set('failing_since', null);
-      } else if (patch.enabled === false && row.enabled) {
-        set('enabled', false);
-        set('disabled_reason', 'MANUAL');
-        set('disabled_at', now);
-      }
-      set('updated_at', now);
+      const columns = endpointPatchColumns(patch, row, now);
+      const sets = columns.map(([column], i) => `${column} = $${i + 1}`);
+      const params: Param[] = columns.map(([, value]) => value);
       params.push(row.pk);
       const [updated] = await query<EndpointRow>(
         tx,
@@ -287,27 +268,25 @@ export class PostgresWebhooks implements WebhookStore {
         `SELECT value FROM meta WHERE key = 'webhook_cursor' FOR UPDATE`,
       );
       const cursor = cursorRow?.value ?? 0;
-      const rows = await query<{
-        seq: number;
-        operation_id: string;
-        tenant: string;
-        operation_type: string;
-        version: number;
-        type: EventType;
-        data: string;
-        time: number;
-        labels: Record<string, string> | null;
-        callback_url: string | null;
-      }>(
+      // The batch: up to `limit` events after the cursor. Of them only those that a target
+      // may want are read in full (a server without webhooks reads none).
+      const [batch] = await query<{ n: number; last: number | null }>(
+        tx,
+        `SELECT count(*)::int4 AS n, max(seq) AS last FROM
+           (SELECT seq FROM events WHERE seq > $1 ORDER BY seq LIMIT $2) b`,
+        [cursor, request.limit],
+      );
+      if (!batch || batch.last === null) return { events: 0, deliveries: 0 };
+      const rows = await query<DispatchRow>(
         tx,
         `SELECT e.seq, e.operation_id, e.tenant, e.operation_type, e.version, e.type, e.data,
            e.time, e.labels, o.callback_url FROM events e
          LEFT JOIN operations o ON o.id = e.operation_id
-         WHERE e.seq > $1 ORDER BY e.seq LIMIT $2`,
-        [cursor, request.limit],
+         WHERE e.seq > $1 AND e.seq <= $2 AND (o.callback_url IS NOT NULL
+           OR e.tenant IN (SELECT tenant FROM webhook_endpoints WHERE enabled))
+         ORDER BY e.seq`,
+        [cursor, batch.last],
       );
-      const last = rows[rows.length - 1];
-      if (!last) return { events: 0, deliveries: 0 };
       const tenants = [...new Set(rows.map((row) => row.tenant))];
       const endpoints = (
         await query<EndpointRow>(
@@ -316,31 +295,20 @@ export class PostgresWebhooks implements WebhookStore {
           [tenants],
         )
       ).map(toEndpoint);
-      const made: (string | number)[][] = [];
-      for (const row of rows) {
-        const event = rowToEvent(row);
-        const targets: [string, string][] = endpoints
-          .filter((endpoint) => endpointWants(endpoint, event))
-          .map((endpoint) => [endpoint.id, endpoint.url]);
-        if (row.callback_url !== null && callbackWants(row.type)) {
-          targets.push([CALLBACK_TARGET, row.callback_url]);
-          await this.ensureCallbackSecrets(tx, row.tenant, request.newSecret(), request.now);
-        }
-        if (targets.length === 0) continue;
-        const payload = request.payload(event);
-        for (const [target, url] of targets) {
-          made.push([
-            request.newId(),
-            row.tenant,
-            target,
-            url,
-            row.operation_id,
-            row.seq,
-            row.type,
-            payload,
-          ]);
-        }
+      const { deliveries, callbackTenants } = deliveriesOf(rows, endpoints, request);
+      for (const tenant of callbackTenants) {
+        await this.ensureCallbackSecrets(tx, tenant, request.newSecret(), request.now);
       }
+      const made = deliveries.map((d) => [
+        d.id,
+        d.tenant,
+        d.target,
+        d.url,
+        d.operationId,
+        d.eventSeq,
+        d.eventType,
+        d.payload,
+      ]);
       if (made.length > 0) {
         const column = (i: number) => made.map((m) => m[i] as string | number);
         await query(
@@ -355,8 +323,8 @@ export class PostgresWebhooks implements WebhookStore {
           [...[0, 1, 2, 3, 4, 5, 6, 7].map(column), request.now],
         );
       }
-      await query(tx, `UPDATE meta SET value = $1 WHERE key = 'webhook_cursor'`, [last.seq]);
-      return { events: rows.length, deliveries: made.length };
+      await query(tx, `UPDATE meta SET value = $1 WHERE key = 'webhook_cursor'`, [batch.last]);
+      return { events: batch.n, deliveries: made.length };
     });
   }
 
@@ -372,17 +340,7 @@ export class PostgresWebhooks implements WebhookStore {
     return this.tx(async (tx) => {
       const { now } = request;
       const leaseUntil = now + request.leaseMs;
-      const rows = await query<
-        DeliveryRow & {
-          endpoint_url: string | null;
-          endpoint_secrets: string | null;
-          signing_key: string | null;
-          retry_schedule: string | null;
-          rate_limit: number | null;
-          failing_since: number | null;
-          callback_secrets: string | null;
-        }
-      >(
+      const rows = await query<ClaimRow>(
         tx,
         `WITH picked AS (
            SELECT d.pk FROM webhook_deliveries d
@@ -396,29 +354,14 @@ export class PostgresWebhooks implements WebhookStore {
            ORDER BY d.next_attempt_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED),
          leased AS (UPDATE webhook_deliveries w SET lease_until = $3 FROM picked
            WHERE w.pk = picked.pk RETURNING w.*)
-         SELECT ${DELIVERY_COLUMNS}, e.url AS endpoint_url, e.secrets AS endpoint_secrets,
-           e.signing_key, e.retry_schedule, e.rate_limit, e.failing_since,
-           c.secrets AS callback_secrets
+         SELECT ${DELIVERY_COLUMNS}, ${CLAIM_EXTRA_COLUMNS}
          FROM leased d
          LEFT JOIN webhook_endpoints e ON e.id = d.target
          LEFT JOIN callback_secrets c ON c.tenant = d.tenant AND d.target = '${CALLBACK_TARGET}'
          ORDER BY d.next_attempt_at, d.pk`,
         [now, request.limit, leaseUntil],
       );
-      return rows.map((row) => {
-        const delivery = toDelivery(row);
-        if (row.endpoint_url !== null) delivery.url = row.endpoint_url;
-        const secrets = row.endpoint_secrets ?? row.callback_secrets;
-        return {
-          delivery,
-          secrets: secrets === null ? [] : liveSecrets(secrets, now).map((entry) => entry.secret),
-          signingKey: row.signing_key,
-          retrySchedule: json<number[]>(row.retry_schedule),
-          rateLimit: row.rate_limit,
-          failingSince: row.failing_since,
-          leaseUntil,
-        };
-      });
+      return rows.map((row) => toClaimedDelivery(row, now, leaseUntil));
     });
   }
 

@@ -7,8 +7,6 @@ import {
 } from '../../domain/events.ts';
 import {
   CALLBACK_TARGET,
-  callbackWants,
-  endpointWants,
   type Attempt,
   type Delivery,
   type DeliveryStatus,
@@ -17,13 +15,17 @@ import {
   type NewEndpoint,
   type SecretEntry,
 } from '../../domain/webhooks.ts';
-import { rowToEvent } from '../event-rows.ts';
 import { decodeCursor, toPage } from '../page.ts';
 import {
+  CLAIM_EXTRA_COLUMNS,
   DELIVERY_COLUMNS,
+  deliveriesOf,
+  endpointPatchColumns,
+  toClaimedDelivery,
+  type ClaimRow,
+  type DispatchRow,
   deliveryNotFound,
   endpointNotFound,
-  json,
   liveSecrets,
   rotatedSecrets,
   toDelivery,
@@ -143,30 +145,9 @@ export class SqliteWebhooks implements WebhookStore {
     return this.db.write(() => {
       const row = this.endpointRow(id, tenant);
       this.checkVersion(row, ifVersion);
-      const sets: string[] = [];
-      const params: unknown[] = [];
-      const set = (column: string, value: unknown) => {
-        sets.push(`${column} = ?`);
-        params.push(value);
-      };
-      const asJson = (value: unknown) => (value === null ? null : JSON.stringify(value));
-      if (patch.url !== undefined) set('url', patch.url);
-      if (patch.description !== undefined) set('description', patch.description);
-      if (patch.eventTypes !== undefined) set('event_types', asJson(patch.eventTypes));
-      if (patch.labels !== undefined) set('labels', asJson(patch.labels));
-      if (patch.retrySchedule !== undefined) set('retry_schedule', asJson(patch.retrySchedule));
-      if (patch.rateLimit !== undefined) set('rate_limit', patch.rateLimit);
-      if (patch.enabled === true) {
-        set('enabled', 1);
-        set('disabled_reason', null);
-        set('disabled_at', null);
-        set('failing_since', null);
-      } else if (patch.enabled === false && row.enabled === 1) {
-        set('enabled', 0);
-        set('disabled_reason', 'MANUAL');
-        set('disabled_at', now);
-      }
-      set('updated_at', now);
+      const columns = endpointPatchColumns(patch, row, now);
+      const sets = columns.map(([column]) => `${column} = ?`);
+      const params = columns.map(([, value]) => value);
       this.db
         .stmt(`UPDATE webhook_endpoints SET ${sets.join(', ')}, version = version + 1 WHERE pk = ?`)
         .run(...params, row.pk);
@@ -255,27 +236,25 @@ export class SqliteWebhooks implements WebhookStore {
           value: number;
         }
       ).value;
+      // The batch: up to `limit` events after the cursor. Of them only those that a target
+      // may want are read in full (a server without webhooks reads none).
+      const batch = this.db
+        .stmt(
+          `SELECT count(*) AS n, max(seq) AS last FROM
+             (SELECT seq FROM events WHERE seq > ? ORDER BY seq LIMIT ?)`,
+        )
+        .get(cursor, request.limit) as { n: number; last: number | null };
+      if (batch.last === null) return { events: 0, deliveries: 0 };
       const rows = this.db
         .stmt(
           `SELECT e.seq, e.operation_id, e.tenant, e.operation_type, e.version, e.type, e.data,
              e.time, e.labels, o.callback_url FROM events e
            LEFT JOIN operations o ON o.id = e.operation_id
-           WHERE e.seq > ? ORDER BY e.seq LIMIT ?`,
+           WHERE e.seq > ? AND e.seq <= ? AND (o.callback_url IS NOT NULL
+             OR e.tenant IN (SELECT tenant FROM webhook_endpoints WHERE enabled = 1))
+           ORDER BY e.seq`,
         )
-        .all(cursor, request.limit) as {
-        seq: number;
-        operation_id: string;
-        tenant: string;
-        operation_type: string;
-        version: number;
-        type: EventType;
-        data: string;
-        time: number;
-        labels: string | null;
-        callback_url: string | null;
-      }[];
-      const last = rows[rows.length - 1];
-      if (!last) return { events: 0, deliveries: 0 };
+        .all(cursor, batch.last) as DispatchRow[];
       const tenants = [...new Set(rows.map((row) => row.tenant))];
       const endpoints = (
         this.db
@@ -285,42 +264,32 @@ export class SqliteWebhooks implements WebhookStore {
           )
           .all(JSON.stringify(tenants)) as EndpointRow[]
       ).map(toEndpoint);
+      const { deliveries, callbackTenants } = deliveriesOf(rows, endpoints, request);
+      for (const tenant of callbackTenants) {
+        this.ensureCallbackSecrets(tenant, request.newSecret(), request.now);
+      }
       const insert = this.db.stmt(
         `INSERT INTO webhook_deliveries (id, tenant, target, url, operation_id, event_seq,
            event_type, payload, status, next_attempt_at, created_at, updated_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)`,
       );
-      let deliveries = 0;
-      for (const row of rows) {
-        const event = rowToEvent(row);
-        const targets: [string, string][] = endpoints
-          .filter((endpoint) => endpointWants(endpoint, event))
-          .map((endpoint) => [endpoint.id, endpoint.url]);
-        if (row.callback_url !== null && callbackWants(row.type)) {
-          targets.push([CALLBACK_TARGET, row.callback_url]);
-          this.ensureCallbackSecrets(row.tenant, request.newSecret(), request.now);
-        }
-        if (targets.length === 0) continue;
-        const payload = request.payload(event);
-        for (const [target, url] of targets) {
-          insert.run(
-            request.newId(),
-            row.tenant,
-            target,
-            url,
-            row.operation_id,
-            row.seq,
-            row.type,
-            payload,
-            request.now,
-            request.now,
-            request.now,
-          );
-          deliveries++;
-        }
+      for (const d of deliveries) {
+        insert.run(
+          d.id,
+          d.tenant,
+          d.target,
+          d.url,
+          d.operationId,
+          d.eventSeq,
+          d.eventType,
+          d.payload,
+          request.now,
+          request.now,
+          request.now,
+        );
       }
-      this.db.stmt(`UPDATE meta SET value = ? WHERE key = 'webhook_cursor'`).run(last.seq);
-      return { events: rows.length, deliveries };
+      this.db.stmt(`UPDATE meta SET value = ? WHERE key = 'webhook_cursor'`).run(batch.last);
+      return { events: batch.n, deliveries: deliveries.length };
     });
   }
 
@@ -333,9 +302,7 @@ export class SqliteWebhooks implements WebhookStore {
       const { now } = request;
       const rows = this.db
         .stmt(
-          `SELECT ${DELIVERY_COLUMNS}, e.url AS endpoint_url, e.secrets AS endpoint_secrets,
-             e.signing_key, e.retry_schedule, e.rate_limit, e.failing_since,
-             c.secrets AS callback_secrets
+          `SELECT ${DELIVERY_COLUMNS}, ${CLAIM_EXTRA_COLUMNS}
            FROM webhook_deliveries d
            LEFT JOIN webhook_endpoints e ON e.id = d.target
            LEFT JOIN callback_secrets c ON c.tenant = d.tenant AND d.target = '${CALLBACK_TARGET}'
@@ -347,31 +314,12 @@ export class SqliteWebhooks implements WebhookStore {
                AND p.event_seq < d.event_seq)
            ORDER BY d.next_attempt_at LIMIT ?`,
         )
-        .all(now, now, request.limit) as (DeliveryRow & {
-        endpoint_url: string | null;
-        endpoint_secrets: string | null;
-        signing_key: string | null;
-        retry_schedule: string | null;
-        rate_limit: number | null;
-        failing_since: number | null;
-        callback_secrets: string | null;
-      })[];
+        .all(now, now, request.limit) as ClaimRow[];
       const leaseUntil = now + request.leaseMs;
       const lease = this.db.stmt('UPDATE webhook_deliveries SET lease_until = ? WHERE pk = ?');
       return rows.map((row) => {
         lease.run(leaseUntil, row.pk);
-        const delivery = toDelivery(row);
-        if (row.endpoint_url !== null) delivery.url = row.endpoint_url;
-        const secrets = row.endpoint_secrets ?? row.callback_secrets;
-        return {
-          delivery,
-          secrets: secrets === null ? [] : liveSecrets(secrets, now).map((entry) => entry.secret),
-          signingKey: row.signing_key,
-          retrySchedule: json<number[]>(row.retry_schedule),
-          rateLimit: row.rate_limit,
-          failingSince: row.failing_since,
-          leaseUntil,
-        };
+        return toClaimedDelivery(row, now, leaseUntil);
       });
     });
   }
