@@ -25,6 +25,7 @@
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { percentile } from './common.ts';
 import { killAll, launch, type Child } from './fanout-ipc.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -65,12 +66,6 @@ interface Opened {
 }
 
 const env = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
-
-function percentile(sorted: readonly number[], q: number): number | null {
-  if (sorted.length === 0) return null;
-  const value = sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))]!;
-  return Number(value.toFixed(2));
-}
 
 export async function runFanout<Info extends ServerInfo>(spec: FanoutSpec<Info>): Promise<void> {
   const SUBSCRIBERS = env('SUBSCRIBERS', 10_000);

@@ -12,9 +12,10 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createAccepted, defineOperation } from '../packages/accepted/src/index.ts';
+import { createAccepted } from '../packages/accepted/src/index.ts';
 import { createHttpServer } from '../packages/accepted/src/http/index.ts';
 import { sqliteStore } from '../packages/accepted/src/store/sqlite/index.ts';
+import { forgetGate, gate, gateOperation, openAllGates, percentile } from './common.ts';
 
 const K = Number(process.env.K ?? 200);
 const WARMUP = Number(process.env.WARMUP ?? 10);
@@ -33,33 +34,10 @@ interface Reply {
   end: number;
 }
 
-/** Per operation: its handler has started, and the function that lets it finish. */
-const gates = new Map<string, { started: Promise<void>; open?: () => void; ready: () => void }>();
-function gate(id: string) {
-  let entry = gates.get(id);
-  if (!entry) {
-    let ready!: () => void;
-    const started = new Promise<void>((resolve) => (ready = resolve));
-    entry = { started, ready };
-    gates.set(id, entry);
-  }
-  return entry;
-}
-
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'accepted-longpoll-bench-'));
 const accepted = createAccepted({
   store: sqliteStore({ filename: path.join(dir, 'accepted.db') }),
-  operations: [
-    defineOperation({
-      type: 'gate',
-      handler: (_input, ctx) =>
-        new Promise<null>((resolve) => {
-          const entry = gate(ctx.operationId);
-          entry.open = () => resolve(null);
-          entry.ready();
-        }),
-    }),
-  ],
+  operations: [gateOperation],
   logger: { debug() {}, info() {}, warn: console.warn, error: console.error },
 });
 const app = createHttpServer({ accepted, logger: false });
@@ -78,11 +56,6 @@ const unsubscribe = accepted.store.subscribe((hint) => {
     if (event.type === 'operation.succeeded') committed.set(event.operationId, now);
   }
 });
-
-function percentile(sorted: number[], q: number): number {
-  const value = sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))] ?? NaN;
-  return Number(value.toFixed(3));
-}
 
 try {
   await accepted.start();
@@ -173,7 +146,7 @@ try {
     if (t0 === undefined) {
       throw new Error(`no commit hint with operation.succeeded for ${submit.id}`);
     }
-    gates.delete(submit.id);
+    forgetGate(submit.id);
     committed.delete(submit.id);
     if (i < WARMUP) continue;
     latencies.push(result.reply.end - t0);
@@ -200,7 +173,7 @@ try {
   );
 } finally {
   unsubscribe();
-  for (const entry of gates.values()) entry.open?.();
+  openAllGates();
   agent.destroy();
   await app.close();
   await accepted.stop({ graceful: false });

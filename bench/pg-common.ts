@@ -16,9 +16,3 @@ export async function dropSchema(schema: string): Promise<void> {
 }
 
 export const quiet = { debug() {}, info() {}, warn: console.warn, error: console.error };
-
-export function percentile(sorted: number[], p: number): number {
-  return Number(
-    (sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? NaN).toFixed(2),
-  );
-}

@@ -5,7 +5,8 @@
 // to 10 s so that they cannot be what wakes the worker. Prints one JSON line.
 import { createAccepted, defineOperation, type Accepted } from '../packages/accepted/src/index.ts';
 import { PostgresStore } from '../packages/accepted/src/store/postgres/index.ts';
-import { PG_URL, benchSchema, dropSchema, percentile, quiet } from './pg-common.ts';
+import { percentile } from './common.ts';
+import { PG_URL, benchSchema, dropSchema, quiet } from './pg-common.ts';
 
 const SAMPLES = Number(process.env.SAMPLES ?? 300);
 const GAP_MS = Number(process.env.GAP_MS ?? 20);

@@ -20,9 +20,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import WebSocket from 'ws';
-import { createAccepted, defineOperation } from '../packages/accepted/src/index.ts';
+import { createAccepted } from '../packages/accepted/src/index.ts';
 import { createHttpServer } from '../packages/accepted/src/http/index.ts';
 import { sqliteStore } from '../packages/accepted/src/store/sqlite/index.ts';
+import { forgetGate, gate, gateOperation, openAllGates, percentile, within } from './common.ts';
 
 const K = Number(process.env.K ?? 200);
 const WARMUP = Number(process.env.WARMUP ?? 10);
@@ -76,32 +77,6 @@ function watch(): Watch {
   };
 }
 
-function within<T>(promise: Promise<T>, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_resolve, reject) => {
-      timer = setTimeout(
-        () => reject(new Error(`${what}: nothing after ${STEP_TIMEOUT_MS} ms`)),
-        STEP_TIMEOUT_MS,
-      );
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
-/** Per operation: its handler has started, and the function that lets it finish. */
-const gates = new Map<string, { started: Promise<void>; open?: () => void; ready: () => void }>();
-function gate(id: string) {
-  let entry = gates.get(id);
-  if (!entry) {
-    let ready!: () => void;
-    const started = new Promise<void>((resolve) => (ready = resolve));
-    entry = { started, ready };
-    gates.set(id, entry);
-  }
-  return entry;
-}
-
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'accepted-stream-bench-'));
 process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true })); // hard timeout too
 const store = sqliteStore({ filename: path.join(dir, 'accepted.db') });
@@ -121,26 +96,11 @@ const unsubscribe = store.subscribe((hint) => {
 });
 const accepted = createAccepted({
   store,
-  operations: [
-    defineOperation({
-      type: 'gate',
-      handler: (_input, ctx) =>
-        new Promise<null>((resolve) => {
-          const entry = gate(ctx.operationId);
-          entry.open = () => resolve(null);
-          entry.ready();
-        }),
-    }),
-  ],
+  operations: [gateOperation],
   logger: { debug() {}, info() {}, warn: console.warn, error: console.error },
 });
 const app = createHttpServer({ accepted, logger: false });
 const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
-
-function percentile(sorted: number[], q: number): number {
-  const value = sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))] ?? NaN;
-  return Number(value.toFixed(3));
-}
 
 let ws: WebSocket | null = null;
 try {
@@ -269,7 +229,7 @@ try {
       }
     });
   });
-  await within(welcome, 'WebSocket welcome');
+  await within(welcome, STEP_TIMEOUT_MS, 'WebSocket welcome');
 
   const sse: number[] = [];
   const wsLatencies: number[] = [];
@@ -277,7 +237,7 @@ try {
   for (let i = 0; i < WARMUP + K; i++) {
     const monitor = await submit(i);
     const entry = gate(monitor.id);
-    await within(entry.started, 'handler start');
+    await within(entry.started, STEP_TIMEOUT_MS, 'handler start');
 
     // Alternately SSE then WebSocket, and WebSocket then SSE: the server writes to its
     // subscribers in the order they subscribed, and the one written first is read first.
@@ -288,12 +248,12 @@ try {
     let sseEnded: Promise<void> = Promise.resolve();
     const subscribeSse = async () => {
       sseEnded = openSse(monitor.id, sseSeen);
-      await within(sseSeen.running, 'SSE: running');
+      await within(sseSeen.running, STEP_TIMEOUT_MS, 'SSE: running');
     };
     const subscribeWs = async () => {
       wsWatch = { id: monitor.id, seen: wsSeen, complete };
       socket.send(JSON.stringify({ type: 'subscribe', id: i, operation: monitor.id }));
-      await within(wsSeen.running, 'WebSocket: running');
+      await within(wsSeen.running, STEP_TIMEOUT_MS, 'WebSocket: running');
     };
     if (i % 2 === 0) {
       await subscribeSse();
@@ -305,17 +265,17 @@ try {
 
     entry.open!();
     const [tSse, tWs] = await Promise.all([
-      within(sseSeen.succeeded, 'SSE: operation.succeeded'),
-      within(wsSeen.succeeded, 'WebSocket: operation.succeeded'),
+      within(sseSeen.succeeded, STEP_TIMEOUT_MS, 'SSE: operation.succeeded'),
+      within(wsSeen.succeeded, STEP_TIMEOUT_MS, 'WebSocket: operation.succeeded'),
     ]);
     const t0 = committed.get(monitor.id);
     if (t0 === undefined) {
       throw new Error(`no commit hint with operation.succeeded for ${monitor.id}`);
     }
-    await within(sseEnded, 'SSE: end of stream after the terminal event');
-    await within(completed, 'WebSocket: complete');
+    await within(sseEnded, STEP_TIMEOUT_MS, 'SSE: end of stream after the terminal event');
+    await within(completed, STEP_TIMEOUT_MS, 'WebSocket: complete');
     wsWatch = null;
-    gates.delete(monitor.id);
+    forgetGate(monitor.id);
     committed.delete(monitor.id);
     if (i < WARMUP) continue;
     sse.push(tSse - t0);
@@ -341,7 +301,7 @@ try {
   );
 } finally {
   unsubscribe();
-  for (const entry of gates.values()) entry.open?.();
+  openAllGates();
   ws?.terminate();
   agent.destroy();
   await Promise.race([app.close(), sleep(5000)]);

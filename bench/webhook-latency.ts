@@ -22,6 +22,7 @@ import { createAccepted, DEFAULT_TENANT, defineOperation } from '../packages/acc
 import { sqliteStore } from '../packages/accepted/src/store/sqlite/index.ts';
 import { createWebhooks } from '../packages/accepted/src/webhooks/service.ts';
 import { verifyWebhook } from '../packages/accepted/src/webhooks/signature.ts';
+import { percentile, within } from './common.ts';
 
 const K = Number(process.env.K ?? 200);
 const WARMUP = Number(process.env.WARMUP ?? 10);
@@ -34,24 +35,6 @@ const hardTimeout = setTimeout(() => {
   process.exit(2);
 }, TIMEOUT_S * 1000);
 hardTimeout.unref();
-
-function within<T>(promise: Promise<T>, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_resolve, reject) => {
-      timer = setTimeout(
-        () => reject(new Error(`${what}: nothing after ${STEP_TIMEOUT_MS} ms`)),
-        STEP_TIMEOUT_MS,
-      );
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
-function percentile(sorted: number[], q: number): number {
-  const value = sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))] ?? NaN;
-  return Number(value.toFixed(3));
-}
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'accepted-webhook-latency-'));
 process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true })); // hard timeout too
@@ -154,6 +137,7 @@ try {
         onArrival = check;
         check();
       }),
+      STEP_TIMEOUT_MS,
       `sample ${i}: delivery`,
     );
     arrivals.delete(op.id);
@@ -166,6 +150,7 @@ try {
       (async () => {
         while (webhooks.stats.delivered + webhooks.stats.failed < i + 1) await sleep(1);
       })(),
+      STEP_TIMEOUT_MS,
       `sample ${i}: recording the attempt`,
     );
     await sleep(IDLE_MS);

@@ -20,6 +20,7 @@ import path from 'node:path';
 import { createAccepted, DEFAULT_TENANT, defineOperation } from '../packages/accepted/src/index.ts';
 import { sqliteStore } from '../packages/accepted/src/store/sqlite/index.ts';
 import { createWebhooks } from '../packages/accepted/src/webhooks/service.ts';
+import { within } from './common.ts';
 import { killAll, wallNow } from './fanout-ipc.ts';
 import { launchReceiver, type Counters, type Receiver } from './webhook-common.ts';
 
@@ -60,16 +61,6 @@ interface PhaseResult {
   failedAttempts: number;
   /** Group-commit counters over the measured window. */
   store: GroupCommit;
-}
-
-function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_resolve, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what}: not done after ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
 }
 
 async function startProfile(): Promise<Session | null> {
