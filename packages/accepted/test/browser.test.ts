@@ -2,30 +2,15 @@
 // operation with EventSource and a stream token minted by its backend.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
 import { after, before, describe, it } from 'node:test';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { launchChromium, skipWithoutChromium } from './chromium.ts';
 import { generateApiKey } from '../src/http/auth.ts';
 import { packageRoot, tempDir } from './helpers.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
-// Playwright gives every launch a fresh, empty user data dir of its own.
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
-const MISSING = `Chromium is not installed at ${CHROMIUM}: install the Debian package (apt-get install chromium); .ci/run installs it in CI.`;
-const haveChromium = fs.existsSync(CHROMIUM);
-// Skipped on a developer machine without Chromium; in CI a missing browser is a failure.
-const skip = !haveChromium && process.env.CI !== 'true' ? MISSING : false;
+const skip = skipWithoutChromium;
 
 const repoRoot = path.resolve(packageRoot, '../..');
 const exampleServer = path.join(repoRoot, 'examples/browser/server.ts');
@@ -124,9 +109,8 @@ describe('browser example in headless Chromium', { skip, timeout: 120_000 }, () 
   let browser: Browser | undefined;
 
   before(async () => {
-    if (!haveChromium) throw new Error(MISSING);
     example = await startExample(tempDir('accepted-browser-'), apiKey);
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    browser = await launchChromium();
   });
 
   after(async () => {

@@ -1,29 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import postgres from 'postgres';
-import { newOperationId } from '../src/domain/ids.ts';
-import type { NewOperation } from '../src/domain/operation.ts';
-import { storeConformance } from '../src/store/conformance.ts';
+import { newOp, storeConformance } from '../src/store/conformance.ts';
 import { PostgresStore } from '../src/store/postgres/postgres-store.ts';
 import type { StoreHint } from '../src/store/store.ts';
 import { PG_URL, dropSchema, newSchema, pgUnavailable } from './pg-helpers.ts';
 
 const unavailable = await pgUnavailable();
-
-function newOp(overrides: Partial<NewOperation> = {}): NewOperation {
-  return {
-    id: newOperationId(),
-    tenant: 't1',
-    type: 'test.op',
-    input: { n: 1 },
-    maxAttempts: 3,
-    runAt: 1_000,
-    timeoutMs: null,
-    labels: {},
-    callbackUrl: null,
-    ...overrides,
-  };
-}
 
 /** Opened stores on one fresh schema (several nodes), closed and dropped by the returned cleanup. */
 async function nodes(count: number, schema = newSchema()) {

@@ -6,25 +6,12 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
+import { launchChromium, skipWithoutChromium } from '../../accepted/test/chromium.ts';
 import { startServer, tempDir, type Server } from '../../accepted/test/helpers.ts';
 import { startProxy, type Proxy } from './proxy.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
-const MISSING = `Chromium is not installed at ${CHROMIUM}: install the Debian package (apt-get install chromium); .ci/run installs it in CI.`;
-const haveChromium = fs.existsSync(CHROMIUM);
-// Skipped on a developer machine without Chromium; in CI a missing browser is a failure.
-const skip = !haveChromium && process.env.CI !== 'true' ? MISSING : false;
+const skip = skipWithoutChromium;
 
 const entry = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../src/index.ts');
 const PAGE = `<!doctype html><meta charset="utf-8"><title>client</title>
@@ -47,7 +34,6 @@ describe('the browser build in headless Chromium', { skip, timeout: 120_000 }, (
   let browser: Browser | undefined;
 
   before(async () => {
-    if (!haveChromium) throw new Error(MISSING);
     const out = path.join(tempDir('accepted-client-browser-'), 'accepted-client.js');
     await build({
       entryPoints: [entry],
@@ -75,7 +61,7 @@ describe('the browser build in headless Chromium', { skip, timeout: 120_000 }, (
       res.end(body);
       return true;
     };
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    browser = await launchChromium();
   });
 
   after(async () => {

@@ -16,7 +16,8 @@ export interface StoreFixture {
   cleanup(): Promise<void>;
 }
 
-function newOp(overrides: Partial<NewOperation> = {}): NewOperation {
+/** A new operation of tenant `t1` for store tests, with `overrides`. */
+export function newOp(overrides: Partial<NewOperation> = {}): NewOperation {
   return {
     id: newOperationId(),
     tenant: 't1',
