@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { describe, it } from 'node:test';
+import WebSocket from 'ws';
 import { UsageError, resolveServeConfig } from '../src/cli/config.ts';
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts';
 import { cliArgs, packageRoot, startServer, tempDir } from './helpers.ts';
@@ -218,7 +219,6 @@ describe('accepted serve: configuration', () => {
       );
       // node:http rather than fetch: an aborted fetch has undici open a spare connection,
       // which would hold the server's shutdown until that connection's headers time out.
-      const started = Date.now();
       const stream = await new Promise<{ status?: number; text: string }>((resolve, reject) => {
         const request = http.get(
           `${server.url}/v1/events?access_token=${token}`,
@@ -239,7 +239,16 @@ describe('accepted serve: configuration', () => {
       });
       assert.equal(stream.status, 200);
       assert.match(stream.text, /^retry: \d+\n\n: keepalive\n\n: keepalive\n\n/);
-      assert.ok(Date.now() - started < 5000, 'two heartbeats well within the default 15 s');
+      // The configured interval, as the server states it to every WebSocket client.
+      const welcome = await new Promise<{ heartbeatMs: number }>((resolve, reject) => {
+        const ws = new WebSocket(`${server.url.replace('http', 'ws')}/v1/ws`);
+        ws.once('message', (data: Buffer) => {
+          resolve(JSON.parse(data.toString('utf8')) as { heartbeatMs: number });
+          ws.terminate();
+        });
+        ws.once('error', reject);
+      });
+      assert.equal(welcome.heartbeatMs, 50);
     } finally {
       server.child.kill('SIGTERM');
       await server.exited;
