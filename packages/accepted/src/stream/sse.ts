@@ -4,12 +4,11 @@ import type { EventSelection } from '../engine/accepted.ts';
 import type { Logger } from '../engine/definition.ts';
 import { toMonitor } from '../http/monitor.ts';
 import { isTerminal, type Operation } from '../domain/operation.ts';
-import { sseMessage } from './frame.ts';
-import type { Frame } from './frame.ts';
+import { sseMessage, type Frame } from './frame.ts';
 import type { CloseReason, Connection, StreamHub } from './hub.ts';
 import { Subscription, type Sink } from './subscription.ts';
 
-/** Bytes a stalled SSE client may still be sent after the closing notice, before the cut. */
+/** How long a closed SSE response may still flush to its client before the socket is cut. */
 const CLOSE_GRACE_MS = 5000;
 
 /** Whether the client asked for an event stream (`Accept: text/event-stream`). */
