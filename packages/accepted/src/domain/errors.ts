@@ -18,6 +18,28 @@ export const ERROR_CODES = {
     title: 'No handler is registered for this operation type',
     retryable: false,
   },
+  JSON_TOO_DEEP: {
+    status: 422,
+    title: 'The JSON is nested too deeply',
+    retryable: false,
+  },
+  NUMBER_OUT_OF_RANGE: {
+    status: 422,
+    title: 'A number cannot be kept exactly',
+    retryable: false,
+  },
+  INVALID_ENCODING: { status: 400, title: 'The body is not valid UTF-8', retryable: false },
+  MALFORMED_REQUEST: { status: 400, title: 'The HTTP request is malformed', retryable: false },
+  HEADERS_TOO_LARGE: {
+    status: 431,
+    title: 'The request headers are too large',
+    retryable: false,
+  },
+  REQUEST_TIMEOUT: {
+    status: 408,
+    title: 'The request was not received in time',
+    retryable: true,
+  },
   INVALID_QUERY: { status: 400, title: 'A query parameter is not valid', retryable: false },
   INVALID_HEADER: { status: 400, title: 'A request header is not valid', retryable: false },
   IDEMPOTENCY_KEY_REUSED: {
@@ -96,6 +118,11 @@ export const ERROR_CODES = {
   },
   SHUTTING_DOWN: { status: 503, title: 'The server is shutting down', retryable: true },
   STORE_UNAVAILABLE: { status: 503, title: 'The store does not answer', retryable: true },
+  TOO_MANY_CONNECTIONS: {
+    status: 503,
+    title: 'The server has too many connections open',
+    retryable: true,
+  },
   NOT_STARTED: { status: 503, title: 'The engine has not been started', retryable: true },
   INTERNAL: { status: 500, title: 'Internal server error', retryable: true },
 } as const satisfies Record<string, { status: number; title: string; retryable: boolean }>;

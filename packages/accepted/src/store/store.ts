@@ -56,6 +56,12 @@ export interface Store extends WebhookStore {
   purgeIdempotencyKeys(now: number, limit: number): Promise<number>;
   /** One operation, or null. With `tenant`, an operation of another tenant is null too. */
   get(id: string, tenant?: string): Promise<Operation | null>;
+  /**
+   * One operation and the seq of the last event its state reflects, read in one snapshot of
+   * the store, or null (as `get`). A stream that starts after `seq` neither repeats a change
+   * the operation shows nor misses a later one. Only durable state is shown.
+   */
+  snapshot(id: string, tenant?: string): Promise<OperationSnapshot | null>;
   /** Newest first, by opaque cursor. */
   list(query: ListQuery): Promise<Page<Operation>>;
 
@@ -136,6 +142,12 @@ export interface Store extends WebhookStore {
    * hint only delays a reader, which then finds the change by reading the log.
    */
   subscribe(listener: (hint: StoreHint) => void): () => void;
+}
+
+/** An operation as of the event with `seq` (see `Store.snapshot`). */
+export interface OperationSnapshot {
+  operation: Operation;
+  seq: number;
 }
 
 /** An idempotency key as `createOnce` records it. */

@@ -26,6 +26,7 @@ import type {
   LeaseRef,
   LeaseState,
   ListQuery,
+  OperationSnapshot,
   Page,
   RenewRequest,
   Store,
@@ -774,6 +775,19 @@ export class PostgresStore implements Store {
     const row = await readRow(this.conn(), id);
     if (!row || (tenant !== undefined && row.tenant !== tenant)) return null;
     return rowToOperation(row);
+  }
+
+  async snapshot(id: string, tenant?: string): Promise<OperationSnapshot | null> {
+    // One statement: one snapshot of the database for the row and its last event.
+    const [row] = await query<OperationRow & { last_seq: number }>(
+      this.conn(),
+      `SELECT ${OPERATION_COLUMNS},
+         (SELECT coalesce(max(seq), 0) FROM events WHERE operation_id = $1) AS last_seq
+       FROM operations WHERE id = $1`,
+      [id],
+    );
+    if (!row || (tenant !== undefined && row.tenant !== tenant)) return null;
+    return { operation: rowToOperation(row), seq: row.last_seq };
   }
 
   async list(listQuery: ListQuery): Promise<Page<Operation>> {

@@ -27,6 +27,7 @@ import type {
   LeaseRef,
   LeaseState,
   ListQuery,
+  OperationSnapshot,
   Page,
   RenewRequest,
   Store,
@@ -245,6 +246,8 @@ export class SqliteStore implements Store {
   private unsynced: Committed[] = [];
   private syncWaiters: (() => void)[] = [];
   private broken: AcceptedError | null = null;
+  /** Readers waiting for a seq to become durable (`snapshot`). */
+  private durableWaiters: { seq: number; resolve: () => void; reject: (e: unknown) => void }[] = [];
   /** Group-commit counters, for benchmarks and metrics. */
   readonly stats = { flushes: 0, commands: 0, syncs: 0, checkpoints: 0 };
   /** Webhook endpoints, deliveries and attempts, in the same database and group commit. */
@@ -392,6 +395,7 @@ export class SqliteStore implements Store {
         for (const committed of covered) {
           for (const command of committed.batch) command.reject(this.broken);
         }
+        for (const waiter of this.durableWaiters.splice(0)) waiter.reject(this.broken);
       } else {
         for (const committed of covered) this.answer(committed);
         this.checkpointIfDue();
@@ -591,6 +595,14 @@ export class SqliteStore implements Store {
   /** Settles a durable batch's callers, then wakes readers with what it wrote. */
   private answer({ batch, outcomes, events, work, lastSeq }: Committed): void {
     if (lastSeq > this.durableSeq) this.durableSeq = lastSeq;
+    if (this.durableWaiters.length > 0) {
+      const waiting = this.durableWaiters;
+      this.durableWaiters = [];
+      for (const waiter of waiting) {
+        if (waiter.seq <= this.durableSeq) waiter.resolve();
+        else this.durableWaiters.push(waiter);
+      }
+    }
     batch.forEach((command, i) => {
       const outcome = outcomes[i];
       if (outcome?.ok) command.resolve(outcome.value);
@@ -763,6 +775,30 @@ export class SqliteStore implements Store {
       finishedAt: null,
       version: 1,
     };
+  }
+
+  async snapshot(id: string, tenant?: string): Promise<OperationSnapshot | null> {
+    // Read together (no write runs between two statements of one synchronous call).
+    const read = () => {
+      const row = this.readRow(id);
+      if (!row || (tenant !== undefined && row.tenant !== tenant)) return null;
+      const last = this.stmt(
+        'SELECT coalesce(max(seq), 0) AS seq FROM events WHERE operation_id = ?',
+      ).get(id) as { seq: number };
+      return { operation: rowToOperation(row), seq: last.seq };
+    };
+    const snapshot = await settle(read);
+    // A state committed but not yet flushed is shown only once it is durable.
+    if (snapshot && snapshot.seq > this.durableSeq) await this.durable(snapshot.seq);
+    return snapshot;
+  }
+
+  /** Resolves once every event up to `seq` is durable (the flush under way covers it). */
+  private durable(seq: number): Promise<void> {
+    if (seq <= this.durableSeq) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      this.durableWaiters.push({ seq, resolve, reject });
+    });
   }
 
   get(id: string, tenant?: string): Promise<Operation | null> {
