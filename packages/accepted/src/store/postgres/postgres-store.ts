@@ -1,6 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import postgres from 'postgres';
-import { AcceptedError, leaseLost, operationNotFound as notFound } from '../../domain/errors.ts';
+import {
+  AcceptedError,
+  isAcceptedError,
+  leaseLost,
+  operationNotFound as notFound,
+} from '../../domain/errors.ts';
 import { assertTransition, assertVersion } from '../../domain/status.ts';
 import {
   eventId,
@@ -36,7 +40,7 @@ import { labelsOf, rowToEvent, type EventRow } from '../event-rows.ts';
 import { decodeCursor, encodeCursor } from '../page.ts';
 import { MIGRATIONS } from './migrations.ts';
 import { PostgresWebhooks } from './webhooks.ts';
-import { TYPES, query, type Db, type Param, type Tx } from './db.ts';
+import { Db, exec, query, type Listening, type Param, type Tx } from './db.ts';
 
 export interface PostgresStoreOptions {
   /** Connection URL: `postgres://user:password@host:5432/database` (libpq URL syntax). */
@@ -239,12 +243,13 @@ export class PostgresStore implements Store {
   private readonly options: Required<Omit<PostgresStoreOptions, 'schema'>>;
   private readonly channel: string;
   private db: Db | null = null;
-  private listening: { unlisten(): Promise<void> } | null = null;
+  private listening: Listening | null = null;
   private queue: Command[] = [];
   private flushing: Promise<void> | null = null;
   private flushScheduled = false;
   private closed = false;
   private readonly listeners = new Set<(hint: StoreHint) => void>();
+  private readonly errorListeners = new Set<(error: unknown, what: string) => void>();
   /** The highest seq this node knows committed (its own commits and others' notifications). */
   private knownSeq = 0;
   /** Group-commit counters, for benchmarks and metrics. */
@@ -315,12 +320,11 @@ export class PostgresStore implements Store {
   async open(): Promise<void> {
     if (this.db) return;
     if (this.closed) throw notOpen();
-    const db = postgres(this.options.url, {
+    const db = new Db({
+      url: this.options.url,
       max: this.options.maxConnections,
-      types: TYPES,
-      onnotice: () => {},
-      connection: { search_path: this.schema, application_name: 'accepted' },
-      transform: { undefined: null },
+      schema: this.schema,
+      onError: (error, what) => this.onDriverError(error, what),
     });
     try {
       await this.migrate(db);
@@ -337,13 +341,24 @@ export class PostgresStore implements Store {
         () => void this.afterListen(),
       );
     } catch (error) {
-      await db.end({ timeout: 1 });
+      await db.end().catch(() => undefined);
       throw new AcceptedError('STORE_UNAVAILABLE', `Could not open the PostgreSQL store.`, {
         fix: 'Check the URL, that the server is up, and that the user may create the schema.',
         cause: error,
       });
     }
     this.db = db;
+  }
+
+  /** Errors the driver reports outside any call (a dead idle connection, LISTEN retries). */
+  private onDriverError(error: unknown, what: string): void {
+    for (const listener of this.errorListeners) listener(error, what);
+  }
+
+  /** Called with errors of the connection that no caller sees (for logs and metrics). */
+  onError(listener: (error: unknown, what: string) => void): () => void {
+    this.errorListeners.add(listener);
+    return () => this.errorListeners.delete(listener);
   }
 
   /**
@@ -356,18 +371,22 @@ export class PostgresStore implements Store {
         LOCK_MIGRATE,
         this.schema,
       ]);
-      await tx.unsafe(`CREATE SCHEMA IF NOT EXISTS "${this.schema}"`);
-      await tx.unsafe(`CREATE TABLE IF NOT EXISTS "${this.schema}".migrations (
-        version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
-      const [row] = await tx.unsafe<{ version: number | null }[]>(
+      await exec(tx, `CREATE SCHEMA IF NOT EXISTS "${this.schema}"`);
+      await exec(
+        tx,
+        `CREATE TABLE IF NOT EXISTS "${this.schema}".migrations (
+        version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
+      );
+      const [row] = await query<{ version: number | null }>(
+        tx,
         `SELECT max(version) AS version FROM "${this.schema}".migrations`,
       );
       const current = row?.version ?? 0;
       for (const migration of MIGRATIONS) {
         if (migration.version <= current) continue;
-        await tx.unsafe(`SET LOCAL search_path TO "${this.schema}"`);
-        await tx.unsafe(migration.sql);
-        await tx.unsafe(`INSERT INTO "${this.schema}".migrations (version, name) VALUES ($1, $2)`, [
+        await exec(tx, `SET LOCAL search_path TO "${this.schema}"`);
+        await exec(tx, migration.sql);
+        await query(tx, `INSERT INTO "${this.schema}".migrations (version, name) VALUES ($1, $2)`, [
           migration.version,
           migration.name,
         ]);
@@ -399,7 +418,7 @@ export class PostgresStore implements Store {
       // closing anyway
     }
     this.listening = null;
-    await db.end({ timeout: 5 });
+    await db.end();
   }
 
   async ping(): Promise<void> {
@@ -491,12 +510,15 @@ export class PostgresStore implements Store {
       outcomes = result.outcomes;
       written = result;
     } catch (error) {
-      if (commands.length === 1) {
-        commands[0]?.settle.reject(error);
+      // The server is away, or a COMMIT's answer was lost (its writes may have been applied):
+      // every caller learns it (503), and nothing is run again, which could apply it twice.
+      if (commands.length === 1 || isAcceptedError(error)) {
+        for (const command of commands) command.settle.reject(error);
         return;
       }
-      // Something other than a domain error (a deadlock with another node, a constraint): run
-      // each write in its own transaction, so one bad write fails only its own caller.
+      // A statement failed (a deadlock with another node, a constraint) and the transaction
+      // rolled back: run each write in its own transaction, so one bad write fails only its own
+      // caller.
       for (const command of commands) await this.commit(db, [command]);
       return;
     }
