@@ -330,6 +330,74 @@ if (unavailable) {
       }
     });
 
+    it('#12 cancels on one node racing attempts that fail and retry on another: no attempt starts after a cancel request', async () => {
+      const { stores, cleanup } = await nodes(2);
+      const [a, b] = stores as [PostgresStore, PostgresStore];
+      try {
+        const ops = Array.from({ length: 300 }, () => newOp({ maxAttempts: 5 }));
+        for (const op of ops) await a.create(op, 1_000);
+        const canceled = { code: 'CANCELED', message: 'Canceled on request.' };
+        // Node A's attempts fail on their own (they never hear of the cancels) and ask to run
+        // again at once; node B cancels every operation meanwhile.
+        const work = (async () => {
+          for (;;) {
+            const { claimed } = await a.claim({
+              owner: 'a',
+              types: null,
+              limit: 25,
+              leaseMs: 10_000,
+              now: 1_100,
+            });
+            if (claimed.length === 0) return;
+            await Promise.all(
+              claimed.map(({ lease, operation }) =>
+                a.fail(
+                  lease,
+                  { code: 'FLAKY', message: 'try again' },
+                  operation.attempts < operation.maxAttempts ? 1_100 : null,
+                  1_100,
+                ),
+              ),
+            );
+          }
+        })();
+        const cancels = ops.map((op) =>
+          b.cancel(op.id, 't1', canceled, 1_100).then(
+            () => 'ok',
+            (error: unknown) => (error as { code?: string }).code ?? String(error),
+          ),
+        );
+        const outcomes = await Promise.all(cancels);
+        await work;
+        assert.ok(
+          outcomes.every((o) => o === 'ok' || o === 'ALREADY_TERMINAL'),
+          outcomes.join(),
+        );
+        for (const op of ops) {
+          const events = await b.readEvents({ after: 0, limit: 100, operationId: op.id });
+          const types = events.map((e) => e.type);
+          const asked = types.indexOf('operation.cancel_requested');
+          if (asked !== -1) {
+            assert.ok(
+              !types.slice(asked).includes('operation.started'),
+              `${op.id} started again after its cancel request: ${types.join()}`,
+            );
+            assert.equal(types.at(-1), 'operation.canceled', types.join());
+          }
+          const endings = types.filter((t) =>
+            ['operation.succeeded', 'operation.failed', 'operation.canceled'].includes(t),
+          );
+          assert.equal(endings.length, 1, `${op.id}: ${types.join()}`);
+          assert.deepEqual(
+            events.map((e) => e.version),
+            events.map((_, i) => i + 1),
+          );
+        }
+      } finally {
+        await cleanup();
+      }
+    });
+
     it('cancels on one node racing claims and completions on another: one ending each, versions whole', async () => {
       const { stores, cleanup } = await nodes(2);
       const [a, b] = stores as [PostgresStore, PostgresStore];

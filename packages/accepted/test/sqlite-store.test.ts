@@ -24,6 +24,66 @@ storeConformance('sqlite', async () => {
 });
 
 describe('SQLite store specifics', () => {
+  it('#4 filters of 2,000 different lengths keep the prepared statements bounded, and still filter', async () => {
+    const store = new SqliteStore({ filename: tempFile() });
+    await store.open();
+    try {
+      const ids: string[] = [];
+      for (let i = 0; i < 40; i++) {
+        const op = {
+          id: newOperationId(),
+          tenant: 't1',
+          type: `type.${i % 4}`,
+          input: null,
+          maxAttempts: 1,
+          runAt: 0,
+          timeoutMs: null,
+          labels: { team: i % 2 === 0 ? 'red' : 'blue', [`k${i % 5}`]: 'v' },
+          callbackUrl: null,
+        };
+        await store.create(op, 1_000);
+        ids.push(op.id);
+      }
+      const statuses = ['queued', 'running', 'succeeded', 'failed', 'canceled'] as const;
+      const types = ['operation.queued', 'operation.started', 'operation.succeeded'] as const;
+      for (let n = 1; n <= 2_000; n++) {
+        // Lists, type sets and label sets of every length: each a new statement text before.
+        const some = Array.from({ length: n }, (_, i) => ids[i % ids.length] ?? '');
+        const labels = Object.fromEntries(
+          Array.from({ length: 1 + (n % 7) }, (_, i) => [`x${(n + i) % 50}`, String(i)]),
+        );
+        await store.readEvents({ after: 0, limit: 1, operationIds: some, tenant: 't1' });
+        await store.readEvents({ after: 0, limit: 1, types: types.slice(0, 1 + (n % 3)), labels });
+        await store.list({
+          tenant: 't1',
+          limit: 1,
+          status: statuses.slice(0, 1 + (n % 5)),
+          labels,
+        });
+      }
+      assert.ok(store.preparedStatements <= 256, `${store.preparedStatements} statements held`);
+      // The filters still mean what they did.
+      const red = await store.list({ tenant: 't1', limit: 100, labels: { team: 'red' } });
+      assert.equal(red.items.length, 20);
+      const redK0 = await store.list({
+        tenant: 't1',
+        limit: 100,
+        labels: { team: 'red', k0: 'v' },
+      });
+      assert.deepEqual(
+        redK0.items.map((o) => o.labels).every((l) => l.team === 'red' && l.k0 === 'v'),
+        true,
+      );
+      assert.equal(redK0.items.length, 4);
+      const two = await store.readEvents({ after: 0, limit: 100, operationIds: ids.slice(0, 2) });
+      assert.deepEqual(two.map((e) => e.operationId).sort(), ids.slice(0, 2).sort());
+      const queued = await store.list({ tenant: 't1', limit: 100, status: ['queued', 'failed'] });
+      assert.equal(queued.items.length, 40);
+    } finally {
+      await store.close();
+    }
+  });
+
   it('migration 3 puts the labels of existing operations on their events', async () => {
     const filename = tempFile();
     const db = new Database(filename);

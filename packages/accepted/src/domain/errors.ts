@@ -226,6 +226,12 @@ export class PermanentError extends Error {
 }
 
 /**
+ * The longest delay before a next attempt (a `RetryAfterError`, a backoff): 30 days. Longer
+ * ones are refused or capped, so that every time the engine stores stays a valid date.
+ */
+export const MAX_RETRY_DELAY_MS = 30 * 24 * 3600 * 1000;
+
+/**
  * Thrown by a handler to fail this attempt and ask for the next one no sooner than `delayMs`
  * from now (a rate-limited upstream, say). Counts as an attempt.
  */
@@ -240,8 +246,10 @@ export class RetryAfterError extends Error {
     options: { code?: string } = {},
   ) {
     super(message);
-    if (!Number.isFinite(delayMs) || delayMs < 0) {
-      throw new RangeError('RetryAfterError: delayMs must be a finite number >= 0');
+    if (!Number.isFinite(delayMs) || delayMs < 0 || delayMs > MAX_RETRY_DELAY_MS) {
+      throw new RangeError(
+        `RetryAfterError: delayMs must be a number from 0 to ${MAX_RETRY_DELAY_MS} (30 days)`,
+      );
     }
     this.delayMs = delayMs;
     this.code = options.code ?? 'RETRY_AFTER';

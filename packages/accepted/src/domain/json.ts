@@ -109,3 +109,9 @@ export function checkJsonDepth(
     }
   }
 }
+
+/**
+ * `JSON.stringify` typed as it behaves: undefined for a value JSON cannot hold (a function, a
+ * symbol, undefined itself). Throws as it does (a cycle, a BigInt).
+ */
+export const jsonText = JSON.stringify as (value: unknown) => string | undefined;

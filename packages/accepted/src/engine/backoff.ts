@@ -1,15 +1,23 @@
+import { MAX_RETRY_DELAY_MS } from '../domain/errors.ts';
 import type { Backoff } from './definition.ts';
 
 export const DEFAULT_BACKOFF = { baseMs: 1000, factor: 2, maxMs: 3_600_000, jitter: 0.5 };
 
-/** Delay in ms before the attempt after `attempt` (1-based) failed with `error`. */
+/** A delay as the engine stores it: a whole number of ms from 0 to MAX_RETRY_DELAY_MS. */
+function bounded(ms: number): number {
+  if (Number.isNaN(ms) || ms <= 0) return 0;
+  return Math.round(Math.min(ms, MAX_RETRY_DELAY_MS));
+}
+
+/**
+ * Delay in ms before the attempt after `attempt` (1-based) failed with `error`. Whatever the
+ * policy returns (a function's NaN, Infinity or 1e16, an exponent that overflows) comes out
+ * between 0 and MAX_RETRY_DELAY_MS (30 days).
+ */
 export function backoffDelay(policy: Backoff | undefined, attempt: number, error: unknown): number {
-  if (typeof policy === 'function') {
-    const ms = policy(attempt, error);
-    return Number.isFinite(ms) && ms > 0 ? ms : 0;
-  }
+  if (typeof policy === 'function') return bounded(policy(attempt, error));
   const { baseMs, factor, maxMs, jitter } = { ...DEFAULT_BACKOFF, ...policy };
-  const full = Math.min(maxMs, baseMs * factor ** Math.max(0, attempt - 1));
-  const spread = Math.min(1, Math.max(0, jitter));
-  return Math.round(full * (1 - spread) + Math.random() * full * spread);
+  const full = bounded(Math.min(bounded(maxMs), baseMs * factor ** Math.max(0, attempt - 1)));
+  const spread = Number.isFinite(jitter) ? Math.min(1, Math.max(0, jitter)) : 0;
+  return bounded(full * (1 - spread) + Math.random() * full * spread);
 }

@@ -3,8 +3,10 @@ import {
   OPERATION_ERROR_CODE_PATTERN,
   isPermanentError,
   isRetryAfterError,
+  MAX_RETRY_DELAY_MS,
 } from '../domain/errors.ts';
 import { randomId } from '../domain/ids.ts';
+import { MAX_JSON_DEPTH, checkJsonDepth, jsonText } from '../domain/json.ts';
 import type { Json, Operation, OperationError, Progress } from '../domain/operation.ts';
 import type { ClaimedOperation, LeaseRef, Store } from '../store/store.ts';
 import { backoffDelay } from './backoff.ts';
@@ -55,32 +57,80 @@ const SHUTDOWN_ERROR = {
 
 const CODE_PATTERN = new RegExp(OPERATION_ERROR_CODE_PATTERN);
 
-/** Turns whatever a handler threw into the operation's error. */
+/** Longest error message kept (characters); a longer one is cut, ending with `…`. */
+export const MAX_ERROR_MESSAGE_CHARS = 4096;
+/** Largest `details` of an error kept, as JSON bytes; larger ones are dropped. */
+export const MAX_ERROR_DETAILS_BYTES = 64 * 1024;
+/** Largest `data` of one progress report, as JSON bytes. */
+export const MAX_PROGRESS_DATA_BYTES = 64 * 1024;
+
+/** A message as text, whatever was thrown: a string, or the JSON (or String) of anything else. */
+function messageOf(value: unknown, fallback: string): string {
+  let text = '';
+  if (typeof value === 'string') text = value;
+  else if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') {
+    text = value.toString();
+  } else if (typeof value === 'object' && value !== null) {
+    try {
+      text = jsonText(value) ?? '';
+    } catch {
+      text = Object.prototype.toString.call(value);
+    }
+  }
+  if (text === '') text = fallback;
+  return text.length > MAX_ERROR_MESSAGE_CHARS
+    ? `${text.slice(0, MAX_ERROR_MESSAGE_CHARS - 1)}…`
+    : text;
+}
+
+function codeOf(value: unknown, fallback: string): string {
+  return typeof value === 'string' && CODE_PATTERN.test(value) ? value : fallback;
+}
+
+/**
+ * Turns whatever a handler threw into the operation's error: a `PermanentError`, an `Error`
+ * (with an optional string `code` and JSON `details`), a plain `{ code, message, details }`
+ * object, a string, or anything else. The message is always a string (an object given as a
+ * message is written as JSON), at most 4,096 characters.
+ */
 export function toOperationError(thrown: unknown): OperationError {
   if (isPermanentError(thrown)) {
-    return withDetails({ code: thrown.code, message: thrown.message }, thrown.details);
-  }
-  if (thrown instanceof Error) {
-    const code = (thrown as { code?: unknown }).code;
-    const details = (thrown as { details?: unknown }).details;
     return withDetails(
       {
-        code: typeof code === 'string' && CODE_PATTERN.test(code) ? code : 'HANDLER_ERROR',
-        message: thrown.message || thrown.name,
+        code: codeOf(thrown.code, 'PERMANENT_FAILURE'),
+        message: messageOf(thrown.message, thrown.name),
+      },
+      thrown.details,
+    );
+  }
+  if (thrown instanceof Error) {
+    const { code, details } = thrown as { code?: unknown; details?: unknown };
+    return withDetails(
+      { code: codeOf(code, 'HANDLER_ERROR'), message: messageOf(thrown.message, thrown.name) },
+      details,
+    );
+  }
+  if (typeof thrown === 'object' && thrown !== null) {
+    const { code, message, details } = thrown as Record<string, unknown>;
+    return withDetails(
+      {
+        code: codeOf(code, 'HANDLER_ERROR'),
+        message: messageOf(message ?? thrown, 'Handler failed.'),
       },
       details,
     );
   }
-  return {
-    code: 'HANDLER_ERROR',
-    message: typeof thrown === 'string' ? thrown : 'Handler failed.',
-  };
+  return { code: 'HANDLER_ERROR', message: messageOf(thrown, 'Handler failed.') };
 }
 
+/** Adds `details` when they are JSON within the depth and size bounds; else leaves them out. */
 function withDetails(error: OperationError, details: unknown): OperationError {
   if (details === undefined) return error;
   try {
-    return { ...error, details: JSON.parse(JSON.stringify(details)) as Json };
+    checkJsonDepth(details);
+    const text = jsonText(details);
+    if (text === undefined || Buffer.byteLength(text) > MAX_ERROR_DETAILS_BYTES) return error;
+    return { ...error, details: JSON.parse(text) as Json };
   } catch {
     return error;
   }
@@ -100,7 +150,25 @@ function checkProgress(progress: unknown): Progress {
   const out: Progress = {};
   if (fraction !== undefined) out.fraction = fraction;
   if (message !== undefined) out.message = message.slice(0, 1000);
-  if (data !== undefined) out.data = data as Json;
+  if (data !== undefined) {
+    checkJsonDepth(data, MAX_JSON_DEPTH, 'ctx.progress(): data');
+    let text: string | undefined;
+    try {
+      text = jsonText(data);
+    } catch (error) {
+      throw new TypeError(`ctx.progress(): data is not JSON: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+    if (text === undefined) throw new TypeError('ctx.progress(): data is not JSON');
+    const bytes = Buffer.byteLength(text);
+    if (bytes > MAX_PROGRESS_DATA_BYTES) {
+      throw new RangeError(
+        `ctx.progress(): data is ${bytes} bytes as JSON; the limit is ${MAX_PROGRESS_DATA_BYTES}`,
+      );
+    }
+    out.data = JSON.parse(text) as Json;
+  }
   return out;
 }
 
@@ -111,7 +179,11 @@ function checkProgress(progress: unknown): Progress {
  */
 export class Worker {
   readonly id = randomId('wrk');
-  /** The current attempt of each operation running here, by operation id. */
+  /**
+   * Every attempt running here, by its lease token: an answer about a lease (lost, cancel
+   * requested) is about that attempt only, never a newer attempt of the same operation that
+   * this worker may have claimed since (after the old lease expired).
+   */
   private readonly running = new Map<string, Running>();
   /**
    * Every handler still executing, including one whose attempt already ended by timeout and
@@ -173,10 +245,13 @@ export class Worker {
     this.timers.push(timer);
   }
 
-  /** Aborts a handler running here whose operation was asked to cancel. */
+  /** Aborts the handlers running here of an operation that was asked to cancel. */
   cancelLocal(operationId: string): void {
-    const running = this.running.get(operationId);
-    if (running) this.abort(running, 'cancel', 'The operation was canceled.');
+    for (const running of this.running.values()) {
+      if (running.operation.id === operationId) {
+        this.abort(running, 'cancel', 'The operation was canceled.');
+      }
+    }
   }
 
   // ---- claiming -----------------------------------------------------------------------------
@@ -250,12 +325,11 @@ export class Worker {
       progressLoop: null,
       done: Promise.resolve(),
     };
-    this.running.set(operation.id, running);
+    this.running.set(lease.token, running);
     this.executing.add(running);
     running.done = this.execute(running).finally(() => {
       this.executing.delete(running);
-      // A newer attempt of the same operation may be running here by now: keep it.
-      if (this.running.get(operation.id) === running) this.running.delete(operation.id);
+      this.running.delete(lease.token);
       this.pump();
     });
   }
@@ -324,6 +398,19 @@ export class Worker {
       const result = value === undefined ? null : value;
       let size: number;
       try {
+        checkJsonDepth(result, MAX_JSON_DEPTH, 'The result');
+      } catch (error) {
+        await this.record(
+          this.store.fail(
+            lease,
+            { code: 'RESULT_TOO_DEEP', message: (error as Error).message },
+            null,
+            now,
+          ),
+        );
+        return;
+      }
+      try {
         size = Buffer.byteLength(JSON.stringify(result));
       } catch (error) {
         await this.record(
@@ -384,8 +471,11 @@ export class Worker {
   ) {
     if (isPermanentError(thrown)) return null;
     if (operation.attempts >= operation.maxAttempts) return null;
-    if (isRetryAfterError(thrown)) return now + thrown.delayMs;
-    return now + backoffDelay(backoff, operation.attempts, thrown);
+    // Bounded (30 days), whatever a copy of this package or a backoff hands over.
+    const delay = isRetryAfterError(thrown)
+      ? thrown.delayMs
+      : backoffDelay(backoff, operation.attempts, thrown);
+    return now + Math.min(Math.max(0, Number.isFinite(delay) ? delay : 0), MAX_RETRY_DELAY_MS);
   }
 
   private async onTimeout(running: Running): Promise<void> {
@@ -462,7 +552,7 @@ export class Worker {
         now: Date.now(),
       });
       for (const state of states) {
-        const running = this.running.get(state.operationId);
+        const running = this.running.get(state.token);
         if (!running || running.settled) continue;
         if (state.state === 'lost') {
           running.settled = true;

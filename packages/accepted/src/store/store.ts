@@ -71,7 +71,10 @@ export interface Store extends WebhookStore {
    * ever leased to two claimants at once.
    */
   claim(request: ClaimRequest): Promise<ClaimResult>;
-  /** Extends leases still held; says for each whether it is held, lost, or asked to cancel. */
+  /**
+   * Extends leases still held; says for each (by its token) whether it is held, lost, or asked
+   * to cancel. The new expiry counts from when the write runs, not from `now`.
+   */
   renewLeases(request: RenewRequest): Promise<LeaseState[]>;
   /** Records progress of a running operation (`operation.progress`). */
   progress(lease: LeaseRef, progress: Progress, now: number): Promise<void>;
@@ -79,14 +82,17 @@ export interface Store extends WebhookStore {
   complete(lease: LeaseRef, result: Json, now: number): Promise<void>;
   /**
    * running -> queued (`operation.retrying`, next attempt at `retryAt`) when `retryAt` is a
-   * number, else running -> failed. Rejects with LEASE_LOST if the lease is no longer held.
+   * number, else running -> failed; but running -> canceled when a cancel was requested
+   * meanwhile (a requeue never forgets it). Rejects with LEASE_LOST if the lease is no longer
+   * held.
    */
   fail(lease: LeaseRef, error: OperationError, retryAt: number | null, now: number): Promise<void>;
   /** running -> canceled, honouring a cancel request. */
   finishCanceled(lease: LeaseRef, error: OperationError, now: number): Promise<void>;
   /**
    * running -> queued without counting the attempt (the worker gave the operation back, for
-   * example at shutdown). Rejects with LEASE_LOST if the lease is no longer held.
+   * example at shutdown), or running -> canceled when a cancel was requested meanwhile.
+   * Rejects with LEASE_LOST if the lease is no longer held.
    */
   release(lease: LeaseRef, error: OperationError, now: number): Promise<void>;
   /**
@@ -207,8 +213,11 @@ export interface RenewRequest {
   now: number;
 }
 
+/** What renewing one lease found. Answers are about a lease (its token), not an operation. */
 export interface LeaseState {
   operationId: string;
+  /** The token of the lease this answer is about: a worker may hold a newer one by now. */
+  token: string;
   state: 'held' | 'lost' | 'cancel_requested';
 }
 

@@ -38,6 +38,7 @@ import type {
 } from '../store.ts';
 import { labelsOf, rowToEvent, type EventRow } from '../event-rows.ts';
 import { decodeCursor, encodeCursor } from '../page.ts';
+import { CANCELED_ERROR, LEASE_EXPIRED_ERROR, afterAttempt, leaseExpiry } from '../rules.ts';
 import { MIGRATIONS } from './migrations.ts';
 import { PostgresWebhooks } from './webhooks.ts';
 import { Db, exec, query, type Listening, type Param, type Tx } from './db.ts';
@@ -189,8 +190,13 @@ interface PendingEvent {
 
 /** What the commands of one transaction write besides their rows: events and the work flag. */
 class Batch {
-  readonly events: PendingEvent[] = [];
+  events: PendingEvent[] = [];
   work = false;
+
+  /** Forgets the events of an operation deleted in this transaction. */
+  drop(operationId: string): void {
+    this.events = this.events.filter((event) => event.operationId !== operationId);
+  }
 
   append(row: ChangedRow, type: EventType, data: EventData, now: number): void {
     this.events.push({
@@ -847,9 +853,10 @@ export class PostgresStore implements Store {
   // ---- leases -------------------------------------------------------------------------------
 
   claim(request: ClaimRequest): Promise<ClaimResult> {
+    const askedAt = Date.now();
     return this.write(async (tx, batch) => {
       const token = newLeaseToken();
-      const expiresAt = request.now + request.leaseMs;
+      const expiresAt = leaseExpiry(request.now, request.leaseMs, askedAt);
       const typed = request.types !== null;
       const params: Param[] = [token, request.owner, expiresAt, request.now, request.limit];
       if (request.types) params.push([...request.types]);
@@ -892,6 +899,7 @@ export class PostgresStore implements Store {
   }
 
   renewLeases(request: RenewRequest): Promise<LeaseState[]> {
+    const askedAt = Date.now();
     if (request.leases.length === 0) return Promise.resolve([]);
     return this.write(async (tx) => {
       const rows = await query<{ id: string; token: string; cancel_requested_at: number | null }>(
@@ -901,7 +909,7 @@ export class PostgresStore implements Store {
          WHERE o.id = u.id AND o.lease_token = u.token AND o.status = 'running'
          RETURNING o.id, u.token, o.cancel_requested_at`,
         [
-          request.now + request.leaseMs,
+          leaseExpiry(request.now, request.leaseMs, askedAt),
           request.leases.map((l) => l.operationId),
           request.leases.map((l) => l.token),
         ],
@@ -911,6 +919,7 @@ export class PostgresStore implements Store {
         const cancel = held.get(`${lease.operationId} ${lease.token}`);
         return {
           operationId: lease.operationId,
+          token: lease.token,
           state: cancel === undefined ? 'lost' : cancel === null ? 'held' : 'cancel_requested',
         };
       });
@@ -948,27 +957,7 @@ export class PostgresStore implements Store {
   }
 
   fail(lease: LeaseRef, error: OperationError, retryAt: number | null, now: number): Promise<void> {
-    const json = JSON.stringify(error);
-    return this.write(async (tx, batch) => {
-      if (retryAt === null) {
-        const row = await this.underLease(tx, lease, SET_FAILED, [json, now, now]);
-        batch.append(
-          row,
-          'operation.failed',
-          { status: 'failed', attempt: row.attempts, error },
-          now,
-        );
-        return;
-      }
-      const row = await this.underLease(tx, lease, SET_REQUEUED, [json, retryAt, now]);
-      batch.append(
-        row,
-        'operation.retrying',
-        { status: 'queued', attempt: row.attempts, error, runAt: retryAt },
-        now,
-      );
-      batch.work = true;
-    });
+    return this.write((tx, batch) => this.endAttempt(tx, batch, lease, error, retryAt, false, now));
   }
 
   finishCanceled(lease: LeaseRef, error: OperationError, now: number): Promise<void> {
@@ -985,16 +974,69 @@ export class PostgresStore implements Store {
   }
 
   release(lease: LeaseRef, error: OperationError, now: number): Promise<void> {
-    const json = JSON.stringify(error);
-    return this.write(async (tx, batch) => {
-      const row = await this.underLease(tx, lease, `attempts = attempts - 1, ${SET_REQUEUED}`, [
-        json,
-        now,
-        now,
-      ]);
-      batch.append(row, 'operation.retrying', { status: 'queued', error, runAt: now }, now);
-      batch.work = true;
-    });
+    return this.write((tx, batch) => this.endAttempt(tx, batch, lease, error, now, true, now));
+  }
+
+  /**
+   * An attempt that ends without a result: requeued at `retryAt` (not counting the attempt
+   * when it is given back), failed for good when `retryAt` is null, or canceled when a cancel
+   * was requested meanwhile, on any node (`afterAttempt`; the row is locked first, so a cancel
+   * committing on another node is seen). LEASE_LOST when the lease is no longer held.
+   */
+  private async endAttempt(
+    tx: Tx,
+    batch: Batch,
+    lease: LeaseRef,
+    error: OperationError,
+    retryAt: number | null,
+    givenBack: boolean,
+    now: number,
+  ): Promise<void> {
+    const [held] = await query<{ cancel_requested_at: number | null }>(
+      tx,
+      `SELECT cancel_requested_at FROM operations
+       WHERE id = $1 AND lease_token = $2 AND status = 'running' FOR UPDATE`,
+      [lease.operationId, lease.token],
+    );
+    if (!held) throw leaseLost(lease.operationId);
+    switch (afterAttempt(held.cancel_requested_at, retryAt !== null)) {
+      case 'cancel': {
+        const json = JSON.stringify(CANCELED_ERROR);
+        const row = await this.underLease(tx, lease, SET_CANCELED, [json, now, now]);
+        batch.append(
+          row,
+          'operation.canceled',
+          { status: 'canceled', attempt: row.attempts, error: CANCELED_ERROR },
+          now,
+        );
+        return;
+      }
+      case 'fail': {
+        const row = await this.underLease(tx, lease, SET_FAILED, [JSON.stringify(error), now, now]);
+        batch.append(
+          row,
+          'operation.failed',
+          { status: 'failed', attempt: row.attempts, error },
+          now,
+        );
+        return;
+      }
+      case 'requeue': {
+        const runAt = retryAt ?? now;
+        const set = givenBack ? `attempts = attempts - 1, ${SET_REQUEUED}` : SET_REQUEUED;
+        const row = await this.underLease(tx, lease, set, [JSON.stringify(error), runAt, now]);
+        batch.append(
+          row,
+          'operation.retrying',
+          givenBack
+            ? { status: 'queued', error, runAt }
+            : { status: 'queued', attempt: row.attempts, error, runAt },
+          now,
+        );
+        batch.work = true;
+        return;
+      }
+    }
   }
 
   /**
@@ -1024,35 +1066,42 @@ export class PostgresStore implements Store {
           [...params, id],
         ).then(([row]) => row as ChangedRow);
       for (const candidate of rows) {
-        if (candidate.cancel_requested_at !== null) {
-          const error = { code: 'CANCELED', message: 'Canceled on request.' };
-          const row = await at(candidate.id, SET_CANCELED, [JSON.stringify(error), now, now]);
-          batch.append(row, 'operation.canceled', { status: 'canceled', error }, now);
-          continue;
-        }
-        const error = {
-          code: 'LEASE_EXPIRED',
-          message:
-            'The worker running this attempt stopped renewing its lease (it crashed or hung).',
-        };
-        const json = JSON.stringify(error);
-        if (candidate.attempts < candidate.max_attempts) {
-          const row = await at(candidate.id, SET_REQUEUED, [json, now, now]);
-          batch.append(
-            row,
-            'operation.retrying',
-            { status: 'queued', attempt: row.attempts, error, runAt: now },
-            now,
-          );
-          batch.work = true;
-        } else {
-          const row = await at(candidate.id, SET_FAILED, [json, now, now]);
-          batch.append(
-            row,
-            'operation.failed',
-            { status: 'failed', attempt: row.attempts, error },
-            now,
-          );
+        const retry = candidate.attempts < candidate.max_attempts;
+        switch (afterAttempt(candidate.cancel_requested_at, retry)) {
+          case 'cancel': {
+            const json = JSON.stringify(CANCELED_ERROR);
+            const row = await at(candidate.id, SET_CANCELED, [json, now, now]);
+            batch.append(
+              row,
+              'operation.canceled',
+              { status: 'canceled', error: CANCELED_ERROR },
+              now,
+            );
+            break;
+          }
+          case 'requeue': {
+            const json = JSON.stringify(LEASE_EXPIRED_ERROR);
+            const row = await at(candidate.id, SET_REQUEUED, [json, now, now]);
+            batch.append(
+              row,
+              'operation.retrying',
+              { status: 'queued', attempt: row.attempts, error: LEASE_EXPIRED_ERROR, runAt: now },
+              now,
+            );
+            batch.work = true;
+            break;
+          }
+          case 'fail': {
+            const json = JSON.stringify(LEASE_EXPIRED_ERROR);
+            const row = await at(candidate.id, SET_FAILED, [json, now, now]);
+            batch.append(
+              row,
+              'operation.failed',
+              { status: 'failed', attempt: row.attempts, error: LEASE_EXPIRED_ERROR },
+              now,
+            );
+            break;
+          }
         }
       }
       return rows.length;
@@ -1158,6 +1207,8 @@ export class PostgresStore implements Store {
       await query(tx, 'DELETE FROM events WHERE operation_id = $1', [id]);
       await query(tx, 'DELETE FROM idempotency_keys WHERE operation_id = $1', [id]);
       await query(tx, 'DELETE FROM operations WHERE id = $1', [id]);
+      // Events of earlier commands in this transaction are inserted at its end: they go too.
+      batch.drop(id);
       batch.append(
         {
           id,

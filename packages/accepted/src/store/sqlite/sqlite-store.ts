@@ -35,6 +35,7 @@ import type {
 } from '../store.ts';
 import { labelsOf, rowToEvent, type EventRow } from '../event-rows.ts';
 import { decodeCursor, toPage } from '../page.ts';
+import { CANCELED_ERROR, LEASE_EXPIRED_ERROR, afterAttempt, leaseExpiry } from '../rules.ts';
 import { MIGRATIONS } from './migrations.ts';
 import { SqliteWebhooks } from './webhooks.ts';
 
@@ -194,10 +195,16 @@ function rowToOperation(row: OperationRow): Operation {
   };
 }
 
-/** The JSON path of one label, for json_extract. */
-function labelPath(key: string): string {
-  return `$."${key.replaceAll('"', '\\"')}"`;
-}
+/**
+ * Filters of any length keep one statement text (one prepared statement per shape of query,
+ * not per length of its lists): a list is one JSON array parameter, labels one JSON object.
+ */
+const IN_JSON = (column: string) => `${column} IN (SELECT value FROM json_each(?))`;
+/** Every label of the JSON object parameter is on the row (its `labels` column). */
+const HAS_LABELS = `NOT EXISTS (SELECT 1 FROM json_each(?) AS f
+  WHERE json_extract(labels, '$."' || replace(f.key, '"', '\\"') || '"') IS NOT f.value)`;
+/** Statements kept prepared besides the hot ones (least recently used ones are dropped). */
+const STATEMENT_CACHE = 256;
 
 /** Runs a synchronous read so that its failure is a rejected promise, never a throw. */
 function settle<T>(read: () => T): Promise<T> {
@@ -488,11 +495,23 @@ export class SqliteStore implements Store {
 
   private stmt(sql: string): Database.Statement {
     let statement = this.statements.get(sql);
-    if (!statement) {
+    if (statement) {
+      // Most recently used last, so that the cache drops the least recently used.
+      this.statements.delete(sql);
+    } else {
       statement = this.conn().prepare(sql);
-      this.statements.set(sql, statement);
+      if (this.statements.size >= STATEMENT_CACHE) {
+        const oldest = this.statements.keys().next();
+        if (!oldest.done) this.statements.delete(oldest.value);
+      }
     }
+    this.statements.set(sql, statement);
     return statement;
+  }
+
+  /** Prepared statements held besides the hot ones (bounded by STATEMENT_CACHE). */
+  get preparedStatements(): number {
+    return this.statements.size;
   }
 
   // ---- group commit -------------------------------------------------------------------------
@@ -578,7 +597,7 @@ export class SqliteStore implements Store {
     const written: Committed = {
       batch,
       outcomes,
-      events: this.pendingEvents,
+      events: withoutDeleted(this.pendingEvents),
       work: this.workChanged,
       lastSeq: this.seqHigh,
     };
@@ -817,16 +836,16 @@ export class SqliteStore implements Store {
     const where = ['tenant = ?'];
     const params: (string | number)[] = [query.tenant];
     if (query.status && query.status.length > 0) {
-      where.push(`status IN (${query.status.map(() => '?').join(', ')})`);
-      params.push(...query.status);
+      where.push(IN_JSON('status'));
+      params.push(JSON.stringify(query.status));
     }
     if (query.type !== undefined) {
       where.push('type = ?');
       params.push(query.type);
     }
-    for (const [key, value] of Object.entries(query.labels ?? {})) {
-      where.push('json_extract(labels, ?) = ?');
-      params.push(labelPath(key), value);
+    if (query.labels && Object.keys(query.labels).length > 0) {
+      where.push(HAS_LABELS);
+      params.push(JSON.stringify(query.labels));
     }
     if (query.cursor !== undefined) {
       where.push('pk < ?');
@@ -842,11 +861,12 @@ export class SqliteStore implements Store {
   // ---- leases -------------------------------------------------------------------------------
 
   claim(request: ClaimRequest): Promise<ClaimResult> {
+    const askedAt = Date.now();
     const typeFilter = request.types ? 'AND type IN (SELECT value FROM json_each(?))' : '';
     const typeParam = request.types ? [JSON.stringify(request.types)] : [];
     return this.write(() => {
       const token = newLeaseToken();
-      const expiresAt = request.now + request.leaseMs;
+      const expiresAt = leaseExpiry(request.now, request.leaseMs, askedAt);
       const hot = this.hotStatements();
       const rows = (request.types ? hot.claimTyped : hot.claim).all(
         token,
@@ -883,8 +903,9 @@ export class SqliteStore implements Store {
   }
 
   renewLeases(request: RenewRequest): Promise<LeaseState[]> {
+    const askedAt = Date.now();
     return this.write(() => {
-      const expiresAt = request.now + request.leaseMs;
+      const expiresAt = leaseExpiry(request.now, request.leaseMs, askedAt);
       const statement = this.stmt(
         `UPDATE operations SET lease_expires_at = ?
          WHERE pk = ? AND id = ? AND lease_token = ? AND status = 'running' RETURNING cancel_requested_at`,
@@ -898,6 +919,7 @@ export class SqliteStore implements Store {
         ) as { cancel_requested_at: number | null } | undefined;
         return {
           operationId: lease.operationId,
+          token: lease.token,
           state: !row ? 'lost' : row.cancel_requested_at === null ? 'held' : 'cancel_requested',
         };
       });
@@ -952,27 +974,7 @@ export class SqliteStore implements Store {
   }
 
   fail(lease: LeaseRef, error: OperationError, retryAt: number | null, now: number): Promise<void> {
-    const json = JSON.stringify(error);
-    return this.write(() => {
-      if (retryAt === null) {
-        const row = this.underLease(lease, SET_FAILED, [json, now, now]);
-        this.appendEvent(
-          row,
-          'operation.failed',
-          { status: 'failed', attempt: row.attempts, error },
-          now,
-        );
-        return;
-      }
-      const row = this.underLease(lease, SET_REQUEUED, [json, retryAt, now]);
-      this.appendEvent(
-        row,
-        'operation.retrying',
-        { status: 'queued', attempt: row.attempts, error, runAt: retryAt },
-        now,
-      );
-      this.workChanged = true;
-    });
+    return this.write(() => this.endAttempt(lease, error, retryAt, false, now));
   }
 
   finishCanceled(lease: LeaseRef, error: OperationError, now: number): Promise<void> {
@@ -989,16 +991,68 @@ export class SqliteStore implements Store {
   }
 
   release(lease: LeaseRef, error: OperationError, now: number): Promise<void> {
-    const json = JSON.stringify(error);
-    return this.write(() => {
-      const row = this.underLease(lease, `attempts = attempts - 1, ${SET_REQUEUED}`, [
-        json,
-        now,
-        now,
-      ]);
-      this.appendEvent(row, 'operation.retrying', { status: 'queued', error, runAt: now }, now);
-      this.workChanged = true;
-    });
+    return this.write(() => this.endAttempt(lease, error, now, true, now));
+  }
+
+  /**
+   * An attempt that ends without a result: requeued at `retryAt` (not counting the attempt
+   * when it is given back), failed for good when `retryAt` is null, or canceled when a cancel
+   * was requested meanwhile (`afterAttempt`). LEASE_LOST when the lease is no longer held.
+   */
+  private endAttempt(
+    lease: LeaseRef,
+    error: OperationError,
+    retryAt: number | null,
+    givenBack: boolean,
+    now: number,
+  ): void {
+    const held = this.stmt(
+      `SELECT cancel_requested_at FROM operations
+       WHERE pk = ? AND id = ? AND lease_token = ? AND status = 'running'`,
+    ).get(leasePk(lease.token), lease.operationId, lease.token) as
+      { cancel_requested_at: number | null } | undefined;
+    if (!held) throw leaseLost(lease.operationId);
+    switch (afterAttempt(held.cancel_requested_at, retryAt !== null)) {
+      case 'cancel': {
+        const row = this.underLease(lease, SET_CANCELED, [
+          JSON.stringify(CANCELED_ERROR),
+          now,
+          now,
+        ]);
+        this.appendEvent(
+          row,
+          'operation.canceled',
+          { status: 'canceled', attempt: row.attempts, error: CANCELED_ERROR },
+          now,
+        );
+        return;
+      }
+      case 'fail': {
+        const row = this.underLease(lease, SET_FAILED, [JSON.stringify(error), now, now]);
+        this.appendEvent(
+          row,
+          'operation.failed',
+          { status: 'failed', attempt: row.attempts, error },
+          now,
+        );
+        return;
+      }
+      case 'requeue': {
+        const runAt = retryAt ?? now;
+        const set = givenBack ? `attempts = attempts - 1, ${SET_REQUEUED}` : SET_REQUEUED;
+        const row = this.underLease(lease, set, [JSON.stringify(error), runAt, now]);
+        this.appendEvent(
+          row,
+          'operation.retrying',
+          givenBack
+            ? { status: 'queued', error, runAt }
+            : { status: 'queued', attempt: row.attempts, error, runAt },
+          now,
+        );
+        this.workChanged = true;
+        return;
+      }
+    }
   }
 
   recoverExpiredLeases(now: number, limit: number): Promise<number> {
@@ -1011,35 +1065,42 @@ export class SqliteStore implements Store {
         'pk' | 'attempts' | 'max_attempts' | 'cancel_requested_at'
       >[];
       for (const candidate of rows) {
-        if (candidate.cancel_requested_at !== null) {
-          const error = { code: 'CANCELED', message: 'Canceled on request.' };
-          const row = this.atPk(candidate.pk, SET_CANCELED, [JSON.stringify(error), now, now]);
-          this.appendEvent(row, 'operation.canceled', { status: 'canceled', error }, now);
-          continue;
-        }
-        const error = {
-          code: 'LEASE_EXPIRED',
-          message:
-            'The worker running this attempt stopped renewing its lease (it crashed or hung).',
-        };
-        const json = JSON.stringify(error);
-        if (candidate.attempts < candidate.max_attempts) {
-          const row = this.atPk(candidate.pk, SET_REQUEUED, [json, now, now]);
-          this.appendEvent(
-            row,
-            'operation.retrying',
-            { status: 'queued', attempt: row.attempts, error, runAt: now },
-            now,
-          );
-          this.workChanged = true;
-        } else {
-          const row = this.atPk(candidate.pk, SET_FAILED, [json, now, now]);
-          this.appendEvent(
-            row,
-            'operation.failed',
-            { status: 'failed', attempt: row.attempts, error },
-            now,
-          );
+        const retry = candidate.attempts < candidate.max_attempts;
+        switch (afterAttempt(candidate.cancel_requested_at, retry)) {
+          case 'cancel': {
+            const json = JSON.stringify(CANCELED_ERROR);
+            const row = this.atPk(candidate.pk, SET_CANCELED, [json, now, now]);
+            this.appendEvent(
+              row,
+              'operation.canceled',
+              { status: 'canceled', error: CANCELED_ERROR },
+              now,
+            );
+            break;
+          }
+          case 'requeue': {
+            const json = JSON.stringify(LEASE_EXPIRED_ERROR);
+            const row = this.atPk(candidate.pk, SET_REQUEUED, [json, now, now]);
+            this.appendEvent(
+              row,
+              'operation.retrying',
+              { status: 'queued', attempt: row.attempts, error: LEASE_EXPIRED_ERROR, runAt: now },
+              now,
+            );
+            this.workChanged = true;
+            break;
+          }
+          case 'fail': {
+            const json = JSON.stringify(LEASE_EXPIRED_ERROR);
+            const row = this.atPk(candidate.pk, SET_FAILED, [json, now, now]);
+            this.appendEvent(
+              row,
+              'operation.failed',
+              { status: 'failed', attempt: row.attempts, error: LEASE_EXPIRED_ERROR },
+              now,
+            );
+            break;
+          }
         }
       }
       return rows.length;
@@ -1188,15 +1249,15 @@ export class SqliteStore implements Store {
     }
     const inList = (column: string, values: readonly string[] | undefined) => {
       if (!values || values.length === 0) return;
-      where.push(`${column} IN (${values.map(() => '?').join(', ')})`);
-      params.push(...values);
+      where.push(IN_JSON(column));
+      params.push(JSON.stringify(values));
     };
     inList('operation_id', query.operationIds);
     inList('type', query.types);
     inList('operation_type', query.operationTypes);
-    for (const [key, value] of Object.entries(query.labels ?? {})) {
-      where.push('json_extract(labels, ?) = ?');
-      params.push(labelPath(key), value);
+    if (query.labels && Object.keys(query.labels).length > 0) {
+      where.push(HAS_LABELS);
+      params.push(JSON.stringify(query.labels));
     }
     const rows = this.stmt(
       `SELECT seq, operation_id, tenant, operation_type, version, type, data, time, labels FROM events
@@ -1211,6 +1272,21 @@ export class SqliteStore implements Store {
       return this.durableSeq;
     });
   }
+}
+
+/**
+ * The events of a batch minus those of operations deleted later in the same batch: the delete
+ * removed them from the log in the same transaction, so no reader may be handed them.
+ */
+function withoutDeleted(events: OperationEvent[]): OperationEvent[] {
+  let deletedAt: Map<string, number> | null = null;
+  for (const event of events) {
+    if (event.type === 'operation.deleted')
+      (deletedAt ??= new Map()).set(event.operationId, event.seq);
+  }
+  if (deletedAt === null) return events;
+  const gone = deletedAt;
+  return events.filter((event) => event.seq >= (gone.get(event.operationId) ?? 0));
 }
 
 /** The embedded SQLite store. */
