@@ -1,6 +1,6 @@
 // Shared by the PostgreSQL benchmarks: the server URL and a fresh schema per run.
 import { randomBytes } from 'node:crypto';
-import postgres from 'postgres';
+import pg from 'pg';
 
 /** Same server and database as the peers (`run.sh` uses $PG). */
 export const PG_URL = process.env.PG ?? 'postgres://postgres:postgres@127.0.0.1:5432/test';
@@ -10,8 +10,9 @@ export function benchSchema(): string {
 }
 
 export async function dropSchema(schema: string): Promise<void> {
-  const sql = postgres(PG_URL, { max: 1, onnotice: () => {} });
-  await sql.unsafe(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+  const sql = new pg.Client({ connectionString: PG_URL });
+  await sql.connect();
+  await sql.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
   await sql.end();
 }
 

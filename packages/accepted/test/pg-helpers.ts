@@ -1,22 +1,25 @@
 import { randomBytes } from 'node:crypto';
 import { after } from 'node:test';
-import postgres from 'postgres';
+import pg from 'pg';
 
 /** The PostgreSQL server the tests use (each test file makes and drops its own schemas). */
 export const PG_URL = process.env.ACCEPTED_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
 
 const made = new Set<string>();
-let admin: postgres.Sql | null = null;
+let admin: pg.Pool | null = null;
 
-function adminSql(): postgres.Sql {
-  admin ??= postgres(PG_URL, { max: 2, onnotice: () => {} });
+function adminSql(): pg.Pool {
+  if (!admin) {
+    admin = new pg.Pool({ connectionString: PG_URL, max: 2 });
+    admin.on('error', () => undefined); // an idle admin connection dropped: the pool reconnects
+  }
   return admin;
 }
 
 after(async () => {
   if (!admin) return;
   for (const schema of made) await dropSchema(schema);
-  await admin.end({ timeout: 2 });
+  await admin.end();
 });
 
 /**
@@ -25,7 +28,7 @@ after(async () => {
  */
 export async function pgUnavailable(): Promise<string | null> {
   try {
-    await adminSql()`select 1`;
+    await adminSql().query('select 1');
     return null;
   } catch (error) {
     const why = `PostgreSQL at ${PG_URL} is unreachable (${(error as Error).message}); set ACCEPTED_TEST_PG`;
@@ -45,10 +48,18 @@ export function newSchema(): string {
 
 export async function dropSchema(schema: string): Promise<void> {
   made.delete(schema);
-  await adminSql().unsafe(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+  await adminSql().query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
 }
 
 /** Runs raw SQL in a schema (test set-ups). */
-export function adminQuery<T extends object>(text: string): Promise<T[]> {
-  return adminSql().unsafe(text) as unknown as Promise<T[]>;
+export async function adminQuery<T extends object>(text: string): Promise<T[]> {
+  return (await adminSql().query<T & pg.QueryResultRow>(text)).rows;
+}
+
+/** A connection of its own (a raw session playing another node), connected. */
+export async function rawSession(url = PG_URL): Promise<pg.Client> {
+  const client = new pg.Client({ connectionString: url });
+  client.on('error', () => undefined);
+  await client.connect();
+  return client;
 }

@@ -4,9 +4,9 @@
 // back, and every acknowledged operation ends exactly once.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import postgres from 'postgres';
 import { eventually, startServer, tempDir, type Server } from './helpers.ts';
 import { pgClusterUnavailable, startPgCluster } from './pg-cluster.ts';
+import { rawSession } from './pg-helpers.ts';
 
 const unavailable = pgClusterUnavailable();
 const TOTAL = 2_000;
@@ -95,23 +95,25 @@ describe('#1 a PostgreSQL restart does not kill the nodes', { skip: unavailable 
       assert.equal(tally.acknowledged.length, TOTAL);
 
       // Every acknowledged operation ends, with exactly one terminal event.
-      const sql = postgres(cluster.url, { max: 1, onnotice: () => {} });
+      const sql = await rawSession(cluster.url);
       try {
         const terminal = async () =>
-          sql.unsafe<{ operation_id: string; n: number }[]>(
-            `SELECT operation_id, count(*)::int AS n FROM "${schema}".events
-             WHERE type IN ('operation.succeeded', 'operation.failed', 'operation.canceled')
-             GROUP BY operation_id`,
-          );
+          (
+            await sql.query<{ operation_id: string; n: number }>(
+              `SELECT operation_id, count(*)::int AS n FROM "${schema}".events
+               WHERE type IN ('operation.succeeded', 'operation.failed', 'operation.canceled')
+               GROUP BY operation_id`,
+            )
+          ).rows;
         await eventually(async () => (await terminal()).length >= TOTAL, 120_000);
         const ended = new Map((await terminal()).map((r) => [r.operation_id, r.n]));
         for (const id of tally.acknowledged) assert.equal(ended.get(id), 1, `${id} ends once`);
-        const [failed] = await sql.unsafe<{ n: number }[]>(
+        const { rows } = await sql.query<{ n: number }>(
           `SELECT count(*)::int AS n FROM "${schema}".operations WHERE status <> 'succeeded'`,
         );
-        assert.equal(failed?.n, 0, 'every operation succeeded');
+        assert.equal(rows[0]?.n, 0, 'every operation succeeded');
       } finally {
-        await sql.end({ timeout: 1 });
+        await sql.end();
       }
     } finally {
       for (const server of servers) server.child.kill('SIGKILL');

@@ -1,10 +1,17 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import postgres from 'postgres';
 import { newOp, storeConformance } from '../src/store/conformance.ts';
+import { MIGRATIONS } from '../src/store/postgres/migrations.ts';
 import { PostgresStore } from '../src/store/postgres/postgres-store.ts';
 import type { StoreHint } from '../src/store/store.ts';
-import { PG_URL, dropSchema, newSchema, pgUnavailable } from './pg-helpers.ts';
+import {
+  PG_URL,
+  adminQuery,
+  dropSchema,
+  newSchema,
+  pgUnavailable,
+  rawSession,
+} from './pg-helpers.ts';
 
 const unavailable = await pgUnavailable();
 
@@ -52,14 +59,12 @@ if (unavailable) {
     it('migrates once when several nodes open a new schema at the same time (advisory lock)', async () => {
       const { stores, schema, cleanup } = await nodes(4);
       try {
-        const sql = postgres(PG_URL, { max: 1, onnotice: () => {} });
-        const rows = await sql.unsafe<{ version: number }[]>(
+        const rows = await adminQuery<{ version: number }>(
           `SELECT version FROM "${schema}".migrations ORDER BY version`,
         );
-        await sql.end();
         assert.deepEqual(
           rows.map((r) => r.version),
-          [1],
+          MIGRATIONS.map((m) => m.version),
         );
         // Every node works on the one schema.
         await stores[0]!.create(newOp(), 1_000);
@@ -139,16 +144,16 @@ if (unavailable) {
       const { stores, schema, cleanup } = await nodes(1);
       const [store] = stores as [PostgresStore];
       // Two raw sessions play two nodes' transactions; a third reads through the store.
-      const one = postgres(PG_URL, { max: 1, onnotice: () => {} });
-      const two = postgres(PG_URL, { max: 1, onnotice: () => {} });
+      const one = await rawSession();
+      const two = await rawSession();
       try {
         const op = newOp();
         await store.create(op, 1_000);
         const start = await store.lastSeq();
         // The append statement, as the store runs it: counter bump + insert, at the end of a
         // transaction. Session one takes seq start+1 and holds its transaction open.
-        const append = (sql: postgres.TransactionSql, tag: string) =>
-          sql.unsafe(
+        const append = (sql: typeof one, tag: string) =>
+          sql.query(
             `WITH s AS (UPDATE "${schema}".meta SET value = value + 1 WHERE key = 'seq_high'
                RETURNING value)
              INSERT INTO "${schema}".events (seq, operation_id, tenant, operation_type, version,
@@ -160,20 +165,23 @@ if (unavailable) {
         const heldOne = new Promise<void>((resolve) => (releaseOne = resolve));
         let appendedOne!: () => void;
         const oneAppended = new Promise<void>((resolve) => (appendedOne = resolve));
-        const txOne = one.begin(async (sql) => {
-          await append(sql, 'one');
+        const txOne = (async () => {
+          await one.query('BEGIN');
+          await append(one, 'one');
           appendedOne();
           await heldOne;
-        });
+          await one.query('COMMIT');
+        })();
         await oneAppended;
         // Session two appends while one is open: it must wait (seq start+2 cannot commit
         // before start+1), so the reader never sees start+2 alone.
         let twoDone = false;
-        const txTwo = two
-          .begin(async (sql) => {
-            await append(sql, 'two');
-          })
-          .then(() => (twoDone = true));
+        const txTwo = (async () => {
+          await two.query('BEGIN');
+          await append(two, 'two');
+          await two.query('COMMIT');
+          twoDone = true;
+        })();
         await new Promise((resolve) => setTimeout(resolve, 150));
         assert.equal(twoDone, false, 'the second append waits for the first to commit');
         const during = await store.readEvents({ after: start, limit: 10 });
@@ -231,7 +239,7 @@ if (unavailable) {
     it('runs retention on one node at a time', async () => {
       const { stores, schema, cleanup } = await nodes(2);
       const [a, b] = stores as [PostgresStore, PostgresStore];
-      const holder = postgres(PG_URL, { max: 1, onnotice: () => {} });
+      const holder = await rawSession();
       try {
         const op = newOp();
         await a.create(op, 1_000);
@@ -241,11 +249,13 @@ if (unavailable) {
         const held = new Promise<void>((resolve) => (release = resolve));
         let locked!: () => void;
         const isLocked = new Promise<void>((resolve) => (locked = resolve));
-        const tx = holder.begin(async (sql) => {
-          await sql.unsafe(`SELECT pg_advisory_xact_lock(1097007106, hashtext('${schema}'))`);
+        const tx = (async () => {
+          await holder.query('BEGIN');
+          await holder.query(`SELECT pg_advisory_xact_lock(1097007106, hashtext('${schema}'))`);
           locked();
           await held;
-        });
+          await holder.query('COMMIT');
+        })();
         await isLocked;
         assert.equal(await b.purge(5_000, 100), 0, 'skipped while another node purges');
         release();

@@ -287,7 +287,7 @@ export class Worker {
         },
         (error: unknown) => {
           this.claiming = false;
-          if (!this.stopping) this.log.error({ err: error }, 'claim failed; retrying on next poll');
+          if (!this.stopping) this.logFailure(error, 'claim failed; retrying on next poll');
         },
       );
   }
@@ -533,11 +533,20 @@ export class Worker {
       if (error instanceof AcceptedError && error.code === 'LEASE_LOST') {
         this.log.warn({ err: error }, 'outcome discarded: the lease was lost');
       } else {
-        this.log.error({ err: error }, 'could not record an outcome; the lease will expire');
+        this.logFailure(error, 'could not record an outcome; the lease will expire');
       }
     } finally {
       this.writes.delete(write);
     }
+  }
+
+  /**
+   * A failed store call of the worker's own loops: a warning while the store is away (it is
+   * retried on the next round, and /readyz says so), an error otherwise.
+   */
+  private logFailure(error: unknown, message: string): void {
+    if (error instanceof AcceptedError && error.retryable) this.log.warn({ err: error }, message);
+    else this.log.error({ err: error }, message);
   }
 
   // ---- leases -------------------------------------------------------------------------------
@@ -562,7 +571,7 @@ export class Worker {
         }
       }
     } catch (error) {
-      this.log.error({ err: error }, 'lease renewal failed');
+      this.logFailure(error, 'lease renewal failed');
     }
   }
 
@@ -572,7 +581,7 @@ export class Worker {
         // keep going: more expired leases than one batch
       }
     } catch (error) {
-      this.log.error({ err: error }, 'lease recovery failed');
+      this.logFailure(error, 'lease recovery failed');
     }
   }
 
