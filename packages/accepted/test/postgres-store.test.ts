@@ -317,6 +317,7 @@ if (unavailable) {
         const [first] = claims.flat();
         assert.ok(first);
         await b.recordAttempt({
+          lease: first.leaseToken,
           attempt: {
             deliveryId: first.delivery.id,
             attempt: 1,

@@ -494,6 +494,11 @@ describe('webhook delivery', { timeout: 120_000 }, () => {
     // At most one delivery started in any second: their webhook-timestamps all differ.
     const seconds = hook.received.map((r) => r.headers['webhook-timestamp']);
     assert.equal(new Set(seconds).size, 3, `timestamps ${seconds.join(', ')}`);
+    // Each counted once (the last record may still be committing when its request arrived).
+    await eventually(async () => {
+      const page = await call(api, 'GET', `/v1/webhooks/deliveries?endpoint=${target.id}`);
+      return (page.json.items as { status: string }[]).every((d) => d.status === 'delivered');
+    });
     const page = await call(api, 'GET', `/v1/webhooks/deliveries?endpoint=${target.id}`);
     assert.deepEqual(
       (page.json.items as { attempts: number }[]).map((d) => d.attempts),

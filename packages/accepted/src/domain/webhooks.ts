@@ -1,3 +1,4 @@
+import { AcceptedError } from './errors.ts';
 import type { EventType, OperationEvent } from './events.ts';
 
 /**
@@ -148,7 +149,201 @@ export function parseDurations(text: string): number[] {
     const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$/.exec(part);
     if (!match) throw new RangeError(`"${part.trim()}" is not a duration like 500ms, 5s, 5m or 2h`);
     const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[match[2] as 'ms' | 's' | 'm' | 'h'];
-    out.push(Math.round(Number(match[1]) * unit));
+    const ms = Math.round(Number(match[1]) * unit);
+    if (!Number.isSafeInteger(ms)) throw new RangeError(`"${part.trim()}" is too long a duration`);
+    out.push(ms);
   }
   return out;
+}
+
+const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
+
+/**
+ * The bounds of every webhook duration and count a caller controls (docs/webhooks.md#limits).
+ * Past them a request is refused (422 VALIDATION_FAILED naming the field) and an option throws
+ * the same error, so that no stored time can leave the range of a `Date`.
+ */
+export const WEBHOOK_LIMITS = Object.freeze({
+  /** An endpoint's `retrySchedule`: entries, and each delay. */
+  endpointRetryEntries: 20,
+  endpointRetryMinMs: 1_000,
+  endpointRetryMaxMs: DAY,
+  /** An endpoint's `rateLimit` (deliveries per second). */
+  rateLimitMax: 100_000,
+  descriptionMaxLength: 500,
+  /** The wait a receiver's `Retry-After` may ask for. */
+  retryAfterMaxMs: DAY,
+  /** The server's `retrySchedule` option (`--webhook-retries`). */
+  serverRetryEntries: 100,
+  serverRetryMaxMs: DAY,
+  timeoutMinMs: 100,
+  timeoutMaxMs: 300_000,
+  disableAfterMinMs: 1,
+  disableAfterMaxMs: 365 * DAY,
+  concurrencyMax: 1024,
+  rotationOverlapMaxMs: 30 * DAY,
+  retentionMinMs: 60_000,
+  retentionMaxMs: 365 * DAY,
+  pollIntervalMinMs: 10,
+  pollIntervalMaxMs: 60_000,
+});
+
+/** A duration as the shortest exact text (`300000` -> `5m`). */
+export function formatDuration(ms: number): string {
+  for (const [unit, size] of [
+    ['h', HOUR],
+    ['m', 60_000],
+    ['s', 1000],
+  ] as const) {
+    if (ms >= size && ms % size === 0) return `${ms / size}${unit}`;
+  }
+  return `${ms}ms`;
+}
+
+interface Problem {
+  field: string;
+  message: string;
+}
+
+function invalid(what: string, problems: Problem[], fix: string): AcceptedError {
+  return new AcceptedError(
+    'VALIDATION_FAILED',
+    `${what}: ${problems.map((p) => `${p.field} ${p.message}`).join('; ')}.`,
+    { fields: problems, fix },
+  );
+}
+
+/** Problems of a whole number of ms that must lie within [min, max]. */
+function rangeProblem(field: string, value: unknown, min: number, max: number): Problem[] {
+  if (typeof value === 'number' && Number.isSafeInteger(value) && value >= min && value <= max) {
+    return [];
+  }
+  return [
+    {
+      field,
+      message: `must be a whole number of milliseconds from ${formatDuration(min)} to ${formatDuration(max)}`,
+    },
+  ];
+}
+
+function scheduleProblems(
+  field: string,
+  schedule: readonly unknown[],
+  entries: number,
+  min: number,
+  max: number,
+): Problem[] {
+  if (!Array.isArray(schedule)) return [{ field, message: 'must be a list of delays' }];
+  if (schedule.length > entries) {
+    return [{ field, message: `must have at most ${entries} entries` }];
+  }
+  return schedule.flatMap((ms, i) => rangeProblem(`${field}/${i}`, ms, min, max));
+}
+
+/**
+ * Checks the fields of an endpoint a caller sets (create or patch, HTTP or library): its
+ * retry schedule, rate limit and description. Throws VALIDATION_FAILED naming each field.
+ */
+export function checkEndpointFields(fields: {
+  retrySchedule?: readonly number[] | null;
+  rateLimit?: number | null;
+  description?: string | null;
+}): void {
+  const L = WEBHOOK_LIMITS;
+  const problems: Problem[] = [];
+  if (fields.retrySchedule !== undefined && fields.retrySchedule !== null) {
+    problems.push(
+      ...scheduleProblems(
+        '/retrySchedule',
+        fields.retrySchedule,
+        L.endpointRetryEntries,
+        L.endpointRetryMinMs,
+        L.endpointRetryMaxMs,
+      ),
+    );
+  }
+  const rate = fields.rateLimit;
+  if (
+    rate !== undefined &&
+    rate !== null &&
+    !(Number.isSafeInteger(rate) && rate >= 1 && rate <= L.rateLimitMax)
+  ) {
+    problems.push({
+      field: '/rateLimit',
+      message: `must be a whole number from 1 to ${L.rateLimitMax}`,
+    });
+  }
+  const description = fields.description;
+  if (
+    description !== undefined &&
+    description !== null &&
+    (typeof description !== 'string' || description.length > L.descriptionMaxLength)
+  ) {
+    problems.push({
+      field: '/description',
+      message: `must be a text of at most ${L.descriptionMaxLength} characters`,
+    });
+  }
+  if (problems.length > 0) {
+    throw invalid(
+      'The webhook endpoint is not valid',
+      problems,
+      'Correct the fields listed in `fields` (limits: docs/webhooks.md#limits).',
+    );
+  }
+}
+
+/** The server's webhook options a caller may set (see `WebhookOptions`). */
+export interface WebhookOptionValues {
+  retrySchedule?: readonly number[];
+  timeoutMs?: number;
+  disableAfterMs?: number;
+  concurrency?: number;
+  rotationOverlapMs?: number;
+  retentionMs?: number;
+  pollIntervalMs?: number;
+}
+
+/** Checks the server's webhook options. Throws VALIDATION_FAILED naming each option. */
+export function checkWebhookOptions(options: WebhookOptionValues): void {
+  const L = WEBHOOK_LIMITS;
+  const problems: Problem[] = [];
+  const range = (name: keyof WebhookOptionValues, min: number, max: number) => {
+    const value = options[name];
+    if (value !== undefined) problems.push(...rangeProblem(`/${name}`, value, min, max));
+  };
+  if (options.retrySchedule !== undefined) {
+    problems.push(
+      ...scheduleProblems(
+        '/retrySchedule',
+        options.retrySchedule,
+        L.serverRetryEntries,
+        0,
+        L.serverRetryMaxMs,
+      ),
+    );
+  }
+  range('timeoutMs', L.timeoutMinMs, L.timeoutMaxMs);
+  range('disableAfterMs', L.disableAfterMinMs, L.disableAfterMaxMs);
+  range('rotationOverlapMs', 0, L.rotationOverlapMaxMs);
+  range('retentionMs', L.retentionMinMs, L.retentionMaxMs);
+  range('pollIntervalMs', L.pollIntervalMinMs, L.pollIntervalMaxMs);
+  const { concurrency } = options;
+  if (
+    concurrency !== undefined &&
+    !(Number.isSafeInteger(concurrency) && concurrency >= 1 && concurrency <= L.concurrencyMax)
+  ) {
+    problems.push({
+      field: '/concurrency',
+      message: `must be a whole number from 1 to ${L.concurrencyMax}`,
+    });
+  }
+  if (problems.length > 0) {
+    throw invalid(
+      'Webhook options are not valid',
+      problems,
+      'Correct the options listed in `fields` (limits: docs/webhooks.md#limits).',
+    );
+  }
 }

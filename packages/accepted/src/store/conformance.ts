@@ -797,11 +797,16 @@ export function storeConformance(name: string, factory: () => Promise<StoreFixtu
           );
           // a's head fails (retry later): b's line goes on, a's stays held back.
           await store.recordAttempt({
+            lease: ofA!.leaseToken,
             attempt: attempt(ofA!, 500, 2_010),
             result: 'retry',
             nextAttemptAt: 9_000,
           });
-          await store.recordAttempt({ attempt: attempt(ofB!, 200, 2_010), result: 'delivered' });
+          await store.recordAttempt({
+            lease: ofB!.leaseToken,
+            attempt: attempt(ofB!, 200, 2_010),
+            result: 'delivered',
+          });
           const second = await store.claimDeliveries({ now: 2_100, limit: 10, leaseMs: 5_000 });
           assert.deepEqual(
             second.map((c) => [c.delivery.operationId, c.delivery.eventType]),
@@ -821,10 +826,18 @@ export function storeConformance(name: string, factory: () => Promise<StoreFixtu
           const retried = again.find((c) => c.delivery.operationId === a.id);
           assert.equal(retried?.delivery.attempts, 1);
           assert.equal(retried.delivery.eventType, 'operation.queued');
-          // A stale record (attempt number already taken) changes nothing.
-          await store.recordAttempt({ attempt: attempt(ofA!, 200, 9_001), result: 'delivered' });
+          // A stale record (under a lease that was replaced by the new claim) changes nothing.
+          await store.recordAttempt({
+            lease: ofA!.leaseToken,
+            attempt: attempt(ofA!, 200, 9_001),
+            result: 'delivered',
+          });
           assert.equal((await store.getDelivery(retried.delivery.id, 't1'))?.status, 'pending');
-          await store.recordAttempt({ attempt: attempt(retried, null, 9_010), result: 'failed' });
+          await store.recordAttempt({
+            lease: retried.leaseToken,
+            attempt: attempt(retried, null, 9_010),
+            result: 'failed',
+          });
           const dead = await store.getDelivery(retried.delivery.id, 't1');
           assert.equal(dead?.status, 'failed');
           assert.equal(dead.attempts, 2);
@@ -861,6 +874,7 @@ export function storeConformance(name: string, factory: () => Promise<StoreFixtu
           assert.ok(claimed);
           const before = await store.lastSeq();
           await store.recordAttempt({
+            lease: claimed.leaseToken,
             attempt: attempt(claimed, 410, 1_200),
             result: 'failed',
             disableEndpoint: { reason: 'GONE', message: 'gone' },
@@ -897,7 +911,11 @@ export function storeConformance(name: string, factory: () => Promise<StoreFixtu
           await store.dispatchDeliveries(dispatchRequest(1_000));
           const [claimed] = await store.claimDeliveries({ now: 1_000, limit: 1, leaseMs: 5_000 });
           assert.ok(claimed);
-          await store.recordAttempt({ attempt: attempt(claimed, 200, 1_000), result: 'delivered' });
+          await store.recordAttempt({
+            lease: claimed.leaseToken,
+            attempt: attempt(claimed, 200, 1_000),
+            result: 'delivered',
+          });
           assert.equal(await store.purgeDeliveries(500, 100), 0);
           assert.equal(await store.purgeDeliveries(2_000, 100), 1);
           assert.equal(await store.getDelivery(claimed.delivery.id, 't1'), null);

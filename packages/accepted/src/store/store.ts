@@ -314,21 +314,43 @@ export interface WebhookStore {
    * the event type. Returns how many events were read and deliveries made.
    */
   dispatchDeliveries(request: DispatchRequest): Promise<{ events: number; deliveries: number }>;
-  /** Leases up to `limit` due deliveries that are first in their (target, operation) line. */
+  /**
+   * Leases up to `limit` claimable deliveries (see `nextDeliveryAt`) due at `now`, each under
+   * a new lease token. An endpoint with a `rateLimit` gets at most that many claims per
+   * second of `now` (`floor(now / 1000)`), across every claimant of the store: the rule is
+   * the store's, so that it holds across nodes.
+   */
   claimDeliveries(request: {
     now: number;
     limit: number;
     leaseMs: number;
   }): Promise<ClaimedDelivery[]>;
-  /** Records one attempt and its outcome; see `AttemptOutcome`. */
+  /**
+   * Records one attempt and its outcome under its lease (`AttemptOutcome.lease`). A record
+   * whose lease is no longer the delivery's (replaced by another claim, or cleared) changes
+   * nothing; one for a delivery finished meanwhile (its endpoint deleted) logs the attempt
+   * and leaves the delivery finished; one for a delivery replayed while in flight logs the
+   * attempt and then makes the delivery due at once with a fresh attempt budget.
+   */
   recordAttempt(outcome: AttemptOutcome): Promise<void>;
-  /** The earliest time a pending delivery may be attempted, or null. */
-  nextDeliveryAt(): Promise<number | null>;
+  /**
+   * The earliest time at or after which `claimDeliveries` may lease something: over the
+   * deliveries that are pending, first in their (target, operation) line and to a callback or
+   * an enabled endpoint, the latest of their next attempt, their lease's end, and their
+   * endpoint's next rate window when the current one (at `now`, default the clock) is full.
+   * Null when there is none. Deliveries waiting behind another of their line never count: a
+   * sender that sleeps until this time never wakes to claim nothing.
+   */
+  nextDeliveryAt(now?: number): Promise<number | null>;
   getDelivery(id: string, tenant: string): Promise<Delivery | null>;
   /** Newest first. */
   listDeliveries(query: DeliveryQuery): Promise<Page<Delivery>>;
   listAttempts(deliveryId: string, tenant: string): Promise<Attempt[]>;
-  /** Sends a delivery again (whatever its status) with a fresh attempt budget. */
+  /**
+   * Sends a delivery again (whatever its status) with a fresh attempt budget. While an attempt
+   * is in flight (leased), nothing else may claim it: the replay takes effect when that
+   * attempt is recorded (or its lease ends). ENDPOINT_NOT_FOUND when its endpoint was deleted.
+   */
   replayDelivery(id: string, tenant: string, now: number): Promise<Delivery>;
   /** Replays every failed delivery to an endpoint made at or after `since`. Returns how many. */
   replayEndpoint(endpointId: string, tenant: string, since: number, now: number): Promise<number>;
@@ -359,15 +381,22 @@ export interface ClaimedDelivery {
   failingSince: number | null;
   /** Until when this claim holds; another claimant gets it after that. */
   leaseUntil: number;
+  /** This claim's lease: its record names it (`AttemptOutcome.lease`). */
+  leaseToken: string;
+  /** The `now` of the claim: the second it counts in for the endpoint's rate limit. */
+  claimedAt: number;
 }
 
 export interface AttemptOutcome {
   attempt: Attempt;
+  /**
+   * The lease token of the claim that made the attempt (`ClaimedDelivery.leaseToken`): a
+   * record under a lease that is no longer the delivery's changes nothing.
+   */
+  lease: string;
   /** `delivered`; `retry` at `nextAttemptAt`; or `failed` for good (dead letter). */
   result: 'delivered' | 'retry' | 'failed';
   nextAttemptAt?: number;
-  /** The attempt was not really made (rate limit): do not count it, just wait. */
-  deferred?: boolean;
   /**
    * Disable the delivery's endpoint (and say why), e.g. after a 410: in the same transaction
    * the store appends an `endpoint.disabled` event (operationId = the endpoint's id).

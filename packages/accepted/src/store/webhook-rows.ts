@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { AcceptedError } from '../domain/errors.ts';
 import { eventId, type EventType } from '../domain/events.ts';
 import {
@@ -11,7 +12,7 @@ import {
   type SecretEntry,
 } from '../domain/webhooks.ts';
 import { rowToEvent, type EventRow } from './event-rows.ts';
-import type { ClaimedDelivery, DispatchRequest } from './store.ts';
+import type { AttemptOutcome, ClaimedDelivery, DispatchRequest } from './store.ts';
 
 /**
  * The rows of the webhook tables as every adapter reads them (same columns, same JSON text),
@@ -38,6 +39,9 @@ export interface EndpointRow {
   created_at: number;
   updated_at: number;
   version: number;
+  /** The rate window (an epoch second) the endpoint's claims last counted in, and how many. */
+  rate_window: number | null;
+  rate_count: number;
 }
 
 export interface DeliveryRow {
@@ -59,11 +63,17 @@ export interface DeliveryRow {
   created_at: number;
   updated_at: number;
   delivered_at: number | null;
+  /** The current claim: until when, and its token (kept on a delivery finished meanwhile). */
+  lease_until: number | null;
+  lease_token: string | null;
+  /** When it was replayed while an attempt was in flight (applied when that attempt ends). */
+  replayed_at: number | null;
 }
 
 export const DELIVERY_COLUMNS = `d.pk, d.id, d.tenant, d.target, d.url, d.operation_id, d.event_seq,
   d.event_type, d.payload, d.status, d.attempts, d.round_start, d.next_attempt_at,
-  d.last_status, d.last_error, d.created_at, d.updated_at, d.delivered_at`;
+  d.last_status, d.last_error, d.created_at, d.updated_at, d.delivered_at, d.lease_until,
+  d.lease_token, d.replayed_at`;
 
 // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- the caller names the stored shape
 export const json = <T>(text: string | null): T | null =>
@@ -226,8 +236,136 @@ export type ClaimRow = DeliveryRow & {
 export const CLAIM_EXTRA_COLUMNS = `e.url AS endpoint_url, e.secrets AS endpoint_secrets,
   e.signing_key, e.retry_schedule, e.rate_limit, e.failing_since, c.secrets AS callback_secrets`;
 
-export function toClaimedDelivery(row: ClaimRow, now: number, leaseUntil: number): ClaimedDelivery {
+// ---- what may be claimed, and when ---------------------------------------------------------
+//
+// One rule, in SQL both adapters run (they differ in how a parameter is written, how
+// `enabled` reads and the name of the greatest-of function): a delivery `d` (joined to its
+// endpoint `e`) may be claimed at `now` when it is first in its (target, operation) line,
+// pending, to a callback or an enabled endpoint, due, not leased, and its endpoint's rate
+// window has room. `nextDeliveryAt` is the least time at which that holds for some delivery:
+// the same predicate, so that a sender woken at that time always finds something to claim.
+
+export interface SqlDialect {
+  /** `e.enabled = 1` (SQLite) or `e.enabled` (PostgreSQL). */
+  enabled: string;
+  /** `max` (SQLite's scalar max) or `greatest`. */
+  greatest: string;
+}
+
+/** SQL: `d` is pending, first in its line, and to a callback or an enabled endpoint. */
+export function headOfLineSql(dialect: SqlDialect): string {
+  return `d.status = 'pending' AND (d.target = '${CALLBACK_TARGET}' OR ${dialect.enabled})
+    AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p WHERE p.status = 'pending'
+      AND p.target = d.target AND p.operation_id = d.operation_id AND p.event_seq < d.event_seq)`;
+}
+
+/**
+ * SQL: from when the endpoint's rate window lets `d` go, at the second `sec` (a parameter):
+ * 0 without a limit or when the stored window is older; the next window's start when the
+ * current one is full; the stored window's start when another claimant's clock is ahead.
+ */
+export function rateFreeAtSql(sec: string): string {
+  return `(CASE WHEN e.rate_limit IS NULL OR coalesce(e.rate_window, -1) < ${sec} THEN 0
+    WHEN e.rate_count >= e.rate_limit THEN (e.rate_window + 1) * 1000
+    ELSE e.rate_window * 1000 END)`;
+}
+
+/** SQL: `d` may be claimed at `now` (a parameter; `sec` is `floor(now / 1000)`). */
+export function claimableSql(dialect: SqlDialect, now: string, sec: string): string {
+  return `${headOfLineSql(dialect)} AND d.next_attempt_at <= ${now}
+    AND (d.lease_until IS NULL OR d.lease_until <= ${now}) AND ${rateFreeAtSql(sec)} <= ${now}`;
+}
+
+/** SQL: the earliest claimable time over every head of line (`nextDeliveryAt`). */
+export function nextDeliverySql(dialect: SqlDialect, sec: string): string {
+  return `SELECT min(${dialect.greatest}(d.next_attempt_at, coalesce(d.lease_until, 0),
+      ${rateFreeAtSql(sec)})) AS t
+    FROM webhook_deliveries d LEFT JOIN webhook_endpoints e ON e.id = d.target
+    WHERE ${headOfLineSql(dialect)}`;
+}
+
+/** An endpoint's rate window as stored (`limit` null: no limit). */
+export interface RateWindow {
+  limit: number | null;
+  window: number | null;
+  count: number;
+}
+
+/**
+ * The rate rule: how many more claims an endpoint may have at `now`, in which window (epoch
+ * second). A window newer than `now`'s second (another claimant's clock is ahead) has no
+ * room until this clock reaches it: every claim counts in the second of its own `now`, the
+ * second its `webhook-timestamp` shows.
+ */
+export function rateRoom(rate: RateWindow, now: number): { window: number; room: number } {
+  const sec = Math.floor(now / 1000);
+  if (rate.limit === null) return { window: sec, room: Number.POSITIVE_INFINITY };
+  const stored = rate.window ?? -1;
+  if (stored > sec) return { window: stored, room: 0 };
+  if (stored === sec) return { window: sec, room: Math.max(0, rate.limit - rate.count) };
+  return { window: sec, room: rate.limit };
+}
+
+/**
+ * Of claimable deliveries (in claim order), those a claim at `now` leases, and the new
+ * windows of the rate-limited endpoints that got some. `rates` holds the current windows of
+ * the candidates' rate-limited endpoints, read under the claim's lock.
+ */
+export function grantClaims<R extends { target: string }>(
+  candidates: readonly R[],
+  rates: ReadonlyMap<string, RateWindow>,
+  now: number,
+): { granted: R[]; windows: Map<string, { window: number; count: number }> } {
+  const room = new Map<string, { window: number; room: number; used: number; base: number }>();
+  const granted: R[] = [];
+  for (const candidate of candidates) {
+    const rate = rates.get(candidate.target);
+    if (!rate || rate.limit === null) {
+      granted.push(candidate);
+      continue;
+    }
+    let slot = room.get(candidate.target);
+    if (!slot) {
+      const r = rateRoom(rate, now);
+      const base = r.window === rate.window ? rate.count : 0;
+      slot = { ...r, used: 0, base };
+      room.set(candidate.target, slot);
+    }
+    if (slot.used >= slot.room) continue;
+    slot.used++;
+    granted.push(candidate);
+  }
+  const windows = new Map<string, { window: number; count: number }>();
+  for (const [target, slot] of room) {
+    if (slot.used > 0) windows.set(target, { window: slot.window, count: slot.base + slot.used });
+  }
+  return { granted, windows };
+}
+
+/** A new lease token for one claim of one delivery. */
+export function newDeliveryLease(): string {
+  return randomUUID();
+}
+
+/** Columns a claim sets on a delivery: the lease, and a replay's fresh budget if one waited. */
+export function leaseColumns(row: DeliveryRow, leaseUntil: number, token: string): Columns {
+  return [
+    ['lease_until', leaseUntil],
+    ['lease_token', token],
+    ['round_start', row.replayed_at === null ? row.round_start : row.attempts],
+    ['replayed_at', null],
+  ];
+}
+
+export function toClaimedDelivery(
+  row: ClaimRow,
+  now: number,
+  leaseUntil: number,
+  leaseToken: string,
+): ClaimedDelivery {
   const delivery = toDelivery(row);
+  // A replay that waited for an attempt in flight (whose record never came) starts here.
+  if (row.replayed_at !== null) delivery.roundStart = row.attempts;
   // An endpoint's deliveries go to its URL as it is now (it may have been changed).
   if (row.endpoint_url !== null) delivery.url = row.endpoint_url;
   const secrets = row.endpoint_secrets ?? row.callback_secrets;
@@ -239,7 +377,128 @@ export function toClaimedDelivery(row: ClaimRow, now: number, leaseUntil: number
     rateLimit: row.rate_limit,
     failingSince: row.failing_since,
     leaseUntil,
+    leaseToken,
+    claimedAt: now,
   };
+}
+
+// ---- records and replays ---------------------------------------------------------------------
+
+/** Column assignments of one UPDATE, in the order given. */
+export type Columns = [column: string, value: string | number | boolean | null][];
+
+/** What `recordAttempt` does, decided from the delivery's row as it is now (locked). */
+export type RecordPlan =
+  /** The record's lease is no longer the delivery's (or the delivery is gone): nothing. */
+  | { kind: 'stale' }
+  /**
+   * The delivery was finished meanwhile (its endpoint deleted): log the attempt, count it,
+   * drop the lease, and leave its status alone.
+   */
+  | { kind: 'log'; set: Columns }
+  /** The attempt decides: its outcome, and the endpoint's failure record. */
+  | { kind: 'apply'; set: Columns; status: DeliveryStatus };
+
+/**
+ * The one rule of lease-guarded records, for both adapters. A record applies only under the
+ * lease it names (`outcome.lease`): a claim after its lease ended, a replay that was not in
+ * flight, or a purge, all leave it stale. Without a token (older callers) the attempt number
+ * fences it, as before. A record never makes a finished delivery pending again: only a replay
+ * does that, and a replay of a delivery in flight waits for this record to take effect.
+ */
+export function planRecord(
+  row: Pick<DeliveryRow, 'status' | 'attempts' | 'lease_token' | 'replayed_at'> | undefined,
+  outcome: AttemptOutcome,
+): RecordPlan {
+  const { attempt } = outcome;
+  if (!row || row.attempts !== attempt.attempt - 1) return { kind: 'stale' };
+  if (row.lease_token !== outcome.lease) return { kind: 'stale' };
+  const now = attempt.startedAt + attempt.durationMs;
+  const released: Columns = [
+    ['attempts', attempt.attempt],
+    ['lease_until', null],
+    ['lease_token', null],
+  ];
+  if (row.status !== 'pending') return { kind: 'log', set: released };
+  const common: Columns = [
+    ...released,
+    ['last_status', attempt.status],
+    ['last_error', attempt.error],
+    ['updated_at', now],
+  ];
+  if (row.replayed_at !== null) {
+    // Replayed while this attempt was in flight: the replay takes effect now.
+    return {
+      kind: 'apply',
+      status: 'pending',
+      set: [
+        ...common,
+        ['status', 'pending'],
+        ['round_start', attempt.attempt],
+        ['next_attempt_at', now],
+        ['replayed_at', null],
+        ['delivered_at', null],
+      ],
+    };
+  }
+  const status: DeliveryStatus =
+    outcome.result === 'delivered'
+      ? 'delivered'
+      : outcome.result === 'retry'
+        ? 'pending'
+        : 'failed';
+  return {
+    kind: 'apply',
+    status,
+    set: [
+      ...common,
+      ['status', status],
+      ['next_attempt_at', status === 'pending' ? (outcome.nextAttemptAt ?? now) : null],
+      ['delivered_at', status === 'delivered' ? now : null],
+    ],
+  };
+}
+
+/**
+ * What a replay sets. While an attempt is in flight (a live lease) the delivery stays leased
+ * to it, so that nothing sends it a second time at once: the replay is noted and takes effect
+ * when that attempt is recorded (or its lease ends and it is claimed again). Otherwise the
+ * delivery is due at once with a fresh attempt budget, and any old lease is void.
+ */
+export function replayColumns(
+  row: Pick<DeliveryRow, 'status' | 'attempts' | 'lease_until' | 'lease_token'>,
+  now: number,
+): Columns {
+  const inFlight =
+    row.status === 'pending' &&
+    row.lease_token !== null &&
+    row.lease_until !== null &&
+    row.lease_until > now;
+  if (inFlight) {
+    return [
+      ['replayed_at', now],
+      ['updated_at', now],
+    ];
+  }
+  return [
+    ['status', 'pending'],
+    ['round_start', row.attempts],
+    ['next_attempt_at', now],
+    ['lease_until', null],
+    ['lease_token', null],
+    ['replayed_at', null],
+    ['delivered_at', null],
+    ['updated_at', now],
+  ];
+}
+
+/** A replay of a delivery whose endpoint was deleted: it could never be sent. */
+export function endpointDeleted(deliveryId: string, endpointId: string): AcceptedError {
+  return new AcceptedError(
+    'ENDPOINT_NOT_FOUND',
+    `Delivery ${deliveryId} was to endpoint ${endpointId}, which was deleted: it cannot be sent.`,
+    { fix: 'Create an endpoint again; new events are delivered to it.' },
+  );
 }
 
 /**

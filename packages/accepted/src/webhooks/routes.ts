@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AcceptedError } from '../domain/errors.ts';
 import {
   CALLBACK_TARGET,
+  formatDuration,
   parseDurations,
   type Attempt,
   type Delivery,
@@ -25,15 +26,15 @@ const iso = (ms: number) => new Date(ms).toISOString();
 const isoOrNull = (ms: number | null) => (ms === null ? null : iso(ms));
 
 /** Milliseconds as the shortest exact duration text (`300000` → `5m`). */
-export function formatDuration(ms: number): string {
-  for (const [unit, size] of [
-    ['h', 3_600_000],
-    ['m', 60_000],
-    ['s', 1000],
-  ] as const) {
-    if (ms >= size && ms % size === 0) return `${ms / size}${unit}`;
+export { formatDuration };
+
+/** One duration text in ms; NaN when it cannot be one (the bounds check names the field). */
+function durationMs(text: string): number {
+  try {
+    return parseDurations(text)[0] ?? Number.NaN;
+  } catch {
+    return Number.NaN;
   }
-  return `${ms}ms`;
 }
 
 export function toWireEndpoint(endpoint: Endpoint, secret?: string) {
@@ -127,8 +128,8 @@ function endpointFields(body: EndpointBody): EndpointPatch {
   if (body.eventTypes !== undefined) patch.eventTypes = body.eventTypes;
   if (body.labels !== undefined) patch.labels = body.labels;
   if (body.retrySchedule !== undefined) {
-    patch.retrySchedule =
-      body.retrySchedule === null ? null : parseDurations(body.retrySchedule.join(','));
+    // Checked against the bounds by the service (`checkEndpointFields`), field by field.
+    patch.retrySchedule = body.retrySchedule === null ? null : body.retrySchedule.map(durationMs);
   }
   if (body.rateLimit !== undefined) patch.rateLimit = body.rateLimit;
   if (body.enabled !== undefined) patch.enabled = body.enabled;

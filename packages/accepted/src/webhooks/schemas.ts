@@ -1,4 +1,5 @@
 import { EVENT_TYPES } from '../domain/events.ts';
+import { WEBHOOK_LIMITS } from '../domain/webhooks.ts';
 import { LABEL_KEY_PATTERN } from '../engine/submit.ts';
 
 /**
@@ -19,7 +20,7 @@ const ENDPOINT_FIELDS = {
     maxLength: 2048,
     description: 'Where deliveries are posted: an http or https URL the server may reach.',
   },
-  description: { type: ['string', 'null'], maxLength: 500 },
+  description: { type: ['string', 'null'], maxLength: WEBHOOK_LIMITS.descriptionMaxLength },
   eventTypes: {
     type: ['array', 'null'],
     minItems: 1,
@@ -36,16 +37,17 @@ const ENDPOINT_FIELDS = {
   },
   retrySchedule: {
     type: ['array', 'null'],
-    maxItems: 20,
-    items: { type: 'string', pattern: DURATION_PATTERN },
+    maxItems: WEBHOOK_LIMITS.endpointRetryEntries,
+    items: { type: 'string', pattern: DURATION_PATTERN, maxLength: 16 },
     description:
-      'Delays before each retry (`5s`, `5m`, `2h`, ...); null or absent for the server’s schedule.',
+      'Delays before each retry (`5s`, `5m`, `2h`, ...), each from 1s to 24h, at most 20; null or absent for the server’s schedule.',
   },
   rateLimit: {
     type: ['integer', 'null'],
     minimum: 1,
-    maximum: 100000,
-    description: 'Most deliveries per second to this endpoint; null for no limit.',
+    maximum: WEBHOOK_LIMITS.rateLimitMax,
+    description:
+      'Most deliveries per second to this endpoint (1 to 100000), across every node; null for no limit.',
   },
 } as const;
 

@@ -4,6 +4,9 @@ import { randomId } from '../domain/ids.ts';
 import {
   CALLBACK_TARGET,
   DEFAULT_RETRY_SCHEDULE,
+  WEBHOOK_LIMITS,
+  checkEndpointFields,
+  checkWebhookOptions,
   type Endpoint,
   type EndpointPatch,
   type SecretEntry,
@@ -16,24 +19,30 @@ import { WebhookSender, type SendResult } from './sender.ts';
 import { generateSigningKeyPair, generateWebhookSecret, webhookHeaders } from './signature.ts';
 import { AddressPolicy, checkWebhookUrl } from './ssrf.ts';
 
-/** Settings of webhook delivery. Every field has a default; see docs/webhooks.md. */
+/**
+ * Settings of webhook delivery. Every field has a default and a bound (docs/webhooks.md#limits):
+ * a value out of bounds throws VALIDATION_FAILED naming it.
+ */
 export interface WebhookOptions {
   accepted: Accepted;
   /** CIDRs deliveries may reach although the block list forbids them (development, tests). */
   allow?: readonly string[];
-  /** Delays between attempts (ms); the first attempt is immediate. Default: Standard Webhooks'. */
+  /**
+   * Delays between attempts (ms, each 0 to 24 h, at most 100); the first attempt is
+   * immediate. Default: Standard Webhooks'.
+   */
   retrySchedule?: readonly number[];
-  /** Time limit of one attempt. Default 15 s. */
+  /** Time limit of one attempt, 100 ms to 5 min. Default 15 s. */
   timeoutMs?: number;
-  /** An endpoint failing without a success for this long is disabled. Default 5 days. */
+  /** An endpoint failing without a success for this long is disabled (up to 365 d). Default 5 d. */
   disableAfterMs?: number;
-  /** Deliveries in flight at once. Default 64. */
+  /** Deliveries in flight at once, 1 to 1024. Default 64. */
   concurrency?: number;
-  /** How long a rotated-out secret keeps signing. Default 24 h. */
+  /** How long a rotated-out secret keeps signing, 0 to 30 d. Default 24 h. */
   rotationOverlapMs?: number;
-  /** How long finished deliveries and their attempts are kept. Default 14 days. */
+  /** How long finished deliveries and their attempts are kept, 1 min to 365 d. Default 14 d. */
   retentionMs?: number;
-  /** Safety poll for new events and due retries. Default 1000 ms. */
+  /** Safety poll for new events and due retries, 10 ms to 60 s. Default 1000 ms. */
   pollIntervalMs?: number;
   logger?: Logger;
 }
@@ -89,8 +98,8 @@ export class Webhooks {
   private pumpAgain = false;
   private inFlight = 0;
   private readonly idle: (() => void)[] = [];
-  /** Deliveries per endpoint in the current second, for endpoints with a rate limit. */
-  private rate = { second: 0, counts: new Map<string, number>() };
+  /** Every event up to this seq is known to have been dispatched (by this node or another). */
+  private dispatchedTo = -1;
   /** Counters for tests, benchmarks and metrics. */
   readonly stats = { dispatched: 0, attempts: 0, delivered: 0, failed: 0, retried: 0 };
 
@@ -98,14 +107,15 @@ export class Webhooks {
     this.store = options.accepted.store;
     this.log = options.logger ?? silent;
     this.policy = new AddressPolicy(options.allow ?? []);
+    checkWebhookOptions(options);
     this.settings = {
       retrySchedule: options.retrySchedule ?? DEFAULT_RETRY_SCHEDULE,
       timeoutMs: options.timeoutMs ?? 15_000,
       disableAfterMs: options.disableAfterMs ?? 5 * 24 * 3600_000,
-      concurrency: Math.max(1, options.concurrency ?? 64),
+      concurrency: options.concurrency ?? 64,
       rotationOverlapMs: options.rotationOverlapMs ?? 24 * 3600_000,
       retentionMs: options.retentionMs ?? 14 * 24 * 3600_000,
-      pollIntervalMs: Math.max(10, options.pollIntervalMs ?? 1000),
+      pollIntervalMs: options.pollIntervalMs ?? 1000,
     };
     this.sender = new WebhookSender({
       policy: this.policy,
@@ -119,10 +129,7 @@ export class Webhooks {
     if (this.running) return;
     this.running = true;
     this.untail = this.options.accepted.tail(() => this.dispatch());
-    const poll = setInterval(() => {
-      this.dispatch();
-      this.pump();
-    }, this.settings.pollIntervalMs);
+    const poll = setInterval(() => void this.poll(), this.settings.pollIntervalMs);
     const purge = setInterval(() => void this.purge(), 3600_000);
     for (const timer of [poll, purge]) timer.unref();
     this.timers.push(poll, purge);
@@ -164,6 +171,7 @@ export class Webhooks {
     tenant: string,
     input: EndpointInput,
   ): Promise<{ endpoint: Endpoint; secret: string }> {
+    checkEndpointFields(input);
     this.checkUrl(input.url);
     const secret = generateWebhookSecret();
     const endpoint = await this.store.createEndpoint(
@@ -201,6 +209,7 @@ export class Webhooks {
     patch: EndpointPatch,
     ifVersion: readonly number[] | undefined,
   ): Promise<Endpoint> {
+    checkEndpointFields(patch);
     if (patch.url !== undefined) this.checkUrl(patch.url);
     const endpoint = await this.store.updateEndpoint(id, tenant, patch, Date.now(), ifVersion);
     if (patch.enabled === true) this.pump();
@@ -266,6 +275,23 @@ export class Webhooks {
     return this.running && (what === 'dispatch' ? this.dispatchAgain : this.pumpAgain);
   }
 
+  /**
+   * The safety poll: dispatches only when the log has grown past what is known dispatched,
+   * and looks for due deliveries. Both are reads when there is nothing to do: an idle server
+   * commits nothing, however many deliveries wait.
+   */
+  private async poll(): Promise<void> {
+    if (!this.running) return;
+    try {
+      if (!this.dispatching && (await this.options.accepted.lastSeq()) > this.dispatchedTo) {
+        this.dispatch();
+      }
+    } catch (error) {
+      this.log.error({ err: error }, 'webhook poll failed; the next poll retries');
+    }
+    this.pump();
+  }
+
   /** Reads the log after the dispatcher's cursor into deliveries (coalesced, one at a time). */
   private dispatch(): void {
     if (!this.running) return;
@@ -277,6 +303,9 @@ export class Webhooks {
       try {
         do {
           this.dispatchAgain = false;
+          // Every event up to `seen` is visible now: once a pass reads the log to its end,
+          // they have all been dispatched.
+          const seen = await this.options.accepted.lastSeq();
           for (;;) {
             const made = await this.store.dispatchDeliveries({
               limit: 500,
@@ -289,6 +318,7 @@ export class Webhooks {
             if (made.deliveries > 0) this.pump();
             if (made.events < 500) break;
           }
+          if (seen > this.dispatchedTo) this.dispatchedTo = seen;
         } while (this.asked('dispatch'));
       } catch (error) {
         this.log.error({ err: error }, 'webhook dispatch failed; the next event or poll retries');
@@ -309,7 +339,12 @@ export class Webhooks {
 
   // ---- the sender: deliveries -> attempts ---------------------------------------------------
 
-  /** Claims due deliveries up to the concurrency limit and sends them. */
+  /**
+   * Claims due deliveries up to the concurrency limit and sends them. It claims (a write)
+   * only when the store says something is claimable now (`nextDeliveryAt`, a read, whose rule
+   * is the claim's own), and otherwise sleeps until that time: deliveries waiting behind the
+   * head of their line, or for their endpoint's next rate window, never wake it early.
+   */
   private pump(): void {
     if (!this.running) return;
     if (this.pumping) {
@@ -317,20 +352,32 @@ export class Webhooks {
       return;
     }
     this.pumping = (async () => {
+      let wakeAt: number | null;
       try {
         do {
           this.pumpAgain = false;
-          while (this.running && this.inFlight < this.settings.concurrency) {
+          wakeAt = null;
+          while (this.running) {
+            const free = this.settings.concurrency - this.inFlight;
+            if (free <= 0) break; // the end of an attempt pumps again
+            const now = Date.now();
+            const at = await this.store.nextDeliveryAt(now);
+            if (at === null || at > now) {
+              wakeAt = at;
+              break;
+            }
             const claimed = await this.store.claimDeliveries({
-              now: Date.now(),
-              limit: this.settings.concurrency - this.inFlight,
+              now,
+              limit: free,
               leaseMs: this.settings.timeoutMs * 2 + 5_000,
             });
             for (const delivery of claimed) this.launch(delivery);
+            // Another node took it meanwhile: no wake-up at once (that could spin), the poll
+            // looks again.
             if (claimed.length === 0) break;
           }
         } while (this.asked('pump'));
-        await this.scheduleWake();
+        this.wake(wakeAt);
       } catch (error) {
         this.log.error({ err: error }, 'webhook claim failed; the next poll retries');
       } finally {
@@ -339,16 +386,20 @@ export class Webhooks {
     })();
   }
 
-  /** Wakes the sender when the earliest pending retry comes due. */
-  private async scheduleWake(): Promise<void> {
-    if (this.inFlight >= this.settings.concurrency) return;
-    const at = await this.store.nextDeliveryAt();
+  /** Wakes the sender when the earliest claimable delivery comes due (unless the poll is first). */
+  private wake(at: number | null): void {
     if (this.wakeTimer) clearTimeout(this.wakeTimer);
     this.wakeTimer = null;
     if (at === null || !this.running) return;
     const delay = at - Date.now();
     if (delay > this.settings.pollIntervalMs) return; // the poll comes first
-    this.wakeTimer = setTimeout(() => this.pump(), Math.max(0, delay));
+    this.wakeTimer = setTimeout(
+      () => {
+        this.wakeTimer = null;
+        this.pump();
+      },
+      Math.max(0, delay),
+    );
     this.wakeTimer.unref();
   }
 
@@ -365,40 +416,12 @@ export class Webhooks {
       });
   }
 
-  /** Whether this endpoint may take one more delivery this second. */
-  private withinRate(claimed: ClaimedDelivery, now: number): boolean {
-    if (claimed.rateLimit === null) return true;
-    const second = Math.floor(now / 1000);
-    if (second !== this.rate.second) this.rate = { second, counts: new Map() };
-    const target = claimed.delivery.target;
-    const count = this.rate.counts.get(target) ?? 0;
-    if (count >= claimed.rateLimit) return false;
-    this.rate.counts.set(target, count + 1);
-    return true;
-  }
-
   private async attempt(claimed: ClaimedDelivery): Promise<void> {
     const { delivery } = claimed;
-    const startedAt = Date.now();
+    // The claim's clock reading: the second the endpoint's rate window counted this attempt
+    // in is the second `webhook-timestamp` shows.
+    const startedAt = claimed.claimedAt;
     const number = delivery.attempts + 1;
-    // The same clock reading for the rate window and for `webhook-timestamp`.
-    if (!this.withinRate(claimed, startedAt)) {
-      await this.store.recordAttempt({
-        attempt: {
-          deliveryId: delivery.id,
-          attempt: number,
-          startedAt,
-          durationMs: 0,
-          status: null,
-          error: null,
-          responseBody: '',
-        },
-        result: 'retry',
-        deferred: true,
-        nextAttemptAt: (Math.floor(startedAt / 1000) + 1) * 1000,
-      });
-      return;
-    }
     const secrets = claimed.signingKey ? [...claimed.secrets, claimed.signingKey] : claimed.secrets;
     const headers = {
       'content-type': 'application/json',
@@ -415,6 +438,7 @@ export class Webhooks {
     const outcome = this.judge(claimed, number, sent);
     await this.store.recordAttempt({
       ...outcome,
+      lease: claimed.leaseToken,
       attempt: {
         deliveryId: delivery.id,
         attempt: number,
@@ -441,7 +465,7 @@ export class Webhooks {
     claimed: ClaimedDelivery,
     number: number,
     sent: SendResult,
-  ): Omit<AttemptOutcome, 'attempt'> {
+  ): Omit<AttemptOutcome, 'attempt' | 'lease'> {
     const { delivery } = claimed;
     if (sent.ok) return { result: 'delivered' };
     const isEndpoint = delivery.target !== CALLBACK_TARGET;
@@ -472,10 +496,12 @@ export class Webhooks {
     if (delay === undefined || disableEndpoint) {
       return { result: 'failed', ...(disableEndpoint ? { disableEndpoint } : {}) };
     }
+    // Schedules are bounded when set; the cut also covers one stored before the bounds.
+    const bounded = Math.min(Math.max(0, delay), WEBHOOK_LIMITS.endpointRetryMaxMs);
     const wait =
       sent.retryAfterMs !== null && (sent.status === 429 || sent.status === 503)
-        ? Math.min(sent.retryAfterMs, 24 * 3600_000)
-        : jitter(delay);
+        ? Math.min(Math.max(0, sent.retryAfterMs), WEBHOOK_LIMITS.retryAfterMaxMs)
+        : jitter(Number.isFinite(bounded) ? bounded : WEBHOOK_LIMITS.endpointRetryMaxMs);
     return { result: 'retry', nextAttemptAt: now + wait };
   }
 

@@ -151,4 +151,35 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
       );
     `,
   },
+  {
+    version: 2,
+    name: 'webhook lease tokens, rate windows',
+    sql: `
+      -- The token of the claim a delivery is leased to: a record applies only under it.
+      -- replayed_at: replayed while an attempt was in flight (takes effect when it ends).
+      ALTER TABLE webhook_deliveries ADD COLUMN lease_token text, ADD COLUMN replayed_at bigint;
+      -- Each rate-limited endpoint's current window (an epoch second) and its claims in it,
+      -- updated by the claim under the endpoint's row lock: the limit holds across nodes.
+      ALTER TABLE webhook_endpoints ADD COLUMN rate_window bigint,
+        ADD COLUMN rate_count integer NOT NULL DEFAULT 0;
+
+      -- Repairs. Deliveries of deleted endpoints that a late record made pending again fail,
+      -- as the deletion said.
+      UPDATE webhook_deliveries d SET status = 'failed', last_error = 'ENDPOINT_DELETED',
+        next_attempt_at = NULL, lease_until = NULL
+        WHERE status = 'pending' AND target <> 'callback'
+          AND NOT EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.id = d.target);
+      -- Next attempts past the range of a date come due in 24 hours.
+      UPDATE webhook_deliveries
+        SET next_attempt_at = (extract(epoch FROM now()) * 1000)::bigint + 86400000
+        WHERE next_attempt_at > 8640000000000000;
+      -- Endpoint delays past 24 hours (the bound now) become 24 hours.
+      UPDATE webhook_endpoints SET retry_schedule = (
+          SELECT jsonb_agg(least(greatest(v::numeric, 0), 86400000)::bigint ORDER BY i)
+          FROM jsonb_array_elements_text(retry_schedule::jsonb) WITH ORDINALITY AS t(v, i))::text
+        WHERE retry_schedule IS NOT NULL AND EXISTS (
+          SELECT 1 FROM jsonb_array_elements_text(retry_schedule::jsonb) AS x(v)
+          WHERE v::numeric > 86400000);
+    `,
+  },
 ];

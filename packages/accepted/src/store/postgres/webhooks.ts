@@ -8,7 +8,6 @@ import {
   CALLBACK_TARGET,
   type Attempt,
   type Delivery,
-  type DeliveryStatus,
   type Endpoint,
   type EndpointPatch,
   type NewEndpoint,
@@ -26,11 +25,22 @@ import { decodeCursor, toPage } from '../page.ts';
 import {
   CLAIM_EXTRA_COLUMNS,
   DELIVERY_COLUMNS,
+  claimableSql,
   deliveriesOf,
+  endpointDeleted,
   endpointPatchColumns,
+  grantClaims,
+  leaseColumns,
+  newDeliveryLease,
+  nextDeliverySql,
+  planRecord,
+  replayColumns,
   toClaimedDelivery,
   type ClaimRow,
+  type Columns,
   type DispatchRow,
+  type RateWindow,
+  type SqlDialect,
   deliveryNotFound,
   endpointNotFound,
   liveSecrets,
@@ -65,6 +75,16 @@ export interface PostgresAccess {
   ): Promise<T>;
 }
 
+const PG: SqlDialect = { enabled: 'e.enabled', greatest: 'greatest' };
+
+/** `SET a = $1, b = $2, ...` of shared column assignments; the next parameter is `$n + 1`. */
+function setSql(columns: Columns): { sql: string; params: Param[] } {
+  return {
+    sql: columns.map(([column], i) => `${column} = $${i + 1}`).join(', '),
+    params: columns.map(([, value]) => value),
+  };
+}
+
 /**
  * The webhook tables of the PostgreSQL store (see `WebhookStore`). Each write is its own
  * transaction (they are off the hot path of operations, and some lock rows every node shares,
@@ -74,7 +94,7 @@ export class PostgresWebhooks implements WebhookStore {
   constructor(private readonly access: PostgresAccess) {}
 
   private async tx<T>(run: (tx: Tx) => Promise<T>): Promise<T> {
-    return (await this.access.db().begin(run)) as T;
+    return this.access.db().begin(run);
   }
 
   private async endpointRow(db: Db | Tx, id: string, tenant: string, lock = false) {
@@ -201,10 +221,12 @@ export class PostgresWebhooks implements WebhookStore {
     return this.tx(async (tx) => {
       const row = await this.endpointRow(tx, id, tenant, true);
       this.checkVersion(row, ifVersion);
+      // An attempt in flight keeps its lease token: its record logs the attempt, and leaves
+      // the delivery failed (see `planRecord`).
       await query(
         tx,
         `UPDATE webhook_deliveries SET status = 'failed', last_error = 'ENDPOINT_DELETED',
-           lease_until = NULL, updated_at = $1
+           next_attempt_at = NULL, lease_until = NULL, replayed_at = NULL, updated_at = $1
          WHERE tenant = $2 AND target = $3 AND status = 'pending'`,
         [now, tenant, id],
       );
@@ -329,8 +351,14 @@ export class PostgresWebhooks implements WebhookStore {
   }
 
   /**
-   * Leases due deliveries that are first in their (target, operation) line. `SKIP LOCKED` and
-   * the lease make two nodes never send the same attempt at once.
+   * Leases claimable deliveries (`claimableSql`), skipping rows other nodes hold. The rate
+   * windows of the candidates' rate-limited endpoints are then locked and read as last
+   * committed: the shared rule (`grantClaims`) grants what they have room for and the windows
+   * are written back in the same transaction, so that `rateLimit` holds across nodes. An
+   * endpoint row another transaction holds (another node's claim, a PATCH, a delete) is
+   * skipped, not waited for: its deliveries wait for a later claim, and a claim never waits
+   * on a lock while it holds deliveries' (no deadlock with `deleteEndpoint`, which locks the
+   * endpoint and then its deliveries).
    */
   claimDeliveries(request: {
     now: number;
@@ -339,29 +367,71 @@ export class PostgresWebhooks implements WebhookStore {
   }): Promise<ClaimedDelivery[]> {
     return this.tx(async (tx) => {
       const { now } = request;
-      const leaseUntil = now + request.leaseMs;
       const rows = await query<ClaimRow>(
         tx,
-        `WITH picked AS (
-           SELECT d.pk FROM webhook_deliveries d
-           LEFT JOIN webhook_endpoints e ON e.id = d.target
-           WHERE d.status = 'pending' AND d.next_attempt_at <= $1
-             AND (d.lease_until IS NULL OR d.lease_until <= $1)
-             AND (d.target = '${CALLBACK_TARGET}' OR e.enabled)
-             AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p WHERE p.status = 'pending'
-               AND p.target = d.target AND p.operation_id = d.operation_id
-               AND p.event_seq < d.event_seq)
-           ORDER BY d.next_attempt_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED),
-         leased AS (UPDATE webhook_deliveries w SET lease_until = $3 FROM picked
-           WHERE w.pk = picked.pk RETURNING w.*)
-         SELECT ${DELIVERY_COLUMNS}, ${CLAIM_EXTRA_COLUMNS}
-         FROM leased d
+        `SELECT ${DELIVERY_COLUMNS}, ${CLAIM_EXTRA_COLUMNS}
+         FROM webhook_deliveries d
          LEFT JOIN webhook_endpoints e ON e.id = d.target
          LEFT JOIN callback_secrets c ON c.tenant = d.tenant AND d.target = '${CALLBACK_TARGET}'
-         ORDER BY d.next_attempt_at, d.pk`,
-        [now, request.limit, leaseUntil],
+         WHERE ${claimableSql(PG, '$1', '$2')}
+         ORDER BY d.next_attempt_at, d.pk LIMIT $3 FOR UPDATE OF d SKIP LOCKED`,
+        [now, Math.floor(now / 1000), request.limit],
       );
-      return rows.map((row) => toClaimedDelivery(row, now, leaseUntil));
+      if (rows.length === 0) return [];
+      const limited = [...new Set(rows.filter((r) => r.rate_limit !== null).map((r) => r.target))];
+      const rates = new Map<string, RateWindow>();
+      if (limited.length > 0) {
+        const windows = await query<{
+          id: string;
+          rate_limit: number | null;
+          rate_window: number | null;
+          rate_count: number;
+        }>(
+          tx,
+          `SELECT id, rate_limit, rate_window, rate_count FROM webhook_endpoints
+           WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE SKIP LOCKED`,
+          [limited.sort()],
+        );
+        for (const w of windows) {
+          rates.set(w.id, { limit: w.rate_limit, window: w.rate_window, count: w.rate_count });
+        }
+      }
+      // A rate-limited endpoint whose window row is held elsewhere gets nothing this time.
+      const open = rows.filter((row) => row.rate_limit === null || rates.has(row.target));
+      const { granted, windows } = grantClaims(open, rates, now);
+      if (windows.size > 0) {
+        const targets = [...windows.keys()];
+        await query(
+          tx,
+          `UPDATE webhook_endpoints e SET rate_window = u.w, rate_count = u.c
+           FROM unnest($1::text[], $2::int8[], $3::int4[]) AS u(id, w, c) WHERE e.id = u.id`,
+          [
+            targets,
+            targets.map((t) => windows.get(t)?.window ?? 0),
+            targets.map((t) => windows.get(t)?.count ?? 0),
+          ],
+        );
+      }
+      if (granted.length === 0) return [];
+      const leaseUntil = now + request.leaseMs;
+      const leases = granted.map((row) => {
+        const token = newDeliveryLease();
+        return { row, token, set: new Map(leaseColumns(row, leaseUntil, token)) };
+      });
+      await query(
+        tx,
+        `UPDATE webhook_deliveries w SET lease_until = $1, lease_token = u.token,
+           round_start = u.round_start, replayed_at = NULL
+         FROM unnest($2::int8[], $3::text[], $4::int4[]) AS u(pk, token, round_start)
+         WHERE w.pk = u.pk`,
+        [
+          leaseUntil,
+          leases.map((l) => l.row.pk),
+          leases.map((l) => l.token),
+          leases.map((l) => l.set.get('round_start') as number),
+        ],
+      );
+      return leases.map((l) => toClaimedDelivery(l.row, now, leaseUntil, l.token));
     });
   }
 
@@ -369,43 +439,22 @@ export class PostgresWebhooks implements WebhookStore {
   recordAttempt(outcome: AttemptOutcome): Promise<void> {
     return this.access.write(async (tx, append) => {
       const { attempt } = outcome;
-      const [row] = await query<{ pk: number; target: string; attempts: number }>(
+      const [row] = await query<
+        Pick<DeliveryRow, 'pk' | 'target' | 'status' | 'attempts' | 'lease_token' | 'replayed_at'>
+      >(
         tx,
-        'SELECT pk, target, attempts FROM webhook_deliveries WHERE id = $1 FOR UPDATE',
+        `SELECT pk, target, status, attempts, lease_token, replayed_at
+         FROM webhook_deliveries WHERE id = $1 FOR UPDATE`,
         [attempt.deliveryId],
       );
-      // Gone (endpoint deleted, purged) or already recorded by another claimant: nothing to do.
-      if (!row || (!outcome.deferred && row.attempts !== attempt.attempt - 1)) return;
+      const plan = planRecord(row, outcome);
+      if (!row || plan.kind === 'stale') return;
       const now = attempt.startedAt + attempt.durationMs;
-      if (outcome.deferred) {
-        await query(
-          tx,
-          'UPDATE webhook_deliveries SET next_attempt_at = $1, lease_until = NULL WHERE pk = $2',
-          [outcome.nextAttemptAt ?? now, row.pk],
-        );
-        return;
-      }
-      const status: DeliveryStatus =
-        outcome.result === 'delivered'
-          ? 'delivered'
-          : outcome.result === 'retry'
-            ? 'pending'
-            : 'failed';
+      const set = setSql(plan.set);
       await query(
         tx,
-        `UPDATE webhook_deliveries SET status = $1, attempts = $2, next_attempt_at = $3,
-           lease_until = NULL, last_status = $4, last_error = $5, updated_at = $6,
-           delivered_at = $7 WHERE pk = $8`,
-        [
-          status,
-          attempt.attempt,
-          status === 'pending' ? (outcome.nextAttemptAt ?? now) : null,
-          attempt.status,
-          attempt.error,
-          now,
-          status === 'delivered' ? now : null,
-          row.pk,
-        ],
+        `UPDATE webhook_deliveries SET ${set.sql} WHERE pk = $${set.params.length + 1}`,
+        [...set.params, row.pk],
       );
       await query(
         tx,
@@ -424,7 +473,7 @@ export class PostgresWebhooks implements WebhookStore {
           attempt.responseBody,
         ],
       );
-      if (row.target === CALLBACK_TARGET) return;
+      if (plan.kind === 'log' || row.target === CALLBACK_TARGET) return;
       if (outcome.result === 'delivered') {
         await query(
           tx,
@@ -471,11 +520,10 @@ export class PostgresWebhooks implements WebhookStore {
     });
   }
 
-  async nextDeliveryAt(): Promise<number | null> {
-    const [row] = await query<{ t: number | null }>(
-      this.access.db(),
-      `SELECT min(next_attempt_at) AS t FROM webhook_deliveries WHERE status = 'pending'`,
-    );
+  async nextDeliveryAt(now = Date.now()): Promise<number | null> {
+    const [row] = await query<{ t: number | null }>(this.access.db(), nextDeliverySql(PG, '$1'), [
+      Math.floor(now / 1000),
+    ]);
     return row?.t ?? null;
   }
 
@@ -541,16 +589,30 @@ export class PostgresWebhooks implements WebhookStore {
     }));
   }
 
-  async replayDelivery(id: string, tenant: string, now: number): Promise<Delivery> {
-    const [row] = await query<DeliveryRow>(
-      this.access.db(),
-      `UPDATE webhook_deliveries d SET status = 'pending', round_start = attempts,
-         next_attempt_at = $1, lease_until = NULL, delivered_at = NULL, updated_at = $1
-       WHERE id = $2 AND tenant = $3 RETURNING ${DELIVERY_COLUMNS}`,
-      [now, id, tenant],
-    );
-    if (!row) throw deliveryNotFound(id);
-    return toDelivery(row);
+  replayDelivery(id: string, tenant: string, now: number): Promise<Delivery> {
+    return this.tx(async (tx) => {
+      const [row] = await query<DeliveryRow>(
+        tx,
+        `SELECT ${DELIVERY_COLUMNS} FROM webhook_deliveries d WHERE d.id = $1 AND d.tenant = $2
+         FOR UPDATE`,
+        [id, tenant],
+      );
+      if (!row) throw deliveryNotFound(id);
+      if (row.target !== CALLBACK_TARGET) {
+        const [endpoint] = await query(tx, 'SELECT 1 FROM webhook_endpoints WHERE id = $1', [
+          row.target,
+        ]);
+        if (!endpoint) throw endpointDeleted(id, row.target);
+      }
+      const set = setSql(replayColumns(row, now));
+      const [updated] = await query<DeliveryRow>(
+        tx,
+        `UPDATE webhook_deliveries d SET ${set.sql} WHERE d.pk = $${set.params.length + 1}
+         RETURNING ${DELIVERY_COLUMNS}`,
+        [...set.params, row.pk],
+      );
+      return toDelivery(updated as DeliveryRow);
+    });
   }
 
   replayEndpoint(endpointId: string, tenant: string, since: number, now: number): Promise<number> {
@@ -559,7 +621,8 @@ export class PostgresWebhooks implements WebhookStore {
       const rows = await query(
         tx,
         `UPDATE webhook_deliveries SET status = 'pending', round_start = attempts,
-           next_attempt_at = $1, lease_until = NULL, updated_at = $1
+           next_attempt_at = $1, lease_until = NULL, lease_token = NULL, replayed_at = NULL,
+           delivered_at = NULL, updated_at = $1
          WHERE tenant = $2 AND target = $3 AND status = 'failed' AND created_at >= $4
          RETURNING 1`,
         [now, tenant, endpointId, since],
@@ -569,7 +632,14 @@ export class PostgresWebhooks implements WebhookStore {
   }
 
   /** Retention: one node at a time (a transaction-level advisory lock); others return 0. */
-  purgeDeliveries(before: number, limit: number): Promise<number> {
+  async purgeDeliveries(before: number, limit: number): Promise<number> {
+    // A read first: an idle server's hourly pass commits nothing when nothing has expired.
+    const any = await query(
+      this.access.db(),
+      `SELECT 1 FROM webhook_deliveries WHERE status <> 'pending' AND created_at < $1 LIMIT 1`,
+      [before],
+    );
+    if (any.length === 0) return 0;
     return this.tx(async (tx) => {
       const [locked] = await query<{ ok: boolean }>(
         tx,

@@ -169,4 +169,34 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
         max(value, (SELECT coalesce(max(seq), 0) FROM events)) FROM meta WHERE key = 'seq_high';
     `,
   },
+  {
+    version: 5,
+    name: 'webhook lease tokens, rate windows',
+    sql: `
+      -- The token of the claim a delivery is leased to: a record applies only under it.
+      ALTER TABLE webhook_deliveries ADD COLUMN lease_token TEXT;
+      -- Replayed while an attempt was in flight: the replay takes effect when it ends.
+      ALTER TABLE webhook_deliveries ADD COLUMN replayed_at INTEGER;
+      -- Each rate-limited endpoint's current window (an epoch second) and its claims in it.
+      ALTER TABLE webhook_endpoints ADD COLUMN rate_window INTEGER;
+      ALTER TABLE webhook_endpoints ADD COLUMN rate_count INTEGER NOT NULL DEFAULT 0;
+
+      -- Repairs. Deliveries of deleted endpoints that a late record made pending again fail,
+      -- as the deletion said.
+      UPDATE webhook_deliveries SET status = 'failed', last_error = 'ENDPOINT_DELETED',
+        next_attempt_at = NULL, lease_until = NULL
+        WHERE status = 'pending' AND target <> 'callback'
+          AND target NOT IN (SELECT id FROM webhook_endpoints);
+      -- Next attempts past the range of a date come due in 24 hours.
+      UPDATE webhook_deliveries
+        SET next_attempt_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000 + 86400000
+        WHERE next_attempt_at > 8640000000000000;
+      -- Endpoint delays past 24 hours (the bound now) become 24 hours.
+      UPDATE webhook_endpoints SET retry_schedule = (
+          SELECT json_group_array(min(max(CAST(value AS INTEGER), 0), 86400000) ORDER BY key)
+          FROM json_each(webhook_endpoints.retry_schedule))
+        WHERE retry_schedule IS NOT NULL AND EXISTS (
+          SELECT 1 FROM json_each(webhook_endpoints.retry_schedule) WHERE value > 86400000);
+    `,
+  },
 ];

@@ -9,7 +9,6 @@ import {
   CALLBACK_TARGET,
   type Attempt,
   type Delivery,
-  type DeliveryStatus,
   type Endpoint,
   type EndpointPatch,
   type NewEndpoint,
@@ -19,11 +18,22 @@ import { decodeCursor, toPage } from '../page.ts';
 import {
   CLAIM_EXTRA_COLUMNS,
   DELIVERY_COLUMNS,
+  claimableSql,
   deliveriesOf,
+  endpointDeleted,
   endpointPatchColumns,
+  grantClaims,
+  leaseColumns,
+  newDeliveryLease,
+  nextDeliverySql,
+  planRecord,
+  replayColumns,
   toClaimedDelivery,
   type ClaimRow,
+  type Columns,
   type DispatchRow,
+  type RateWindow,
+  type SqlDialect,
   deliveryNotFound,
   endpointNotFound,
   liveSecrets,
@@ -59,9 +69,24 @@ export interface SqliteAccess {
   ): void;
 }
 
+const SQLITE: SqlDialect = { enabled: 'e.enabled = 1', greatest: 'max' };
+
+/** `UPDATE webhook_deliveries SET ... WHERE pk = ?` of shared column assignments. */
+function setSql(columns: Columns): { sql: string; params: Columns[number][1][] } {
+  return {
+    sql: columns.map(([column]) => `${column} = ?`).join(', '),
+    params: columns.map(([, value]) => value),
+  };
+}
+
 /** The webhook tables of the SQLite store (see `WebhookStore`). */
 export class SqliteWebhooks implements WebhookStore {
   constructor(private readonly db: SqliteAccess) {}
+
+  private updateDelivery(pk: number, columns: Columns): void {
+    const { sql, params } = setSql(columns);
+    this.db.stmt(`UPDATE webhook_deliveries SET ${sql} WHERE pk = ?`).run(...params, pk);
+  }
 
   private endpointRow(id: string, tenant: string): EndpointRow {
     const row = this.db
@@ -186,10 +211,13 @@ export class SqliteWebhooks implements WebhookStore {
     return this.db.write(() => {
       const row = this.endpointRow(id, tenant);
       this.checkVersion(row, ifVersion);
+      // An attempt in flight keeps its lease token: its record logs the attempt, and leaves
+      // the delivery failed (see `planRecord`).
       this.db
         .stmt(
           `UPDATE webhook_deliveries SET status = 'failed', last_error = 'ENDPOINT_DELETED',
-             lease_until = NULL, updated_at = ? WHERE tenant = ? AND target = ? AND status = 'pending'`,
+             next_attempt_at = NULL, lease_until = NULL, replayed_at = NULL, updated_at = ?
+           WHERE tenant = ? AND target = ? AND status = 'pending'`,
         )
         .run(now, tenant, id);
       this.db.stmt('DELETE FROM webhook_endpoints WHERE pk = ?').run(row.pk);
@@ -302,24 +330,37 @@ export class SqliteWebhooks implements WebhookStore {
       const { now } = request;
       const rows = this.db
         .stmt(
-          `SELECT ${DELIVERY_COLUMNS}, ${CLAIM_EXTRA_COLUMNS}
+          `SELECT ${DELIVERY_COLUMNS}, ${CLAIM_EXTRA_COLUMNS}, e.rate_window, e.rate_count
            FROM webhook_deliveries d
            LEFT JOIN webhook_endpoints e ON e.id = d.target
            LEFT JOIN callback_secrets c ON c.tenant = d.tenant AND d.target = '${CALLBACK_TARGET}'
-           WHERE d.status = 'pending' AND d.next_attempt_at <= ?
-             AND (d.lease_until IS NULL OR d.lease_until <= ?)
-             AND (d.target = '${CALLBACK_TARGET}' OR e.enabled = 1)
-             AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p WHERE p.status = 'pending'
-               AND p.target = d.target AND p.operation_id = d.operation_id
-               AND p.event_seq < d.event_seq)
-           ORDER BY d.next_attempt_at LIMIT ?`,
+           WHERE ${claimableSql(SQLITE, '@now', '@sec')}
+           ORDER BY d.next_attempt_at, d.pk LIMIT @limit`,
         )
-        .all(now, now, request.limit) as ClaimRow[];
+        .all({ now, sec: Math.floor(now / 1000), limit: request.limit }) as (ClaimRow & {
+        rate_window: number | null;
+        rate_count: number | null;
+      })[];
+      // The one writer: the windows read in this transaction are the current ones.
+      const rates = new Map<string, RateWindow>();
+      for (const row of rows) {
+        if (row.rate_limit === null) continue;
+        rates.set(row.target, {
+          limit: row.rate_limit,
+          window: row.rate_window,
+          count: row.rate_count ?? 0,
+        });
+      }
+      const { granted, windows } = grantClaims(rows, rates, now);
+      const window = this.db.stmt(
+        'UPDATE webhook_endpoints SET rate_window = ?, rate_count = ? WHERE id = ?',
+      );
+      for (const [target, w] of windows) window.run(w.window, w.count, target);
       const leaseUntil = now + request.leaseMs;
-      const lease = this.db.stmt('UPDATE webhook_deliveries SET lease_until = ? WHERE pk = ?');
-      return rows.map((row) => {
-        lease.run(leaseUntil, row.pk);
-        return toClaimedDelivery(row, now, leaseUntil);
+      return granted.map((row) => {
+        const token = newDeliveryLease();
+        this.updateDelivery(row.pk, leaseColumns(row, leaseUntil, token));
+        return toClaimedDelivery(row, now, leaseUntil, token);
       });
     });
   }
@@ -328,41 +369,17 @@ export class SqliteWebhooks implements WebhookStore {
     return this.db.write(() => {
       const { attempt } = outcome;
       const row = this.db
-        .stmt('SELECT pk, target, attempts FROM webhook_deliveries WHERE id = ?')
-        .get(attempt.deliveryId) as { pk: number; target: string; attempts: number } | undefined;
-      // Gone (endpoint deleted, purged) or already recorded by another claimant: nothing to do.
-      if (!row || (!outcome.deferred && row.attempts !== attempt.attempt - 1)) return;
-      const now = attempt.startedAt + attempt.durationMs;
-      if (outcome.deferred) {
-        this.db
-          .stmt(
-            `UPDATE webhook_deliveries SET next_attempt_at = ?, lease_until = NULL WHERE pk = ?`,
-          )
-          .run(outcome.nextAttemptAt ?? now, row.pk);
-        return;
-      }
-      const status: DeliveryStatus =
-        outcome.result === 'delivered'
-          ? 'delivered'
-          : outcome.result === 'retry'
-            ? 'pending'
-            : 'failed';
-      this.db
         .stmt(
-          `UPDATE webhook_deliveries SET status = ?, attempts = ?, next_attempt_at = ?,
-             lease_until = NULL, last_status = ?, last_error = ?, updated_at = ?,
-             delivered_at = ? WHERE pk = ?`,
+          `SELECT pk, target, status, attempts, lease_token, replayed_at
+           FROM webhook_deliveries WHERE id = ?`,
         )
-        .run(
-          status,
-          attempt.attempt,
-          status === 'pending' ? (outcome.nextAttemptAt ?? now) : null,
-          attempt.status,
-          attempt.error,
-          now,
-          status === 'delivered' ? now : null,
-          row.pk,
-        );
+        .get(attempt.deliveryId) as
+        | Pick<DeliveryRow, 'pk' | 'target' | 'status' | 'attempts' | 'lease_token' | 'replayed_at'>
+        | undefined;
+      const plan = planRecord(row, outcome);
+      if (!row || plan.kind === 'stale') return;
+      const now = attempt.startedAt + attempt.durationMs;
+      this.updateDelivery(row.pk, plan.set);
       this.db
         .stmt(
           `INSERT OR REPLACE INTO webhook_attempts (delivery_pk, attempt, started_at, duration_ms,
@@ -377,7 +394,7 @@ export class SqliteWebhooks implements WebhookStore {
           attempt.error,
           attempt.responseBody,
         );
-      if (row.target === CALLBACK_TARGET) return;
+      if (plan.kind === 'log' || row.target === CALLBACK_TARGET) return;
       if (outcome.result === 'delivered') {
         this.db
           .stmt(
@@ -420,15 +437,13 @@ export class SqliteWebhooks implements WebhookStore {
     });
   }
 
-  nextDeliveryAt(): Promise<number | null> {
+  nextDeliveryAt(now = Date.now()): Promise<number | null> {
     return this.db.read(
       () =>
         (
-          this.db
-            .stmt(
-              `SELECT min(next_attempt_at) AS t FROM webhook_deliveries WHERE status = 'pending'`,
-            )
-            .get() as { t: number | null }
+          this.db.stmt(nextDeliverySql(SQLITE, '@sec')).get({ sec: Math.floor(now / 1000) }) as {
+            t: number | null;
+          }
         ).t,
     );
   }
@@ -507,19 +522,22 @@ export class SqliteWebhooks implements WebhookStore {
 
   replayDelivery(id: string, tenant: string, now: number): Promise<Delivery> {
     return this.db.write(() => {
-      const row = this.db
-        .stmt(
-          `UPDATE webhook_deliveries SET status = 'pending', round_start = attempts,
-             next_attempt_at = ?, lease_until = NULL, delivered_at = NULL, updated_at = ?
-           WHERE id = ? AND tenant = ? RETURNING pk`,
-        )
-        .get(now, now, id, tenant) as { pk: number } | undefined;
-      if (!row) throw deliveryNotFound(id);
-      return toDelivery(
+      const read = () =>
         this.db
-          .stmt(`SELECT ${DELIVERY_COLUMNS} FROM webhook_deliveries d WHERE d.pk = ?`)
-          .get(row.pk) as DeliveryRow,
-      );
+          .stmt(
+            `SELECT ${DELIVERY_COLUMNS} FROM webhook_deliveries d WHERE d.id = ? AND d.tenant = ?`,
+          )
+          .get(id, tenant) as DeliveryRow | undefined;
+      const row = read();
+      if (!row) throw deliveryNotFound(id);
+      if (row.target !== CALLBACK_TARGET) {
+        const endpoint = this.db
+          .stmt('SELECT 1 FROM webhook_endpoints WHERE id = ?')
+          .get(row.target);
+        if (!endpoint) throw endpointDeleted(id, row.target);
+      }
+      this.updateDelivery(row.pk, replayColumns(row, now));
+      return toDelivery(read() as DeliveryRow);
     });
   }
 
@@ -529,14 +547,24 @@ export class SqliteWebhooks implements WebhookStore {
       return this.db
         .stmt(
           `UPDATE webhook_deliveries SET status = 'pending', round_start = attempts,
-             next_attempt_at = ?, lease_until = NULL, updated_at = ?
+             next_attempt_at = ?, lease_until = NULL, lease_token = NULL, replayed_at = NULL,
+             delivered_at = NULL, updated_at = ?
            WHERE tenant = ? AND target = ? AND status = 'failed' AND created_at >= ?`,
         )
         .run(now, now, tenant, endpointId, since).changes;
     });
   }
 
-  purgeDeliveries(before: number, limit: number): Promise<number> {
+  async purgeDeliveries(before: number, limit: number): Promise<number> {
+    // A read first: an idle server's hourly pass commits nothing when nothing has expired.
+    const any = await this.db.read(() =>
+      this.db
+        .stmt(
+          `SELECT 1 FROM webhook_deliveries WHERE status <> 'pending' AND created_at < ? LIMIT 1`,
+        )
+        .get(before),
+    );
+    if (!any) return 0;
     return this.db.write(() => {
       const rows = this.db
         .stmt(

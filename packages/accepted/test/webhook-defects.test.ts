@@ -1,0 +1,834 @@
+/**
+ * Regression tests of reproduced webhook defects (#2, #6, #15, #16, #17), each named after its
+ * defect, on real sockets, real SQLite files and the real PostgreSQL server. Where a defect
+ * concerns the store, the test runs against both adapters.
+ */
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import net, { type AddressInfo } from 'node:net';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import pg from 'pg';
+import { describe, it } from 'node:test';
+import { AcceptedError } from '../src/domain/errors.ts';
+import type { NewEndpoint } from '../src/domain/webhooks.ts';
+import { createAccepted, type Accepted, type AcceptedOptions } from '../src/engine/accepted.ts';
+import { demoOperations } from '../src/engine/demo.ts';
+import { createHttpServer } from '../src/http/server.ts';
+import { newOp } from '../src/store/conformance.ts';
+import { MIGRATIONS as PG_MIGRATIONS } from '../src/store/postgres/migrations.ts';
+import { PostgresStore } from '../src/store/postgres/postgres-store.ts';
+import { MIGRATIONS as SQLITE_MIGRATIONS } from '../src/store/sqlite/migrations.ts';
+import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts';
+import type { ClaimedDelivery, DispatchRequest, Store } from '../src/store/store.ts';
+import { createWebhooks, type WebhookOptions, type Webhooks } from '../src/webhooks/service.ts';
+import { eventually, memoryLogger, tempDir } from './helpers.ts';
+import { PG_URL, adminQuery, dropSchema, newSchema, pgUnavailable } from './pg-helpers.ts';
+
+const pgSkip = await pgUnavailable();
+type Kind = 'sqlite' | 'postgres';
+const KINDS: Kind[] = ['sqlite', 'postgres'];
+const skipOf = (kind: Kind) => (kind === 'postgres' ? (pgSkip ?? false) : false);
+
+// ---- a real receiver ------------------------------------------------------------------------
+
+interface Reply {
+  status: number;
+  headers?: Record<string, string>;
+}
+
+interface Received {
+  path: string;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+}
+
+/**
+ * An HTTP receiver on loopback. `answer` may return a promise (to hold a request open); the
+ * receiver counts, per `webhook-id`, how many requests were open at once.
+ */
+class Receiver {
+  readonly received: Received[] = [];
+  answer: (request: Received, index: number) => Reply | Promise<Reply> = () => ({ status: 200 });
+  private readonly open = new Map<string, number>();
+  /** The most requests of one webhook-id open at the same time. */
+  maxConcurrentPerId = 0;
+  private readonly server = http.createServer((req, res) => {
+    const id = String(req.headers['webhook-id']);
+    const now = (this.open.get(id) ?? 0) + 1;
+    this.open.set(id, now);
+    this.maxConcurrentPerId = Math.max(this.maxConcurrentPerId, now);
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.on('end', () => {
+      const request = {
+        path: req.url ?? '',
+        headers: req.headers,
+        body: Buffer.concat(chunks).toString('utf8'),
+      };
+      this.received.push(request);
+      void Promise.resolve(this.answer(request, this.received.length - 1)).then((reply) => {
+        this.open.set(id, (this.open.get(id) ?? 1) - 1);
+        if (res.destroyed) return;
+        res.writeHead(reply.status, reply.headers ?? {});
+        res.end('ok');
+      });
+    });
+  });
+  url = '';
+
+  async start(): Promise<this> {
+    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    return this;
+  }
+
+  close(): Promise<void> {
+    this.server.closeAllConnections();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+/** A loopback port nothing listens on (taken, then released). */
+async function closedPort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+// ---- stores and nodes -----------------------------------------------------------------------
+
+const WEBHOOK_WRITES = new Set([
+  'createEndpoint',
+  'updateEndpoint',
+  'rotateEndpointSecret',
+  'deleteEndpoint',
+  'callbackSecrets',
+  'rotateCallbackSecret',
+  'dispatchDeliveries',
+  'claimDeliveries',
+  'recordAttempt',
+  'replayDelivery',
+  'replayEndpoint',
+  'purgeDeliveries',
+]);
+
+/**
+ * The real store, seen through a proxy that counts calls of its webhook writes (each is a
+ * transaction on PostgreSQL; on SQLite `stats.flushes` counts the commits themselves).
+ */
+function counted<S extends Store>(store: S): { store: S; writes: Map<string, number> } {
+  const writes = new Map<string, number>();
+  const proxy = new Proxy(store, {
+    get(target, prop) {
+      const value: unknown = Reflect.get(target, prop, target);
+      if (typeof value !== 'function') return value;
+      const fn = value as (...args: unknown[]) => unknown;
+      if (typeof prop === 'string' && WEBHOOK_WRITES.has(prop)) {
+        return (...args: unknown[]) => {
+          writes.set(prop, (writes.get(prop) ?? 0) + 1);
+          return fn.apply(target, args);
+        };
+      }
+      return fn.bind(target);
+    },
+  });
+  return { store: proxy, writes };
+}
+
+function openStore(kind: Kind, schema?: string): SqliteStore | PostgresStore {
+  return kind === 'sqlite'
+    ? new SqliteStore({ filename: path.join(tempDir(), 'accepted.db') })
+    : new PostgresStore({ url: PG_URL, schema: schema ?? newSchema() });
+}
+
+interface Node {
+  accepted: Accepted;
+  webhooks: Webhooks;
+  store: SqliteStore | PostgresStore;
+  writes: Map<string, number>;
+  stop(): Promise<void>;
+}
+
+async function startNode(
+  kind: Kind,
+  options: {
+    schema?: string;
+    engine?: Partial<AcceptedOptions>;
+    webhooks?: Partial<WebhookOptions>;
+  } = {},
+): Promise<Node> {
+  const real = openStore(kind, options.schema);
+  const { store, writes } = counted(real);
+  const accepted = createAccepted({
+    logger: memoryLogger(),
+    pollIntervalMs: 200,
+    operations: demoOperations,
+    ...options.engine,
+    store,
+  });
+  await accepted.start();
+  const webhooks = createWebhooks({
+    accepted,
+    allow: ['127.0.0.0/8'],
+    timeoutMs: 2000,
+    pollIntervalMs: 50,
+    logger: memoryLogger(),
+    ...options.webhooks,
+  });
+  webhooks.start();
+  return {
+    accepted,
+    webhooks,
+    store: real,
+    writes,
+    stop: async () => {
+      await webhooks.stop(100);
+      await accepted.stop({ graceful: false });
+    },
+  };
+}
+
+const sum = (writes: Map<string, number>) => [...writes.values()].reduce((a, b) => a + b, 0);
+
+/** A store opened on its own (no engine), closed by the returned function. */
+async function bareStore(kind: Kind, schema?: string) {
+  const store = openStore(kind, schema);
+  await store.open();
+  return store;
+}
+
+let counter = 0;
+function endpointRow(overrides: Partial<NewEndpoint> = {}): NewEndpoint {
+  return {
+    id: `ep_defect${++counter}_${Math.random().toString(36).slice(2, 10)}`,
+    tenant: 't1',
+    url: 'https://example.com/hook',
+    description: null,
+    eventTypes: ['operation.queued'],
+    labels: null,
+    secret: 'whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0IQ==',
+    signingKey: null,
+    retrySchedule: null,
+    rateLimit: null,
+    ...overrides,
+  };
+}
+
+function dispatchRequest(now: number): DispatchRequest {
+  return {
+    limit: 500,
+    now,
+    newId: () => `dlv_defect${++counter}_${Math.random().toString(36).slice(2, 10)}`,
+    newSecret: () => 'whsec_Y2FsbGJhY2stc2VjcmV0LWNhbGxiYWNrLXNlY3JldA==',
+    payload: (event) => JSON.stringify({ type: event.type, seq: event.seq }),
+  };
+}
+
+function attemptOf(claimed: ClaimedDelivery, status: number | null, at: number) {
+  return {
+    deliveryId: claimed.delivery.id,
+    attempt: claimed.delivery.attempts + 1,
+    startedAt: at,
+    durationMs: 2,
+    status,
+    error: status === null ? 'CONNECT_FAILED' : null,
+    responseBody: '',
+  };
+}
+
+/** Resolves once `counts()` has not moved for `quietMs`; fails, saying how much it moved. */
+async function settled(counts: () => number, what: string, quietMs = 1000, ms = 20_000) {
+  const deadline = Date.now() + ms;
+  let last = counts();
+  for (;;) {
+    await new Promise((resolve) => setTimeout(resolve, quietMs));
+    const now = counts();
+    const moved = now - last;
+    if (moved === 0) return;
+    last = now;
+    if (Date.now() > deadline) {
+      assert.fail(`${what} never went quiet: ${moved} more in the last ${quietMs} ms`);
+    }
+  }
+}
+
+// ---- the defects ----------------------------------------------------------------------------
+
+for (const kind of KINDS) {
+  describe(`webhook defects (${kind})`, { skip: skipOf(kind), timeout: 240_000 }, () => {
+    it('#2 an idle server with 100 blocked webhook lines makes no commit over 30 s', async () => {
+      const port = await closedPort();
+      // No worker: the operations are submitted and canceled, so each makes a line of two
+      // events (queued, canceled) and nothing of the engine writes afterwards.
+      const node = await startNode(kind, {
+        engine: { worker: false, pollIntervalMs: 200 },
+        webhooks: { retrySchedule: [3_600_000], pollIntervalMs: 20 },
+      });
+      try {
+        const { endpoint } = await node.webhooks.createEndpoint('acme', {
+          url: `http://127.0.0.1:${port}/hook`,
+        });
+        for (let i = 0; i < 100; i++) {
+          const op = await node.accepted.submit('demo.echo', i, { tenant: 'acme' });
+          await node.accepted.cancel(op.id, { tenant: 'acme' });
+        }
+        // Every line's head failed once (nothing listens) and waits an hour; the line's second
+        // delivery is due but waits behind it.
+        await eventually(async () => {
+          const page = await node.store.listDeliveries({
+            tenant: 'acme',
+            endpointId: endpoint.id,
+            limit: 500,
+          });
+          return (
+            page.items.length === 200 &&
+            page.items.filter((d) => d.attempts === 1 && d.status === 'pending').length === 100
+          );
+        }, 60_000);
+        const commits = () => node.store.stats.flushes + sum(node.writes);
+        await settled(commits, 'the store');
+        const before = { flushes: node.store.stats.flushes, writes: sum(node.writes) };
+        await new Promise((resolve) => setTimeout(resolve, 30_000));
+        assert.equal(node.store.stats.flushes - before.flushes, 0, 'commits while idle');
+        assert.equal(
+          sum(node.writes) - before.writes,
+          0,
+          `webhook writes while idle: ${JSON.stringify([...node.writes])}`,
+        );
+        const next = await node.store.nextDeliveryAt(Date.now());
+        // An hour, less the 20% jitter and the time spent here.
+        assert.ok(next !== null && next > Date.now() + 45 * 60_000, 'the heads wait an hour');
+      } finally {
+        await node.stop();
+      }
+    });
+
+    it('#15 deleting an endpoint during an attempt does not resurrect its delivery', async () => {
+      const hook = await new Receiver().start();
+      let release: (reply: Reply) => void = () => undefined;
+      hook.answer = () => new Promise<Reply>((resolve) => (release = resolve));
+      const node = await startNode(kind, { webhooks: { retrySchedule: [50, 50, 50] } });
+      try {
+        const { endpoint } = await node.webhooks.createEndpoint('acme', {
+          url: `${hook.url}/deleted`,
+          eventTypes: ['operation.queued'],
+        });
+        const op = await node.accepted.submit('demo.echo', 1, { tenant: 'acme' });
+        await eventually(() => hook.received.length === 1);
+        await node.webhooks.deleteEndpoint('acme', endpoint.id, undefined);
+        release({ status: 500 });
+        const [delivery] = (
+          await node.store.listDeliveries({ tenant: 'acme', operationId: op.id, limit: 10 })
+        ).items;
+        assert.ok(delivery);
+        // The attempt is logged once its answer is in; the delivery stays finished.
+        await eventually(
+          async () => (await node.store.listAttempts(delivery.id, 'acme')).length === 1,
+        );
+        const after = await node.store.getDelivery(delivery.id, 'acme');
+        assert.equal(after?.status, 'failed');
+        assert.equal(after.lastError, 'ENDPOINT_DELETED');
+        assert.equal(after.nextAttemptAt, null);
+        assert.equal(await node.store.nextDeliveryAt(Date.now()), null, 'nothing left to send');
+        assert.equal(hook.received.length, 1);
+      } finally {
+        await node.stop();
+        await hook.close();
+      }
+    });
+
+    it('#15 a record never revives a delivery finished meanwhile (deleted endpoint, purge)', async () => {
+      const store = await bareStore(kind);
+      try {
+        const endpoint = await store.createEndpoint(endpointRow(), 1_000);
+        await store.create(newOp(), 1_000);
+        await store.create(newOp(), 1_000);
+        await store.dispatchDeliveries(dispatchRequest(1_000));
+        const claimed = await store.claimDeliveries({ now: 2_000, limit: 10, leaseMs: 60_000 });
+        assert.equal(claimed.length, 2);
+        const [first, second] = claimed as [ClaimedDelivery, ClaimedDelivery];
+        await store.deleteEndpoint(endpoint.id, 't1', 2_100);
+        await store.recordAttempt({
+          attempt: attemptOf(first, 500, 2_000),
+          lease: first.leaseToken,
+          result: 'retry',
+          nextAttemptAt: 3_000,
+        });
+        const after = await store.getDelivery(first.delivery.id, 't1');
+        assert.equal(after?.status, 'failed');
+        assert.equal(after.lastError, 'ENDPOINT_DELETED');
+        assert.equal(after.attempts, 1, 'the attempt is counted and logged');
+        assert.equal((await store.listAttempts(first.delivery.id, 't1')).length, 1);
+        assert.equal(await store.nextDeliveryAt(4_000), null);
+        assert.deepEqual(await store.claimDeliveries({ now: 4_000, limit: 10, leaseMs: 1 }), []);
+        // Purged before its record came: the record is a no-op.
+        assert.equal(await store.purgeDeliveries(Number.MAX_SAFE_INTEGER, 100), 2);
+        await store.recordAttempt({
+          attempt: attemptOf(second, 200, 2_000),
+          lease: second.leaseToken,
+          result: 'delivered',
+        });
+        assert.equal(await store.getDelivery(second.delivery.id, 't1'), null);
+        // A deleted endpoint's delivery cannot be replayed into a line nothing sends.
+        assert.equal((await store.listDeliveries({ tenant: 't1', limit: 10 })).items.length, 0);
+      } finally {
+        await store.close();
+      }
+    });
+
+    it('#16 replaying a delivery while it is being sent does not send it twice at once', async () => {
+      const hook = await new Receiver().start();
+      let release: (reply: Reply) => void = () => undefined;
+      hook.answer = (_request, index) =>
+        index === 0 ? new Promise<Reply>((resolve) => (release = resolve)) : { status: 200 };
+      const node = await startNode(kind, { webhooks: { retrySchedule: [50, 50, 50] } });
+      try {
+        await node.webhooks.createEndpoint('acme', {
+          url: `${hook.url}/replay`,
+          eventTypes: ['operation.queued'],
+        });
+        const op = await node.accepted.submit('demo.echo', 1, { tenant: 'acme' });
+        await eventually(() => hook.received.length === 1);
+        const [delivery] = (
+          await node.store.listDeliveries({ tenant: 'acme', operationId: op.id, limit: 10 })
+        ).items;
+        assert.ok(delivery);
+        await node.webhooks.replayDelivery('acme', delivery.id);
+        // The replay's claim pass has run: it must not have sent the delivery again.
+        await node.store.nextDeliveryAt(Date.now());
+        release({ status: 200 });
+        // Then the replay takes effect: a second attempt, after the first has ended.
+        await eventually(async () => {
+          const now = await node.store.getDelivery(delivery.id, 'acme');
+          return now?.status === 'delivered' && now.attempts === 2;
+        });
+        const attempts = await node.store.listAttempts(delivery.id, 'acme');
+        assert.deepEqual(
+          attempts.map((a) => [a.attempt, a.status]),
+          [
+            [1, 200],
+            [2, 200],
+          ],
+          'the in-flight attempt is logged, and so is the replay',
+        );
+        assert.equal(hook.received.length, 2);
+        assert.equal(hook.maxConcurrentPerId, 1, 'one webhook-id was sent twice at once');
+      } finally {
+        await node.stop();
+        await hook.close();
+      }
+    });
+
+    it('#16 a replay in flight waits for its attempt; a record under a replaced lease changes nothing', async () => {
+      const store = await bareStore(kind);
+      try {
+        await store.createEndpoint(endpointRow({ retrySchedule: [1_000] }), 1_000);
+        await store.create(newOp(), 1_000);
+        await store.dispatchDeliveries(dispatchRequest(1_000));
+        const [c1] = await store.claimDeliveries({ now: 2_000, limit: 10, leaseMs: 60_000 });
+        assert.ok(c1);
+        const id = c1.delivery.id;
+        // Replayed while c1 is in flight: nobody else may claim it meanwhile.
+        const replayed = await store.replayDelivery(id, 't1', 2_100);
+        assert.equal(replayed.status, 'pending');
+        assert.deepEqual(await store.claimDeliveries({ now: 2_200, limit: 10, leaseMs: 1 }), []);
+        // c1's record is kept, and the replay then takes effect: due at once, fresh budget.
+        await store.recordAttempt({
+          attempt: attemptOf(c1, 500, 2_000),
+          lease: c1.leaseToken,
+          result: 'failed',
+        });
+        const afterFirst = await store.getDelivery(id, 't1');
+        assert.equal(afterFirst?.status, 'pending');
+        assert.equal(afterFirst.attempts, 1);
+        assert.equal(afterFirst.roundStart, 1);
+        const [c2] = await store.claimDeliveries({ now: 2_300, limit: 10, leaseMs: 100 });
+        assert.equal(c2?.delivery.id, id);
+        assert.equal(c2.delivery.roundStart, 1);
+        // c2's lease runs out; c3 claims it again. c2's late record is stale: nothing changes.
+        const [c3] = await store.claimDeliveries({ now: 2_500, limit: 10, leaseMs: 60_000 });
+        assert.equal(c3?.delivery.id, id);
+        assert.notEqual(c3.leaseToken, c2.leaseToken);
+        await store.recordAttempt({
+          attempt: attemptOf(c2, 200, 2_300),
+          lease: c2.leaseToken,
+          result: 'delivered',
+        });
+        const stale = await store.getDelivery(id, 't1');
+        assert.equal(stale?.status, 'pending', 'a stale record must not finish the delivery');
+        assert.deepEqual(await store.claimDeliveries({ now: 2_600, limit: 10, leaseMs: 1 }), []);
+        await store.recordAttempt({
+          attempt: attemptOf(c3, 200, 2_500),
+          lease: c3.leaseToken,
+          result: 'delivered',
+        });
+        const done = await store.getDelivery(id, 't1');
+        assert.equal(done?.status, 'delivered');
+        assert.equal(done.attempts, 2);
+        assert.deepEqual(
+          (await store.listAttempts(id, 't1')).map((a) => [a.attempt, a.status]),
+          [
+            [1, 500],
+            [2, 200],
+          ],
+        );
+      } finally {
+        await store.close();
+      }
+    });
+
+    it('#17 the claim holds an endpoint to its rateLimit per second (and the wake-up time says when)', async () => {
+      const schema = kind === 'postgres' ? newSchema() : undefined;
+      const a = await bareStore(kind, schema);
+      // On PostgreSQL a second node on the same schema; SQLite has one process per file.
+      const b = kind === 'postgres' ? await bareStore(kind, schema) : a;
+      try {
+        const endpoint = await a.createEndpoint(endpointRow({ rateLimit: 2 }), 1_000);
+        const other = await a.createEndpoint(endpointRow(), 1_000);
+        for (let i = 0; i < 10; i++) await a.create(newOp(), 1_000);
+        await a.dispatchDeliveries(dispatchRequest(1_000));
+        const claim = (store: Store, now: number) =>
+          store.claimDeliveries({ now, limit: 20, leaseMs: 60_000 });
+        const of = (claims: ClaimedDelivery[][], target: string) =>
+          claims.flat().filter((c) => c.delivery.target === target);
+        // Both nodes claim at once in second 5: two of the limited endpoint's, all the other's.
+        const first = await Promise.all([claim(a, 5_000), claim(b, 5_000), claim(b, 5_400)]);
+        assert.equal(of(first, endpoint.id).length, 2);
+        assert.equal(of(first, other.id).length, 10);
+        assert.equal(await b.nextDeliveryAt(5_500), 6_000, 'the next window');
+        assert.equal(of([await claim(a, 5_999)], endpoint.id).length, 0);
+        const second = await Promise.all([claim(b, 6_000), claim(a, 6_001)]);
+        assert.equal(of(second, endpoint.id).length, 2);
+        assert.ok(of(second, endpoint.id).every((c) => c.claimedAt >= 6_000));
+      } finally {
+        if (b !== a) await b.close();
+        await a.close();
+        if (schema) await dropSchema(schema);
+      }
+    });
+  });
+}
+
+describe(
+  'webhook defects (PostgreSQL, two nodes)',
+  { skip: pgSkip ?? false, timeout: 120_000 },
+  () => {
+    it("#17 an endpoint's rateLimit holds across two PostgreSQL nodes", async () => {
+      const hook = await new Receiver().start();
+      const schema = newSchema();
+      const options = { schema, webhooks: { pollIntervalMs: 20 } };
+      const nodes = [await startNode('postgres', options), await startNode('postgres', options)];
+      const [one, two] = nodes as [Node, Node];
+      try {
+        const { endpoint } = await one.webhooks.createEndpoint('acme', {
+          url: `${hook.url}/rate`,
+          eventTypes: ['operation.queued'],
+          rateLimit: 2,
+        });
+        const total = 16;
+        for (let i = 0; i < total; i++) {
+          await (i % 2 ? one : two).accepted.submit('demo.echo', i, { tenant: 'acme' });
+        }
+        await eventually(async () => {
+          const page = await one.store.listDeliveries({
+            tenant: 'acme',
+            endpointId: endpoint.id,
+            status: ['delivered'],
+            limit: 100,
+          });
+          return page.items.length === total;
+        }, 60_000);
+        // By the server's window: the webhook-timestamp each request carries (the second of its
+        // claim), and the attempts' recorded start times.
+        const perSecond = (seconds: number[]) => {
+          const counts = new Map<number, number>();
+          for (const s of seconds) counts.set(s, (counts.get(s) ?? 0) + 1);
+          return counts;
+        };
+        const stamped = perSecond(hook.received.map((r) => Number(r.headers['webhook-timestamp'])));
+        const page = await one.store.listDeliveries({
+          tenant: 'acme',
+          endpointId: endpoint.id,
+          limit: 100,
+        });
+        const starts: number[] = [];
+        for (const d of page.items) {
+          for (const a of await two.store.listAttempts(d.id, 'acme')) {
+            starts.push(Math.floor(a.startedAt / 1000));
+          }
+        }
+        const recorded = perSecond(starts);
+        const split = nodes.map((n) => n.webhooks.stats.attempts);
+        for (const [second, count] of [...stamped, ...recorded]) {
+          assert.ok(
+            count <= 2,
+            `${count} deliveries in second ${second} (per node ${split.join('/')}): ${JSON.stringify([...stamped])}`,
+          );
+        }
+        assert.equal(hook.received.length, total, 'each once');
+        assert.equal(starts.length, total);
+        assert.equal(
+          split.reduce((x, y) => x + y, 0),
+          total,
+        );
+      } finally {
+        for (const node of nodes) await node.stop();
+        await hook.close();
+        await dropSchema(schema);
+      }
+    });
+  },
+);
+
+// ---- upgrades repair what the defects stored ------------------------------------------------
+
+/** Rows as the defects left them: a delay and a next attempt out of range, a resurrection. */
+const BROKEN_ROWS = `
+  INSERT INTO webhook_endpoints (id, tenant, url, secrets, retry_schedule, enabled, created_at,
+    updated_at, version) VALUES ('ep_huge', 't1', 'https://example.com/h', '[]',
+    '[5000,3599999999996400000]', TRUE, 1, 1, 1);
+  INSERT INTO webhook_deliveries (id, tenant, target, url, operation_id, event_seq, event_type,
+    payload, status, attempts, next_attempt_at, created_at, updated_at) VALUES
+    ('dlv_far', 't1', 'ep_huge', 'https://example.com/h', 'op_1', 1, 'operation.queued', '{}',
+      'pending', 1, 3599999999996400000, 1, 1),
+    ('dlv_revived', 't1', 'ep_deleted', 'https://example.com/x', 'op_1', 1, 'operation.queued',
+      '{}', 'pending', 1, 2, 1, 1);
+`;
+
+for (const kind of KINDS) {
+  describe(`webhook defects: upgrades (${kind})`, { skip: skipOf(kind) }, () => {
+    it('#6 #15 upgrading repairs what the defects stored (delays past 24 h, dates out of range, resurrected deliveries)', async () => {
+      const schema = newSchema();
+      const filename = path.join(tempDir(), 'accepted.db');
+      if (kind === 'sqlite') {
+        // A file at the last version before the fix, with the broken rows.
+        const db = new Database(filename);
+        for (const migration of SQLITE_MIGRATIONS.filter((m) => m.version <= 4)) {
+          db.exec(migration.sql);
+        }
+        db.pragma('user_version = 4');
+        db.exec(BROKEN_ROWS);
+        db.close();
+      } else {
+        const [first] = PG_MIGRATIONS;
+        assert.equal(first?.version, 1);
+        await adminQuery(`CREATE SCHEMA "${schema}"`);
+        const client = new pg.Client({
+          connectionString: PG_URL,
+          options: `-c search_path=${schema}`,
+        });
+        await client.connect();
+        await client.query(`BEGIN; ${first.sql}
+          CREATE TABLE migrations (version integer PRIMARY KEY, name text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now());
+          INSERT INTO migrations (version, name) VALUES (1, 'first');
+          ${BROKEN_ROWS} COMMIT;`);
+        await client.end();
+      }
+      const store =
+        kind === 'sqlite'
+          ? new SqliteStore({ filename })
+          : new PostgresStore({ url: PG_URL, schema });
+      await store.open();
+      try {
+        const endpoint = await store.getEndpoint('ep_huge', 't1');
+        assert.deepEqual(endpoint?.retrySchedule, [5000, 86_400_000]);
+        const far = await store.getDelivery('dlv_far', 't1');
+        assert.ok(far?.nextAttemptAt !== null && far?.nextAttemptAt !== undefined);
+        assert.ok(far.nextAttemptAt <= Date.now() + 86_400_000);
+        assert.doesNotThrow(() => new Date(far.nextAttemptAt ?? 0).toISOString());
+        const revived = await store.getDelivery('dlv_revived', 't1');
+        assert.equal(revived?.status, 'failed');
+        assert.equal(revived.lastError, 'ENDPOINT_DELETED');
+        // The repaired delivery is not stuck: it is the next one due.
+        assert.equal(await store.nextDeliveryAt(Date.now()), far.nextAttemptAt);
+      } finally {
+        await store.close();
+        await dropSchema(schema);
+      }
+    });
+  });
+}
+
+// ---- #6: bounds -----------------------------------------------------------------------------
+
+describe('webhook defects: bounds (#6)', { timeout: 60_000 }, () => {
+  it('#6 retrySchedule and every webhook duration or count are bounded: 422 VALIDATION_FAILED naming the field, nothing stored', async () => {
+    const node = await startNode('sqlite');
+    const app = createHttpServer({
+      accepted: node.accepted,
+      webhooks: node.webhooks,
+      logger: false,
+    });
+    const base = await app.listen({ port: 0, host: '127.0.0.1' });
+    const hook = await new Receiver().start();
+    const call = async (method: string, route: string, body?: unknown, headers = {}) => {
+      const response = await fetch(`${base}${route}`, {
+        method,
+        headers: {
+          ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+          ...headers,
+        },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      const text = await response.text();
+      return {
+        status: response.status,
+        type: response.headers.get('content-type'),
+        json: (text ? JSON.parse(text) : {}) as {
+          code?: string;
+          fields?: { field: string; message: string }[];
+        } & Record<string, unknown>,
+      };
+    };
+    try {
+      const url = `${hook.url}/bounds`;
+      const refused: [Record<string, unknown>, string][] = [
+        [{ retrySchedule: ['999999999999h'] }, '/retrySchedule/0'],
+        [{ retrySchedule: ['5s', '25h'] }, '/retrySchedule/1'],
+        [{ retrySchedule: ['500ms'] }, '/retrySchedule/0'],
+        [{ retrySchedule: ['0s'] }, '/retrySchedule/0'],
+        [{ retrySchedule: [`${'9'.repeat(400)}s`] }, '/retrySchedule/0'],
+        [{ retrySchedule: Array.from({ length: 21 }, () => '1m') }, '/retrySchedule'],
+        [{ rateLimit: 0 }, '/rateLimit'],
+        [{ rateLimit: 100_001 }, '/rateLimit'],
+        [{ rateLimit: 1.5 }, '/rateLimit'],
+        [{ description: 'x'.repeat(501) }, '/description'],
+      ];
+      for (const [extra, field] of refused) {
+        const answer = await call('POST', '/v1/webhooks/endpoints', { url, ...extra });
+        assert.equal(answer.status, 422, JSON.stringify(extra));
+        assert.match(answer.type ?? '', /application\/problem\+json/);
+        assert.equal(answer.json.code, 'VALIDATION_FAILED');
+        assert.ok(
+          answer.json.fields?.some((f) => f.field === field),
+          `${JSON.stringify(extra)}: ${JSON.stringify(answer.json.fields)}`,
+        );
+      }
+      const listed = await call('GET', '/v1/webhooks/endpoints');
+      assert.deepEqual(listed.json.items, [], 'nothing was stored');
+      // The limits themselves are accepted.
+      const created = await call('POST', '/v1/webhooks/endpoints', {
+        url,
+        retrySchedule: ['1s', '24h', ...Array.from({ length: 18 }, () => '1m')],
+        rateLimit: 100_000,
+      });
+      assert.equal(created.status, 201, JSON.stringify(created.json));
+      const id = created.json.id as string;
+      for (const [extra, field] of refused) {
+        const answer = await call('PATCH', `/v1/webhooks/endpoints/${id}`, extra, {
+          'if-match': '*',
+        });
+        assert.equal(answer.status, 422, JSON.stringify(extra));
+        assert.ok(answer.json.fields?.some((f) => f.field === field));
+      }
+      const read = await call('GET', `/v1/webhooks/endpoints/${id}`);
+      assert.equal(read.json.version, 1, 'no refused PATCH changed it');
+      // The library face refuses the same (no HTTP layer in front of it).
+      await assert.rejects(
+        node.webhooks.createEndpoint('default', { url, retrySchedule: [1e20] }),
+        (error: unknown) =>
+          error instanceof AcceptedError &&
+          error.code === 'VALIDATION_FAILED' &&
+          JSON.stringify(error.fields).includes('/retrySchedule/0'),
+      );
+      await assert.rejects(
+        node.webhooks.updateEndpoint('default', id, { rateLimit: -1 }, undefined),
+        (error: unknown) => error instanceof AcceptedError && error.code === 'VALIDATION_FAILED',
+      );
+      // Query parameters and the replay body are bounded too.
+      assert.equal((await call('GET', '/v1/webhooks/deliveries?limit=501')).status, 400);
+      assert.equal((await call('GET', '/v1/webhooks/deliveries?limit=0')).status, 400);
+      const since = await call('POST', `/v1/webhooks/endpoints/${id}:replay`, { since: 'soon' });
+      assert.equal(since.status, 422);
+      assert.equal((await call('GET', '/v1/webhooks/deliveries')).status, 200);
+    } finally {
+      await app.close();
+      await node.stop();
+      await hook.close();
+    }
+  });
+
+  it('#6 the server-side webhook options are bounded, with errors naming the option', async () => {
+    const node = await startNode('sqlite');
+    try {
+      const refused: [Partial<WebhookOptions>, string][] = [
+        [{ retrySchedule: [1e20] }, '/retrySchedule/0'],
+        [{ retrySchedule: [25 * 3_600_000] }, '/retrySchedule/0'],
+        [{ retrySchedule: [-1] }, '/retrySchedule/0'],
+        [{ retrySchedule: [Number.NaN] }, '/retrySchedule/0'],
+        [{ retrySchedule: Array.from({ length: 101 }, () => 1000) }, '/retrySchedule'],
+        [{ timeoutMs: 0 }, '/timeoutMs'],
+        [{ timeoutMs: 3_600_000 }, '/timeoutMs'],
+        [{ disableAfterMs: 0 }, '/disableAfterMs'],
+        [{ disableAfterMs: Number.POSITIVE_INFINITY }, '/disableAfterMs'],
+        [{ concurrency: 0 }, '/concurrency'],
+        [{ concurrency: 1.5 }, '/concurrency'],
+        [{ concurrency: 1_000_000 }, '/concurrency'],
+        [{ rotationOverlapMs: -1 }, '/rotationOverlapMs'],
+        [{ rotationOverlapMs: 1e16 }, '/rotationOverlapMs'],
+        [{ retentionMs: 1e16 }, '/retentionMs'],
+        [{ pollIntervalMs: 1 }, '/pollIntervalMs'],
+        [{ pollIntervalMs: 1e9 }, '/pollIntervalMs'],
+      ];
+      for (const [options, field] of refused) {
+        assert.throws(
+          () => createWebhooks({ accepted: node.accepted, ...options }),
+          (error: unknown) =>
+            error instanceof AcceptedError &&
+            error.code === 'VALIDATION_FAILED' &&
+            error.message.includes(field.split('/')[1] ?? '') &&
+            JSON.stringify(error.fields).includes(field),
+          JSON.stringify(options),
+        );
+      }
+    } finally {
+      await node.stop();
+    }
+  });
+
+  it('#6 a Retry-After from the receiver never pushes the next attempt out of range', async () => {
+    const hook = await new Receiver().start();
+    const node = await startNode('sqlite', { webhooks: { retrySchedule: [50, 50] } });
+    const app = createHttpServer({
+      accepted: node.accepted,
+      webhooks: node.webhooks,
+      logger: false,
+    });
+    const base = await app.listen({ port: 0, host: '127.0.0.1' });
+    const answers = ['9'.repeat(40), 'Fri, 31 Dec 9999 23:59:59 GMT'];
+    hook.answer = (request) => ({
+      status: 503,
+      headers: { 'retry-after': answers[request.path === '/a' ? 0 : 1] ?? '' },
+    });
+    try {
+      for (const route of ['/a', '/b']) {
+        await node.webhooks.createEndpoint('default', {
+          url: `${hook.url}${route}`,
+          eventTypes: ['operation.queued'],
+        });
+      }
+      const before = Date.now();
+      await node.accepted.submit('demo.echo', 1);
+      await eventually(async () => {
+        const page = await node.store.listDeliveries({ tenant: 'default', limit: 10 });
+        return page.items.length === 2 && page.items.every((d) => d.attempts === 1);
+      });
+      const page = await node.store.listDeliveries({ tenant: 'default', limit: 10 });
+      for (const d of page.items) {
+        assert.ok(d.nextAttemptAt !== null);
+        assert.ok(d.nextAttemptAt <= Date.now() + 24 * 3_600_000, 'capped at 24 h');
+        assert.ok(d.nextAttemptAt >= before + 23 * 3_600_000, 'the receiver asked for long');
+      }
+      const listed = await fetch(`${base}/v1/webhooks/deliveries`);
+      assert.equal(listed.status, 200);
+    } finally {
+      await app.close();
+      await node.stop();
+      await hook.close();
+    }
+  });
+});
