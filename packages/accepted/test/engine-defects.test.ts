@@ -10,7 +10,7 @@ import { defineOperation, type HandlerContext } from '../src/engine/definition.t
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MAX_PROGRESS_DATA_BYTES } from '../src/engine/worker.ts';
 import { toMonitor } from '../src/http/monitor.ts';
-import { sqliteStore } from '../src/store/sqlite/sqlite-store.ts';
+import { SqliteStore, sqliteStore } from '../src/store/sqlite/sqlite-store.ts';
 import type { LeaseState, RenewRequest, Store } from '../src/store/store.ts';
 import { eventually, historyOf, memoryLogger, startEngine, tempDir } from './helpers.ts';
 
@@ -116,6 +116,38 @@ describe('engine defects', T, () => {
     } finally {
       await accepted.stop({ graceful: false });
     }
+  });
+
+  it('an idle engine commits nothing: its polls, lease recovery and retention only read', async () => {
+    const accepted = await startEngine({
+      operations: [defineOperation({ type: 'test.quick', handler: () => 'done' })],
+      pollIntervalMs: 20,
+      leaseRecoveryIntervalMs: 20,
+      retentionIntervalMs: 1_000,
+      retentionMs: 1,
+    });
+    const store = accepted.store as SqliteStore;
+    // Some work first, finished, so that every loop has something it could look at.
+    for (let i = 0; i < 5; i++) await accepted.wait((await accepted.submit('test.quick')).id);
+    await accepted.submit('test.quick', null, { runAt: Date.now() + 3_600_000 });
+    // Retention removes the finished ones (a real write), then everything goes quiet.
+    await eventually(async () => (await accepted.list({ status: 'succeeded' })).items.length === 0);
+    const quiet = async () => {
+      const before = { ...store.stats };
+      await sleep(200);
+      return store.stats.flushes === before.flushes;
+    };
+    await eventually(quiet);
+    const before = { ...store.stats };
+    // 3 s: about 150 polls and 150 lease checks, and three retention passes.
+    await sleep(3_000);
+    assert.deepEqual(
+      { flushes: store.stats.flushes - before.flushes, syncs: store.stats.syncs - before.syncs },
+      { flushes: 0, syncs: 0 },
+    );
+    // And the poll still finds work that no hint announced (runAt coming due).
+    const soon = await accepted.submit('test.quick', null, { runAt: Date.now() + 300 });
+    assert.equal((await accepted.wait(soon.id, { timeoutMs: 10_000 })).status, 'succeeded');
   });
 
   it('#12 an attempt that ignores its cancel and then times out ends canceled, not retried', async () => {

@@ -225,15 +225,9 @@ export class Worker {
     this.every(this.options.heartbeatMs, () => this.heartbeat());
     this.every(this.options.leaseRecoveryIntervalMs, () => this.recoverLeases());
     // The safety poll is the one timer left referenced: a started worker keeps the process
-    // alive until stop(), as a server would.
-    this.every(
-      this.options.pollIntervalMs,
-      () => {
-        this.mayHaveWork = true;
-        this.pump();
-      },
-      true,
-    );
+    // alive until stop(), as a server would. It reads (a claim is a write, and an idle worker
+    // must commit nothing) and claims only when something is due.
+    this.every(this.options.pollIntervalMs, () => this.poll(), true);
     this.pump();
   }
 
@@ -290,6 +284,23 @@ export class Worker {
           if (!this.stopping) this.logFailure(error, 'claim failed; retrying on next poll');
         },
       );
+  }
+
+  /** Looks for due work that no hint announced (a lost NOTIFY, a runAt that came). */
+  private async poll(): Promise<void> {
+    if (this.claiming || this.executing.size >= this.options.concurrency) return;
+    try {
+      const at = await this.store.nextRunAt(this.types);
+      if (at === null || this.stopping) return;
+      if (at <= Date.now()) {
+        this.mayHaveWork = true;
+        this.pump();
+      } else {
+        this.wakeAt(at);
+      }
+    } catch (error) {
+      this.logFailure(error, 'looking for work failed; retrying on next poll');
+    }
   }
 
   private wakeAt(at: number): void {

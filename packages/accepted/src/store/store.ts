@@ -72,6 +72,12 @@ export interface Store extends WebhookStore {
    */
   claim(request: ClaimRequest): Promise<ClaimResult>;
   /**
+   * The earliest `runAt` among queued operations of these types (null: of any type), or null
+   * when none is queued. A read, never a write: safety polls use it, so that an idle store
+   * commits nothing.
+   */
+  nextRunAt(types: readonly string[] | null): Promise<number | null>;
+  /**
    * Extends leases still held; says for each (by its token) whether it is held, lost, or asked
    * to cancel. The new expiry counts from when the write runs, not from `now`.
    */

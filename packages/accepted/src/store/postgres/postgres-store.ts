@@ -788,6 +788,11 @@ export class PostgresStore implements Store {
   }
 
   purgeIdempotencyKeys(now: number, limit: number): Promise<number> {
+    const probe = 'SELECT 1 FROM idempotency_keys WHERE expires_at <= $1 LIMIT 1';
+    return this.ifAny(probe, [now], 0, () => this.purgeKeysNow(now, limit));
+  }
+
+  private purgeKeysNow(now: number, limit: number): Promise<number> {
     return this.exclusively(async (tx) => {
       const rows = await query(
         tx,
@@ -896,6 +901,29 @@ export class PostgresStore implements Store {
       const nextRunAt = rows.length < request.limit ? (result[0]?.next_run_at ?? null) : null;
       return { claimed, nextRunAt };
     });
+  }
+
+  async nextRunAt(types: readonly string[] | null): Promise<number | null> {
+    const [row] = types
+      ? await query<{ t: number | null }>(
+          this.conn(),
+          `SELECT min(run_at) AS t FROM operations WHERE status = 'queued' AND type = ANY($1::text[])`,
+          [[...types]],
+        )
+      : await query<{ t: number | null }>(
+          this.conn(),
+          `SELECT min(run_at) AS t FROM operations WHERE status = 'queued'`,
+        );
+    return row?.t ?? null;
+  }
+
+  /**
+   * Runs `write` only when `probe` finds a row: periodic upkeep (lease recovery, retention)
+   * first reads, so that an idle node commits nothing.
+   */
+  private async ifAny<T>(probe: string, params: Param[], none: T, write: () => Promise<T>) {
+    const rows = await query(this.conn(), probe, params);
+    return rows.length === 0 ? none : write();
   }
 
   renewLeases(request: RenewRequest): Promise<LeaseState[]> {
@@ -1046,6 +1074,11 @@ export class PostgresStore implements Store {
    * within a fraction of the lease.
    */
   recoverExpiredLeases(now: number, limit: number): Promise<number> {
+    const probe = `SELECT 1 FROM operations WHERE status = 'running' AND lease_expires_at < $1 LIMIT 1`;
+    return this.ifAny(probe, [now], 0, () => this.recoverNow(now, limit));
+  }
+
+  private recoverNow(now: number, limit: number): Promise<number> {
     return this.write(async (tx, batch) => {
       const rows = await query<{
         id: string;
@@ -1227,6 +1260,14 @@ export class PostgresStore implements Store {
 
   /** Retention: one node at a time (others return 0 while it runs). */
   purge(finishedBefore: number, limit: number): Promise<number> {
+    const probe = `SELECT 1 WHERE EXISTS (SELECT 1 FROM operations
+        WHERE finished_at IS NOT NULL AND finished_at < $1)
+      OR EXISTS (SELECT 1 FROM events
+        WHERE type IN ('operation.deleted', 'endpoint.disabled') AND time < $1)`;
+    return this.ifAny(probe, [finishedBefore], 0, () => this.purgeNow(finishedBefore, limit));
+  }
+
+  private purgeNow(finishedBefore: number, limit: number): Promise<number> {
     return this.exclusively(async (tx) => {
       const ids = await query<{ id: string }>(
         tx,

@@ -80,6 +80,7 @@ interface HotStatements {
   claimTyped: Database.Statement;
   complete: Database.Statement;
   saveSeqHigh: Database.Statement;
+  totalChanges: Database.Statement;
 }
 
 const SQL_INSERT_OPERATION = `INSERT INTO operations (id, tenant, type, status, input, labels,
@@ -334,6 +335,7 @@ export class SqliteStore implements Store {
         claimTyped: db.prepare(claimSql(true)),
         complete: db.prepare(SQL_COMPLETE),
         saveSeqHigh: db.prepare(`UPDATE meta SET value = ? WHERE key = 'seq_high'`),
+        totalChanges: db.prepare('SELECT total_changes()').pluck(),
       };
       this.configureDurability(db, filename);
     } catch (error) {
@@ -488,6 +490,11 @@ export class SqliteStore implements Store {
     return this.db;
   }
 
+  /** Rows changed by this connection since it opened (SQLite's `total_changes()`). */
+  private totalChanges(): number {
+    return this.hotStatements().totalChanges.get() as number;
+  }
+
   private hotStatements(): HotStatements {
     if (!this.hot) this.conn();
     return this.hot as HotStatements;
@@ -553,6 +560,7 @@ export class SqliteStore implements Store {
     if (this.queue.length > 0) this.scheduleFlush();
     const outcomes: { ok: boolean; value: unknown }[] = [];
     const seqBefore = this.seqHigh;
+    const changesBefore = this.totalChanges();
     let committed = false;
     db.exec('BEGIN IMMEDIATE');
     try {
@@ -603,7 +611,12 @@ export class SqliteStore implements Store {
     };
     this.pendingEvents = [];
     this.workChanged = false;
-    if (this.walFd === null) {
+    // A batch that changed nothing (a claim that found nothing, say) wrote nothing to flush:
+    // answered at once, unless earlier batches still wait for their flush (it must not be
+    // answered before them: it may have read what they wrote).
+    const wroteNothing =
+      this.totalChanges() === changesBefore && !this.syncing && this.unsynced.length === 0;
+    if (this.walFd === null || wroteNothing) {
       this.answer(written);
     } else {
       this.unsynced.push(written);
@@ -737,6 +750,11 @@ export class SqliteStore implements Store {
   }
 
   purgeIdempotencyKeys(now: number, limit: number): Promise<number> {
+    const probe = 'SELECT 1 FROM idempotency_keys WHERE expires_at <= ? LIMIT 1';
+    return this.ifAny(probe, [now], 0, () => this.purgeKeysNow(now, limit));
+  }
+
+  private purgeKeysNow(now: number, limit: number): Promise<number> {
     return this.write(
       () =>
         this.stmt(
@@ -902,6 +920,33 @@ export class SqliteStore implements Store {
     });
   }
 
+  nextRunAt(types: readonly string[] | null): Promise<number | null> {
+    return settle(() => {
+      const row = (
+        types
+          ? this.stmt(
+              `SELECT min(run_at) AS t FROM operations WHERE status = 'queued'
+               AND type IN (SELECT value FROM json_each(?))`,
+            ).get(JSON.stringify(types))
+          : this.stmt(`SELECT min(run_at) AS t FROM operations WHERE status = 'queued'`).get()
+      ) as { t: number | null };
+      return row.t;
+    });
+  }
+
+  /**
+   * Runs `write` only when `probe` finds a row: periodic upkeep (lease recovery, retention)
+   * first reads, so that an idle store commits (and syncs) nothing.
+   */
+  private ifAny<T>(probe: string, params: unknown[], none: T, write: () => Promise<T>): Promise<T> {
+    try {
+      if (this.stmt(probe).get(...params) === undefined) return Promise.resolve(none);
+    } catch (error) {
+      return Promise.reject(error instanceof Error ? error : new Error(String(error)));
+    }
+    return write();
+  }
+
   renewLeases(request: RenewRequest): Promise<LeaseState[]> {
     const askedAt = Date.now();
     return this.write(() => {
@@ -1056,6 +1101,11 @@ export class SqliteStore implements Store {
   }
 
   recoverExpiredLeases(now: number, limit: number): Promise<number> {
+    const probe = `SELECT 1 FROM operations WHERE status = 'running' AND lease_expires_at < ? LIMIT 1`;
+    return this.ifAny(probe, [now], 0, () => this.recoverNow(now, limit));
+  }
+
+  private recoverNow(now: number, limit: number): Promise<number> {
     return this.write(() => {
       const rows = this.stmt(
         `SELECT pk, attempts, max_attempts, cancel_requested_at FROM operations
@@ -1210,6 +1260,16 @@ export class SqliteStore implements Store {
   }
 
   purge(finishedBefore: number, limit: number): Promise<number> {
+    const probe = `SELECT 1 WHERE EXISTS (SELECT 1 FROM operations
+        WHERE finished_at IS NOT NULL AND finished_at < ?)
+      OR EXISTS (SELECT 1 FROM events
+        WHERE type IN ('operation.deleted', 'endpoint.disabled') AND time < ?)`;
+    return this.ifAny(probe, [finishedBefore, finishedBefore], 0, () =>
+      this.purgeNow(finishedBefore, limit),
+    );
+  }
+
+  private purgeNow(finishedBefore: number, limit: number): Promise<number> {
     return this.write(() => {
       const ids = this.stmt(
         `DELETE FROM operations WHERE pk IN (SELECT pk FROM operations
