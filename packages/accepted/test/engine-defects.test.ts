@@ -126,7 +126,8 @@ describe('engine defects', T, () => {
       retentionIntervalMs: 1_000,
       retentionMs: 1,
     });
-    const store = accepted.store as SqliteStore;
+    const store = accepted.store;
+    assert.ok(store instanceof SqliteStore);
     // Some work first, finished, so that every loop has something it could look at.
     for (let i = 0; i < 5; i++) await accepted.wait((await accepted.submit('test.quick')).id);
     await accepted.submit('test.quick', null, { runAt: Date.now() + 3_600_000 });

@@ -37,7 +37,7 @@ describe('PostgreSQL store under connection faults', { skip: unavailable ?? fals
       await proxy.commitLost;
       for (const outcome of outcomes) {
         assert.equal(outcome.status, 'rejected');
-        const error = (outcome as PromiseRejectedResult).reason as unknown;
+        const error = outcome.reason as unknown;
         assert.ok(error instanceof AcceptedError, String(error));
         assert.equal(error.code, 'STORE_UNAVAILABLE');
       }
