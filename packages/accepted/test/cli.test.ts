@@ -7,8 +7,10 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import WebSocket from 'ws';
 import { UsageError, resolveServeConfig } from '../src/cli/config.ts';
+import { DEFAULT_HTTP_LIMITS } from '../src/http/limits.ts';
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts';
 import { cliArgs, packageRoot, startServer, tempDir } from './helpers.ts';
+import { assertProblem, connect, exchange } from './raw-http.ts';
 
 describe('accepted serve: configuration', () => {
   it('takes flags over environment over defaults', () => {
@@ -193,6 +195,14 @@ describe('accepted serve: configuration', () => {
       [['--webhook-retries', '5s,soon'], /^--webhook-retries must be delays/],
       [['--webhook-allow', '300.1.2.3/8'], /^--webhook-allow: /],
       [['--webhook-timeout', 'forever'], /^--webhook-timeout must be a duration/],
+      // Past the bounds the webhook sender holds (WEBHOOK_LIMITS): named, at parse time.
+      [['--webhook-retries', '5s,25h'], /^--webhook-retries \(delay 2\) must be/],
+      [
+        ['--webhook-retries', Array(101).fill('1s').join(',')],
+        /^--webhook-retries must have at most 100/,
+      ],
+      [['--webhook-disable-after', '400d'], /^--webhook-disable-after must be/],
+      [['--webhook-timeout', '301s'], /^--webhook-timeout must be a duration/],
     ] as const) {
       assert.throws(
         () => resolveServeConfig([...argv], {}),
@@ -249,6 +259,90 @@ describe('accepted serve: configuration', () => {
         ws.once('error', reject);
       });
       assert.equal(welcome.heartbeatMs, 50);
+    } finally {
+      server.child.kill('SIGTERM');
+      await server.exited;
+    }
+  });
+
+  it('reads the limit flags (sizes, durations, connection caps) over environment over defaults', () => {
+    const defaults = resolveServeConfig([], {});
+    assert.deepEqual(
+      {
+        bodyLimit: defaults.bodyLimit,
+        maxHeaderSize: defaults.maxHeaderSize,
+        headersTimeoutMs: defaults.headersTimeoutMs,
+        requestTimeoutMs: defaults.requestTimeoutMs,
+        keepAliveTimeoutMs: defaults.keepAliveTimeoutMs,
+        maxConnections: defaults.maxConnections,
+        maxConnectionsPerIp: defaults.maxConnectionsPerIp,
+      },
+      DEFAULT_HTTP_LIMITS,
+    );
+    const config = resolveServeConfig(
+      [
+        '--body-limit',
+        '4mb',
+        '--headers-timeout',
+        '2s',
+        '--request-timeout',
+        '1m',
+        '--max-connections',
+        '0',
+      ],
+      {
+        ACCEPTED_BODY_LIMIT: '1kb',
+        ACCEPTED_MAX_HEADER_SIZE: '32kb',
+        ACCEPTED_KEEP_ALIVE_TIMEOUT: '500ms',
+        ACCEPTED_MAX_CONNECTIONS_PER_IP: '50',
+      },
+    );
+    assert.equal(config.bodyLimit, 4 * 1024 * 1024);
+    assert.equal(config.maxHeaderSize, 32 * 1024);
+    assert.equal(config.headersTimeoutMs, 2000);
+    assert.equal(config.requestTimeoutMs, 60_000);
+    assert.equal(config.keepAliveTimeoutMs, 500);
+    assert.equal(config.maxConnections, 0);
+    assert.equal(config.maxConnectionsPerIp, 50);
+    for (const [args, pattern] of [
+      [['--body-limit', '1gb'], /--body-limit must be a size/],
+      [['--body-limit', '12'], /--body-limit must be a size from 1024/],
+      [['--max-header-size', 'big'], /--max-header-size must be a size/],
+      [['--headers-timeout', '0'], /--headers-timeout must be a duration/],
+      [['--request-timeout', 'soon'], /--request-timeout must be a duration/],
+      [['--keep-alive-timeout', '2h'], /--keep-alive-timeout must be a duration/],
+      [['--max-connections', '10000001'], /--max-connections must be a whole number/],
+      [['--max-connections-per-ip', 'x'], /--max-connections-per-ip must be a whole number/],
+      [
+        ['--headers-timeout', '40s', '--request-timeout', '30s'],
+        /--headers-timeout \(40000ms\) must not be longer than --request-timeout/,
+      ],
+    ] as const) {
+      assert.throws(
+        () => resolveServeConfig(args, {}),
+        (e: unknown) => e instanceof UsageError && pattern.test(e.message),
+        args.join(' '),
+      );
+    }
+  });
+
+  it('a real server applies the limit flags: the per-address cap and the headers timeout', async () => {
+    const server = await startServer(tempDir('accepted-limits-'), [
+      '--max-connections-per-ip',
+      '1',
+      '--headers-timeout',
+      '100ms',
+      '--request-timeout',
+      '200ms',
+    ]);
+    try {
+      const port = Number(new URL(server.url).port);
+      // The one connection allowed sends nothing: it is cut at the headers timeout, with 408.
+      const first = await connect(port);
+      // The second, while the first is open, is over the cap.
+      const second = await exchange(port, 'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+      assertProblem(second, 503, 'TOO_MANY_CONNECTIONS');
+      assertProblem(await first.closed, 408, 'REQUEST_TIMEOUT');
     } finally {
       server.child.kill('SIGTERM');
       await server.exited;

@@ -593,7 +593,7 @@ describe('HTTP API: errors that leak nothing', () => {
     const accepted = await startEngine({ operations: demoOperations });
     const broken: Accepted = new Proxy(accepted, {
       get(target, property, receiver) {
-        if (property === 'get') {
+        if (property === 'get' || property === 'snapshot') {
           return () => Promise.reject(new Error('secret: /var/lib/db password=hunter2'));
         }
         return Reflect.get(target, property, receiver) as unknown;

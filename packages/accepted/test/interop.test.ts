@@ -244,7 +244,10 @@ describe('interoperability: OpenAPI 3.1 and Azure-style pollers', { timeout: 60_
     const monitor = (await accepted202.json()) as { id: string; status: string };
     assert.equal(monitor.status, 'succeeded');
     check('StatusMonitor', monitor);
-    const queued = await submit({ type: 'demo.echo', runAt: '2999-01-01T00:00:00Z' });
+    const queued = await submit({
+      type: 'demo.echo',
+      runAt: new Date(Date.now() + 30 * 86_400_000).toISOString(),
+    });
     check('StatusMonitor', await queued.json());
     const failed = await submit(
       { type: 'demo.fail', input: { message: 'm', permanent: true } },

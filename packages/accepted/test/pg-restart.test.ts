@@ -33,6 +33,13 @@ describe('#1 a PostgreSQL restart does not kill the nodes', { skip: unavailable 
     for (const [i, server] of servers.entries()) {
       void server.exited.then((code) => deaths.push(`node ${i} exited with ${code}`));
     }
+    // While the server is away, each node says so in its log (a warning, not a crash).
+    const warned = servers.map(() => false);
+    for (const [i, server] of servers.entries()) {
+      void server.logged('PostgreSQL: LISTEN could not reconnect; retrying').then(() => {
+        warned[i] = true;
+      });
+    }
 
     let next = 0;
     const submitter = async (lane: number) => {
@@ -78,7 +85,10 @@ describe('#1 a PostgreSQL restart does not kill the nodes', { skip: unavailable 
       await eventually(async () => {
         const states = await Promise.all(servers.map(ready));
         return (
-          (states.every((s) => s === 503) && tally.unavailable > refusedBefore) || deaths.length > 0
+          (states.every((s) => s === 503) &&
+            tally.unavailable > refusedBefore &&
+            warned.every(Boolean)) ||
+          deaths.length > 0
         );
       }, 60_000);
       await cluster.start();
@@ -89,6 +99,7 @@ describe('#1 a PostgreSQL restart does not kill the nodes', { skip: unavailable 
       await load;
 
       assert.deepEqual(deaths, [], 'every node survives');
+      assert.deepEqual(warned, [true, true], 'each node logged that PostgreSQL was away');
       assert.deepEqual(tally.other, [], 'only 202 and 503 answers');
       assert.equal(tally.withoutRetryAfter, 0, 'every 503 carries Retry-After');
       assert.ok(tally.unavailable > 0, 'submits were refused while the store was away');

@@ -1,13 +1,15 @@
 import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
 import path from 'node:path';
-import { parseDurations } from '../domain/webhooks.ts';
+import { isAcceptedError } from '../domain/errors.ts';
+import { checkWebhookOptions, parseDurations, WEBHOOK_LIMITS } from '../domain/webhooks.ts';
 import { ApiKeys } from '../http/auth.ts';
+import { DEFAULT_HTTP_LIMITS, HTTP_LIMIT_RANGES, type HttpLimits } from '../http/limits.ts';
 import { AddressPolicy } from '../webhooks/ssrf.ts';
 import { MIN_STREAM_SECRET_LENGTH } from '../stream/tokens.ts';
 
 /** `accepted serve` settings: flags first, then environment, then defaults. Frozen. */
-export interface ServeConfig {
+export interface ServeConfig extends HttpLimits {
   port: number;
   host: string;
   /** Folder holding the embedded database (`accepted.db`). */
@@ -100,6 +102,29 @@ export const SERVE_USAGE = `Usage: accepted serve [options]
                       signs stream tokens, at least 32 characters; the same on every node
                       that must accept the same tokens (env ACCEPTED_STREAM_SECRET; default:
                       random at each start)
+
+  Limits (docs/limits.md):
+  --body-limit SIZE   largest request body and operation input: bytes, or 512kb, 4mb (env
+                      ACCEPTED_BODY_LIMIT, default 1mb)
+  --max-header-size SIZE
+                      largest request line and headers (env ACCEPTED_MAX_HEADER_SIZE,
+                      default 16kb)
+  --headers-timeout DURATION
+                      time for a request's headers to arrive (env ACCEPTED_HEADERS_TIMEOUT,
+                      default 10s)
+  --request-timeout DURATION
+                      time for a whole request, body included, to arrive; not the answer's
+                      time, so long polls and streams are not cut (env
+                      ACCEPTED_REQUEST_TIMEOUT, default 30s)
+  --keep-alive-timeout DURATION
+                      idle time of a keep-alive connection between requests (env
+                      ACCEPTED_KEEP_ALIVE_TIMEOUT, default 72s)
+  --max-connections N connections open at once, 0 for no limit (env
+                      ACCEPTED_MAX_CONNECTIONS, default 10000)
+  --max-connections-per-ip N
+                      connections open at once from one IPv4 address or IPv6 /64, 0 for no
+                      limit; behind a proxy every client has the proxy's address (env
+                      ACCEPTED_MAX_CONNECTIONS_PER_IP, default 1000)
 `;
 
 export class UsageError extends Error {
@@ -139,6 +164,31 @@ function duration(
   return ms;
 }
 
+const SIZE_UNITS: Record<string, number> = {
+  '': 1,
+  b: 1,
+  k: 1024,
+  kb: 1024,
+  kib: 1024,
+  m: 1024 * 1024,
+  mb: 1024 * 1024,
+  mib: 1024 * 1024,
+};
+
+/** A size in bytes: a whole number, or with a unit (`512kb`, `4mb`; 1 kb = 1024 bytes). */
+function size(name: string, value: string | undefined, fallback: number, min: number, max: number) {
+  if (value === undefined || value === '') return fallback;
+  const match = /^(\d+)\s*([a-z]*)$/i.exec(value.trim());
+  const unit = SIZE_UNITS[(match?.[2] ?? '').toLowerCase()];
+  const n = match && unit !== undefined ? Number(match[1]) * unit : NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max) {
+    throw new UsageError(
+      `${name} must be a size from ${min} to ${max} bytes, such as 65536, 512kb or 4mb (got "${value}")`,
+    );
+  }
+  return n;
+}
+
 /** `--webhook-disable-after`: a duration with a unit (`5d` for days too), default 5 days. */
 function webhookDisableAfter(value: string | undefined): number {
   if (value === undefined || value === '') return 5 * 24 * 3_600_000;
@@ -153,6 +203,33 @@ function webhookDisableAfter(value: string | undefined): number {
   throw new UsageError(
     `--webhook-disable-after must be a duration such as 12h or 5d (got "${value}")`,
   );
+}
+
+/** The flag of each webhook option, for the usage error that names it. */
+const WEBHOOK_FLAGS: Record<string, string> = {
+  '/retrySchedule': '--webhook-retries',
+  '/timeoutMs': '--webhook-timeout',
+  '/disableAfterMs': '--webhook-disable-after',
+};
+
+/**
+ * The webhook flags against the bounds the webhook sender enforces (`WEBHOOK_LIMITS`, one
+ * rule): a value past them is a usage error naming the flag, not a failure at start.
+ */
+function checkWebhookFlags(values: Parameters<typeof checkWebhookOptions>[0]): void {
+  try {
+    checkWebhookOptions(values);
+  } catch (error) {
+    if (!isAcceptedError(error)) throw error;
+    const problems = (error.fields ?? []).map((problem) => {
+      const [, option = problem.field, entry] =
+        /^(\/[A-Za-z]+)(?:\/(\d+))?$/.exec(problem.field) ?? [];
+      const flag = WEBHOOK_FLAGS[option] ?? option;
+      const which = entry === undefined ? flag : `${flag} (delay ${Number(entry) + 1})`;
+      return `${which} ${problem.message}`;
+    });
+    throw new UsageError(problems.length > 0 ? problems.join('; ') : error.message);
+  }
 }
 
 /** Runs a command-line parse, reporting a bad command line as a UsageError (exit 2). */
@@ -196,6 +273,13 @@ export function resolveServeConfig(
         'webhook-allow': { type: 'string', multiple: true },
         'webhook-timeout': { type: 'string' },
         'webhook-disable-after': { type: 'string' },
+        'body-limit': { type: 'string' },
+        'max-header-size': { type: 'string' },
+        'headers-timeout': { type: 'string' },
+        'request-timeout': { type: 'string' },
+        'keep-alive-timeout': { type: 'string' },
+        'max-connections': { type: 'string' },
+        'max-connections-per-ip': { type: 'string' },
       },
     }),
   );
@@ -268,20 +352,77 @@ export function resolveServeConfig(
   } catch (error) {
     throw new UsageError(`--webhook-allow: ${(error as Error).message}`);
   }
+  const range = (name: keyof HttpLimits) => HTTP_LIMIT_RANGES[name];
+  const durationLimit = (flag: string, value: string | undefined, name: keyof HttpLimits) =>
+    duration(flag, value, DEFAULT_HTTP_LIMITS[name], ...range(name));
+  const intLimit = (flag: string, value: string | undefined, name: keyof HttpLimits) =>
+    int(flag, value, DEFAULT_HTTP_LIMITS[name], ...range(name));
+  const limits: HttpLimits = {
+    bodyLimit: size(
+      '--body-limit',
+      v['body-limit'] ?? env.ACCEPTED_BODY_LIMIT,
+      DEFAULT_HTTP_LIMITS.bodyLimit,
+      ...range('bodyLimit'),
+    ),
+    maxHeaderSize: size(
+      '--max-header-size',
+      v['max-header-size'] ?? env.ACCEPTED_MAX_HEADER_SIZE,
+      DEFAULT_HTTP_LIMITS.maxHeaderSize,
+      ...range('maxHeaderSize'),
+    ),
+    headersTimeoutMs: durationLimit(
+      '--headers-timeout',
+      v['headers-timeout'] ?? env.ACCEPTED_HEADERS_TIMEOUT,
+      'headersTimeoutMs',
+    ),
+    requestTimeoutMs: durationLimit(
+      '--request-timeout',
+      v['request-timeout'] ?? env.ACCEPTED_REQUEST_TIMEOUT,
+      'requestTimeoutMs',
+    ),
+    keepAliveTimeoutMs: durationLimit(
+      '--keep-alive-timeout',
+      v['keep-alive-timeout'] ?? env.ACCEPTED_KEEP_ALIVE_TIMEOUT,
+      'keepAliveTimeoutMs',
+    ),
+    maxConnections: intLimit(
+      '--max-connections',
+      v['max-connections'] ?? env.ACCEPTED_MAX_CONNECTIONS,
+      'maxConnections',
+    ),
+    maxConnectionsPerIp: intLimit(
+      '--max-connections-per-ip',
+      v['max-connections-per-ip'] ?? env.ACCEPTED_MAX_CONNECTIONS_PER_IP,
+      'maxConnectionsPerIp',
+    ),
+  };
+  if (limits.headersTimeoutMs > limits.requestTimeoutMs) {
+    throw new UsageError(
+      `--headers-timeout (${limits.headersTimeoutMs}ms) must not be longer than --request-timeout (${limits.requestTimeoutMs}ms)`,
+    );
+  }
+  const webhookDisableAfterMs = webhookDisableAfter(
+    v['webhook-disable-after'] ?? env.ACCEPTED_WEBHOOK_DISABLE_AFTER,
+  );
+  const webhookTimeoutMs = duration(
+    '--webhook-timeout',
+    v['webhook-timeout'] ?? env.ACCEPTED_WEBHOOK_TIMEOUT,
+    15_000,
+    WEBHOOK_LIMITS.timeoutMinMs,
+    WEBHOOK_LIMITS.timeoutMaxMs,
+  );
+  checkWebhookFlags({
+    retrySchedule: webhookRetries ?? undefined,
+    timeoutMs: webhookTimeoutMs,
+    disableAfterMs: webhookDisableAfterMs,
+  });
   return Object.freeze({
+    ...limits,
     apiKeys,
     webhookRetries,
     webhookAllow,
-    webhookDisableAfterMs: webhookDisableAfter(
-      v['webhook-disable-after'] ?? env.ACCEPTED_WEBHOOK_DISABLE_AFTER,
-    ),
-    webhookTimeoutMs: duration(
-      '--webhook-timeout',
-      v['webhook-timeout'] ?? env.ACCEPTED_WEBHOOK_TIMEOUT,
-      15_000,
-      100,
-      300_000,
-    ),
+    webhookDisableAfterMs,
+    webhookTimeoutMs,
     insecure,
     maxWaitSeconds: int('--max-wait', v['max-wait'] ?? env.ACCEPTED_MAX_WAIT, 60, 1, 3600),
     publicUrl,

@@ -59,7 +59,12 @@ async function serve(config: ServeConfig): Promise<void> {
   if (config.handlers) operations.push(...(await loadHandlers(config.handlers)));
   const logger = pino({ level: config.logLevel });
   const store = config.store
-    ? postgresStore({ url: config.store, schema: config.schema })
+    ? postgresStore({
+        url: config.store,
+        schema: config.schema,
+        // The store carries on by itself; operators see why requests get 503 meanwhile.
+        onError: (error, what) => logger.warn({ err: error }, `PostgreSQL: ${what}`),
+      })
     : sqliteStore({
         filename: path.join(config.dataDir, 'accepted.db'),
         durability: config.durability,
@@ -71,6 +76,8 @@ async function serve(config: ServeConfig): Promise<void> {
     leaseRecoveryIntervalMs: Math.min(5000, config.leaseMs),
     concurrency: config.concurrency,
     shutdownGraceMs: config.shutdownGraceMs,
+    // The input is part of the body: one limit for both.
+    maxInputBytes: config.bodyLimit,
     logger,
   });
   await accepted.start();
@@ -90,6 +97,13 @@ async function serve(config: ServeConfig): Promise<void> {
     apiKeys: config.apiKeys ?? undefined,
     maxWaitSeconds: config.maxWaitSeconds,
     publicUrl: config.publicUrl ?? undefined,
+    bodyLimit: config.bodyLimit,
+    maxHeaderSize: config.maxHeaderSize,
+    headersTimeoutMs: config.headersTimeoutMs,
+    requestTimeoutMs: config.requestTimeoutMs,
+    keepAliveTimeoutMs: config.keepAliveTimeoutMs,
+    maxConnections: config.maxConnections,
+    maxConnectionsPerIp: config.maxConnectionsPerIp,
     streams: {
       heartbeatMs: config.heartbeatMs,
       tokenSecret: config.streamSecret ?? undefined,

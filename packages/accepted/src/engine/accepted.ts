@@ -13,14 +13,16 @@ import {
   type Operation,
   type OperationStatus,
 } from '../domain/operation.ts';
-import type { EventQuery, Page, Store } from '../store/store.ts';
+import type { EventQuery, OperationSnapshot, Page, Store } from '../store/store.ts';
 import type { AnyOperationDefinition, Backoff, Logger, OperationDefinition } from './definition.ts';
 import { EventFeed } from './feed.ts';
 import { assertIdempotencyKey, requestFingerprint } from './idempotency.ts';
-import { SubmitValidator, TYPE_PATTERN, type SubmitRequest } from './submit.ts';
+import { checkRunAt, SubmitValidator, TYPE_PATTERN, type SubmitRequest } from './submit.ts';
 import { Worker } from './worker.ts';
 
 export const DEFAULT_TENANT = 'default';
+
+export type { OperationSnapshot } from '../store/store.ts';
 
 const TYPE_NAME = new RegExp(TYPE_PATTERN);
 
@@ -170,6 +172,13 @@ export interface Accepted {
   /** Records the status of the answer to a held idempotent request (see `holdMs`). */
   settleIdempotencyKey(key: string, status: number, scope?: Scope): Promise<void>;
   get(id: string, scope?: Scope): Promise<Operation | null>;
+  /**
+   * The operation and the seq of the last event its state reflects, read together (and, in
+   * the SQLite store, only once that state is durable), or null as `get`. A reader that shows
+   * the operation and then follows the log after `seq` neither repeats a change the operation
+   * already shows nor misses a later one: the snapshot of a stream, the ETag of a monitor.
+   */
+  snapshot(id: string, scope?: Scope): Promise<OperationSnapshot | null>;
   list(options?: ListOptions): Promise<Page<Operation>>;
   cancel(id: string, scope?: Conditional): Promise<Operation>;
   retry(id: string, scope?: Conditional & { runAt?: Date | number }): Promise<Operation>;
@@ -191,7 +200,8 @@ export interface Accepted {
   readonly tailPosition: number;
   /**
    * Waits for a change (or for the end) of one operation; once the instance begins to stop it
-   * answers at once with the current state.
+   * answers at once with the current state. The state it returns is the one `snapshot` reads
+   * (durable). Pending waits hang nothing on a shared signal: any number may wait at once.
    */
   wait(id: string, options?: WaitOptions): Promise<Operation>;
 }
@@ -214,15 +224,58 @@ function positiveInt(name: string, value: number | undefined, fallback: number):
 }
 
 function toEpoch(value: Date | number | string): number {
-  const ms =
-    value instanceof Date ? value.getTime() : typeof value === 'number' ? value : Date.parse(value);
-  if (!Number.isFinite(ms)) {
-    throw new AcceptedError('VALIDATION_FAILED', 'runAt is not a valid time.', {
-      fields: [{ field: '/runAt', message: 'must be a date-time' }],
-      fix: 'Use an RFC 3339 time such as 2030-01-01T00:00:00Z.',
-    });
+  return checkRunAt(
+    value instanceof Date ? value.getTime() : typeof value === 'number' ? value : Date.parse(value),
+  );
+}
+
+/** The callbacks of every pending reader of one signal, and the one listener they share. */
+interface AbortFanout {
+  callbacks: Set<() => void>;
+  listener: () => void;
+}
+const abortFanouts = new WeakMap<AbortSignal, AbortFanout>();
+
+/**
+ * Calls `callback` when `signal` aborts, and returns the function that forgets it. However many
+ * readers (waits, event iterators) share one signal, it carries one `abort` listener, removed
+ * when the last of them is done: a signal given to a thousand waits neither collects a thousand
+ * listeners (Node warns past 10) nor pays a linear scan per add and remove.
+ */
+function onAbort(signal: AbortSignal | undefined, callback: () => void): () => void {
+  if (!signal || signal.aborted) return () => undefined;
+  let fanout = abortFanouts.get(signal);
+  if (!fanout) {
+    const callbacks = new Set<() => void>();
+    const listener = () => {
+      abortFanouts.delete(signal);
+      for (const call of [...callbacks]) call();
+    };
+    fanout = { callbacks, listener };
+    abortFanouts.set(signal, fanout);
+    signal.addEventListener('abort', listener, { once: true });
   }
-  return ms;
+  const { callbacks, listener } = fanout;
+  callbacks.add(callback);
+  return () => {
+    if (!callbacks.delete(callback) || callbacks.size > 0) return;
+    if (abortFanouts.get(signal)?.callbacks === callbacks) abortFanouts.delete(signal);
+    signal.removeEventListener('abort', listener);
+  };
+}
+
+/** Resolves at the next `pending.wake()`, or at `deadline` (epoch ms; Infinity for never). */
+function park(pending: { wake: (() => void) | null }, deadline: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const remaining = deadline - Date.now();
+    const timer = remaining === Infinity ? undefined : setTimeout(wake, remaining);
+    function wake() {
+      clearTimeout(timer);
+      pending.wake = null;
+      resolve();
+    }
+    pending.wake = wake;
+  });
 }
 
 /** Builds an Accepted instance. Nothing runs until `start()`. */
@@ -283,8 +336,11 @@ export function createAccepted(options: AcceptedOptions): Accepted {
   const worker = settings.worker ? new Worker(store, definitions, { ...settings }, log) : null;
   let state: 'new' | 'starting' | 'started' | 'stopping' | 'stopped' = 'new';
   let retentionTimer: NodeJS.Timeout | null = null;
-  /** Aborted when stop() begins: pending waits answer with the current state at once. */
-  const stopping = new AbortController();
+  /**
+   * The wake-up of every pending wait: stop() calls them, and they answer with the current
+   * state at once. A set, not listeners on one shared signal (see `onAbort`).
+   */
+  const waiters = new Set<() => void>();
 
   function assertRunning(): void {
     if (state === 'started') return;
@@ -405,6 +461,57 @@ export function createAccepted(options: AcceptedOptions): Accepted {
     return store.get(id, tenantOf(scope));
   }
 
+  async function snapshot(id: string, scope?: Scope): Promise<OperationSnapshot | null> {
+    assertReadable();
+    if (!isOperationId(id)) return null;
+    return store.snapshot(id, tenantOf(scope));
+  }
+
+  async function wait(id: string, waitOptions: WaitOptions = {}): Promise<Operation> {
+    assertReadable();
+    const tenant = tenantOf(waitOptions);
+    const { afterVersion, signal } = waitOptions;
+    // Woken by an event of the operation (the feed indexes waits by operation id), by the
+    // caller's signal, or by stop(). `dirty`: something happened since the last read.
+    const pending = { wake: null as (() => void) | null, dirty: false };
+    const poke = () => {
+      pending.dirty = true;
+      pending.wake?.();
+    };
+    const unsubscribe = feed.subscribe({ tenant, operationIds: new Set([id]) }, poke);
+    const forgetAbort = onAbort(signal, poke);
+    waiters.add(poke);
+    const deadline =
+      waitOptions.timeoutMs === undefined ? Infinity : Date.now() + waitOptions.timeoutMs;
+    // Read through calls: a poke may come while a read is in flight (defeats stale narrowing).
+    const changedMeanwhile = () => pending.dirty;
+    // Once stop() has begun, a wait answers with the current state at once.
+    const ended = () => signal?.aborted === true || state === 'stopping' || state === 'stopped';
+    /** Reads the operation: it when the wait is over, else null (nothing kept meanwhile). */
+    const check = async (): Promise<Operation | null> => {
+      pending.dirty = false;
+      const current = await snapshot(id, { tenant });
+      if (!current) throw notFound(id);
+      const operation = current.operation;
+      const done =
+        isTerminal(operation.status) ||
+        (afterVersion !== undefined && operation.version > afterVersion);
+      return done || deadline <= Date.now() || ended() ? operation : null;
+    };
+    try {
+      for (;;) {
+        const over = await check();
+        if (over) return over;
+        if (changedMeanwhile()) continue;
+        await park(pending, deadline);
+      }
+    } finally {
+      unsubscribe();
+      forgetAbort();
+      waiters.delete(poke);
+    }
+  }
+
   /** Validates a selection once and turns it into a store query and a live filter. */
   function selection(opts: EventSelection): {
     query: Omit<EventQuery, 'limit'>;
@@ -474,8 +581,7 @@ export function createAccepted(options: AcceptedOptions): Accepted {
           wake?.();
         })
       : () => false;
-    const onAbort = () => wake?.();
-    opts.signal?.addEventListener('abort', onAbort);
+    const forgetAbort = onAbort(opts.signal, () => wake?.());
     try {
       let fromLog = true;
       while (!opts.signal?.aborted) {
@@ -508,7 +614,7 @@ export function createAccepted(options: AcceptedOptions): Accepted {
       }
     } finally {
       unsubscribe();
-      opts.signal?.removeEventListener('abort', onAbort);
+      forgetAbort();
     }
   }
 
@@ -536,7 +642,7 @@ export function createAccepted(options: AcceptedOptions): Accepted {
     async stop(stopOptions: StopOptions = {}) {
       if (state !== 'started') return;
       state = 'stopping';
-      stopping.abort();
+      for (const wake of [...waiters]) wake();
       if (retentionTimer) clearInterval(retentionTimer);
       const grace =
         stopOptions.graceful === false ? 0 : (stopOptions.timeoutMs ?? settings.shutdownGraceMs);
@@ -574,6 +680,8 @@ export function createAccepted(options: AcceptedOptions): Accepted {
     },
 
     get,
+
+    snapshot,
 
     async list(listOptions: ListOptions = {}) {
       assertReadable();
@@ -666,48 +774,7 @@ export function createAccepted(options: AcceptedOptions): Accepted {
       return feed.position;
     },
 
-    async wait(id, waitOptions = {}) {
-      assertReadable();
-      const tenant = tenantOf(waitOptions);
-      const signal = { changed: null as (() => void) | null, dirty: false };
-      const unsubscribe = feed.subscribe({ tenant, operationIds: new Set([id]) }, () => {
-        signal.dirty = true;
-        signal.changed?.();
-      });
-      const deadline =
-        waitOptions.timeoutMs === undefined ? Infinity : Date.now() + waitOptions.timeoutMs;
-      const onAbort = () => signal.changed?.();
-      // A change may arrive while get() is in flight; a function read defeats stale narrowing.
-      const changedMeanwhile = () => signal.dirty;
-      const ended = () => waitOptions.signal?.aborted === true || stopping.signal.aborted;
-      waitOptions.signal?.addEventListener('abort', onAbort);
-      stopping.signal.addEventListener('abort', onAbort);
-      try {
-        for (;;) {
-          signal.dirty = false;
-          const operation = await get(id, { tenant });
-          if (!operation) throw notFound(id);
-          const done =
-            waitOptions.afterVersion === undefined
-              ? isTerminal(operation.status)
-              : operation.version > waitOptions.afterVersion || isTerminal(operation.status);
-          const remaining = deadline - Date.now();
-          if (done || remaining <= 0 || ended()) return operation;
-          if (changedMeanwhile()) continue;
-          let timer: NodeJS.Timeout | undefined;
-          await new Promise<void>((resolve) => {
-            signal.changed = resolve;
-            if (remaining !== Infinity) timer = setTimeout(resolve, remaining);
-          });
-          clearTimeout(timer);
-          signal.changed = null;
-        }
-      } finally {
-        unsubscribe();
-        waitOptions.signal?.removeEventListener('abort', onAbort);
-        stopping.signal.removeEventListener('abort', onAbort);
-      }
-    },
+    wait,
   };
   return accepted;
 }

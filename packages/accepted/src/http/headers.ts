@@ -2,9 +2,77 @@ import { parseItem } from 'structured-headers';
 import { AcceptedError } from '../domain/errors.ts';
 
 /**
- * Request headers with rules of their own: `Prefer` (RFC 7240), entity tags (RFC 9110) and
- * `Idempotency-Key` (IETF httpapi draft).
+ * Request headers with rules of their own: `Prefer` (RFC 7240), entity tags (RFC 9110),
+ * `Idempotency-Key` (IETF httpapi draft), `traceparent` (W3C Trace Context), and the headers
+ * that may be sent only once.
  */
+
+/**
+ * Headers we read that hold one value. Node keeps the first of two `Authorization`, `Host` or
+ * `Content-Type` fields and joins two of any other into `a, b`: either way one of the values
+ * the client sent is lost, so a request that repeats one of them is refused instead.
+ * (`Prefer`, `If-Match`, `If-None-Match` are lists; `Last-Event-ID`'s joined value is not a
+ * number, so it is refused by its own format.)
+ */
+export const SINGLE_VALUED_HEADERS = [
+  'Host',
+  'Authorization',
+  'Content-Type',
+  'Content-Length',
+  'Idempotency-Key',
+] as const;
+
+/** The lengths of those names, to pass over the other headers without lower-casing them. */
+const SINGLE_VALUED_LENGTHS = new Set(SINGLE_VALUED_HEADERS.map((name) => name.length));
+const SINGLE_VALUED_INDEX = new Map(
+  SINGLE_VALUED_HEADERS.map((name, index) => [name.toLowerCase(), index]),
+);
+
+/**
+ * Throws INVALID_HEADER when a single-valued header came more than once. `rawHeaders` is the
+ * request's list of names and values as received (`[name, value, name, value, ...]`), where
+ * repeated fields stay apart. Runs on every request: no allocation for the usual headers.
+ */
+export function assertSingleValued(rawHeaders: readonly string[]): void {
+  let seen = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] ?? '';
+    if (!SINGLE_VALUED_LENGTHS.has(name.length)) continue;
+    const index = SINGLE_VALUED_INDEX.get(name.toLowerCase());
+    if (index === undefined) continue;
+    const bit = 1 << index;
+    if ((seen & bit) !== 0) {
+      const header = SINGLE_VALUED_HEADERS[index] ?? name;
+      throw new AcceptedError('INVALID_HEADER', `The ${header} header was sent more than once.`, {
+        fields: [{ field: header, message: 'sent more than once' }],
+        fix: `Send ${header} once.`,
+      });
+    }
+    seen |= bit;
+  }
+}
+
+const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})/;
+
+/**
+ * A W3C `traceparent` (Trace Context §3.2), or undefined when it is absent or not valid: an
+ * invalid one is ignored, as the specification says, never an error. Version `00` has
+ * exactly 55 characters; a later version at least 55, the 56th a `-`, and only its first 55
+ * (the fields version 00 defines) are kept. `ff` is not a version; an all-zero trace id or
+ * parent id is invalid.
+ */
+export function parseTraceparent(header: string | string[] | undefined): string | undefined {
+  if (typeof header !== 'string') return undefined;
+  const match = TRACEPARENT.exec(header);
+  if (!match) return undefined;
+  const [, version, traceId, parentId] = match;
+  if (version === 'ff') return undefined;
+  if (version === '00' ? header.length !== 55 : header.length > 55 && header[55] !== '-') {
+    return undefined;
+  }
+  if (/^0+$/.test(traceId ?? '') || /^0+$/.test(parentId ?? '')) return undefined;
+  return header.slice(0, 55);
+}
 
 /** One preference: its value ('' when it has none). */
 export type Preferences = ReadonlyMap<string, string>;
@@ -125,11 +193,14 @@ export function knownVersion(header: string | undefined): number | null {
  */
 export function parseIdempotencyKey(header: string | string[] | undefined): string | undefined {
   if (header === undefined) return undefined;
+  if (Array.isArray(header) && header.length === 1) header = header[0] ?? '';
   const invalid = (why: string) =>
     new AcceptedError('INVALID_HEADER', `The Idempotency-Key is not valid: ${why}.`, {
       fields: [{ field: 'Idempotency-Key', message: why }],
       fix: 'Send one key per request, such as Idempotency-Key: "8e03978e-40d5-43e8-bc93-6894a57f9324".',
     });
+  // Node joins two fields into `a, b`: pass `headersDistinct`, which keeps them apart (the
+  // HTTP server refuses a repeated key before this, with assertSingleValued).
   if (Array.isArray(header)) throw invalid('sent more than once');
   const value = header.trim();
   if (!value.startsWith('"')) return value;

@@ -1,4 +1,5 @@
 import { ERROR_CODES, type ErrorCode } from '../domain/errors.ts';
+import { MAX_JSON_DEPTH } from '../domain/json.ts';
 import { EVENT_TYPES, type EventType } from '../domain/events.ts';
 import { callbackWants } from '../domain/webhooks.ts';
 import type { OperationDefinition } from '../engine/definition.ts';
@@ -33,6 +34,7 @@ import {
   TENANT_EVENTS_QUERY_SCHEMA,
   WS_QUERY_SCHEMA,
 } from './schemas.ts';
+import { DEFAULT_HTTP_LIMITS } from './limits.ts';
 
 export interface OpenApiOptions {
   definitions: ReadonlyMap<string, OperationDefinition<never, unknown>>;
@@ -45,9 +47,20 @@ export interface OpenApiOptions {
    * routes, the `webhooks` section and the `callbacks` of submit. Default true.
    */
   webhooks?: boolean;
+  /** The server's body and header limits, stated in the document. Default: the defaults. */
+  limits?: { bodyLimit: number; maxHeaderSize: number };
 }
 
 type Json = Record<string, unknown>;
+
+/**
+ * Extensions that state a bound JSON Schema has no keyword for: `x-max-bytes` (the largest
+ * request body, or JSON value, in bytes) and `x-max-depth` (the deepest nesting of arrays and
+ * objects). Set on every request body and on every schema that takes any JSON.
+ */
+function jsonBounds(bytes: number): Json {
+  return { 'x-max-bytes': bytes, 'x-max-depth': MAX_JSON_DEPTH };
+}
 
 const ref = (kind: string, name: string) => ({ $ref: `#/components/${kind}/${name}` });
 
@@ -68,7 +81,25 @@ function queryParameters(schema: { properties: Record<string, Json> }): Json[] {
   });
 }
 
-function problems(...codes: ErrorCode[]): Json {
+/** What any request may be answered before it reaches its route. */
+const EDGE_PROBLEMS: ErrorCode[] = [
+  'MALFORMED_REQUEST',
+  'INVALID_HEADER',
+  'REQUEST_TIMEOUT',
+  'HEADERS_TOO_LARGE',
+  'TOO_MANY_CONNECTIONS',
+];
+
+/** What a JSON body may be refused for, besides its schema. */
+const BODY_PROBLEMS: ErrorCode[] = ['INVALID_ENCODING', 'JSON_TOO_DEEP', 'NUMBER_OUT_OF_RANGE'];
+
+/** The problem answers of a route: the codes given, and those any request may get. */
+function problems(...given: ErrorCode[]): Json {
+  const codes = new Set<ErrorCode>([
+    ...given,
+    ...(given.includes('MALFORMED_JSON') ? BODY_PROBLEMS : []),
+    ...EDGE_PROBLEMS,
+  ]);
   const byStatus = new Map<number, ErrorCode[]>();
   for (const code of codes) {
     const status = ERROR_CODES[code].status;
@@ -336,13 +367,15 @@ function json(description: string, schema: string, headers: Json = {}): Json {
 }
 
 /** The webhook routes (`registerWebhookRoutes`). */
-function webhookRoutes(authProblems: ErrorCode[]): Json {
+function webhookRoutes(authProblems: ErrorCode[], bodyLimit: number, anyHeader: Json): Json {
   const endpointId = ref('parameters', 'EndpointId');
   const deliveryId = ref('parameters', 'DeliveryId');
   const ifMatch = ref('parameters', 'EndpointIfMatch');
   const etag = { ETag: ref('headers', 'ETag') };
   const body = (schema: string, required = true) => ({
     required,
+    description: `A JSON object of at most ${bodyLimit} bytes.`,
+    ...jsonBounds(bodyLimit),
     content: { 'application/json': { schema: ref('schemas', schema) } },
   });
   const bodyProblems: ErrorCode[] = [
@@ -449,7 +482,7 @@ function webhookRoutes(authProblems: ErrorCode[]): Json {
             in: 'header',
             required: false,
             description: 'Rotate only if the endpoint’s ETag is one of these (else 412).',
-            schema: { type: 'string' },
+            schema: anyHeader,
           },
         ],
         responses: {
@@ -567,14 +600,14 @@ const WEBHOOK_PARAMETERS = {
     in: 'path',
     required: true,
     description: 'A webhook endpoint’s id.',
-    schema: { type: 'string', pattern: '^ep_[0-9A-Za-z]{22}$' },
+    schema: { type: 'string', maxLength: 25, pattern: '^ep_[0-9A-Za-z]{22}$' },
   },
   DeliveryId: {
     name: 'id',
     in: 'path',
     required: true,
     description: 'A webhook delivery’s id.',
-    schema: { type: 'string', pattern: '^dlv_[0-9A-Za-z]{22}$' },
+    schema: { type: 'string', maxLength: 26, pattern: '^dlv_[0-9A-Za-z]{22}$' },
   },
   EndpointIfMatch: {
     name: 'If-Match',
@@ -602,6 +635,9 @@ const WEBHOOK_PARAMETERS = {
  * that describe answers.
  */
 export function openApiDocument(options: OpenApiOptions): Json {
+  const { bodyLimit, maxHeaderSize } = options.limits ?? DEFAULT_HTTP_LIMITS;
+  /** A header whose only bound is that of every header: the request's header limit. */
+  const anyHeader = { type: 'string', maxLength: maxHeaderSize } as const;
   const schemas: Json = {
     StatusMonitor: MONITOR_SCHEMA,
     Progress: PROGRESS_SCHEMA,
@@ -636,6 +672,7 @@ export function openApiDocument(options: OpenApiOptions): Json {
     properties: {
       ...envelope.properties,
       type: { ...envelope.properties.type, enum: [...options.definitions.keys()].sort() },
+      input: { ...envelope.properties.input, ...jsonBounds(bodyLimit) },
     },
     ...(variants.length > 0 ? { oneOf: variants } : {}),
   };
@@ -703,6 +740,8 @@ export function openApiDocument(options: OpenApiOptions): Json {
           ],
           requestBody: {
             required: true,
+            description: `A JSON object of at most ${bodyLimit} bytes, ${MAX_JSON_DEPTH} levels deep.`,
+            ...jsonBounds(bodyLimit),
             content: { 'application/json': { schema: ref('schemas', 'SubmitRequest') } },
           },
           ...(webhooks ? { callbacks: operationCallbacks() } : {}),
@@ -890,6 +929,8 @@ export function openApiDocument(options: OpenApiOptions): Json {
             'A short-lived signed token that a browser passes as `access_token` to the stream routes (`GET /v1/operations/{id}/events`, `GET /v1/events`, `GET /v1/ws`), where it stands for the caller’s API key: an EventSource cannot send `Authorization`. It acts for the caller’s tenant, is checked when a stream opens, and, with `operation`, opens only that operation’s streams. Other routes do not take it. The body may be omitted.',
           requestBody: {
             required: false,
+            description: `A JSON object of at most ${bodyLimit} bytes.`,
+            ...jsonBounds(bodyLimit),
             content: { 'application/json': { schema: ref('schemas', 'StreamTokenRequest') } },
           },
           responses: {
@@ -946,7 +987,7 @@ export function openApiDocument(options: OpenApiOptions): Json {
           operationId: 'health',
           summary: 'The process is up',
           security: [],
-          responses: { '200': { description: 'Up.' } },
+          responses: { '200': { description: 'Up.' }, ...problems() },
         },
       },
       '/readyz': {
@@ -965,7 +1006,7 @@ export function openApiDocument(options: OpenApiOptions): Json {
           operationId: 'openApi',
           summary: 'This document',
           security: [],
-          responses: { '200': { description: 'OpenAPI 3.1.' } },
+          responses: { '200': { description: 'OpenAPI 3.1.' }, ...problems() },
         },
       },
       '/v1/asyncapi.json': {
@@ -976,10 +1017,10 @@ export function openApiDocument(options: OpenApiOptions): Json {
           description:
             'An AsyncAPI 3.0 document describing the event streams and the WebSocket: every message each side may send, and the schema of every event type.',
           security: [],
-          responses: { '200': { description: 'AsyncAPI 3.0.' } },
+          responses: { '200': { description: 'AsyncAPI 3.0.' }, ...problems() },
         },
       },
-      ...(webhooks ? webhookRoutes(authProblems) : {}),
+      ...(webhooks ? webhookRoutes(authProblems, bodyLimit, anyHeader) : {}),
     },
     ...(webhooks ? { webhooks: webhookEvents() } : {}),
     components: {
@@ -1003,48 +1044,59 @@ export function openApiDocument(options: OpenApiOptions): Json {
           name: 'id',
           in: 'path',
           required: true,
-          schema: { type: 'string', pattern: '^op_[0-9A-Za-z]{30}$' },
+          schema: { type: 'string', maxLength: 33, pattern: '^op_[0-9A-Za-z]{30}$' },
         },
         Prefer: {
           name: 'Prefer',
           in: 'header',
           description: 'RFC 7240: `wait=N`, `respond-async`, `return=minimal|representation`.',
-          schema: { type: 'string' },
+          schema: anyHeader,
           example: 'wait=10',
         },
         IfMatch: {
           name: 'If-Match',
           in: 'header',
           description: 'Change only if the operation’s ETag is one of these (else 412).',
-          schema: { type: 'string' },
+          schema: anyHeader,
         },
         IfNoneMatch: {
           name: 'If-None-Match',
           in: 'header',
           description: 'The ETag the client has: 304 while unchanged; the base of a long poll.',
-          schema: { type: 'string' },
+          schema: anyHeader,
         },
         IdempotencyKey: {
           name: 'Idempotency-Key',
           in: 'header',
           description:
-            'A unique key per request (a UUID), quoted (`"..."`) or bare. Kept 24 hours by default, per tenant.',
-          schema: { type: 'string', maxLength: 257 },
+            'A unique key per request (a UUID), quoted (`"..."`) or bare: 1 to 255 printable ASCII characters, sent once (a second field is refused with 400 INVALID_HEADER). Kept 24 hours by default, per tenant.',
+          schema: { type: 'string', minLength: 1, maxLength: 257 },
         },
         LastEventId: {
           name: 'Last-Event-ID',
           in: 'header',
           description:
             'Event streams: the `seq` of the last event received (an EventSource sends it when it reconnects). The stream resumes after it; it wins over `after`.',
-          schema: { type: 'string', pattern: '^[0-9]{1,15}$' },
+          schema: { type: 'string', maxLength: 15, pattern: '^[0-9]{1,15}$' },
         },
         Traceparent: {
           name: 'traceparent',
           in: 'header',
-          description: 'W3C trace context, kept with the operation.',
-          schema: { type: 'string' },
+          description:
+            'W3C Trace Context, kept with the operation. One that is not valid (version `ff`, an all-zero trace or parent id, upper-case hex, version 00 not exactly 55 characters) is ignored, not refused; of a later version only the first 55 characters are kept.',
+          schema: {
+            type: 'string',
+            maxLength: maxHeaderSize,
+            pattern: '^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}',
+          },
+          example: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
         },
-        ...(webhooks ? WEBHOOK_PARAMETERS : {}),
+        ...(webhooks
+          ? {
+              ...WEBHOOK_PARAMETERS,
+              EndpointIfMatch: { ...WEBHOOK_PARAMETERS.EndpointIfMatch, schema: anyHeader },
+            }
+          : {}),
       },
       headers: {
         ETag: { description: 'The version, quoted.', schema: { type: 'string' } },

@@ -8,6 +8,7 @@ import {
   noneMatch,
   parseIdempotencyKey,
   parsePrefer,
+  parseTraceparent,
   preferredReturn,
   preferredWait,
 } from './headers.ts';
@@ -60,6 +61,8 @@ function whileConnected(reply: FastifyReply): { signal: AbortSignal; done: () =>
   const onClose = () => {
     if (!reply.raw.writableFinished) controller.abort();
   };
+  // Gone already (before the hold began): 'close' will not come again.
+  if (reply.raw.socket === null || reply.raw.socket.destroyed) controller.abort();
   reply.raw.once('close', onClose);
   return { signal: controller.signal, done: () => reply.raw.off('close', onClose) };
 }
@@ -125,8 +128,8 @@ export function registerOperationRoutes(app: FastifyInstance, options: Operation
     const waitSeconds = preferredWait(preferences);
     const holdMs = waitSeconds ? Math.min(waitSeconds, maxWaitSeconds) * 1000 : 0;
     const key = parseIdempotencyKey(request.headers['idempotency-key']);
-    const traceparent =
-      typeof request.headers.traceparent === 'string' ? request.headers.traceparent : undefined;
+    // A traceparent that is not valid W3C Trace Context is ignored, as the spec says.
+    const traceparent = parseTraceparent(request.headers.traceparent);
     const tenant = request.tenant;
     const callbackUrl = (request.body as { callbackUrl?: unknown } | null)?.callbackUrl;
     if (typeof callbackUrl === 'string') options.checkCallbackUrl?.(callbackUrl);
@@ -203,7 +206,11 @@ export function registerOperationRoutes(app: FastifyInstance, options: Operation
     const preferences = parsePrefer(request.headers.prefer);
     const waitSeconds = preferredWait(preferences) ?? query.wait ?? 0;
     const ifNoneMatch = request.headers['if-none-match'];
-    let operation = await getOwn(request, request.params.id);
+    // The durable state (`snapshot`), as `hold` returns: an ETag never names a version that
+    // the log does not hold yet, nor one a crash could take back.
+    const current = await accepted.snapshot(request.params.id, { tenant: request.tenant });
+    if (!current) throw notFound(request.params.id);
+    let operation = current.operation;
     void reply.header('vary', 'Prefer');
     if (waitSeconds > 0) {
       const seconds = Math.min(waitSeconds, maxWaitSeconds);

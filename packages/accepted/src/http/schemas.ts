@@ -1,6 +1,6 @@
 import { ERROR_CODES, OPERATION_ERROR_CODE_PATTERN } from '../domain/errors.ts';
 import { EVENT_TYPES } from '../domain/events.ts';
-import { LABEL_KEY_PATTERN, TYPE_PATTERN } from '../engine/submit.ts';
+import { LABEL_FILTER_PATTERN, TYPE_PATTERN } from '../engine/submit.ts';
 
 /**
  * JSON Schemas of what the HTTP API answers and of its query parameters. The query schemas
@@ -9,6 +9,9 @@ import { LABEL_KEY_PATTERN, TYPE_PATTERN } from '../engine/submit.ts';
  */
 
 export const OPERATION_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'canceled'] as const;
+
+/** Most `label=` filters in one query. */
+export const MAX_LABEL_FILTERS = 16;
 
 const dateTime = { type: 'string', format: 'date-time' } as const;
 const nullableDateTime = { type: ['string', 'null'], format: 'date-time' } as const;
@@ -233,15 +236,22 @@ export const LIST_QUERY_SCHEMA = {
   properties: {
     status: {
       type: 'array',
+      maxItems: OPERATION_STATUSES.length,
       items: { type: 'string', enum: [...OPERATION_STATUSES] },
       description: 'Only these statuses (repeat the parameter or separate with commas).',
     },
-    type: { type: 'string', pattern: TYPE_PATTERN, description: 'Only this operation type.' },
+    type: {
+      type: 'string',
+      pattern: TYPE_PATTERN,
+      maxLength: 128,
+      description: 'Only this operation type.',
+    },
     label: {
       type: 'array',
-      maxItems: 16,
-      items: { type: 'string', pattern: `${LABEL_KEY_PATTERN.slice(0, -1)}:.*$` },
-      description: 'key:value; repeat for several (all must match).',
+      maxItems: MAX_LABEL_FILTERS,
+      items: { type: 'string', maxLength: 63 + 1 + 256, pattern: LABEL_FILTER_PATTERN },
+      description:
+        'key:value; repeat for several (all must match), at most 16. The value has no control characters.',
     },
     limit: { type: 'integer', minimum: 1, maximum: 500, default: 50, description: 'Page size.' },
     cursor: { type: 'string', maxLength: 200, description: 'The nextCursor of the previous page.' },
@@ -258,6 +268,7 @@ const ACCESS_TOKEN = {
 const AFTER = {
   type: 'integer',
   minimum: 0,
+  maximum: Number.MAX_SAFE_INTEGER,
   description:
     'Events with a greater seq than this. For a stream, a Last-Event-ID header wins over it.',
 } as const;
@@ -279,13 +290,14 @@ export const TENANT_EVENTS_QUERY_SCHEMA = {
   properties: {
     type: {
       type: 'array',
+      maxItems: EVENT_TYPES.length,
       items: { type: 'string', enum: [...EVENT_TYPES] },
       description: 'Only these event types (repeat the parameter or separate with commas).',
     },
     operationType: {
       type: 'array',
       maxItems: 100,
-      items: { type: 'string', pattern: TYPE_PATTERN },
+      items: { type: 'string', pattern: TYPE_PATTERN, maxLength: 128 },
       description: 'Only events of operations of these types.',
     },
     operation: {

@@ -87,22 +87,17 @@ export async function operationEventStream(
   const { accepted } = hub;
   const tenant = request.tenant;
   const cursor = lastEventId(request) ?? after;
-  // The cursor is read before the operation, so that no change falls between the two.
-  const start = cursor ?? (await accepted.lastSeq());
-  const operation = await accepted.get(id, { tenant });
-  if (!operation) throw notFound(id);
-  const selection = { tenant, operationId: id, after: start };
+  // The operation and the seq of the last event it shows, read together: the snapshot's id
+  // is that seq, so a resume from it neither repeats what the snapshot showed nor skips more.
+  const snapshot = await accepted.snapshot(id, { tenant });
+  if (!snapshot) throw notFound(id);
+  const selection = { tenant, operationId: id, after: cursor ?? snapshot.seq };
   if (cursor === undefined) {
-    return openEventStream(hub, request, reply, {
-      selection,
-      operationId: id,
-      snapshot: { operation, seq: start },
-    });
+    return openEventStream(hub, request, reply, { selection, operationId: id, snapshot });
   }
-  if (isTerminal(operation.status)) {
-    const rest = await accepted.readEvents({ ...selection, limit: 1 });
-    // Over, and the client has it all: 204 tells an EventSource to stop reconnecting.
-    if (rest.length === 0) return reply.status(204).send();
+  // Over, and the client has it all: 204 tells an EventSource to stop reconnecting.
+  if (isTerminal(snapshot.operation.status) && cursor >= snapshot.seq) {
+    return reply.status(204).send();
   }
   return openEventStream(hub, request, reply, { selection, operationId: id });
 }

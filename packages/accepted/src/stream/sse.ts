@@ -100,6 +100,7 @@ export interface EventStreamRequest {
   selection: EventSelection & { tenant: string; after: number };
   /** A stream of one operation: it starts with this snapshot (when given) and ends after a terminal event. */
   operationId?: string;
+  /** The operation and the seq of the last event it reflects (`accepted.snapshot`). */
   snapshot?: { operation: Operation; seq: number };
 }
 
@@ -119,9 +120,23 @@ export function openEventStream(
     'x-accel-buffering': 'no',
   };
   if (request.method === 'HEAD') return reply.status(200).headers(headers).send();
+  // The route awaited the store before this: the client may have gone, or the server begun
+  // to stop, meanwhile. Neither may leave a stream attached to the hub that nothing ends.
+  const socket = reply.raw.socket;
+  if (reply.raw.destroyed || request.raw.destroyed || !socket || socket.destroyed) {
+    return reply.hijack();
+  }
   void reply.hijack();
   const res = reply.raw;
   res.writeHead(200, headers);
+  if (hub.isClosed) {
+    // As a stream open at shutdown is closed: the notice, then the end (an EventSource
+    // reconnects, to another node or after the restart; a status other than 200 would stop it).
+    res.end(
+      `retry: ${hub.settings.retryMs}\n\n${sseMessage('stream.closing', { reason: 'SHUTTING_DOWN' })}`,
+    );
+    return reply;
+  }
   const connection = new SseConnection(res, hub, request.log);
   connection.send(`retry: ${hub.settings.retryMs}\n\n`);
   const { snapshot, operationId } = stream;
@@ -143,7 +158,6 @@ export function openEventStream(
     new Subscription(hub, connection, {
       selection: stream.selection,
       operationId,
-      skipThroughVersion: snapshot?.operation.version,
       maxPending: hub.settings.maxPending,
     }),
   );

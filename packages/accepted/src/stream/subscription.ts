@@ -37,8 +37,6 @@ export interface SubscriptionOptions {
   selection: EventSelection & { tenant: string; after: number };
   /** Set for a subscription to one operation: it completes after a terminal event. */
   operationId?: string;
-  /** Events of `operationId` up to this version are in the client's snapshot: skip them. */
-  skipThroughVersion?: number;
   /** Events held for a congested connection before falling back to the log. */
   maxPending: number;
 }
@@ -86,7 +84,6 @@ export class Subscription {
   private held = 0;
   /** Index in `pending` of each operation's held progress event. */
   private heldProgress: Map<string, number> | null = null;
-  private readonly skipThrough: number | undefined;
   /** Events dropped by conflation (for tests and metrics). */
   conflated = 0;
 
@@ -99,7 +96,6 @@ export class Subscription {
   ) {
     const { selection } = options;
     this.operationId = options.operationId;
-    this.skipThrough = options.skipThroughVersion;
     this.cursor = selection.after;
     this.queued = selection.after;
     const ids = [
@@ -219,14 +215,6 @@ export class Subscription {
    */
   private emit(frame: Frame, last: boolean): void {
     const event = frame.event;
-    if (
-      this.skipThrough !== undefined &&
-      event.operationId === this.operationId &&
-      event.version <= this.skipThrough
-    ) {
-      this.cursor = event.seq; // already in the client's snapshot
-      return;
-    }
     this.sink.write(this, frame);
     this.cursor = event.seq;
     if (last && this.operationId !== undefined && TERMINAL_EVENT_TYPES.has(event.type)) {

@@ -9,6 +9,7 @@ import {
   isAcceptedError,
   operationNotFound as notFound,
 } from '../domain/errors.ts';
+import { checkJsonText, MAX_JSON_DEPTH } from '../domain/json.ts';
 import { isTerminal } from '../domain/operation.ts';
 import type { Logger } from '../engine/definition.ts';
 import { createAjv, fieldProblems } from '../engine/submit.ts';
@@ -29,6 +30,11 @@ import type { StreamGrant } from './tokens.ts';
 const HIGH_WATER = 64 * 1024;
 /** How long a closing connection may take to finish its close handshake. */
 const CLOSE_GRACE_MS = 2000;
+/**
+ * Deepest nesting of a message: one level more than an HTTP body may have, because a submit
+ * wraps the body of `POST /v1/operations` in `operation`.
+ */
+export const WS_MAX_JSON_DEPTH = MAX_JSON_DEPTH + 1;
 
 /** Who opened a connection: the tenant, and the stream token's grant when it came with one. */
 export interface WsIdentity {
@@ -59,12 +65,16 @@ function invalidMessage(message: string, fields?: { field: string; message: stri
   });
 }
 
-/** The JSON value of one text frame; INVALID_MESSAGE when it is not JSON. */
+/**
+ * The JSON value of one text frame; INVALID_MESSAGE when it is not JSON, JSON_TOO_DEEP or
+ * NUMBER_OUT_OF_RANGE (checked on the text, before parsing) as for an HTTP body.
+ */
 function parseJson(data: RawData, isBinary: boolean): unknown {
   if (isBinary) throw invalidMessage('Messages must be JSON in text frames.');
   const text = Array.isArray(data)
     ? Buffer.concat(data).toString('utf8')
     : Buffer.from(data as Buffer).toString('utf8');
+  checkJsonText(text, WS_MAX_JSON_DEPTH, 'The message');
   try {
     return sjson.parse(text, null, { protoAction: 'error', constructorAction: 'error' });
   } catch {
@@ -119,6 +129,12 @@ class WsConnection implements Sink, Connection {
   stalledSince: number | null = null;
   private alive = true;
   private readonly subscriptions = new Map<string, Subscription>();
+  /**
+   * Subscribes under way (reading the store), by subscription id, each settled when it is
+   * over. Each holds a slot of `maxSubscriptions` from before its first await, so that a
+   * burst of subscribes cannot pass the cap while they all wait.
+   */
+  private readonly starting = new Map<string, Promise<void>>();
   private nextId = 1;
   private closing = false;
 
@@ -142,6 +158,12 @@ class WsConnection implements Sink, Connection {
       tenant: identity.tenant,
       heartbeatMs: hub.settings.heartbeatMs,
     });
+    if (hub.isClosed) this.close('SHUTTING_DOWN');
+  }
+
+  /** Open and not closing: subscriptions may still be started. */
+  private get open(): boolean {
+    return !this.closing && this.ws.readyState === WebSocket.OPEN;
   }
 
   private sendText(text: string): void {
@@ -211,6 +233,7 @@ class WsConnection implements Sink, Connection {
   }
 
   private cleanup(): void {
+    this.closing = true; // a subscribe still reading the store will not start
     for (const subscription of this.subscriptions.values()) this.hub.remove(subscription);
     this.subscriptions.clear();
     this.hub.detach(this);
@@ -297,6 +320,8 @@ class WsConnection implements Sink, Connection {
         return;
       }
       case 'unsubscribe': {
+        // A subscribe still under way ends first (acknowledged, or refused), then this one.
+        await this.starting.get(message.subscription);
         const subscription = this.subscriptions.get(message.subscription);
         if (!subscription) {
           throw new AcceptedError(
@@ -320,74 +345,97 @@ class WsConnection implements Sink, Connection {
   }
 
   private async subscribe(message: Extract<ClientMessage, { type: 'subscribe' }>): Promise<void> {
-    const { accepted, settings } = this.hub;
-    const tenant = this.identity.tenant;
-    if (this.subscriptions.size >= settings.maxSubscriptions) {
+    const { settings } = this.hub;
+    if (!this.open) return; // closing: nothing more starts, and nobody reads an answer
+    if (this.subscriptions.size + this.starting.size >= settings.maxSubscriptions) {
       throw new AcceptedError(
         'TOO_MANY_SUBSCRIPTIONS',
         `A connection may have at most ${settings.maxSubscriptions} subscriptions.`,
         { fix: 'Unsubscribe from some, or use one filter subscription for many operations.' },
       );
     }
-    const operationId = message.operation;
-    if ((operationId === undefined) === (message.filter === undefined)) {
+    if ((message.operation === undefined) === (message.filter === undefined)) {
       throw invalidMessage('A subscribe message needs either operation or filter, not both.', [
         { field: '/operation', message: 'give operation or filter' },
       ]);
     }
+    this.assertScope(message.operation ?? null);
+    // The slot is taken now, before the first await, and given back however this ends: a
+    // started subscription holds it in `subscriptions` from then on.
     const subscriptionId = `s${this.nextId++}`;
-    if (operationId === undefined) {
-      this.assertScope(null);
-      const filter = message.filter ?? {};
-      const after = message.after ?? (await accepted.lastSeq());
-      const subscription = new Subscription(
-        this.hub,
-        this,
-        {
-          selection: {
-            tenant,
-            after,
-            operationIds: filter.operations,
-            types: filter.types,
-            operationTypes: filter.operationTypes,
-            labels: filter.labels,
-          },
-          maxPending: settings.maxPending,
-        },
-        subscriptionId,
-      );
-      this.start(message.id, subscription);
-      return;
-    }
-    this.assertScope(operationId);
-    // The cursor is read before the operation, so that no change falls between the two.
-    const after = message.after ?? (await accepted.lastSeq());
-    const operation = await accepted.get(operationId, { tenant });
-    if (!operation) throw notFound(operationId);
-    const selection = { tenant, operationId, after };
-    const snapshot = message.after === undefined;
-    if (isTerminal(operation.status)) {
-      const rest = snapshot ? [] : await accepted.readEvents({ ...selection, limit: 1 });
-      if (rest.length === 0) {
-        // Over, and nothing the client lacks but (without a cursor) the snapshot.
-        this.ack(message.id, { request: 'subscribe', subscription: subscriptionId, cursor: after });
-        if (snapshot) this.sendSnapshot(subscriptionId, after, operation);
-        this.sendJson({ type: 'complete', subscription: subscriptionId });
-        return;
+    let settle!: () => void;
+    this.starting.set(subscriptionId, new Promise<void>((resolve) => (settle = resolve)));
+    try {
+      if (message.operation === undefined) {
+        await this.subscribeFilter(subscriptionId, message);
+      } else {
+        await this.subscribeOperation(subscriptionId, message.operation, message);
       }
+    } finally {
+      this.starting.delete(subscriptionId);
+      settle();
     }
+  }
+
+  /** A subscription to a filter: from `after`, else from now on. */
+  private async subscribeFilter(
+    subscriptionId: string,
+    message: Extract<ClientMessage, { type: 'subscribe' }>,
+  ): Promise<void> {
+    const { accepted, settings } = this.hub;
+    const filter = message.filter ?? {};
+    const after = message.after ?? (await accepted.lastSeq());
     const subscription = new Subscription(
       this.hub,
       this,
       {
-        selection,
-        operationId,
-        skipThroughVersion: snapshot ? operation.version : undefined,
+        selection: {
+          tenant: this.identity.tenant,
+          after,
+          operationIds: filter.operations,
+          types: filter.types,
+          operationTypes: filter.operationTypes,
+          labels: filter.labels,
+        },
         maxPending: settings.maxPending,
       },
       subscriptionId,
     );
-    this.start(message.id, subscription, snapshot ? operation : undefined);
+    this.start(message.id, subscription);
+  }
+
+  /**
+   * A subscription to one operation: without `after`, a snapshot and its seq (read together,
+   * so that the events after that seq are exactly those the snapshot does not show), then the
+   * events after it; with `after`, the events after that.
+   */
+  private async subscribeOperation(
+    subscriptionId: string,
+    operationId: string,
+    message: Extract<ClientMessage, { type: 'subscribe' }>,
+  ): Promise<void> {
+    const { accepted, settings } = this.hub;
+    const tenant = this.identity.tenant;
+    const current = await accepted.snapshot(operationId, { tenant });
+    if (!current) throw notFound(operationId);
+    const { operation, seq } = current;
+    const withSnapshot = message.after === undefined;
+    const after = message.after ?? seq;
+    if (!this.open) return;
+    if (isTerminal(operation.status) && after >= seq) {
+      // Over, and nothing the client lacks but (without a cursor) the snapshot.
+      this.ack(message.id, { request: 'subscribe', subscription: subscriptionId, cursor: after });
+      if (withSnapshot) this.sendSnapshot(subscriptionId, seq, operation);
+      this.sendJson({ type: 'complete', subscription: subscriptionId });
+      return;
+    }
+    const subscription = new Subscription(
+      this.hub,
+      this,
+      { selection: { tenant, operationId, after }, operationId, maxPending: settings.maxPending },
+      subscriptionId,
+    );
+    this.start(message.id, subscription, withSnapshot ? operation : undefined);
   }
 
   private sendSnapshot(
@@ -404,7 +452,7 @@ class WsConnection implements Sink, Connection {
     subscription: Subscription,
     snapshot?: Parameters<typeof toMonitor>[0],
   ): void {
-    if (this.closing || this.ws.readyState !== WebSocket.OPEN) return;
+    if (!this.open) return;
     const cursor = subscription.position;
     this.subscriptions.set(subscription.id, subscription);
     this.ack(id, { request: 'subscribe', subscription: subscription.id, cursor });

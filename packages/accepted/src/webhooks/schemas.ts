@@ -1,6 +1,6 @@
 import { EVENT_TYPES } from '../domain/events.ts';
 import { WEBHOOK_LIMITS } from '../domain/webhooks.ts';
-import { LABEL_KEY_PATTERN } from '../engine/submit.ts';
+import { LABEL_KEY_PATTERN, LABEL_VALUE_SCHEMA } from '../engine/submit.ts';
 
 /**
  * JSON Schemas of the webhook routes: they validate requests and are published in the
@@ -24,6 +24,7 @@ const ENDPOINT_FIELDS = {
   eventTypes: {
     type: ['array', 'null'],
     minItems: 1,
+    maxItems: EVENT_TYPES.length,
     uniqueItems: true,
     items: { type: 'string', enum: [...EVENT_TYPES] },
     description: 'Only these event types; null or absent for every type.',
@@ -31,8 +32,8 @@ const ENDPOINT_FIELDS = {
   labels: {
     type: ['object', 'null'],
     maxProperties: 16,
-    propertyNames: { pattern: LABEL_KEY_PATTERN },
-    additionalProperties: { type: 'string', maxLength: 256 },
+    propertyNames: { pattern: LABEL_KEY_PATTERN, maxLength: 63 },
+    additionalProperties: LABEL_VALUE_SCHEMA,
     description: 'Only events of operations that have every one of these labels.',
   },
   retrySchedule: {
@@ -152,6 +153,7 @@ export const DELIVERY_QUERY_SCHEMA = {
     operation: { type: 'string', maxLength: 64, description: 'Only deliveries of this operation.' },
     status: {
       type: 'array',
+      maxItems: 3,
       items: { type: 'string', enum: ['pending', 'delivered', 'failed'] },
       description: 'Only these statuses (repeat the parameter or separate with commas).',
     },
@@ -165,7 +167,11 @@ export const REPLAY_REQUEST_SCHEMA = {
   additionalProperties: false,
   required: ['since'],
   properties: {
-    since: { ...dateTime, description: 'Replay every failed delivery made since this time.' },
+    since: {
+      ...dateTime,
+      maxLength: 64,
+      description: 'Replay every failed delivery made since this time.',
+    },
   },
 } as const;
 

@@ -56,6 +56,12 @@ export interface PostgresStoreOptions {
   maxConnections?: number;
   /** Most writes folded into one transaction. Default 1000. */
   maxBatch?: number;
+  /**
+   * Called with the connection errors no caller sees: an idle connection that died, the LISTEN
+   * connection lost and retried (while the server is away, once per retry). The store rides
+   * them out by itself; this is for logs and metrics. More listeners: `onError()`.
+   */
+  onError?: (error: unknown, what: string) => void;
 }
 
 const SCHEMA_PATTERN = /^[a-z_][a-z0-9_]{0,47}$/;
@@ -246,7 +252,7 @@ export class PostgresStore implements Store {
   readonly schema: string;
   /** Identifies this store instance in NOTIFY payloads, so that it ignores its own. */
   readonly nodeId = randomBytes(6).toString('hex');
-  private readonly options: Required<Omit<PostgresStoreOptions, 'schema'>>;
+  private readonly options: Required<Omit<PostgresStoreOptions, 'schema' | 'onError'>>;
   private readonly channel: string;
   private db: Db | null = null;
   private listening: Listening | null = null;
@@ -289,7 +295,12 @@ export class PostgresStore implements Store {
     }
     this.schema = schema;
     this.channel = `accepted_${schema}`;
-    this.options = { maxConnections: 10, maxBatch: 1000, ...options };
+    if (options.onError) this.errorListeners.add(options.onError);
+    this.options = {
+      url: options.url,
+      maxConnections: options.maxConnections ?? 10,
+      maxBatch: options.maxBatch ?? 1000,
+    };
     this.webhooks = new PostgresWebhooks({
       db: () => this.conn(),
       purgeLock: () => [LOCK_PURGE_DELIVERIES, this.schema],
