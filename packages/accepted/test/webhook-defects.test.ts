@@ -306,6 +306,52 @@ for (const kind of KINDS) {
       }
     });
 
+    it('the sender does not stall when it is asked to send while every slot is busy', async () => {
+      // Found by the webhook benchmark after the #2 change: a pump asked for while every slot
+      // was taken ended before its first await, and its `finally` ran before the promise was
+      // stored, leaving the sender marked busy for good: 64 deliveries, then nothing.
+      const hook = await new Receiver().start();
+      const held: (() => void)[] = [];
+      hook.answer = () =>
+        new Promise<Reply>((resolve) => held.push(() => resolve({ status: 200 })));
+      const node = await startNode(kind, { webhooks: { concurrency: 2 } });
+      try {
+        await node.webhooks.createEndpoint('acme', {
+          url: hook.url,
+          eventTypes: ['operation.succeeded'],
+        });
+        const ids: string[] = [];
+        for (let i = 0; i < 3; i++) {
+          const op = await node.accepted.submit('demo.echo', { i }, { tenant: 'acme' });
+          await node.accepted.wait(op.id, { tenant: 'acme' });
+          ids.push(op.id);
+        }
+        // Both slots busy; more events are dispatched meanwhile (each pumps the sender).
+        await eventually(() => held.length === 2);
+        for (let i = 3; i < 10; i++) {
+          const op = await node.accepted.submit('demo.echo', { i }, { tenant: 'acme' });
+          await node.accepted.wait(op.id, { tenant: 'acme' });
+          ids.push(op.id);
+        }
+        await eventually(async () => (await node.store.nextDeliveryAt(Date.now())) !== null);
+        // Let them through, one by one as they come: all ten arrive.
+        const drain = setInterval(() => held.splice(0).forEach((release) => release()), 5);
+        try {
+          await eventually(() => hook.received.length === 10, 20_000);
+        } finally {
+          clearInterval(drain);
+        }
+        const sent = hook.received.map(
+          (r) => (JSON.parse(r.body) as { data: { operationId: string } }).data.operationId,
+        );
+        assert.deepEqual([...sent].sort(), [...ids].sort());
+      } finally {
+        held.splice(0).forEach((release) => release());
+        await node.stop();
+        await hook.close();
+      }
+    });
+
     it('#15 deleting an endpoint during an attempt does not resurrect its delivery', async () => {
       const hook = await new Receiver().start();
       let release: (reply: Reply) => void = () => undefined;

@@ -276,6 +276,17 @@ export function claimableSql(dialect: SqlDialect, now: string, sec: string): str
     AND (d.lease_until IS NULL OR d.lease_until <= ${now}) AND ${rateFreeAtSql(sec)} <= ${now}`;
 }
 
+/**
+ * SQL: one row when some delivery may be claimed at `now`, found in the claim's own order
+ * (the due index) so that it stops at the first: with thousands due, `nextDeliveryAt` answers
+ * at once instead of scanning every line (`nextDeliverySql`), which it does only when nothing
+ * is due.
+ */
+export function claimableNowSql(dialect: SqlDialect, now: string, sec: string): string {
+  return `SELECT 1 AS due FROM webhook_deliveries d LEFT JOIN webhook_endpoints e ON e.id = d.target
+    WHERE ${claimableSql(dialect, now, sec)} ORDER BY d.next_attempt_at, d.pk LIMIT 1`;
+}
+
 /** SQL: the earliest claimable time over every head of line (`nextDeliveryAt`). */
 export function nextDeliverySql(dialect: SqlDialect, sec: string): string {
   return `SELECT min(${dialect.greatest}(d.next_attempt_at, coalesce(d.lease_until, 0),

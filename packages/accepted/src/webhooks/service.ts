@@ -299,6 +299,8 @@ export class Webhooks {
       this.dispatchAgain = true;
       return;
     }
+    // Cleared when the pass settles, never inside it: a pass may end before its first await,
+    // and its own `finally` would then run before this assignment and leave it set for good.
     this.dispatching = (async () => {
       try {
         do {
@@ -322,10 +324,11 @@ export class Webhooks {
         } while (this.asked('dispatch'));
       } catch (error) {
         this.log.error({ err: error }, 'webhook dispatch failed; the next event or poll retries');
-      } finally {
-        this.dispatching = null;
       }
-    })();
+    })().finally(() => {
+      this.dispatching = null;
+      if (this.asked('dispatch')) this.dispatch();
+    });
   }
 
   /** The Standard Webhooks payload: `{ type, timestamp, data }`, data being the wire event. */
@@ -351,6 +354,9 @@ export class Webhooks {
       this.pumpAgain = true;
       return;
     }
+    // Cleared when the pass settles, never inside it: with every slot busy a pass ends before
+    // its first await, and a `finally` inside would run before this assignment and leave
+    // `pumping` set for good (every later pump() would only set pumpAgain: a stalled sender).
     this.pumping = (async () => {
       let wakeAt: number | null;
       try {
@@ -380,10 +386,12 @@ export class Webhooks {
         this.wake(wakeAt);
       } catch (error) {
         this.log.error({ err: error }, 'webhook claim failed; the next poll retries');
-      } finally {
-        this.pumping = null;
       }
-    })();
+    })().finally(() => {
+      this.pumping = null;
+      // Asked for between the pass's last look and now: go again.
+      if (this.asked('pump')) this.pump();
+    });
   }
 
   /** Wakes the sender when the earliest claimable delivery comes due (unless the poll is first). */

@@ -25,6 +25,7 @@ import { decodeCursor, toPage } from '../page.ts';
 import {
   CLAIM_EXTRA_COLUMNS,
   DELIVERY_COLUMNS,
+  claimableNowSql,
   claimableSql,
   deliveriesOf,
   endpointDeleted,
@@ -521,8 +522,11 @@ export class PostgresWebhooks implements WebhookStore {
   }
 
   async nextDeliveryAt(now = Date.now()): Promise<number | null> {
+    const sec = Math.floor(now / 1000);
+    const due = await query(this.access.db(), claimableNowSql(PG, '$1', '$2'), [now, sec]);
+    if (due.length > 0) return now;
     const [row] = await query<{ t: number | null }>(this.access.db(), nextDeliverySql(PG, '$1'), [
-      Math.floor(now / 1000),
+      sec,
     ]);
     return row?.t ?? null;
   }

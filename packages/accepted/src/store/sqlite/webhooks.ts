@@ -18,6 +18,7 @@ import { decodeCursor, toPage } from '../page.ts';
 import {
   CLAIM_EXTRA_COLUMNS,
   DELIVERY_COLUMNS,
+  claimableNowSql,
   claimableSql,
   deliveriesOf,
   endpointDeleted,
@@ -438,14 +439,11 @@ export class SqliteWebhooks implements WebhookStore {
   }
 
   nextDeliveryAt(now = Date.now()): Promise<number | null> {
-    return this.db.read(
-      () =>
-        (
-          this.db.stmt(nextDeliverySql(SQLITE, '@sec')).get({ sec: Math.floor(now / 1000) }) as {
-            t: number | null;
-          }
-        ).t,
-    );
+    return this.db.read(() => {
+      const sec = Math.floor(now / 1000);
+      if (this.db.stmt(claimableNowSql(SQLITE, '@now', '@sec')).get({ now, sec })) return now;
+      return (this.db.stmt(nextDeliverySql(SQLITE, '@sec')).get({ sec }) as { t: number | null }).t;
+    });
   }
 
   getDelivery(id: string, tenant: string): Promise<Delivery | null> {
