@@ -7,13 +7,15 @@
 // times, alternated, the SSE fan-out to SUBSCRIBERS connections and its peer, a plain `ws`
 // broadcast to as many; then RUNS times, alternated, the webhook throughput (drain and live),
 // its floor (a bare node:http keep-alive loop POSTing to the same receiver) and the webhook
-// latency. Env: RUNS, N, C, D, K, SUBSCRIBERS, E (passed through), BENCH_ONLY: a comma list of
+// latency; then once the CPU of an idle server with 100 blocked webhook lines (idle-webhooks).
+// Env: RUNS, N, C, D, K, SUBSCRIBERS, E (passed through), BENCH_ONLY: a comma list of
 // inprocess, bullmq, http-e2e, http-submit, http-limit, longpoll, sqlite-limit, stream-latency,
-// stream-fanout, ws-broadcast, webhook-throughput, webhook-floor, webhook-latency, client-bundle
+// stream-fanout, ws-broadcast, webhook-throughput, webhook-floor, webhook-latency,
+// idle-webhooks, client-bundle
 // (the gzipped size of the client's browser build), or a group:
 // `http` (http-e2e, http-submit, http-limit, longpoll), `streams` (stream-latency,
 // stream-fanout, ws-broadcast), `webhooks` (webhook-throughput, webhook-floor,
-// webhook-latency); and, only when named, sse-broadcast (the fan-out on a bare node:http SSE
+// webhook-latency, idle-webhooks); and, only when named, sse-broadcast (the fan-out on a bare node:http SSE
 // server: Node's own floor).
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -85,6 +87,7 @@ const ALL = [
   'webhook-throughput',
   'webhook-floor',
   'webhook-latency',
+  'idle-webhooks',
   'client-bundle',
 ] as const;
 /**
@@ -100,7 +103,7 @@ const GROUPS: Record<string, readonly Bench[]> = {
   http: ['http-e2e', 'http-submit', 'http-limit', 'longpoll'],
   streams: ['stream-latency', 'stream-fanout', 'ws-broadcast'],
   postgres: POSTGRES,
-  webhooks: ['webhook-throughput', 'webhook-floor', 'webhook-latency'],
+  webhooks: ['webhook-throughput', 'webhook-floor', 'webhook-latency', 'idle-webhooks'],
 };
 const isBench = (name: string): name is Bench =>
   ([...ALL, ...OPTIONAL, ...POSTGRES] as readonly string[]).includes(name);
@@ -146,6 +149,7 @@ const commands: Record<Bench, () => [string, string[], string]> = {
     ['--import', 'tsx', 'bench/webhook-latency.ts'],
     root,
   ],
+  'idle-webhooks': () => [process.execPath, ['--import', 'tsx', 'bench/idle-webhooks.ts'], root],
 };
 const results: Record<Bench, Record<string, unknown>[]> = {
   inprocess: [],
@@ -169,6 +173,7 @@ const results: Record<Bench, Record<string, unknown>[]> = {
   'webhook-throughput': [],
   'webhook-floor': [],
   'webhook-latency': [],
+  'idle-webhooks': [],
 };
 function bench(name: Bench): void {
   if (!selected.has(name)) return;
@@ -205,6 +210,8 @@ for (let i = 0; i < runs; i++) {
   bench('webhook-floor');
   bench('webhook-latency');
 }
+// About 40 s (a 30 s window): once.
+bench('idle-webhooks');
 // PostgreSQL: ours and the three peers alternated RUNS times; then the pick-up latency once.
 for (let i = 0; i < runs; i++) {
   bench('pg-e2e');
@@ -264,6 +271,7 @@ const webhookDrain = med('webhook-throughput', 'drain_per_s');
 const webhookLive = med('webhook-throughput', 'live_per_s');
 const webhookFloor = med('webhook-floor', 'per_s');
 const webhookP99 = med('webhook-latency', 'p99_ms');
+const idle = results['idle-webhooks'][0] ?? null;
 const sseFanout = fanout('stream-fanout');
 const wsBroadcast = fanout('ws-broadcast');
 const sseBroadcast = fanout('sse-broadcast');
@@ -318,6 +326,7 @@ const summary = {
           failed_attempts: sum('webhook-throughput', 'failed_attempts'),
         },
   webhook_floor_per_s: webhookFloor,
+  idle_webhooks: idle,
   webhook_drain_ratio_vs_floor: ratio(webhookDrain, webhookFloor),
   webhook_live_ratio_vs_floor: ratio(webhookLive, webhookFloor),
   webhook_latency:
@@ -443,6 +452,11 @@ line(
   webhookP99,
   () =>
     `webhook, commit->receipt: p50 ${fmt(summary.webhook_latency?.p50_ms ?? null, ' ms')}, p99 ${fmt(webhookP99, ' ms')}, max ${fmt(summary.webhook_latency?.max_ms ?? null, ' ms')}  (goal p99 < 10 ms)${goal(webhookP99 === null ? null : webhookP99 < 10)}`,
+);
+line(
+  num(idle?.cpu_ms),
+  () =>
+    `idle, blocked webhooks:   ${String(idle?.lines)} lines blocked, ${fmt(num(idle?.cpu_ms), ' ms')} CPU over ${String(idle?.window_s)} s = ${fmt(num(idle?.cpu_share_of_core) === null ? null : Number(((idle?.cpu_share_of_core as number) * 100).toFixed(2)), '% of a core')}  (goal: no measurable CPU)`,
 );
 const hooks = summary.webhook_throughput;
 if (hooks && hooks.verify_failures + hooks.duplicates + hooks.failed_attempts > 0) {
