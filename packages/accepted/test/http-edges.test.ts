@@ -787,6 +787,18 @@ describe('slow clients and connection caps', { timeout: 60_000 }, () => {
     held[1]?.destroy();
   });
 
+  it('a WebSocket upgrade refused with 503 (the server stopping) says when to come back', async () => {
+    const { port, app } = await serve();
+    app.streamHub.close('SHUTTING_DOWN');
+    const socket = await connect(port);
+    socket.write(
+      'GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+        'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+    );
+    const { response } = assertProblem(await socket.closed, 503, 'SHUTTING_DOWN');
+    assert.equal(response.headers['retry-after'], '1');
+  });
+
   it('the server-wide cap refuses the next connection with 503 TOO_MANY_CONNECTIONS', async () => {
     const { port } = await serve({ maxConnections: 1, maxConnectionsPerIp: 0 });
     const first = await connect(port);

@@ -115,8 +115,10 @@ function refuseUpgrade(socket: Duplex, error: AcceptedError, path: string): void
   const problem = toProblem(error, path);
   const body = JSON.stringify(problem);
   const status = ERROR_CODES[error.code].status;
+  // As over HTTP: every 503 says when to come back.
   const extra =
-    error.code === 'UNAUTHENTICATED' ? 'www-authenticate: Bearer realm="accepted"\r\n' : '';
+    (error.code === 'UNAUTHENTICATED' ? 'www-authenticate: Bearer realm="accepted"\r\n' : '') +
+    (status === 503 ? 'retry-after: 1\r\n' : '');
   socket.end(
     `HTTP/1.1 ${status} ${problem.title}\r\ncontent-type: application/problem+json\r\n` +
       `content-length: ${Buffer.byteLength(body)}\r\n${extra}connection: close\r\n\r\n${body}`,
