@@ -428,6 +428,8 @@ describe('docs/limits.md, row by row', { timeout: 60_000 }, () => {
         { operationTypes: list(101, (i) => `t${i}`) },
         { operations: list(101, (i) => `op_${i}`) },
         { labels: Object.fromEntries(list(17, (i) => `k${i}`).map((k) => [k, 'v'])) },
+        { labels: { team: 'a\u0000b' } },
+        { labels: { team: 'v'.repeat(257) } },
       ]) {
         const answer = await client.request({ type: 'subscribe', id: 'f', filter });
         assert.equal(answer.type, 'error', JSON.stringify(filter).slice(0, 60));

@@ -1,5 +1,5 @@
 import { EVENT_TYPES, type EventType } from '../domain/events.ts';
-import { LABEL_KEY_PATTERN, TYPE_PATTERN } from '../engine/submit.ts';
+import { LABEL_KEY_PATTERN, LABEL_VALUE_SCHEMA, TYPE_PATTERN } from '../engine/submit.ts';
 
 /**
  * The WebSocket protocol's client messages, as JSON Schemas: they validate what clients send
@@ -15,6 +15,7 @@ const REQUEST_ID = {
 const AFTER = {
   type: 'integer',
   minimum: 0,
+  maximum: Number.MAX_SAFE_INTEGER,
   description: 'Send every matching event after this seq first (from the log).',
 } as const;
 
@@ -26,14 +27,16 @@ export const WS_FILTER_SCHEMA = {
     operationTypes: {
       type: 'array',
       maxItems: 100,
-      items: { type: 'string', pattern: TYPE_PATTERN },
+      items: { type: 'string', pattern: TYPE_PATTERN, maxLength: 128 },
     },
     operations: { type: 'array', maxItems: 100, items: { type: 'string', maxLength: 64 } },
     labels: {
       type: 'object',
       maxProperties: 16,
-      propertyNames: { pattern: LABEL_KEY_PATTERN },
-      additionalProperties: { type: 'string', maxLength: 256 },
+      propertyNames: { pattern: LABEL_KEY_PATTERN, maxLength: 63 },
+      // The rules of label values: a control character could never match, and PostgreSQL
+      // refuses U+0000 in the log's label filter.
+      additionalProperties: LABEL_VALUE_SCHEMA,
     },
   },
 } as const;
