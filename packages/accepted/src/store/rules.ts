@@ -1,3 +1,4 @@
+import type { EventData, EventType } from '../domain/events.ts';
 import type { OperationError } from '../domain/operation.ts';
 
 /**
@@ -29,6 +30,74 @@ export function afterAttempt(
 ): 'requeue' | 'cancel' | 'fail' {
   if (cancelRequestedAt !== null) return 'cancel';
   return retry ? 'requeue' : 'fail';
+}
+
+/** How a running operation is left when its attempt ends without a result. */
+export interface AttemptEnd {
+  /** The row's new state: each adapter has one update per state. */
+  state: 'canceled' | 'failed' | 'requeued';
+  /**
+   * The update's parameters, in order: the error (JSON text), `finished_at` (canceled, failed)
+   * or `run_at` (requeued), `updated_at`.
+   */
+  params: [error: string, at: number, now: number];
+  /** The attempt is given back (a shutdown): it does not count, `attempts` goes down by one. */
+  givenBack: boolean;
+  /** The event written with the change, from the row's attempt count after it. */
+  event(attempts: number): { type: EventType; data: EventData };
+}
+
+/**
+ * The end of an attempt without a result, whoever ends it (the worker failing or giving back
+ * its lease, or lease recovery), as `afterAttempt` decides: the state, the values stored and
+ * the event. `retryAt` null: no attempt is left. Both adapters write exactly this.
+ */
+export function planAttemptEnd(end: {
+  cancelRequestedAt: number | null;
+  error: OperationError;
+  retryAt: number | null;
+  givenBack?: boolean;
+  now: number;
+}): AttemptEnd {
+  const { error, retryAt, now } = end;
+  const givenBack = end.givenBack ?? false;
+  switch (afterAttempt(end.cancelRequestedAt, retryAt !== null)) {
+    case 'cancel':
+      return {
+        state: 'canceled',
+        params: [JSON.stringify(CANCELED_ERROR), now, now],
+        givenBack: false,
+        event: (attempts) => ({
+          type: 'operation.canceled',
+          data: { status: 'canceled', attempt: attempts, error: CANCELED_ERROR },
+        }),
+      };
+    case 'fail':
+      return {
+        state: 'failed',
+        params: [JSON.stringify(error), now, now],
+        givenBack: false,
+        event: (attempts) => ({
+          type: 'operation.failed',
+          data: { status: 'failed', attempt: attempts, error },
+        }),
+      };
+    case 'requeue': {
+      const runAt = retryAt ?? now;
+      return {
+        state: 'requeued',
+        params: [JSON.stringify(error), runAt, now],
+        givenBack,
+        // A given-back attempt did not happen: its event names none.
+        event: (attempts) => ({
+          type: 'operation.retrying',
+          data: givenBack
+            ? { status: 'queued', error, runAt }
+            : { status: 'queued', attempt: attempts, error, runAt },
+        }),
+      };
+    }
+  }
 }
 
 /**

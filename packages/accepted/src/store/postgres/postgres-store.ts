@@ -38,7 +38,7 @@ import type {
 } from '../store.ts';
 import { labelsOf, rowToEvent, type EventRow } from '../event-rows.ts';
 import { decodeCursor, encodeCursor } from '../page.ts';
-import { CANCELED_ERROR, LEASE_EXPIRED_ERROR, afterAttempt, leaseExpiry } from '../rules.ts';
+import { LEASE_EXPIRED_ERROR, leaseExpiry, planAttemptEnd, type AttemptEnd } from '../rules.ts';
 import { MIGRATIONS } from './migrations.ts';
 import { PostgresWebhooks } from './webhooks.ts';
 import { Db, exec, query, type Listening, type Param, type Tx } from './db.ts';
@@ -114,6 +114,21 @@ const CLEAR_LEASE = 'lease_token = NULL, lease_owner = NULL, lease_expires_at = 
 const SET_FAILED = `status = 'failed', error = $1, finished_at = $2, updated_at = $3, ${CLEAR_LEASE}`;
 const SET_CANCELED = `status = 'canceled', error = $1, finished_at = $2, updated_at = $3, ${CLEAR_LEASE}`;
 const SET_REQUEUED = `status = 'queued', error = $1, run_at = $2, updated_at = $3, ${CLEAR_LEASE}`;
+/** The update of each way an attempt ends without a result (`planAttemptEnd`). */
+const SET_ATTEMPT_END = { canceled: SET_CANCELED, failed: SET_FAILED, requeued: SET_REQUEUED };
+
+/** Writes an attempt's end (`planAttemptEnd`) with `update`, which runs one SET on its row. */
+async function writeAttemptEnd(
+  batch: Batch,
+  end: AttemptEnd,
+  update: (set: string) => Promise<ChangedRow>,
+): Promise<void> {
+  const set = SET_ATTEMPT_END[end.state];
+  const row = await update(end.givenBack ? `attempts = attempts - 1, ${set}` : set);
+  const { type, data } = end.event(row.attempts);
+  batch.append(row, type, data, end.params[2]);
+  if (end.state === 'requeued') batch.work = true;
+}
 
 const SQL_CREATE = `INSERT INTO operations (id, tenant, type, status, input, labels, max_attempts,
     run_at, timeout_ms, callback_url, traceparent, created_at, updated_at, version)
@@ -1038,44 +1053,14 @@ export class PostgresStore implements Store {
       [lease.operationId, lease.token],
     );
     if (!held) throw leaseLost(lease.operationId);
-    switch (afterAttempt(held.cancel_requested_at, retryAt !== null)) {
-      case 'cancel': {
-        const json = JSON.stringify(CANCELED_ERROR);
-        const row = await this.underLease(tx, lease, SET_CANCELED, [json, now, now]);
-        batch.append(
-          row,
-          'operation.canceled',
-          { status: 'canceled', attempt: row.attempts, error: CANCELED_ERROR },
-          now,
-        );
-        return;
-      }
-      case 'fail': {
-        const row = await this.underLease(tx, lease, SET_FAILED, [JSON.stringify(error), now, now]);
-        batch.append(
-          row,
-          'operation.failed',
-          { status: 'failed', attempt: row.attempts, error },
-          now,
-        );
-        return;
-      }
-      case 'requeue': {
-        const runAt = retryAt ?? now;
-        const set = givenBack ? `attempts = attempts - 1, ${SET_REQUEUED}` : SET_REQUEUED;
-        const row = await this.underLease(tx, lease, set, [JSON.stringify(error), runAt, now]);
-        batch.append(
-          row,
-          'operation.retrying',
-          givenBack
-            ? { status: 'queued', error, runAt }
-            : { status: 'queued', attempt: row.attempts, error, runAt },
-          now,
-        );
-        batch.work = true;
-        return;
-      }
-    }
+    const end = planAttemptEnd({
+      cancelRequestedAt: held.cancel_requested_at,
+      error,
+      retryAt,
+      givenBack,
+      now,
+    });
+    await writeAttemptEnd(batch, end, (set) => this.underLease(tx, lease, set, end.params));
   }
 
   /**
@@ -1110,43 +1095,13 @@ export class PostgresStore implements Store {
           [...params, id],
         ).then(([row]) => row as ChangedRow);
       for (const candidate of rows) {
-        const retry = candidate.attempts < candidate.max_attempts;
-        switch (afterAttempt(candidate.cancel_requested_at, retry)) {
-          case 'cancel': {
-            const json = JSON.stringify(CANCELED_ERROR);
-            const row = await at(candidate.id, SET_CANCELED, [json, now, now]);
-            batch.append(
-              row,
-              'operation.canceled',
-              { status: 'canceled', error: CANCELED_ERROR },
-              now,
-            );
-            break;
-          }
-          case 'requeue': {
-            const json = JSON.stringify(LEASE_EXPIRED_ERROR);
-            const row = await at(candidate.id, SET_REQUEUED, [json, now, now]);
-            batch.append(
-              row,
-              'operation.retrying',
-              { status: 'queued', attempt: row.attempts, error: LEASE_EXPIRED_ERROR, runAt: now },
-              now,
-            );
-            batch.work = true;
-            break;
-          }
-          case 'fail': {
-            const json = JSON.stringify(LEASE_EXPIRED_ERROR);
-            const row = await at(candidate.id, SET_FAILED, [json, now, now]);
-            batch.append(
-              row,
-              'operation.failed',
-              { status: 'failed', attempt: row.attempts, error: LEASE_EXPIRED_ERROR },
-              now,
-            );
-            break;
-          }
-        }
+        const end = planAttemptEnd({
+          cancelRequestedAt: candidate.cancel_requested_at,
+          error: LEASE_EXPIRED_ERROR,
+          retryAt: candidate.attempts < candidate.max_attempts ? now : null,
+          now,
+        });
+        await writeAttemptEnd(batch, end, (set) => at(candidate.id, set, end.params));
       }
       return rows.length;
     });

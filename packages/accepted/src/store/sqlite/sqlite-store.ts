@@ -35,7 +35,7 @@ import type {
 } from '../store.ts';
 import { labelsOf, rowToEvent, type EventRow } from '../event-rows.ts';
 import { decodeCursor, toPage } from '../page.ts';
-import { CANCELED_ERROR, LEASE_EXPIRED_ERROR, afterAttempt, leaseExpiry } from '../rules.ts';
+import { LEASE_EXPIRED_ERROR, leaseExpiry, planAttemptEnd, type AttemptEnd } from '../rules.ts';
 import { MIGRATIONS } from './migrations.ts';
 import { SqliteWebhooks } from './webhooks.ts';
 
@@ -166,6 +166,8 @@ const SET_FAILED = `status = 'failed', error = ?, finished_at = ?, updated_at = 
 const SET_CANCELED = `status = 'canceled', error = ?, finished_at = ?, updated_at = ?, ${CLEAR_LEASE}`;
 // Parameters: error, run_at, updated_at.
 const SET_REQUEUED = `status = 'queued', error = ?, run_at = ?, updated_at = ?, ${CLEAR_LEASE}`;
+/** The update of each way an attempt ends without a result (`planAttemptEnd`). */
+const SET_ATTEMPT_END = { canceled: SET_CANCELED, failed: SET_FAILED, requeued: SET_REQUEUED };
 
 const SQL_COMPLETE = `UPDATE operations SET status = 'succeeded', result = ?, error = NULL,
     finished_at = ?, updated_at = ?, version = version + 1, ${CLEAR_LEASE}
@@ -1057,47 +1059,23 @@ export class SqliteStore implements Store {
     ).get(leasePk(lease.token), lease.operationId, lease.token) as
       { cancel_requested_at: number | null } | undefined;
     if (!held) throw leaseLost(lease.operationId);
-    switch (afterAttempt(held.cancel_requested_at, retryAt !== null)) {
-      case 'cancel': {
-        const row = this.underLease(lease, SET_CANCELED, [
-          JSON.stringify(CANCELED_ERROR),
-          now,
-          now,
-        ]);
-        this.appendEvent(
-          row,
-          'operation.canceled',
-          { status: 'canceled', attempt: row.attempts, error: CANCELED_ERROR },
-          now,
-        );
-        return;
-      }
-      case 'fail': {
-        const row = this.underLease(lease, SET_FAILED, [JSON.stringify(error), now, now]);
-        this.appendEvent(
-          row,
-          'operation.failed',
-          { status: 'failed', attempt: row.attempts, error },
-          now,
-        );
-        return;
-      }
-      case 'requeue': {
-        const runAt = retryAt ?? now;
-        const set = givenBack ? `attempts = attempts - 1, ${SET_REQUEUED}` : SET_REQUEUED;
-        const row = this.underLease(lease, set, [JSON.stringify(error), runAt, now]);
-        this.appendEvent(
-          row,
-          'operation.retrying',
-          givenBack
-            ? { status: 'queued', error, runAt }
-            : { status: 'queued', attempt: row.attempts, error, runAt },
-          now,
-        );
-        this.workChanged = true;
-        return;
-      }
-    }
+    const end = planAttemptEnd({
+      cancelRequestedAt: held.cancel_requested_at,
+      error,
+      retryAt,
+      givenBack,
+      now,
+    });
+    this.writeAttemptEnd(end, (set) => this.underLease(lease, set, end.params));
+  }
+
+  /** Writes an attempt's end (`planAttemptEnd`) with `update`, which runs one SET on its row. */
+  private writeAttemptEnd(end: AttemptEnd, update: (set: string) => ChangedRow): void {
+    const set = SET_ATTEMPT_END[end.state];
+    const row = update(end.givenBack ? `attempts = attempts - 1, ${set}` : set);
+    const { type, data } = end.event(row.attempts);
+    this.appendEvent(row, type, data, end.params[2]);
+    if (end.state === 'requeued') this.workChanged = true;
   }
 
   recoverExpiredLeases(now: number, limit: number): Promise<number> {
@@ -1115,43 +1093,13 @@ export class SqliteStore implements Store {
         'pk' | 'attempts' | 'max_attempts' | 'cancel_requested_at'
       >[];
       for (const candidate of rows) {
-        const retry = candidate.attempts < candidate.max_attempts;
-        switch (afterAttempt(candidate.cancel_requested_at, retry)) {
-          case 'cancel': {
-            const json = JSON.stringify(CANCELED_ERROR);
-            const row = this.atPk(candidate.pk, SET_CANCELED, [json, now, now]);
-            this.appendEvent(
-              row,
-              'operation.canceled',
-              { status: 'canceled', error: CANCELED_ERROR },
-              now,
-            );
-            break;
-          }
-          case 'requeue': {
-            const json = JSON.stringify(LEASE_EXPIRED_ERROR);
-            const row = this.atPk(candidate.pk, SET_REQUEUED, [json, now, now]);
-            this.appendEvent(
-              row,
-              'operation.retrying',
-              { status: 'queued', attempt: row.attempts, error: LEASE_EXPIRED_ERROR, runAt: now },
-              now,
-            );
-            this.workChanged = true;
-            break;
-          }
-          case 'fail': {
-            const json = JSON.stringify(LEASE_EXPIRED_ERROR);
-            const row = this.atPk(candidate.pk, SET_FAILED, [json, now, now]);
-            this.appendEvent(
-              row,
-              'operation.failed',
-              { status: 'failed', attempt: row.attempts, error: LEASE_EXPIRED_ERROR },
-              now,
-            );
-            break;
-          }
-        }
+        const end = planAttemptEnd({
+          cancelRequestedAt: candidate.cancel_requested_at,
+          error: LEASE_EXPIRED_ERROR,
+          retryAt: candidate.attempts < candidate.max_attempts ? now : null,
+          now,
+        });
+        this.writeAttemptEnd(end, (set) => this.atPk(candidate.pk, set, end.params));
       }
       return rows.length;
     });
