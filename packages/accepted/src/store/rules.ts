@@ -1,5 +1,7 @@
 import type { EventData, EventType } from '../domain/events.ts';
-import type { OperationError } from '../domain/operation.ts';
+import { AcceptedError } from '../domain/errors.ts';
+import { isTerminal, type OperationError, type OperationStatus } from '../domain/operation.ts';
+import { assertTransition } from '../domain/status.ts';
 
 /**
  * Rules every store adapter applies the same way; the adapters differ only in the SQL that
@@ -108,4 +110,43 @@ export function planAttemptEnd(end: {
  */
 export function leaseExpiry(now: number, leaseMs: number, askedAt: number): number {
   return now + leaseMs + Math.max(0, Date.now() - askedAt);
+}
+
+/**
+ * A manual retry (`retry()`): only a failed or canceled operation runs again, from attempt 0
+ * (ILLEGAL_TRANSITION otherwise, saying what to wait for).
+ */
+export function assertRetryable(id: string, status: OperationStatus): void {
+  if (status === 'failed' || status === 'canceled') return;
+  throw new AcceptedError(
+    'ILLEGAL_TRANSITION',
+    `Operation ${id} is ${status}; only failed or canceled operations can be retried.`,
+    { details: { status }, fix: 'Wait until it has failed or been canceled.' },
+  );
+}
+
+/** A delete (`delete()`): only a finished operation goes, with its events and keys. */
+export function assertDeletable(id: string, status: OperationStatus): void {
+  if (isTerminal(status)) return;
+  throw new AcceptedError(
+    'ILLEGAL_TRANSITION',
+    `Operation ${id} is ${status}; only finished operations can be deleted.`,
+    { details: { status }, fix: 'Cancel it first, then delete it.' },
+  );
+}
+
+/**
+ * What a cancel request does to an operation in `status`: a queued one is canceled at once; a
+ * running one has its cancellation requested (its attempt ends it), once (`none` when already
+ * requested); a finished one cannot be canceled (ALREADY_TERMINAL).
+ */
+export function planCancel(
+  id: string,
+  status: OperationStatus,
+  cancelRequestedAt: number | null,
+): 'cancel' | 'request' | 'none' {
+  if (status === 'queued') return 'cancel';
+  if (status === 'running') return cancelRequestedAt === null ? 'request' : 'none';
+  assertTransition(id, status, 'canceled');
+  return 'none';
 }

@@ -5,7 +5,7 @@ import {
   leaseLost,
   operationNotFound as notFound,
 } from '../../domain/errors.ts';
-import { assertTransition, assertVersion } from '../../domain/status.ts';
+import { assertVersion } from '../../domain/status.ts';
 import {
   eventId,
   type EventData,
@@ -38,7 +38,15 @@ import type {
 } from '../store.ts';
 import { labelsOf, rowToEvent, type EventRow } from '../event-rows.ts';
 import { decodeCursor, encodeCursor } from '../page.ts';
-import { LEASE_EXPIRED_ERROR, leaseExpiry, planAttemptEnd, type AttemptEnd } from '../rules.ts';
+import {
+  LEASE_EXPIRED_ERROR,
+  assertDeletable,
+  assertRetryable,
+  leaseExpiry,
+  planAttemptEnd,
+  planCancel,
+  type AttemptEnd,
+} from '../rules.ts';
 import { MIGRATIONS } from './migrations.ts';
 import { PostgresWebhooks } from './webhooks.ts';
 import { Db, exec, query, type Listening, type Param, type Tx } from './db.ts';
@@ -1126,7 +1134,9 @@ export class PostgresStore implements Store {
     return this.write(async (tx, batch) => {
       const current = await this.lockScoped(tx, id, tenant);
       assertVersion(id, current.version, ifVersion);
-      if (current.status === 'queued') {
+      const plan = planCancel(id, current.status, current.cancel_requested_at);
+      if (plan === 'none') return rowToOperation(current);
+      if (plan === 'cancel') {
         const [row] = await query<ChangedRow>(
           tx,
           `UPDATE operations SET status = 'canceled', error = $1, finished_at = $2,
@@ -1134,8 +1144,7 @@ export class PostgresStore implements Store {
           [JSON.stringify(error), now, id],
         );
         batch.append(row as ChangedRow, 'operation.canceled', { status: 'canceled', error }, now);
-      } else if (current.status === 'running') {
-        if (current.cancel_requested_at !== null) return rowToOperation(current);
+      } else {
         const [row] = await query<ChangedRow>(
           tx,
           `UPDATE operations SET cancel_requested_at = $1, updated_at = $1, version = version + 1
@@ -1143,8 +1152,6 @@ export class PostgresStore implements Store {
           [now, id],
         );
         batch.append(row as ChangedRow, 'operation.cancel_requested', { status: 'running' }, now);
-      } else {
-        assertTransition(id, current.status, 'canceled');
       }
       return rowToOperation((await readRow(tx, id)) as OperationRow);
     });
@@ -1160,16 +1167,7 @@ export class PostgresStore implements Store {
     return this.write(async (tx, batch) => {
       const current = await this.lockScoped(tx, id, tenant);
       assertVersion(id, current.version, ifVersion);
-      if (current.status !== 'failed' && current.status !== 'canceled') {
-        throw new AcceptedError(
-          'ILLEGAL_TRANSITION',
-          `Operation ${id} is ${current.status}; only failed or canceled operations can be retried.`,
-          {
-            details: { status: current.status },
-            fix: 'Wait until it has failed or been canceled.',
-          },
-        );
-      }
+      assertRetryable(id, current.status);
       const [row] = await query<ChangedRow>(
         tx,
         `UPDATE operations SET status = 'queued', attempts = 0, result = NULL, error = NULL,
@@ -1192,17 +1190,7 @@ export class PostgresStore implements Store {
     return this.write(async (tx, batch) => {
       const current = await this.lockScoped(tx, id, tenant);
       assertVersion(id, current.version, ifVersion);
-      if (
-        current.status !== 'succeeded' &&
-        current.status !== 'failed' &&
-        current.status !== 'canceled'
-      ) {
-        throw new AcceptedError(
-          'ILLEGAL_TRANSITION',
-          `Operation ${id} is ${current.status}; only finished operations can be deleted.`,
-          { details: { status: current.status }, fix: 'Cancel it first, then delete it.' },
-        );
-      }
+      assertDeletable(id, current.status);
       await query(tx, 'DELETE FROM events WHERE operation_id = $1', [id]);
       await query(tx, 'DELETE FROM idempotency_keys WHERE operation_id = $1', [id]);
       await query(tx, 'DELETE FROM operations WHERE id = $1', [id]);

@@ -2,7 +2,7 @@ import Database from 'better-sqlite3';
 import fs from 'node:fs';
 import path from 'node:path';
 import { AcceptedError, leaseLost, operationNotFound as notFound } from '../../domain/errors.ts';
-import { assertTransition, assertVersion } from '../../domain/status.ts';
+import { assertVersion } from '../../domain/status.ts';
 import {
   eventId,
   type EventData,
@@ -35,7 +35,15 @@ import type {
 } from '../store.ts';
 import { labelsOf, rowToEvent, type EventRow } from '../event-rows.ts';
 import { decodeCursor, toPage } from '../page.ts';
-import { LEASE_EXPIRED_ERROR, leaseExpiry, planAttemptEnd, type AttemptEnd } from '../rules.ts';
+import {
+  LEASE_EXPIRED_ERROR,
+  assertDeletable,
+  assertRetryable,
+  leaseExpiry,
+  planAttemptEnd,
+  planCancel,
+  type AttemptEnd,
+} from '../rules.ts';
 import { MIGRATIONS } from './migrations.ts';
 import { SqliteWebhooks } from './webhooks.ts';
 
@@ -1117,21 +1125,20 @@ export class SqliteStore implements Store {
     return this.write(() => {
       const current = this.readScoped(id, tenant);
       assertVersion(id, current.version, ifVersion);
-      if (current.status === 'queued') {
+      const plan = planCancel(id, current.status, current.cancel_requested_at);
+      if (plan === 'none') return rowToOperation(current);
+      if (plan === 'cancel') {
         const row = this.stmt(
           `UPDATE operations SET status = 'canceled', error = ?, finished_at = ?, updated_at = ?,
              version = version + 1 WHERE pk = ? ${CHANGED}`,
         ).get(JSON.stringify(error), now, now, current.pk) as ChangedRow;
         this.appendEvent(row, 'operation.canceled', { status: 'canceled', error }, now);
-      } else if (current.status === 'running') {
-        if (current.cancel_requested_at !== null) return rowToOperation(current);
+      } else {
         const row = this.stmt(
           `UPDATE operations SET cancel_requested_at = ?, updated_at = ?, version = version + 1
            WHERE pk = ? ${CHANGED}`,
         ).get(now, now, current.pk) as ChangedRow;
         this.appendEvent(row, 'operation.cancel_requested', { status: 'running' }, now);
-      } else {
-        assertTransition(id, current.status, 'canceled');
       }
       return rowToOperation(this.readScoped(id, tenant));
     });
@@ -1147,16 +1154,7 @@ export class SqliteStore implements Store {
     return this.write(() => {
       const current = this.readScoped(id, tenant);
       assertVersion(id, current.version, ifVersion);
-      if (current.status !== 'failed' && current.status !== 'canceled') {
-        throw new AcceptedError(
-          'ILLEGAL_TRANSITION',
-          `Operation ${id} is ${current.status}; only failed or canceled operations can be retried.`,
-          {
-            details: { status: current.status },
-            fix: 'Wait until it has failed or been canceled.',
-          },
-        );
-      }
+      assertRetryable(id, current.status);
       const row = this.stmt(
         `UPDATE operations SET status = 'queued', attempts = 0, result = NULL, error = NULL,
            progress = NULL, finished_at = NULL, cancel_requested_at = NULL, run_at = ?,
@@ -1177,17 +1175,7 @@ export class SqliteStore implements Store {
     return this.write(() => {
       const current = this.readScoped(id, tenant);
       assertVersion(id, current.version, ifVersion);
-      if (
-        current.status !== 'succeeded' &&
-        current.status !== 'failed' &&
-        current.status !== 'canceled'
-      ) {
-        throw new AcceptedError(
-          'ILLEGAL_TRANSITION',
-          `Operation ${id} is ${current.status}; only finished operations can be deleted.`,
-          { details: { status: current.status }, fix: 'Cancel it first, then delete it.' },
-        );
-      }
+      assertDeletable(id, current.status);
       this.stmt('DELETE FROM events WHERE operation_id = ?').run(id);
       this.stmt('DELETE FROM idempotency_keys WHERE operation_id = ?').run(id);
       this.stmt('DELETE FROM operations WHERE pk = ?').run(current.pk);
