@@ -178,6 +178,25 @@ export function isAcceptedError(value: unknown): value is AcceptedError {
   return value instanceof AcceptedError;
 }
 
+/**
+ * The one mapping of a failure to what a caller is told: an `AcceptedError` as it is; anything
+ * else (a bug, a failure nobody named) is `INTERNAL`, saying `what` failed and no more, with
+ * `unexpected` set so that the caller logs the cause (at error level: the line that means a
+ * 500). Every edge (HTTP, WebSocket messages and upgrades) answers through it.
+ */
+export function toAnswerable(
+  error: unknown,
+  what = 'The server failed to handle this request.',
+): { error: AcceptedError; unexpected: boolean } {
+  if (isAcceptedError(error)) return { error, unexpected: false };
+  return {
+    error: new AcceptedError('INTERNAL', what, {
+      fix: 'Retry later; if it persists, report it with the time of the request.',
+    }),
+    unexpected: true,
+  };
+}
+
 /** No such operation in the caller's tenant (or never, or no longer). */
 export function operationNotFound(id: string): AcceptedError {
   return new AcceptedError('OPERATION_NOT_FOUND', `No operation ${id}.`, {

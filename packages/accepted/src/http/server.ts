@@ -7,7 +7,7 @@ import Fastify, {
   type FastifyReply,
   type FastifyRequest,
 } from 'fastify';
-import { AcceptedError, ERROR_CODES, isAcceptedError } from '../domain/errors.ts';
+import { AcceptedError, ERROR_CODES, isAcceptedError, toAnswerable } from '../domain/errors.ts';
 import { checkJsonText } from '../domain/json.ts';
 import { DEFAULT_TENANT, type Accepted } from '../engine/accepted.ts';
 import { markDepthChecked } from '../engine/submit.ts';
@@ -349,13 +349,7 @@ export function createHttpServer(options: HttpOptions): FastifyInstance {
       return;
     }
     request.log.error({ err: error }, 'unhandled error');
-    sendProblem(
-      reply,
-      request,
-      new AcceptedError('INTERNAL', 'The server failed to handle this request.', {
-        fix: 'Retry later; if it persists, report it with the time of the request.',
-      }),
-    );
+    sendProblem(reply, request, toAnswerable(error).error);
   });
 
   app.setNotFoundHandler((request, reply) => {

@@ -6,8 +6,8 @@ import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import {
   AcceptedError,
   ERROR_CODES,
-  isAcceptedError,
   operationNotFound as notFound,
+  toAnswerable,
 } from '../domain/errors.ts';
 import { checkJsonText, MAX_JSON_DEPTH } from '../domain/json.ts';
 import { isTerminal } from '../domain/operation.ts';
@@ -248,10 +248,11 @@ class WsConnection implements Sink, Connection {
       id = requestId(value);
       await this.handle(checkMessage(value));
     } catch (error) {
-      const known = isAcceptedError(error)
-        ? error
-        : new AcceptedError('INTERNAL', 'The server failed to handle this message.');
-      if (!isAcceptedError(error)) this.log.error({ err: error }, 'websocket message failed');
+      const { error: known, unexpected } = toAnswerable(
+        error,
+        'The server failed to handle this message.',
+      );
+      if (unexpected) this.log.error({ err: error }, 'websocket message failed');
       this.sendJson({
         type: 'error',
         ...(id === undefined ? {} : { id }),
@@ -498,14 +499,12 @@ export function attachWebSocket(server: Server, options: WebSocketOptions): () =
       }
       identity = options.authenticate(request, url);
     } catch (error) {
-      if (!isAcceptedError(error)) log.error({ err: error }, 'websocket upgrade failed');
-      refuseUpgrade(
-        socket,
-        isAcceptedError(error)
-          ? error
-          : new AcceptedError('INTERNAL', 'The server failed to open the connection.'),
-        url.pathname,
+      const { error: known, unexpected } = toAnswerable(
+        error,
+        'The server failed to open the connection.',
       );
+      if (unexpected) log.error({ err: error }, 'websocket upgrade failed');
+      refuseUpgrade(socket, known, url.pathname);
       return;
     }
     wss.handleUpgrade(request, socket, head, (ws) => {
