@@ -3,7 +3,7 @@
 // operations each queue their events for it; once the head of every line has failed its
 // first attempt (the next one an hour away), the rest of each line waits behind it. The
 // process's CPU time (user + system, from /proc) is read over WINDOW_S seconds of that.
-// Prints one JSON line. Env: WINDOW_S (30), LINES (100), ACCEPTED_CLI (the CLI to run: set it
+// Prints one JSON line. Env: WINDOW_S (30), LINES (100), SETTLE_S (1), ACCEPTED_CLI (the CLI to run: set it
 // to another checkout's packages/accepted/src/cli/main.ts to measure that one).
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -15,6 +15,8 @@ import { fileURLToPath } from 'node:url';
 
 const WINDOW_S = Number(process.env.WINDOW_S ?? 30);
 const LINES = Number(process.env.LINES ?? 100);
+/** Seconds to wait, once the lines are blocked, before the window opens. */
+const SETTLE_S = Number(process.env.SETTLE_S ?? 1);
 const here = path.dirname(fileURLToPath(import.meta.url));
 const cli =
   process.env.ACCEPTED_CLI ??
@@ -35,6 +37,16 @@ function cpuSeconds(pid: number): number {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime
   return ticks / 100; // USER_HZ
+}
+
+/**
+ * Write-family system calls of a process so far (`syscw` of /proc/<pid>/io): disk writes, and
+ * also the eventfd wake-ups of Node's and V8's threads (V8's memory reducer, which collects the
+ * garbage of start-up in the first ~20 s, makes a few thousand of those).
+ */
+function writeCalls(pid: number): number {
+  const match = /^syscw: (\d+)$/m.exec(fs.readFileSync(`/proc/${pid}/io`, 'utf8'));
+  return Number(match?.[1] ?? Number.NaN);
 }
 
 const data = fs.mkdtempSync(path.join(os.tmpdir(), 'accepted-idle-'));
@@ -99,11 +111,13 @@ try {
     if (Date.now() > deadline) throw new Error(`only ${tried.size} lines blocked after 60 s`);
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
-  await new Promise((resolve) => setTimeout(resolve, 1000)); // let the last writes settle
+  await new Promise((resolve) => setTimeout(resolve, SETTLE_S * 1000)); // the last writes settle
   const pid = child.pid as number;
   const cpu0 = cpuSeconds(pid);
+  const writes0 = writeCalls(pid);
   await new Promise((resolve) => setTimeout(resolve, WINDOW_S * 1000));
   const cpu = cpuSeconds(pid) - cpu0;
+  const writes = writeCalls(pid) - writes0;
   console.log(
     JSON.stringify({
       system: process.env.ACCEPTED_CLI ? 'accepted-other' : 'accepted',
@@ -111,6 +125,7 @@ try {
       window_s: WINDOW_S,
       cpu_ms: Math.round(cpu * 1000),
       cpu_share_of_core: Number((cpu / WINDOW_S).toFixed(4)),
+      write_calls: writes,
     }),
   );
 } finally {

@@ -456,7 +456,7 @@ line(
 line(
   num(idle?.cpu_ms),
   () =>
-    `idle, blocked webhooks:   ${String(idle?.lines)} lines blocked, ${fmt(num(idle?.cpu_ms), ' ms')} CPU over ${String(idle?.window_s)} s = ${fmt(num(idle?.cpu_share_of_core) === null ? null : Number(((idle?.cpu_share_of_core as number) * 100).toFixed(2)), '% of a core')}  (goal: no measurable CPU)`,
+    `idle, blocked webhooks:   ${String(idle?.lines)} lines blocked, ${fmt(num(idle?.cpu_ms), ' ms')} CPU over ${String(idle?.window_s)} s = ${fmt(num(idle?.cpu_share_of_core) === null ? null : Number(((idle?.cpu_share_of_core as number) * 100).toFixed(2)), '% of a core')}, ${fmt(num(idle?.write_calls))} write calls  (goal: no measurable CPU)`,
 );
 const hooks = summary.webhook_throughput;
 if (hooks && hooks.verify_failures + hooks.duplicates + hooks.failed_attempts > 0) {
