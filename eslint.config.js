@@ -56,6 +56,31 @@ export default tseslint.config(
       ],
     },
   },
+  // The edges (http, stream, webhooks, and bridges to come) import the core and the wire
+  // module, never one another; only the composition root (src/server) and the CLI join them.
+  ...[
+    ['wire', ['engine', 'store', 'http', 'stream', 'webhooks', 'server', 'cli']],
+    ['stream', ['http', 'webhooks', 'server', 'cli', 'store/sqlite', 'store/postgres']],
+    ['webhooks', ['http', 'stream', 'server', 'cli', 'store/sqlite', 'store/postgres']],
+    ['http', ['stream', 'webhooks', 'server', 'cli', 'store/sqlite', 'store/postgres']],
+  ].map(([edge, banned]) => ({
+    files: [`packages/accepted/src/${edge}/**/*.ts`],
+    // A subpath's entry point (`@accepted/server/http`) gathers what its users need.
+    ignores: [`packages/accepted/src/${edge}/index.ts`],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: banned.map((module) => `**/${module}/**`),
+              message: `${edge} may import the core (domain, engine, store) and wire only.`,
+            },
+          ],
+        },
+      ],
+    },
+  })),
   // Browser scripts of the examples: plain JavaScript, no type information, browser globals.
   {
     files: ['examples/**/*.js'],
@@ -69,6 +94,12 @@ export default tseslint.config(
         fetch: 'readonly',
       },
     },
+  },
+  // The `accepted` launcher: plain JavaScript that runs before any build, Node.js globals.
+  {
+    files: ['packages/accepted/bin/*.js'],
+    extends: [tseslint.configs.disableTypeChecked],
+    languageOptions: { globals: { process: 'readonly', console: 'readonly' } },
   },
   {
     files: [

@@ -9,7 +9,7 @@
 // line.
 import http from 'node:http';
 import { DEFAULT_TENANT } from '../packages/accepted/src/index.ts';
-import { toWireEvent } from '../packages/accepted/src/http/monitor.ts';
+import { toWireEvent } from '../packages/accepted/src/wire/monitor.ts';
 import { eventId } from '../packages/accepted/src/domain/events.ts';
 import {
   generateWebhookSecret,

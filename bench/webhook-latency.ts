@@ -58,13 +58,16 @@ const webhooks = createWebhooks({ accepted, allow: ['127.0.0.0/8'], timeoutMs: 5
 const stats = (store as unknown as { stats: { flushes: number; syncs: number } }).stats;
 
 // The breakdown: when the delivery's dispatch and its claim were durable (their promises
-// resolved), seen by wrapping the store's two methods here (the store itself is unchanged).
+// resolved), seen by wrapping the store's two webhook methods here (the store itself is
+// unchanged).
 /** performance.now() of the last dispatch that made a delivery, and of each op's claim. */
 let dispatchedAt = 0;
 const claimedAt = new Map<string, number>();
-const dispatchDeliveries = store.dispatchDeliveries.bind(store);
-const claimDeliveries = store.claimDeliveries.bind(store);
-Object.assign(store, {
+const hooks = store.webhooks;
+if (!hooks) throw new Error('the SQLite store offers webhooks');
+const dispatchDeliveries = hooks.dispatchDeliveries.bind(hooks);
+const claimDeliveries = hooks.claimDeliveries.bind(hooks);
+Object.assign(hooks, {
   dispatchDeliveries: async (...args: Parameters<typeof dispatchDeliveries>) => {
     const made = await dispatchDeliveries(...args);
     if (made.deliveries > 0) dispatchedAt = performance.now();

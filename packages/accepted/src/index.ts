@@ -1,5 +1,6 @@
-// The public library API. Adapters live at their own subpaths (`accepted/sqlite`,
-// `accepted/http`) so that an application imports only the ones it uses.
+// The public library API of `@accepted/server`. Adapters live at their own subpaths
+// (`@accepted/server/sqlite`, `@accepted/server/http`) so that an application imports only the
+// ones it uses.
 export {
   createAccepted,
   DEFAULT_TENANT,
@@ -26,7 +27,7 @@ export {
   type OperationDefinition,
   type OperationTypes,
 } from './engine/definition.ts';
-export { SUBMIT_REQUEST_SCHEMA, type SubmitRequest } from './engine/submit.ts';
+export { SUBMIT_REQUEST_SCHEMA, type SubmitRequest } from './wire/submit.ts';
 export {
   AcceptedError,
   ERROR_CODES,
@@ -75,4 +76,12 @@ export type {
   RenewRequest,
   Store,
   StoreHint,
+  WebhookStore,
 } from './store/store.ts';
+export type {
+  AcquireRequest,
+  ConsumerLease,
+  ConsumerRef,
+  ConsumerState,
+  ConsumerStore,
+} from './store/consumers.ts';

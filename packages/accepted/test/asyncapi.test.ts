@@ -10,8 +10,8 @@ import { callbackWants } from '../src/domain/webhooks.ts';
 import type { Accepted } from '../src/engine/accepted.ts';
 import { demoOperations } from '../src/engine/demo.ts';
 import { asyncApiDocument } from '../src/http/asyncapi.ts';
-import { toMonitor, toWireEvent } from '../src/http/monitor.ts';
-import { createHttpServer } from '../src/http/server.ts';
+import { toMonitor, toWireEvent } from '../src/wire/monitor.ts';
+import { createHttpServer } from '../src/server/http.ts';
 import { createWebhooks } from '../src/webhooks/service.ts';
 import { eventually, startEngine } from './helpers.ts';
 

@@ -92,7 +92,7 @@ describe('accepted serve: configuration', () => {
         () => resolveServeConfig([`--heartbeat=${bad}`], {}),
         (e: unknown) => {
           assert.ok(e instanceof UsageError, bad);
-          assert.match(e.message, /^--heartbeat must be a duration from 10ms to 60m/);
+          assert.match(e.message, /^--heartbeat must be a duration from 10ms to 1h/);
           assert.ok(e.message.includes(`(got "${bad}")`), e.message);
           return true;
         },
@@ -305,8 +305,8 @@ describe('accepted serve: configuration', () => {
     assert.equal(config.maxConnections, 0);
     assert.equal(config.maxConnectionsPerIp, 50);
     for (const [args, pattern] of [
-      [['--body-limit', '1gb'], /--body-limit must be a size/],
-      [['--body-limit', '12'], /--body-limit must be a size from 1024/],
+      [['--body-limit', '2gb'], /--body-limit must be a size/],
+      [['--body-limit', '12'], /--body-limit must be a size from 1kb to 1gb/],
       [['--max-header-size', 'big'], /--max-header-size must be a size/],
       [['--headers-timeout', '0'], /--headers-timeout must be a duration/],
       [['--request-timeout', 'soon'], /--request-timeout must be a duration/],
@@ -435,6 +435,38 @@ describe('accepted serve: configuration', () => {
       assert.doesNotMatch(result.stderr, /\n\s+at /);
     } finally {
       await holder.close();
+    }
+  });
+
+  it('loads operation types from a TypeScript --handlers file', async () => {
+    const dir = tempDir('accepted-handlers-ts-');
+    const file = path.join(dir, 'handlers.ts');
+    fs.writeFileSync(
+      file,
+      [
+        "import type { OperationDefinition } from '@accepted/server';",
+        'interface Pair { a: number; b: number }',
+        'const add: OperationDefinition<Pair, number> = {',
+        "  type: 'math.add',",
+        '  handler: ({ a, b }: Pair): number => a + b,',
+        '};',
+        'export default [add];',
+        '',
+      ].join('\n'),
+    );
+    const server = await startServer(dir, ['--handlers', file]);
+    try {
+      const answer = await fetch(`${server.url}/v1/operations`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', prefer: 'wait=10' },
+        body: JSON.stringify({ type: 'math.add', input: { a: 2, b: 40 } }),
+      });
+      const monitor = (await answer.json()) as { status: string; result: unknown };
+      assert.equal(monitor.status, 'succeeded');
+      assert.equal(monitor.result, 42);
+    } finally {
+      server.child.kill('SIGTERM');
+      await server.exited;
     }
   });
 

@@ -1,14 +1,26 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { afterEach, describe, it } from 'node:test';
 import { AcceptedError, PermanentError, RetryAfterError } from '../src/domain/errors.ts';
 import type { OperationEvent } from '../src/domain/events.ts';
 import { createAccepted } from '../src/engine/accepted.ts';
 import { defineOperation, type HandlerContext } from '../src/engine/definition.ts';
 import { demoOperations, sleep } from '../src/engine/demo.ts';
-import { sqliteStore } from '../src/store/sqlite/sqlite-store.ts';
-import { eventually, historyOf, memoryLogger, startEngine, tempDir } from './helpers.ts';
+import {
+  eventually,
+  historyOf,
+  memoryLogger,
+  newStorePlace,
+  onStore,
+  startEngine,
+  stopAtEnd,
+  stopEngines,
+  testStore,
+  type StorePlace,
+} from './helpers.ts';
 
 const T = { timeout: 30_000 };
+// No test shares an engine: each stops when its test ends (on PostgreSQL, its connections).
+afterEach(stopEngines);
 
 /** A handler that sleeps until its signal aborts, recording the abort reason's name. */
 function sleepUntilAborted(reasons: string[], started?: () => void) {
@@ -31,7 +43,7 @@ async function rejectsCode(promise: Promise<unknown>, code: string) {
   });
 }
 
-describe('engine: running operations', T, () => {
+describe(onStore('engine: running operations'), T, () => {
   it('runs a handler and records its result, with queued, started and succeeded events', async () => {
     const accepted = await startEngine({ operations: demoOperations });
     const op = await accepted.submit('demo.echo', { hello: 'world' }, { labels: { team: 'a' } });
@@ -291,7 +303,7 @@ describe('engine: running operations', T, () => {
   });
 });
 
-describe('engine: cancellation, retry and delete', T, () => {
+describe(onStore('engine: cancellation, retry and delete'), T, () => {
   it('cancels a queued operation at once; it never runs', async () => {
     let ran = false;
     const accepted = await startEngine({
@@ -359,7 +371,7 @@ describe('engine: cancellation, retry and delete', T, () => {
   });
 });
 
-describe('engine: idempotency keys and conditions', T, () => {
+describe(onStore('engine: idempotency keys and conditions'), T, () => {
   it('submits once per key: the same request returns the first operation, another is refused', async () => {
     const accepted = await startEngine({ operations: demoOperations });
     const later = Date.now() + 60_000;
@@ -410,7 +422,7 @@ describe('engine: idempotency keys and conditions', T, () => {
   });
 });
 
-describe('engine: submit validation stores nothing', T, () => {
+describe(onStore('engine: submit validation stores nothing'), T, () => {
   it('rejects an unknown type, naming the known ones', async () => {
     const accepted = await startEngine({ operations: demoOperations });
     await assert.rejects(accepted.submit('demo.nope', {}), (error: unknown) => {
@@ -460,7 +472,7 @@ describe('engine: submit validation stores nothing', T, () => {
   });
 });
 
-describe('engine: the event log as a stream', T, () => {
+describe(onStore('engine: the event log as a stream'), T, () => {
   it('follows new events in order and resumes from a cursor without gaps or repeats', async () => {
     const accepted = await startEngine({ operations: demoOperations });
     const controller = new AbortController();
@@ -504,19 +516,20 @@ describe('engine: the event log as a stream', T, () => {
 });
 
 /** A started engine on the demo types that the test stops itself (startEngine's wait for the file's end). */
-async function startStoppable(filename: string) {
+async function startStoppable(place: StorePlace) {
   const accepted = createAccepted({
-    store: sqliteStore({ filename }),
+    store: place.open(),
     operations: demoOperations,
     logger: memoryLogger(),
   });
   await accepted.start();
+  stopAtEnd(accepted); // if the test fails before it stops it
   return accepted;
 }
 
-describe('engine: lifecycle', T, () => {
+describe(onStore('engine: lifecycle'), T, () => {
   it('ends pending waits with the current state as soon as stop begins', async () => {
-    const accepted = await startStoppable(`${tempDir()}/w.db`);
+    const accepted = await startStoppable(newStorePlace());
     const op = await accepted.submit('demo.sleep', { ms: 300 });
     await eventually(async () => (await accepted.get(op.id))?.status === 'running');
     const running = await accepted.get(op.id);
@@ -528,12 +541,12 @@ describe('engine: lifecycle', T, () => {
   });
 
   it('graceful stop runs an operation whose claim was in flight when stop began', async () => {
-    const filename = `${tempDir()}/c.db`;
-    const accepted = await startStoppable(filename);
+    const place = newStorePlace();
+    const accepted = await startStoppable(place);
     const op = await accepted.submit('demo.sleep', { ms: 100 });
     // The submit's commit hint has just started a claim; stop before it resolves.
     await accepted.stop({ graceful: true, timeoutMs: 5_000 });
-    const reopened = await startEngine({ filename, operations: demoOperations });
+    const reopened = await startEngine({ place, operations: demoOperations });
     const history = (await historyOf(reopened, op.id)).map((e) => e.type);
     assert.deepEqual(history.slice(0, 3), [
       'operation.queued',
@@ -543,24 +556,24 @@ describe('engine: lifecycle', T, () => {
   });
 
   it('graceful stop lets a running handler finish', async () => {
-    const filename = `${tempDir()}/a.db`;
-    const accepted = await startStoppable(filename);
+    const place = newStorePlace();
+    const accepted = await startStoppable(place);
     const op = await accepted.submit('demo.sleep', { ms: 200 });
     await eventually(async () => (await accepted.get(op.id))?.status === 'running');
     await accepted.stop({ graceful: true, timeoutMs: 5_000 });
-    const reopened = await startEngine({ filename, operations: demoOperations });
+    const reopened = await startEngine({ place, operations: demoOperations });
     const read = await reopened.get(op.id);
     assert.equal(read?.status, 'succeeded');
   });
 
   it('stop past the grace aborts handlers and gives their operations back without spending an attempt', async () => {
-    const filename = `${tempDir()}/a.db`;
-    const accepted = await startStoppable(filename);
+    const place = newStorePlace();
+    const accepted = await startStoppable(place);
     const op = await accepted.submit('demo.sleep', { ms: 60_000 });
     await eventually(async () => (await accepted.get(op.id))?.status === 'running');
     await accepted.stop({ graceful: true, timeoutMs: 50 });
     await rejectsCode(accepted.submit('demo.echo', 1), 'SHUTTING_DOWN');
-    const reopened = await startEngine({ filename, operations: demoOperations, worker: false });
+    const reopened = await startEngine({ place, operations: demoOperations, worker: false });
     const read = await reopened.get(op.id);
     assert.equal(read?.status, 'queued');
     assert.equal(read?.attempts, 0);
@@ -580,14 +593,14 @@ describe('engine: lifecycle', T, () => {
 
   it('refuses work before start and after stop', async () => {
     const accepted = createAccepted({
-      store: sqliteStore({ filename: `${tempDir()}/a.db` }),
+      store: testStore(),
       operations: demoOperations,
     });
     await rejectsCode(accepted.submit('demo.echo', 1), 'NOT_STARTED');
     assert.throws(
       () =>
         createAccepted({
-          store: sqliteStore({ filename: ':memory:' }),
+          store: testStore(),
           operations: [...demoOperations, demoOperations[0]!],
         }),
       /defined twice/,

@@ -3,20 +3,107 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
-import { after } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { createAccepted, type Accepted, type AcceptedOptions } from '../src/engine/accepted.ts';
 import type { Logger } from '../src/engine/definition.ts';
 import type { OperationEvent } from '../src/domain/events.ts';
-import { sqliteStore } from '../src/store/sqlite/sqlite-store.ts';
+import { PostgresStore } from '../src/store/postgres/postgres-store.ts';
+import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts';
+import type { Store } from '../src/store/store.ts';
+import { PG_URL, beforeSchemasDrop, newSchema, pgUnavailable } from './pg-helpers.ts';
 
 const dirs: string[] = [];
 const engines: Accepted[] = [];
-// Registered at import, so it runs once when the whole test file is done.
-after(async () => {
-  for (const engine of engines) await engine.stop({ graceful: false });
-  for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
+// Runs once when the whole test file is done: engines stop before their schemas are dropped.
+beforeSchemasDrop(async () => {
+  await stopEngines();
+  // Servers this file started on a schema of its own and left running go before the schema.
+  for (const server of pgServers.splice(0)) {
+    if (server.child.exitCode === null && server.child.signalCode === null) {
+      server.child.kill('SIGKILL');
+      await server.exited;
+    }
+  }
+  for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
 });
+
+// ---- the store the behavioural suites run on -------------------------------------------------
+
+export type StoreKind = 'sqlite' | 'postgres';
+
+/**
+ * The store of this test process: `ACCEPTED_TEST_STORE=postgres` runs the behavioural suites
+ * on PostgreSQL (`ACCEPTED_TEST_PG`, a fresh schema per store), anything else or nothing on
+ * SQLite (a fresh file per store). `scripts/test.mjs` runs the suites once with each.
+ */
+export const STORE: StoreKind = storeKind(process.env.ACCEPTED_TEST_STORE);
+
+function storeKind(value: string | undefined): StoreKind {
+  if (value === undefined || value === '' || value === 'sqlite') return 'sqlite';
+  if (value === 'postgres') return 'postgres';
+  throw new Error(`ACCEPTED_TEST_STORE must be sqlite or postgres (got "${value}")`);
+}
+
+// On PostgreSQL with CI=true an unreachable server fails the file here, at import, saying why.
+if (STORE === 'postgres') {
+  const down = await pgUnavailable();
+  if (down) throw new Error(`ACCEPTED_TEST_STORE=postgres: ${down}`);
+}
+
+/** A suite's name with the store it runs on, so the spec report says it: `name [postgres]`. */
+export function onStore(name: string): string {
+  return `${name} [${STORE}]`;
+}
+
+/**
+ * Options of a test (or suite) that means something on SQLite only: on PostgreSQL it is
+ * skipped, visibly, with the reason in the report (`# SQLite only: ...`).
+ */
+export function sqliteOnly(why: string): { skip: string | false } {
+  return { skip: STORE === 'sqlite' ? false : `SQLite only: ${why}` };
+}
+
+/** The same for a test of PostgreSQL alone (several nodes on one schema, ...). */
+export function postgresOnly(why: string): { skip: string | false } {
+  return { skip: STORE === 'postgres' ? false : `PostgreSQL only: ${why}` };
+}
+
+/**
+ * Where a test's data lives: a SQLite file in a temp folder, or a PostgreSQL schema (dropped
+ * when the file ends). `open()` makes a store on it, as often as asked: a restart, or another
+ * node of the same deployment (PostgreSQL).
+ */
+export interface StorePlace {
+  kind: StoreKind;
+  /** The SQLite file, or null on PostgreSQL. */
+  filename: string | null;
+  /** The PostgreSQL schema, or null on SQLite. */
+  schema: string | null;
+  open(): SqliteStore | PostgresStore;
+}
+
+/** A fresh, empty place on this process's store (`STORE`), or on `kind`. */
+export function newStorePlace(kind: StoreKind = STORE): StorePlace {
+  if (kind === 'postgres') {
+    const schema = newSchema();
+    return {
+      kind,
+      filename: null,
+      schema,
+      open: () => new PostgresStore({ url: PG_URL, schema }),
+    };
+  }
+  return sqlitePlace(path.join(tempDir(), 'accepted.db'));
+}
+
+function sqlitePlace(filename: string): StorePlace {
+  return { kind: 'sqlite', filename, schema: null, open: () => new SqliteStore({ filename }) };
+}
+
+/** A fresh store (not opened) on this process's store kind. */
+export function testStore(): SqliteStore | PostgresStore {
+  return newStorePlace().open();
+}
 
 /** A fresh folder under the OS temp dir, removed when the test file ends. */
 export function tempDir(prefix = 'accepted-test-'): string {
@@ -34,20 +121,47 @@ export function memoryLogger(): Logger & { lines: { level: string; msg: string }
   return { lines, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
 }
 
-/** An engine on a real SQLite file in a temp folder, started, stopped when the test ends. */
+/**
+ * An engine on a fresh store of this process's kind (a SQLite file, or a PostgreSQL schema),
+ * started, stopped when the test file ends. `place` reopens an earlier engine's data; `store`
+ * runs on that store instead (a wrapped one); `filename` on that SQLite file.
+ */
 export async function startEngine(
-  options: Omit<AcceptedOptions, 'store'> & { filename?: string },
-): Promise<Accepted & { filename: string }> {
-  const filename = options.filename ?? path.join(tempDir(), 'accepted.db');
+  options: Omit<AcceptedOptions, 'store'> & {
+    place?: StorePlace;
+    store?: Store;
+    filename?: string;
+  },
+): Promise<Accepted & { place: StorePlace | null }> {
+  const { place: given, store: wrapped, filename, ...rest } = options;
+  let place: StorePlace | null = given ?? null;
+  if (!place && filename !== undefined) place = sqlitePlace(filename);
+  if (!place && !wrapped) place = newStorePlace();
+  const store = wrapped ?? place?.open();
+  if (!store) throw new Error('startEngine: give place, store or filename, not none');
   const accepted = createAccepted({
     logger: memoryLogger(),
     pollIntervalMs: 200,
-    ...options,
-    store: sqliteStore({ filename }),
+    ...rest,
+    store,
   });
   await accepted.start();
   engines.push(accepted);
-  return Object.assign(accepted, { filename });
+  return Object.assign(accepted, { place });
+}
+
+/**
+ * Stops every engine started so far. For `afterEach` in a file whose tests share no engine:
+ * on PostgreSQL each engine holds connections (its pool, LISTEN) until it stops, and a file
+ * of many tests would otherwise reach the server's connection limit.
+ */
+export async function stopEngines(): Promise<void> {
+  for (const engine of engines.splice(0)) await engine.stop({ graceful: false });
+}
+
+/** Stops `accepted` with the other engines when the test file ends (one the test started). */
+export function stopAtEnd(accepted: Accepted): void {
+  engines.push(accepted);
 }
 
 /** Every event of one operation so far, in order. */
@@ -89,15 +203,30 @@ export interface Server {
   logged(msg: string): Promise<void>;
 }
 
-/** Starts `accepted serve` as a real child process and waits for its ready line. */
+/** The PostgreSQL schema of each data folder a server was started on (`STORE` postgres). */
+const serverSchemas = new Map<string, string>();
+/** The servers started on those schemas, killed (if still running) before they are dropped. */
+const pgServers: Server[] = [];
+
+/**
+ * Starts `accepted serve` as a real child process and waits for its ready line. On
+ * PostgreSQL (`STORE`, unless `extra` names a `--store` itself) the server runs with
+ * `--store` and a schema of its own, the same schema again for the same `dataDir` (a restart).
+ */
 export async function startServer(
   dataDir: string,
   extra: string[] = [],
   env: Record<string, string> = {},
 ): Promise<Server> {
+  const store: string[] = [];
+  if (STORE === 'postgres' && !extra.includes('--store')) {
+    const schema = serverSchemas.get(dataDir) ?? newSchema();
+    serverSchemas.set(dataDir, schema);
+    store.push('--store', PG_URL, '--schema', schema);
+  }
   const child = spawn(
     process.execPath,
-    cliArgs('serve', '--demo', '--port', '0', '--data', dataDir, ...extra),
+    cliArgs('serve', '--demo', '--port', '0', '--data', dataDir, ...store, ...extra),
     { cwd: packageRoot, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } },
   );
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
@@ -123,5 +252,7 @@ export async function startServer(
     seen.has(msg)
       ? Promise.resolve()
       : new Promise<void>((resolve) => waiters.push({ msg, resolve }));
-  return { child, url, exited, logged };
+  const server = { child, url, exited, logged };
+  if (store.length > 0) pgServers.push(server);
+  return server;
 }

@@ -1,32 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Accepted } from '../src/engine/accepted.ts';
-import { defineOperation } from '../src/engine/definition.ts';
 import { demoOperations } from '../src/engine/demo.ts';
 import { ApiKeys } from '../src/http/auth.ts';
-import { createHttpServer } from '../src/http/server.ts';
-import { eventually, startEngine } from './helpers.ts';
-
-/** Handlers that wait until the test opens their gate (or their signal aborts). */
-const gates = new Map<string, () => void>();
-const gateOperation = defineOperation<{ name: string }, { name: string }>({
-  type: 'test.gate',
-  handler: async ({ name }, ctx) => {
-    await new Promise<void>((resolve, reject) => {
-      gates.set(name, resolve);
-      ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason as Error), {
-        once: true,
-      });
-    });
-    return { name };
-  },
-});
-
-async function open(name: string): Promise<void> {
-  await eventually(() => gates.has(name));
-  gates.get(name)?.();
-  gates.delete(name);
-}
+import { createHttpServer } from '../src/server/http.ts';
+import { eventually, onStore, startEngine } from './helpers.ts';
+import { gateOperation, gates, open } from './gates.ts';
 
 const KEY_ACME = 'acme-key-0123456789abcdef';
 const KEY_BETA = 'beta-key-0123456789abcdef';
@@ -43,7 +22,7 @@ interface Monitor {
   links: { self: string; events: string; cancel: string };
 }
 
-describe('HTTP API over real sockets', { timeout: 60_000 }, () => {
+describe(onStore('HTTP API over real sockets'), { timeout: 60_000 }, () => {
   let accepted: Accepted;
   let base: string;
   let close: () => Promise<void>;
@@ -227,6 +206,8 @@ describe('HTTP API over real sockets', { timeout: 60_000 }, () => {
     it('answers 304 to If-None-Match while unchanged', async () => {
       const { body } = await submit({ type: 'demo.sleep', input: { ms: 60_000 } });
       const { id } = body as Monitor;
+      // Running (version 2), which it stays for a minute: two reads see the same version.
+      await accepted.wait(id, { tenant: 'acme', afterVersion: 1 });
       const first = await call('GET', `/v1/operations/${id}`);
       const etag = first.headers.get('etag') ?? '';
       const same = await call('GET', `/v1/operations/${id}`, {
@@ -588,7 +569,7 @@ describe('HTTP API over real sockets', { timeout: 60_000 }, () => {
   });
 });
 
-describe('HTTP API: errors that leak nothing', () => {
+describe(onStore('HTTP API: errors that leak nothing'), () => {
   it('turns an unexpected failure into a 500 problem without internals', async () => {
     const accepted = await startEngine({ operations: demoOperations });
     const broken: Accepted = new Proxy(accepted, {

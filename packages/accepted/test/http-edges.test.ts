@@ -1,21 +1,25 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import path from 'node:path';
-import { after, describe, it } from 'node:test';
+import { after, afterEach, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import type { FastifyInstance } from 'fastify';
 import { isAcceptedError } from '../src/domain/errors.ts';
 import { EVENT_TYPES } from '../src/domain/events.ts';
 import type { Json } from '../src/domain/operation.ts';
-import { createAccepted, type Accepted } from '../src/engine/accepted.ts';
-import { defineOperation } from '../src/engine/definition.ts';
+import type { Accepted } from '../src/engine/accepted.ts';
 import { demoOperations } from '../src/engine/demo.ts';
-import { createHttpServer, type HttpOptions } from '../src/http/server.ts';
-import { postgresStore } from '../src/store/postgres/postgres-store.ts';
-import { sqliteStore } from '../src/store/sqlite/sqlite-store.ts';
+import { createHttpServer, type HttpOptions } from '../src/server/http.ts';
 import { createWebhooks } from '../src/webhooks/service.ts';
-import { eventually, memoryLogger, startEngine, tempDir } from './helpers.ts';
-import { PG_URL, newSchema, pgUnavailable } from './pg-helpers.ts';
+import {
+  eventually,
+  newStorePlace,
+  onStore,
+  startEngine,
+  stopEngines,
+  type StorePlace,
+} from './helpers.ts';
+import { gateOperation, gates, open } from './gates.ts';
+import { adminQuery } from './pg-helpers.ts';
 import {
   assertProblem,
   capturingLogger,
@@ -31,30 +35,9 @@ import {
 
 /**
  * Regression tests of the HTTP edge, one per defect of the hostile review (named after it),
- * over real sockets, on real SQLite files and a real PostgreSQL.
+ * over real sockets, on the store of the run (a real SQLite file or a real PostgreSQL schema).
  */
 
-const pgDown = await pgUnavailable();
-
-/** Handlers that wait until the test opens their gate (or their signal aborts). */
-const gates = new Map<string, () => void>();
-const gateOperation = defineOperation<{ name: string }, { name: string }>({
-  type: 'test.gate',
-  handler: async ({ name }, ctx) => {
-    await new Promise<void>((resolve, reject) => {
-      gates.set(name, resolve);
-      ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason as Error), {
-        once: true,
-      });
-    });
-    return { name };
-  },
-});
-async function open(name: string): Promise<void> {
-  await eventually(() => gates.has(name));
-  gates.get(name)?.();
-  gates.delete(name);
-}
 const operations = [...demoOperations, gateOperation];
 
 interface Served {
@@ -74,8 +57,10 @@ const servers: FastifyInstance[] = [];
 after(async () => {
   for (const app of servers) await app.close();
 });
+// No test shares an engine: each stops when its test ends (on PostgreSQL, its connections).
+afterEach(stopEngines);
 
-/** A real HTTP server on a real SQLite file (or on `engine`), with webhook routes. */
+/** A real HTTP server on a fresh store (or on `engine`), with webhook routes. */
 async function serve(
   options: Partial<Omit<HttpOptions, 'accepted'>> & { engine?: Accepted } = {},
 ): Promise<Served> {
@@ -130,6 +115,24 @@ function problemOf(result: { status: number; headers: Headers; text: string }) {
   return problem;
 }
 
+/** Each operation's stored traceparent, read from the SQLite file or the PostgreSQL schema. */
+async function storedTraceparents(place: StorePlace): Promise<Map<string, string | null>> {
+  type Row = { id: string; traceparent: string | null };
+  let rows: Row[];
+  if (place.filename !== null) {
+    assert.ok(fs.existsSync(place.filename));
+    const db = new Database(place.filename, { readonly: true });
+    try {
+      rows = db.prepare('SELECT id, traceparent FROM operations').all() as Row[];
+    } finally {
+      db.close();
+    }
+  } else {
+    rows = await adminQuery<Row>(`SELECT id, traceparent FROM "${place.schema}".operations`);
+  }
+  return new Map(rows.map((row) => [row.id, row.traceparent]));
+}
+
 /** `depth` nested arrays as JSON text: `[[...]]`. */
 const nestedText = (depth: number) => `${'['.repeat(depth)}${']'.repeat(depth)}`;
 /** The same as a value, built without recursion. */
@@ -139,7 +142,7 @@ function nestedValue(depth: number): unknown {
   return value;
 }
 
-describe('#3 deeply nested JSON', { timeout: 60_000 }, () => {
+describe(onStore('#3 deeply nested JSON'), { timeout: 60_000 }, () => {
   it('#3 JSON nested deeper than 64 levels is refused with 422 JSON_TOO_DEEP on every JSON route; nothing is stored and every read keeps working', async () => {
     const { accepted, base } = await serve();
     const endpoint = await post(
@@ -233,7 +236,7 @@ describe('#3 deeply nested JSON', { timeout: 60_000 }, () => {
   });
 });
 
-describe('#7 repeated single-valued headers', { timeout: 30_000 }, () => {
+describe(onStore('#7 repeated single-valued headers'), { timeout: 30_000 }, () => {
   it('#7 two Idempotency-Key headers are refused, not merged', async () => {
     const { accepted, port } = await serve();
     const before = await accepted.store.lastSeq();
@@ -289,7 +292,7 @@ describe('#7 repeated single-valued headers', { timeout: 30_000 }, () => {
 });
 
 describe(
-  '#8 framing errors, large headers and timeouts as problem+json',
+  onStore('#8 framing errors, large headers and timeouts as problem+json'),
   { timeout: 30_000 },
   () => {
     it('#8 a request that does not parse is answered 400 MALFORMED_REQUEST as problem+json, and the connection closes', async () => {
@@ -371,7 +374,7 @@ describe(
   },
 );
 
-describe('#11 clients that go away', { timeout: 60_000 }, () => {
+describe(onStore('#11 clients that go away'), { timeout: 60_000 }, () => {
   it('#11 a client that goes away mid-request is not logged as an error and is not a 500', async () => {
     const { accepted, port, lines, arrived, sent, app } = await serve();
     const answered = (url: string) => sent.some((s) => s.url === url);
@@ -454,90 +457,67 @@ describe('#11 clients that go away', { timeout: 60_000 }, () => {
   });
 });
 
-/** An engine on PostgreSQL, in a fresh schema, started; stopped when the test file ends. */
-async function postgresEngine(): Promise<Accepted> {
-  const accepted = createAccepted({
-    store: postgresStore({ url: PG_URL, schema: newSchema() }),
-    operations,
-    logger: memoryLogger(),
-    pollIntervalMs: 200,
-  });
-  await accepted.start();
-  after(() => accepted.stop({ graceful: false }));
-  return accepted;
-}
-
-describe('#19 control characters in labels', { timeout: 60_000 }, () => {
-  for (const store of ['sqlite', 'postgres'] as const) {
-    it(
-      `#19 a label with U+0000 is refused with 422 naming the field, and label filters too (${store})`,
-      {
-        skip: store === 'postgres' ? (pgDown ?? false) : false,
-      },
-      async () => {
-        const engine =
-          store === 'postgres' ? await postgresEngine() : await startEngine({ operations });
-        const { accepted, base } = await serve({ engine });
-        const before = await accepted.store.lastSeq();
-        for (const value of [
-          'a\u0000b',
-          'bell\u0007',
-          'line\nbreak',
-          'del\u007f',
-          'c1\u0085',
-          'half \ud800 pair',
-        ]) {
-          const result = await post(
-            base,
-            '/v1/operations',
-            JSON.stringify({ type: 'demo.echo', labels: { team: value } }),
-          );
-          assert.equal(result.status, 422, `${JSON.stringify(value)}: ${result.text}`);
-          const problem = problemOf(result);
-          assert.equal(problem.code, 'VALIDATION_FAILED');
-          assert.equal(problem.fields?.[0]?.field, '/labels/team');
-          assert.match(problem.fields?.[0]?.message ?? '', /control characters/);
-          // A query string is UTF-8: it cannot carry an unpaired surrogate at all.
-          const expressible = !/[\ud800-\udfff]/.test(value);
-          for (const url of expressible ? ['/v1/operations', '/v1/events'] : []) {
-            const query = await fetch(`${base}${url}?label=${encodeURIComponent(`team:${value}`)}`);
-            const refused = {
-              status: query.status,
-              headers: query.headers,
-              text: await query.text(),
-            };
-            assert.equal(refused.status, 400, `${url} ${JSON.stringify(value)}: ${refused.text}`);
-            assert.equal(problemOf(refused).code, 'INVALID_QUERY');
-            assert.equal(problemOf(refused).fields?.[0]?.field, 'label');
-          }
-          // And from the library, where the same schema applies.
-          await assert.rejects(
-            accepted.submit('demo.echo', null, { labels: { team: value } }),
-            (error) => isAcceptedError(error) && error.code === 'VALIDATION_FAILED',
-          );
-        }
-        assert.equal(await accepted.store.lastSeq(), before, 'nothing stored');
-        // Other text, emoji (a surrogate pair) included, is kept as sent, on both stores.
-        const kept = await post(
-          base,
-          '/v1/operations',
-          JSON.stringify({ type: 'demo.echo', labels: { team: 'é ✓ 🚀 tab-free' } }),
-        );
-        assert.equal(kept.status, 202, kept.text);
-        const found = await fetch(
-          `${base}/v1/operations?label=${encodeURIComponent('team:é ✓ 🚀 tab-free')}`,
-        );
-        const page = (await found.json()) as { items: { labels: Record<string, string> }[] };
-        assert.deepEqual(
-          page.items.map((i) => i.labels.team),
-          ['é ✓ 🚀 tab-free'],
-        );
-      },
+describe(onStore('#19 control characters in labels'), { timeout: 60_000 }, () => {
+  it('#19 a label with U+0000 is refused with 422 naming the field, and label filters too', async () => {
+    const { accepted, base } = await serve();
+    const before = await accepted.store.lastSeq();
+    for (const value of [
+      'a\u0000b',
+      'bell\u0007',
+      'line\nbreak',
+      'del\u007f',
+      'c1\u0085',
+      'half \ud800 pair',
+    ]) {
+      const result = await post(
+        base,
+        '/v1/operations',
+        JSON.stringify({ type: 'demo.echo', labels: { team: value } }),
+      );
+      assert.equal(result.status, 422, `${JSON.stringify(value)}: ${result.text}`);
+      const problem = problemOf(result);
+      assert.equal(problem.code, 'VALIDATION_FAILED');
+      assert.equal(problem.fields?.[0]?.field, '/labels/team');
+      assert.match(problem.fields?.[0]?.message ?? '', /control characters/);
+      // A query string is UTF-8: it cannot carry an unpaired surrogate at all.
+      const expressible = !/[\ud800-\udfff]/.test(value);
+      for (const url of expressible ? ['/v1/operations', '/v1/events'] : []) {
+        const query = await fetch(`${base}${url}?label=${encodeURIComponent(`team:${value}`)}`);
+        const refused = {
+          status: query.status,
+          headers: query.headers,
+          text: await query.text(),
+        };
+        assert.equal(refused.status, 400, `${url} ${JSON.stringify(value)}: ${refused.text}`);
+        assert.equal(problemOf(refused).code, 'INVALID_QUERY');
+        assert.equal(problemOf(refused).fields?.[0]?.field, 'label');
+      }
+      // And from the library, where the same schema applies.
+      await assert.rejects(
+        accepted.submit('demo.echo', null, { labels: { team: value } }),
+        (error) => isAcceptedError(error) && error.code === 'VALIDATION_FAILED',
+      );
+    }
+    assert.equal(await accepted.store.lastSeq(), before, 'nothing stored');
+    // Other text, emoji (a surrogate pair) included, is kept as sent, on both stores.
+    const kept = await post(
+      base,
+      '/v1/operations',
+      JSON.stringify({ type: 'demo.echo', labels: { team: 'é ✓ 🚀 tab-free' } }),
     );
-  }
+    assert.equal(kept.status, 202, kept.text);
+    const found = await fetch(
+      `${base}/v1/operations?label=${encodeURIComponent('team:é ✓ 🚀 tab-free')}`,
+    );
+    const page = (await found.json()) as { items: { labels: Record<string, string> }[] };
+    assert.deepEqual(
+      page.items.map((i) => i.labels.team),
+      ['é ✓ 🚀 tab-free'],
+    );
+  });
 });
 
-describe('#4 bounded lists in query schemas', { timeout: 30_000 }, () => {
+describe(onStore('#4 bounded lists in query schemas'), { timeout: 30_000 }, () => {
   it('#4 status, event type and label lists in queries are bounded (400 INVALID_QUERY naming the parameter)', async () => {
     const { base } = await serve();
     const statuses = ['queued', 'running', 'succeeded', 'failed', 'canceled'];
@@ -575,15 +555,10 @@ describe('#4 bounded lists in query schemas', { timeout: 30_000 }, () => {
   });
 });
 
-describe('traceparent, numbers and encoding', { timeout: 30_000 }, () => {
+describe(onStore('traceparent, numbers and encoding'), { timeout: 30_000 }, () => {
   it('a traceparent that is not valid W3C Trace Context is dropped (not stored, not an error); a valid one is kept', async () => {
-    const filename = path.join(tempDir(), 'accepted.db');
-    const engine = createAccepted({
-      store: sqliteStore({ filename }),
-      operations,
-      logger: memoryLogger(),
-    });
-    await engine.start();
+    const place = newStorePlace();
+    const engine = await startEngine({ place, operations });
     const { base, app } = await serve({ engine });
     const valid = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
     const cases: [string, string | null][] = [
@@ -612,17 +587,11 @@ describe('traceparent, numbers and encoding', { timeout: 30_000 }, () => {
     }
     await app.close();
     await engine.stop({ graceful: false });
-    const db = new Database(filename, { readonly: true });
-    try {
-      const stored = db.prepare('SELECT traceparent FROM operations WHERE id = ?');
-      ids.forEach((id, i) => {
-        const row = stored.get(id) as { traceparent: string | null };
-        assert.equal(row.traceparent, cases[i]?.[1], cases[i]?.[0].slice(0, 80));
-      });
-    } finally {
-      db.close();
-    }
-    assert.ok(fs.existsSync(filename));
+    // What the database holds, read with its own client, not through the store.
+    const stored = await storedTraceparents(place);
+    ids.forEach((id, i) => {
+      assert.equal(stored.get(id), cases[i]?.[1], cases[i]?.[0].slice(0, 80));
+    });
   });
 
   it('numbers JSON cannot hold exactly are refused with 422 NUMBER_OUT_OF_RANGE, not altered', async () => {
@@ -695,7 +664,7 @@ describe('traceparent, numbers and encoding', { timeout: 30_000 }, () => {
   });
 });
 
-describe('slow clients and connection caps', { timeout: 60_000 }, () => {
+describe(onStore('slow clients and connection caps'), { timeout: 60_000 }, () => {
   /** Writes `chunk` every 20 ms until the server closes the connection. */
   function trickle(connection: Awaited<ReturnType<typeof connect>>, chunk: string) {
     const timer = setInterval(() => {

@@ -2,10 +2,12 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Accepted } from '../src/engine/accepted.ts';
 import { demoOperations } from '../src/engine/demo.ts';
-import { createHttpServer } from '../src/http/server.ts';
-import { startEngine } from './helpers.ts';
+import { createHttpServer } from '../src/server/http.ts';
+import { onStore, startEngine, STORE } from './helpers.ts';
 
-describe('HTTP: submit and the status monitor over a real socket', { timeout: 30_000 }, () => {
+const SUITE = onStore('HTTP: submit and the status monitor over a real socket');
+
+describe(SUITE, { timeout: 30_000 }, () => {
   let accepted: Accepted;
   let base: string;
   let close: () => Promise<void>;
@@ -124,7 +126,7 @@ describe('HTTP: submit and the status monitor over a real socket', { timeout: 30
     assert.deepEqual(await (await fetch(`${base}/healthz`)).json(), { status: 'ok' });
     assert.deepEqual(await (await fetch(`${base}/readyz`)).json(), {
       status: 'ready',
-      store: 'sqlite',
+      store: STORE,
     });
   });
 });

@@ -10,7 +10,7 @@ import { EVENT_TYPES } from '../src/domain/events.ts';
 import type { Accepted } from '../src/engine/accepted.ts';
 import { demoOperations } from '../src/engine/demo.ts';
 import { openApiDocument } from '../src/http/openapi.ts';
-import { createHttpServer } from '../src/http/server.ts';
+import { createHttpServer } from '../src/server/http.ts';
 import { createWebhooks, type Webhooks } from '../src/webhooks/service.ts';
 import { eventually, startEngine } from './helpers.ts';
 

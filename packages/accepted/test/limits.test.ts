@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import type { Accepted } from '../src/engine/accepted.ts';
 import { demoOperations } from '../src/engine/demo.ts';
-import { createHttpServer } from '../src/http/server.ts';
+import { createHttpServer } from '../src/server/http.ts';
 import { createWebhooks } from '../src/webhooks/service.ts';
 import { isAcceptedError } from '../src/domain/errors.ts';
 import { startEngine } from './helpers.ts';

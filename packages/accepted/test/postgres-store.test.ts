@@ -3,6 +3,8 @@ import { describe, it } from 'node:test';
 import { newOp, storeConformance } from '../src/store/conformance.ts';
 import { MIGRATIONS } from '../src/store/postgres/migrations.ts';
 import { PostgresStore } from '../src/store/postgres/postgres-store.ts';
+import type { ConsumerRef } from '../src/store/consumers.ts';
+import type { PostgresWebhooks } from '../src/store/postgres/webhooks.ts';
 import type { StoreHint } from '../src/store/store.ts';
 import {
   PG_URL,
@@ -46,9 +48,18 @@ if (unavailable) {
     const schema = newSchema();
     const store = new PostgresStore({ url: PG_URL, schema });
     await store.open();
+    const peers: PostgresStore[] = [];
     return {
       store,
+      // Another node on the same schema.
+      peer: async () => {
+        const peer = new PostgresStore({ url: PG_URL, schema });
+        peers.push(peer);
+        await peer.open();
+        return peer;
+      },
       cleanup: async () => {
+        for (const peer of peers) await peer.close();
         await store.close();
         await dropSchema(schema);
       },
@@ -71,6 +82,39 @@ if (unavailable) {
         assert.equal((await stores[3]!.list({ tenant: 't1', limit: 10 })).items.length, 1);
       } finally {
         await cleanup();
+      }
+    });
+
+    it("migration 3 moves the webhook dispatcher's cursor into the `webhooks` consumer, and idles older nodes", async () => {
+      const schema = newSchema();
+      try {
+        const [first, second] = MIGRATIONS;
+        await adminQuery(`CREATE SCHEMA "${schema}"; SET search_path TO "${schema}";
+          ${first?.sql ?? ''} ${second?.sql ?? ''}
+          CREATE TABLE migrations (version integer PRIMARY KEY, name text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now());
+          INSERT INTO migrations (version, name) VALUES (1, 'one'), (2, 'two');
+          UPDATE meta SET value = 41 WHERE key = 'seq_high';
+          UPDATE meta SET value = 37 WHERE key = 'webhook_cursor';
+          RESET search_path;`);
+        const store = new PostgresStore({ url: PG_URL, schema });
+        await store.open();
+        try {
+          const consumers = await store.consumers.list();
+          assert.deepEqual(
+            consumers.map((c) => [c.name, c.position, c.holder, c.lag]),
+            [['webhooks', 37, null, 4]],
+          );
+          // A node of an earlier version reads after its old cursor: it finds nothing.
+          const [old] = await adminQuery<{ value: string }>(
+            `SELECT value::text FROM "${schema}".meta WHERE key = 'webhook_cursor'`,
+          );
+          assert.equal(old?.value, String(Number.MAX_SAFE_INTEGER));
+        } finally {
+          await store.close();
+        }
+      } finally {
+        await dropSchema(schema);
       }
     });
 
@@ -270,7 +314,8 @@ if (unavailable) {
 
     it('leases webhook deliveries so that two nodes never send the same one at once', async () => {
       const { stores, cleanup } = await nodes(2);
-      const [a, b] = stores as [PostgresStore, PostgresStore];
+      const [one, two] = stores as [PostgresStore, PostgresStore];
+      const [a, b] = [one.webhooks, two.webhooks];
       try {
         await a.createEndpoint(
           {
@@ -287,19 +332,37 @@ if (unavailable) {
           },
           1_000,
         );
-        for (let i = 0; i < 40; i++) await a.create(newOp(), 1_000);
+        for (let i = 0; i < 40; i++) await one.create(newOp(), 1_000);
         let next = 0;
-        const dispatch = (store: PostgresStore) =>
+        const dispatch = (store: PostgresWebhooks, lease: ConsumerRef) =>
           store.dispatchDeliveries({
+            lease,
             limit: 500,
             now: 1_000,
             newId: () => `dlv_${++next}`,
             newSecret: () => 'whsec_cb',
             payload: (event) => JSON.stringify({ seq: event.seq }),
           });
-        // Both nodes dispatch at once: each event becomes one delivery.
-        const made = await Promise.all([dispatch(a), dispatch(b)]);
-        assert.equal(made[0].deliveries + made[1].deliveries, 40);
+        // Both nodes try to take the dispatcher's lease at once: one gets it.
+        const request = { name: 'webhooks', leaseMs: 60_000, now: 1_000 };
+        const leases = await Promise.all([
+          one.consumers.acquire({ ...request, holder: 'a' }),
+          two.consumers.acquire({ ...request, holder: 'b' }),
+        ]);
+        const [held, ...others] = leases.filter((lease) => lease !== null);
+        assert.ok(held);
+        assert.equal(others.length, 0, 'one dispatcher at a time');
+        // The holder dispatches on both nodes at once (the row lock orders them), and a
+        // forged lease writes nothing: each event becomes one delivery.
+        const forged = { name: 'webhooks', token: 'cl_forged' };
+        const made = await Promise.allSettled([
+          dispatch(a, held),
+          dispatch(b, held),
+          dispatch(b, forged),
+        ]);
+        const counts = made.map((m) => (m.status === 'fulfilled' ? m.value.deliveries : -1));
+        assert.equal((counts[0] ?? 0) + (counts[1] ?? 0), 40);
+        assert.equal(counts[2], -1, 'LEASE_LOST');
         const claims = await Promise.all(
           Array.from({ length: 8 }, (_, i) =>
             (i % 2 ? a : b).claimDeliveries({ now: 2_000, limit: 10, leaseMs: 60_000 }),

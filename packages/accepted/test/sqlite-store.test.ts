@@ -106,6 +106,35 @@ describe('SQLite store specifics', () => {
     await store.close();
   });
 
+  it("migration 6 moves the webhook dispatcher's cursor into the `webhooks` consumer", async () => {
+    const filename = tempFile();
+    const db = new Database(filename);
+    for (const migration of MIGRATIONS.filter((m) => m.version <= 5)) db.exec(migration.sql);
+    db.pragma('user_version = 5');
+    db.prepare(`UPDATE meta SET value = 41 WHERE key = 'seq_high'`).run();
+    db.prepare(`UPDATE meta SET value = 37 WHERE key = 'webhook_cursor'`).run();
+    db.close();
+    const store = new SqliteStore({ filename });
+    await store.open();
+    try {
+      const [webhooks, ...others] = await store.consumers.list();
+      assert.deepEqual(others, []);
+      assert.equal(webhooks?.name, 'webhooks');
+      assert.equal(webhooks.position, 37);
+      assert.equal(webhooks.holder, null);
+      assert.equal(webhooks.lag, 4);
+      const lease = await store.consumers.acquire({
+        name: 'webhooks',
+        holder: 'h',
+        leaseMs: 1_000,
+        now: Date.now(),
+      });
+      assert.equal(lease?.position, 37, 'the dispatcher goes on where it was');
+    } finally {
+      await store.close();
+    }
+  });
+
   it('refuses a second process-level opener of the same file (STORE_LOCKED)', async () => {
     const filename = tempFile();
     const first = new SqliteStore({ filename });
@@ -125,7 +154,7 @@ describe('SQLite store specifics', () => {
     const filename = tempFile();
     let store = new SqliteStore({ filename });
     await store.open();
-    await store.createEndpoint(
+    await store.webhooks.createEndpoint(
       {
         id: 'ep_reopen',
         tenant: 't',
@@ -154,7 +183,15 @@ describe('SQLite store specifics', () => {
       },
       1,
     );
-    await store.dispatchDeliveries({
+    const lease = await store.consumers.acquire({
+      name: 'webhooks',
+      holder: 'test',
+      leaseMs: 60_000,
+      now: 2,
+    });
+    assert.ok(lease);
+    await store.webhooks.dispatchDeliveries({
+      lease,
       limit: 10,
       now: 2,
       newId: () => 'dlv_reopen',
@@ -162,13 +199,13 @@ describe('SQLite store specifics', () => {
       payload: () => '{}',
     });
     const now = Date.now();
-    const leased = await store.claimDeliveries({ now, limit: 10, leaseMs: 3_600_000 });
+    const leased = await store.webhooks.claimDeliveries({ now, limit: 10, leaseMs: 3_600_000 });
     assert.equal(leased.length, 1);
-    assert.equal((await store.claimDeliveries({ now, limit: 10, leaseMs: 1 })).length, 0);
+    assert.equal((await store.webhooks.claimDeliveries({ now, limit: 10, leaseMs: 1 })).length, 0);
     await store.close();
     store = new SqliteStore({ filename });
     await store.open();
-    const again = await store.claimDeliveries({ now, limit: 10, leaseMs: 1 });
+    const again = await store.webhooks.claimDeliveries({ now, limit: 10, leaseMs: 1 });
     assert.deepEqual(
       again.map((c) => c.delivery.id),
       ['dlv_reopen'],

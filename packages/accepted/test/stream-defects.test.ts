@@ -1,31 +1,34 @@
 // Regression tests for the push channels' defects (#5, #10, and WebSocket nesting of #3),
-// each named after its defect. Real sockets, real SQLite files (and PostgreSQL for the
-// snapshot race), no mocks: where a race needs an interleaving, the store is paused between
+// each named after its defect. Real sockets, the run's real store (a SQLite file or a
+// PostgreSQL schema), no mocks: where a race needs an interleaving, the store is paused between
 // two reads (`gatedStore`) or its disk flush is held (`stallDisk`), and every answer is still
 // the real store's.
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { Socket } from 'node:net';
-import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
-import { createAccepted, type Accepted } from '../src/engine/accepted.ts';
+import type { Accepted } from '../src/engine/accepted.ts';
 import { defineOperation } from '../src/engine/definition.ts';
 import { newOperationId } from '../src/domain/ids.ts';
 import { demoOperations } from '../src/engine/demo.ts';
-import { createHttpServer } from '../src/http/server.ts';
+import { createHttpServer } from '../src/server/http.ts';
 import type { OperationEvent } from '../src/domain/events.ts';
 import { MAX_JSON_DEPTH } from '../src/domain/json.ts';
-import { postgresStore } from '../src/store/postgres/postgres-store.ts';
-import { sqliteStore } from '../src/store/sqlite/sqlite-store.ts';
 import type { Store } from '../src/store/store.ts';
 import type { StreamOptions } from '../src/stream/hub.ts';
 import { gatedStore, stallDisk, type PausedRead } from './gated-store.ts';
-import { eventually, memoryLogger, tempDir } from './helpers.ts';
-import { PG_URL, newSchema, pgUnavailable } from './pg-helpers.ts';
+import {
+  STORE,
+  eventually,
+  newStorePlace,
+  onStore,
+  sqliteOnly,
+  startEngine,
+  tempDir,
+} from './helpers.ts';
 import { SseClient, WsClient, type WireEventLike } from './stream-clients.ts';
 
-const pgMissing = await pgUnavailable();
 /** A WebSocket message may nest one level more than an HTTP body (a submit wraps one). */
 const WS_MAX_JSON_DEPTH = MAX_JSON_DEPTH + 1;
 
@@ -60,35 +63,25 @@ interface Api {
   raw: Store;
   pause: (operationId: string) => PausedRead;
   reads: Map<string, number>;
+  /** A folder of its own (for the FIFOs of `stallDisk`). */
   dir: string;
   /** Every response sent, as the server sent it: the URL and the ETag header. */
   sent: { url: string; etag: string | undefined }[];
 }
 
-const engines: Accepted[] = [];
 const apps: FastifyInstance[] = [];
 after(async () => {
   for (const app of apps) await app.close();
-  for (const engine of engines) await engine.stop({ graceful: false });
 });
 
-async function startApi(
-  options: { streams?: StreamOptions; store?: 'sqlite' | 'postgres' } = {},
-): Promise<Api> {
-  const dir = tempDir();
-  const raw =
-    options.store === 'postgres'
-      ? postgresStore({ url: PG_URL, schema: newSchema() })
-      : sqliteStore({ filename: path.join(dir, 'accepted.db') });
+async function startApi(options: { streams?: StreamOptions } = {}): Promise<Api> {
+  const place = newStorePlace();
+  const raw = place.open();
   const gate = gatedStore(raw);
-  const accepted = createAccepted({
+  const accepted = await startEngine({
     store: gate.store,
     operations: [...demoOperations, heldOperation],
-    logger: memoryLogger(),
-    pollIntervalMs: 200,
   });
-  await accepted.start();
-  engines.push(accepted);
   const app = createHttpServer({
     accepted,
     logger: false,
@@ -109,7 +102,7 @@ async function startApi(
     raw,
     pause: gate.pause,
     reads: gate.reads,
-    dir,
+    dir: tempDir(),
     sent,
   };
 }
@@ -144,7 +137,7 @@ async function openWs(api: Api): Promise<WsClient> {
   return ws;
 }
 
-describe('#5 WebSocket subscription cap', { timeout: 120_000 }, () => {
+describe(onStore('#5 WebSocket subscription cap'), { timeout: 120_000 }, () => {
   let api: Api;
   before(async () => {
     api = await startApi();
@@ -256,7 +249,7 @@ describe('#5 WebSocket subscription cap', { timeout: 120_000 }, () => {
   });
 });
 
-describe('#5 streams opened while the server stops', { timeout: 60_000 }, () => {
+describe(onStore('#5 streams opened while the server stops'), { timeout: 60_000 }, () => {
   it('#5 an SSE stream whose route read the store while the server began to stop is closed at once', async () => {
     const api = await startApi();
     const op = await running(api, 'stopping');
@@ -283,10 +276,11 @@ describe('#5 streams opened while the server stops', { timeout: 60_000 }, () => 
  * operation finishes meanwhile (`operation.succeeded` is in the log, durable), then the read
  * goes on. The snapshot must carry the seq of that last event, and a resume from it is 204.
  */
-function snapshotRaceTests(store: 'sqlite' | 'postgres'): void {
+describe(onStore('#10 snapshot race'), { timeout: 60_000 }, () => {
+  const store = STORE;
   let api: Api;
   before(async () => {
-    api = await startApi({ store });
+    api = await startApi();
   });
 
   it(`#10 an SSE snapshot's id is the seq of the last event it shows (${store}, paused read)`, async () => {
@@ -343,14 +337,12 @@ function snapshotRaceTests(store: 'sqlite' | 'postgres'): void {
     assert.deepEqual(ws.events(resumed.subscription), [], 'a resume from the snapshot repeats');
     ws.close();
   });
-}
+});
 
-describe('#10 snapshot race, SQLite', { timeout: 60_000 }, () => snapshotRaceTests('sqlite'));
-describe('#10 snapshot race, PostgreSQL', { timeout: 60_000, skip: pgMissing ?? false }, () =>
-  snapshotRaceTests('postgres'),
-);
+/** Holds the disk flush of the SQLite store: there is none to hold on PostgreSQL. */
+const durable = { timeout: 60_000, ...sqliteOnly("holds SQLite's WAL flush (fdatasync)") };
 
-describe('#10 committed but not yet durable (SQLite, disk flush held)', { timeout: 60_000 }, () => {
+describe(onStore('#10 committed but not yet durable (SQLite, disk flush held)'), durable, () => {
   let api: Api;
   before(async () => {
     api = await startApi();
@@ -471,7 +463,7 @@ function nested(depth: number): string {
   return `{"type":"ping","id":"deep","x":${'['.repeat(depth - 1)}${']'.repeat(depth - 1)}}`;
 }
 
-describe('#3 WebSocket message nesting and numbers', { timeout: 60_000 }, () => {
+describe(onStore('#3 WebSocket message nesting and numbers'), { timeout: 60_000 }, () => {
   let api: Api;
   before(async () => {
     api = await startApi();

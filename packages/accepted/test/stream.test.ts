@@ -8,10 +8,10 @@ import type { Accepted } from '../src/engine/accepted.ts';
 import { defineOperation } from '../src/engine/definition.ts';
 import { demoOperations } from '../src/engine/demo.ts';
 import { ApiKeys } from '../src/http/auth.ts';
-import { createHttpServer } from '../src/http/server.ts';
+import { createHttpServer } from '../src/server/http.ts';
 import type { StreamOptions } from '../src/stream/hub.ts';
 import { StreamTokens } from '../src/stream/tokens.ts';
-import { eventually, startEngine } from './helpers.ts';
+import { eventually, onStore, startEngine } from './helpers.ts';
 import { SseClient, WsClient, type WireEventLike } from './stream-clients.ts';
 
 /** Operations that take one step each time the test says so (or end on abort). */
@@ -127,7 +127,7 @@ async function streamToken(api: Api, body: Record<string, unknown>): Promise<str
   return ((await response.json()) as { token: string }).token;
 }
 
-describe('SSE: the stream of one operation', { timeout: 60_000 }, () => {
+describe(onStore('SSE: the stream of one operation'), { timeout: 60_000 }, () => {
   let api: Api;
   before(async () => {
     api = await startApi();
@@ -277,7 +277,7 @@ describe('SSE: the stream of one operation', { timeout: 60_000 }, () => {
   });
 });
 
-describe('SSE: the tenant stream and fan-out', { timeout: 60_000 }, () => {
+describe(onStore('SSE: the tenant stream and fan-out'), { timeout: 60_000 }, () => {
   let api: Api;
   before(async () => {
     api = await startApi();
@@ -384,7 +384,7 @@ describe('SSE: the tenant stream and fan-out', { timeout: 60_000 }, () => {
   });
 });
 
-describe('slow consumers', { timeout: 120_000 }, () => {
+describe(onStore('slow consumers'), { timeout: 120_000 }, () => {
   let api: Api;
   before(async () => {
     api = await startApi({ maxPending: 16, stallTimeoutMs: 60_000 });
@@ -495,7 +495,7 @@ describe('slow consumers', { timeout: 120_000 }, () => {
   });
 });
 
-describe('authentication and tenants on streams', { timeout: 60_000 }, () => {
+describe(onStore('authentication and tenants on streams'), { timeout: 60_000 }, () => {
   let api: Api;
   before(async () => {
     api = await startApi();
@@ -616,7 +616,7 @@ describe('authentication and tenants on streams', { timeout: 60_000 }, () => {
   });
 });
 
-describe('WebSocket protocol', { timeout: 60_000 }, () => {
+describe(onStore('WebSocket protocol'), { timeout: 60_000 }, () => {
   let api: Api;
   before(async () => {
     api = await startApi({ maxSubscriptions: 3 });
@@ -748,7 +748,7 @@ describe('WebSocket protocol', { timeout: 60_000 }, () => {
   });
 });
 
-describe('shutdown and leaks', { timeout: 120_000 }, () => {
+describe(onStore('shutdown and leaks'), { timeout: 120_000 }, () => {
   it('closes every stream at shutdown, saying why', async () => {
     const api = await startApi();
     const sse = new SseClient(`${api.base}/v1/events`, ACME);
@@ -804,7 +804,7 @@ describe('shutdown and leaks', { timeout: 120_000 }, () => {
   });
 });
 
-describe('raw HTTP framing', { timeout: 30_000 }, () => {
+describe(onStore('raw HTTP framing'), { timeout: 30_000 }, () => {
   it('writes exactly id, event and data lines, and a retry hint', async () => {
     const api = await startApi();
     const op = await submit(api, { type: 'demo.echo', input: { a: 'line\nbreak' } });

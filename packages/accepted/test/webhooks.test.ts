@@ -7,10 +7,10 @@ import type { FastifyInstance } from 'fastify';
 import type { Accepted } from '../src/engine/accepted.ts';
 import { demoOperations } from '../src/engine/demo.ts';
 import { ApiKeys } from '../src/http/auth.ts';
-import { createHttpServer } from '../src/http/server.ts';
+import { createHttpServer } from '../src/server/http.ts';
 import { createWebhooks, type WebhookOptions, type Webhooks } from '../src/webhooks/service.ts';
 import { verifyWebhook } from '../src/webhooks/signature.ts';
-import { eventually, startEngine, startServer, tempDir } from './helpers.ts';
+import { eventually, onStore, startEngine, startServer, tempDir } from './helpers.ts';
 
 const KEY_ACME = 'acme-key-0123456789abcdef';
 const KEY_BETA = 'beta-key-0123456789abcdef';
@@ -179,7 +179,7 @@ function specVerify(secret: string, headers: http.IncomingHttpHeaders, body: str
     });
 }
 
-describe('webhook endpoints over HTTP', { timeout: 60_000 }, () => {
+describe(onStore('webhook endpoints over HTTP'), { timeout: 60_000 }, () => {
   let api: Api;
   let hook: Receiver;
   before(async () => {
@@ -288,7 +288,7 @@ describe('webhook endpoints over HTTP', { timeout: 60_000 }, () => {
   });
 });
 
-describe('webhook delivery', { timeout: 120_000 }, () => {
+describe(onStore('webhook delivery'), { timeout: 120_000 }, () => {
   it('retries five 500s then delivers, with one webhook-id, signed, and logs every attempt', async () => {
     const api = await startApi();
     const hook = await receiver();
@@ -587,7 +587,7 @@ describe('webhook delivery', { timeout: 120_000 }, () => {
   });
 });
 
-describe('webhooks survive a crash', { timeout: 120_000 }, () => {
+describe(onStore('webhooks survive a crash'), { timeout: 120_000 }, () => {
   it('SIGKILL between attempts loses no delivery', async () => {
     const hook = await receiver();
     let up = false;
@@ -596,6 +596,10 @@ describe('webhooks survive a crash', { timeout: 120_000 }, () => {
     const flags = [
       '--webhook-allow',
       '127.0.0.0/8',
+      // An attempt in flight at the kill keeps its lease (twice the timeout, plus 5 s) on
+      // PostgreSQL, where other nodes may be alive; SQLite frees it at open. Short here.
+      '--webhook-timeout',
+      '2s',
       '--webhook-retries',
       '200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s',
     ];

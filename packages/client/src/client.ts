@@ -36,7 +36,10 @@ export interface ClientOptions {
   accessToken?: string;
   /** The `fetch` to use. Default: the global one. */
   fetch?: typeof fetch;
-  /** The WebSocket class for `via: 'ws'`. Default: the global one (browsers, Node 22). */
+  /**
+   * The WebSocket class for `via: 'ws'`. Default: the global one (browsers, Node.js 22+); on
+   * Node.js 20, pass `WebSocket` from the `ws` package.
+   */
   WebSocket?: WebSocketConstructor;
   /** Retries of failed requests, or `false` for none. */
   retry?: RetryOptions | false;
@@ -247,7 +250,7 @@ interface Request {
  * const result = await client.run('demo.sleep', { ms: 500 });
  * ```
  *
- * With a type map (`OperationTypes<typeof operations>` from `accepted`), operation types,
+ * With a type map (`OperationTypes<typeof operations>` from `@accepted/server`), operation types,
  * inputs and results are checked at compile time.
  */
 export function createClient<Ops extends OperationMap = OperationMap>(
@@ -384,7 +387,13 @@ export function createClient<Ops extends OperationMap = OperationMap>(
   /** Follows the operation over the WebSocket until its terminal event. */
   async function followWs(id: string, signal: AbortSignal): Promise<void> {
     const Ws = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
-    if (!Ws) throw new TypeError('No WebSocket here: pass the WebSocket option (ws in Node 20).');
+    if (!Ws) {
+      throw new TypeError(
+        "via: 'ws' needs a WebSocket class, and this runtime has no global WebSocket " +
+          '(Node.js before 22): pass one, as in createClient({ baseUrl, WebSocket }) with ' +
+          "WebSocket from 'ws'.",
+      );
+    }
     let after: number | undefined;
     for (let attempt = 0; ; attempt++) {
       // A stream token works with every WebSocket class: browsers cannot send headers.

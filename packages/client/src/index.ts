@@ -36,5 +36,6 @@ export type {
   StreamEvent,
   StreamToken,
   WebSocketConstructor,
+  WebSocketHandler,
   WebSocketLike,
 } from './types.ts';

@@ -42,6 +42,19 @@ export interface Operation<R = unknown> {
   links: { self: string; events: string; cancel: string };
 }
 
+/** The kinds of event in the log. */
+export type EventType =
+  | 'operation.queued'
+  | 'operation.started'
+  | 'operation.progress'
+  | 'operation.cancel_requested'
+  | 'operation.retrying'
+  | 'operation.succeeded'
+  | 'operation.failed'
+  | 'operation.canceled'
+  | 'operation.deleted'
+  | 'endpoint.disabled';
+
 /** One event of the log, the same on every channel. */
 export interface OperationEvent {
   /** The position in the log: the cursor. */
@@ -50,17 +63,24 @@ export interface OperationEvent {
   operationId: string;
   operationType: string;
   labels: Record<string, string>;
-  /** `operation.queued`, `operation.started`, `operation.progress`, ..., `operation.succeeded`. */
-  type: string;
+  type: EventType;
   version: number;
   time: string;
   data: {
-    status: OperationStatus;
+    /** The status after the change; absent on `endpoint.disabled`. */
+    status?: OperationStatus;
     attempt?: number;
     progress?: Progress;
     result?: unknown;
     error?: OperationError;
     runAt?: string;
+    /** On `endpoint.disabled`: the webhook endpoint and why the server disabled it. */
+    endpoint?: {
+      id: string;
+      url: string;
+      reason: 'GONE' | 'FAILING';
+      message: string;
+    };
   };
 }
 
@@ -104,20 +124,30 @@ export interface Problem {
 
 /**
  * Operation types, each with its input and result: `{ 'report.generate': { input: {...};
- * result: {...} } }`. `OperationTypes<typeof operations>` from `accepted` builds one from the
- * server's definitions.
+ * result: {...} } }`. `OperationTypes<typeof operations>` from `@accepted/server` builds one
+ * from the server's definitions.
  */
 export type OperationMap = Record<string, { input: unknown; result: unknown }>;
 
-/** The minimal WebSocket the client needs: the browser's, Node 22's, or `ws`'s class. */
+/**
+ * An event handler of {@link WebSocketLike}. Its parameter is checked both ways (as a method's
+ * is), so that the handlers of every WebSocket class fit, each with its own event type.
+ */
+export type WebSocketHandler<E> = { handle(event: E): void }['handle'];
+
+/**
+ * The minimal WebSocket the client needs. The browser's, Node.js 22+'s global one and the `ws`
+ * package's class all fit, with no cast.
+ */
 export interface WebSocketLike {
   readonly readyState: number;
   send(data: string): void;
   close(code?: number, reason?: string): void;
-  onopen: ((event: unknown) => void) | null;
-  onmessage: ((event: { data: unknown }) => void) | null;
-  onclose: ((event: unknown) => void) | null;
-  onerror: ((event: unknown) => void) | null;
+  onopen: WebSocketHandler<unknown> | null;
+  onmessage: WebSocketHandler<{ data: unknown }> | null;
+  onclose: WebSocketHandler<unknown> | null;
+  onerror: WebSocketHandler<unknown> | null;
 }
 
+/** A WebSocket class: `WebSocket` in browsers and Node.js 22+, or `WebSocket` from `ws`. */
 export type WebSocketConstructor = new (url: string) => WebSocketLike;

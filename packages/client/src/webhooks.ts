@@ -4,7 +4,7 @@ import { createHmac, createPublicKey, timingSafeEqual, verify, type KeyObject } 
  * `@accepted/client/webhooks`: checks a webhook delivery from Accepted (Standard Webhooks 1.0,
  * docs/webhooks-receiving.md). Node.js only: it uses node:crypto, which is why it is a subpath
  * of its own and never part of the browser bundle. This is the one implementation of the
- * receiver's check: `accepted` and `accepted/webhooks` re-export it.
+ * receiver's check: `@accepted/server` and `@accepted/server/webhooks` re-export it.
  *
  * Every delivery carries `webhook-id`, `webhook-timestamp` (Unix seconds of this attempt) and
  * `webhook-signature`: a space-separated list of `v1,<base64 HMAC-SHA256>` and
@@ -72,7 +72,8 @@ export class WebhookVerificationError extends Error {
 /**
  * Thrown when a secret or key cannot be used at all (not base64, wrong size, a `whsk_` signing
  * key given to a receiver): a mistake in the receiver's configuration, not in the delivery, so
- * answer 500 rather than 4xx. `accepted` turns it into an `AcceptedError` `VALIDATION_FAILED`.
+ * answer 500 rather than 4xx. `@accepted/server` turns it into an `AcceptedError`
+ * `VALIDATION_FAILED`.
  */
 export class WebhookKeyError extends Error {
   override readonly name = 'WebhookKeyError';
@@ -81,7 +82,7 @@ export class WebhookKeyError extends Error {
   readonly fix = `Use a secret made by generateWebhookSecret() (${WEBHOOK_SECRET_PREFIX}…) or a key pair made by generateSigningKeyPair() (${SIGNING_KEY_PREFIX}… to sign, ${PUBLIC_KEY_PREFIX}… to verify).`;
 }
 
-// --- Building blocks, shared with the signer of `accepted/webhooks` ------------------------
+// --- Building blocks, shared with the signer of `@accepted/server/webhooks` ---------------
 
 /** HMAC-SHA256 of `content` with `key`. */
 export function hmacSha256(key: Uint8Array, content: Uint8Array | string): Buffer {

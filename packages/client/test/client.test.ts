@@ -14,7 +14,6 @@ import {
   type OperationEvent,
   type StreamEvent,
   type Via,
-  type WebSocketConstructor,
 } from '@accepted/client';
 import { generateApiKey } from '../../accepted/src/http/auth.ts';
 import { eventually, startServer, tempDir, type Server } from '../../accepted/test/helpers.ts';
@@ -30,7 +29,7 @@ function client(overrides: Partial<ClientOptions> = {}) {
   return createClient({
     baseUrl: proxy.url,
     apiKey,
-    WebSocket: WebSocket as unknown as WebSocketConstructor,
+    WebSocket,
     retry: { baseMs: 20, maxMs: 200 },
     ...overrides,
   });
@@ -100,6 +99,21 @@ describe('waiting', () => {
       await assert.rejects(handle.wait({ via, timeoutMs: 300 }), TimeoutError);
     }
     await handle.cancel();
+  });
+
+  it("via: 'ws' takes the global WebSocket (Node.js 22+), or says what to pass", async () => {
+    const handle = await client({ WebSocket: undefined }).submit('demo.sleep', { ms: 200 });
+    const waiting = handle.wait({ via: 'ws', timeoutMs: 20_000 });
+    if (typeof globalThis.WebSocket === 'function') {
+      assert.equal((await waiting).status, 'succeeded');
+    } else {
+      // Node.js 20 has no global WebSocket.
+      await assert.rejects(waiting, (error: unknown) => {
+        assert.ok(error instanceof TypeError);
+        assert.match(error.message, /no global WebSocket \(Node\.js before 22\).*'ws'/);
+        return true;
+      });
+    }
   });
 
   it('an aborted wait stops network activity at once', async () => {

@@ -3,7 +3,13 @@
 /* eslint-disable @typescript-eslint/no-unused-vars, @typescript-eslint/no-unnecessary-type-parameters -- values are declared only for the compiler to check their types */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { createClient, type Operation, type OperationHandle } from '@accepted/client';
+import { WebSocket as WsWebSocket } from 'ws';
+import {
+  createClient,
+  type Operation,
+  type OperationHandle,
+  type WebSocketConstructor,
+} from '@accepted/client';
 import { defineOperation, type OperationTypes } from '../../accepted/src/engine/definition.ts';
 
 const operations = [
@@ -61,8 +67,27 @@ async function compileTimeChecks(): Promise<void> {
   expectType<Equal<typeof anything, unknown>>(true);
 }
 
+/** Never called: every WebSocket class fits the `WebSocket` option, with no cast. */
+function webSocketClasses(): void {
+  // The `ws` package's class (Node.js 20), as an option and as the exported type.
+  createClient({ baseUrl: 'http://127.0.0.1:8080', WebSocket: WsWebSocket });
+  const fromWs: WebSocketConstructor = WsWebSocket;
+  // The global one of Node.js 22+ (and browsers), as @types/node declares it.
+  createClient({ baseUrl: 'http://127.0.0.1:8080', WebSocket: globalThis.WebSocket });
+  const fromGlobal: WebSocketConstructor = globalThis.WebSocket;
+  // @ts-expect-error not a WebSocket class
+  createClient({ baseUrl: 'http://127.0.0.1:8080', WebSocket: Map });
+  // @ts-expect-error a class without the handlers the client sets
+  const handlerless: WebSocketConstructor = class {
+    readonly readyState = 1;
+    send(_data: string) {}
+    close() {}
+  };
+}
+
 describe('types', () => {
   it('are checked by the typecheck (this file compiles)', () => {
     assert.equal(typeof compileTimeChecks, 'function');
+    assert.equal(typeof webSocketClasses, 'function');
   });
 });

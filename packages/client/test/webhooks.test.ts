@@ -54,7 +54,7 @@ describe('verifyWebhook from @accepted/client/webhooks', () => {
         data: 1,
       });
     }
-    // `accepted` re-exports the same error class.
+    // `@accepted/server` re-exports the same error class.
     assert.equal(accepted.WebhookVerificationError, WebhookVerificationError);
   });
 

@@ -8,9 +8,9 @@ import {
   type Operation,
   type OperationHandle,
   type Via,
-  type WebSocketConstructor,
 } from '@accepted/client';
 import { WebSocket } from 'ws';
+import { parseDuration } from '../domain/options.ts';
 import { UsageError, asUsage } from './config.ts';
 
 /** Exit statuses: the operation's outcome, or what went wrong. */
@@ -68,11 +68,10 @@ const OPTIONS = {
 
 /** `30s`, `5m`, `500ms`, or a plain number of seconds. */
 function duration(value: string): number {
-  const match = /^(\d+)(ms|s|m)?$/.exec(value);
-  if (!match)
+  const ms = parseDuration(value, 's');
+  if (ms === null)
     throw new UsageError(`--timeout must be a duration such as 30s or 5m (got "${value}")`);
-  const unit = match[2] === 'ms' ? 1 : match[2] === 'm' ? 60_000 : 1000;
-  return Number(match[1]) * unit;
+  return ms;
 }
 
 function labels(pairs: readonly string[] | undefined): Record<string, string> | undefined {
@@ -156,7 +155,7 @@ async function watch(
       fraction = event.operation.progress?.fraction;
       message = event.operation.progress?.message ?? '';
     } else {
-      status = event.data.status;
+      status = event.data.status ?? status;
       if (event.data.progress) {
         fraction = event.data.progress.fraction;
         message = event.data.progress.message ?? '';
@@ -179,7 +178,7 @@ async function run(command: ClientCommand, argv: readonly string[], io: Io): Pro
   const client: Client = createClient({
     baseUrl: url,
     apiKey: values['api-key'] ?? (io.env.ACCEPTED_API_KEY || undefined),
-    WebSocket: WebSocket as unknown as WebSocketConstructor,
+    WebSocket,
   });
   const signal =
     values.timeout === undefined ? undefined : AbortSignal.timeout(duration(values.timeout));

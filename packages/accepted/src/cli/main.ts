@@ -1,18 +1,14 @@
 #!/usr/bin/env node
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { AcceptedError } from '../domain/errors.ts';
-import { createAccepted } from '../engine/accepted.ts';
+import { isConfigError } from '../domain/options.ts';
 import type { AnyOperationDefinition } from '../engine/definition.ts';
-import { demoOperations } from '../engine/demo.ts';
 import { TENANT_PATTERN, generateApiKey } from '../http/auth.ts';
-import { createHttpServer } from '../http/server.ts';
-import { createWebhooks } from '../webhooks/service.ts';
-import { pino } from 'pino';
-import { sqliteStore } from '../store/sqlite/sqlite-store.ts';
-import { postgresStore } from '../store/postgres/postgres-store.ts';
+import { createServer } from '../server/server.ts';
 import { isClientCommand, runClientCommand } from './client.ts';
 import {
   SERVE_USAGE,
@@ -39,11 +35,40 @@ Commands:
 
 type Definitions = AnyOperationDefinition[];
 
+const TYPESCRIPT = /\.(c|m)?ts$/;
+
+/**
+ * Imports a handlers module. A TypeScript file runs where Node.js can run it: Node.js 22.18+
+ * strips types itself; before that, tsx (from the application's own dependencies, or this
+ * process's loader) compiles it; without either, the error says what to do.
+ */
+async function importHandlers(file: string): Promise<unknown> {
+  const url = pathToFileURL(file).href;
+  const nodeStripsTypes = Boolean((process.features as { typescript?: unknown }).typescript);
+  const underTsx = process.execArgv.some((arg) => arg.includes('tsx'));
+  if (!TYPESCRIPT.test(file) || nodeStripsTypes || underTsx) return import(url);
+  type TsxApi = { tsImport(specifier: string, parent: string): Promise<unknown> };
+  let tsx = null as TsxApi | null;
+  for (const from of [path.join(process.cwd(), 'noop.js'), import.meta.url]) {
+    try {
+      const resolved = createRequire(from).resolve('tsx/esm/api');
+      tsx = (await import(pathToFileURL(resolved).href)) as TsxApi;
+      break;
+    } catch {
+      // not installed there
+    }
+  }
+  if (!tsx) {
+    throw new UsageError(
+      `--handlers ${file} is TypeScript, which Node.js ${process.versions.node} cannot run by itself: use Node.js 22.18 or later, or install tsx in your project (npm install --save-dev tsx), or compile the file to .js`,
+    );
+  }
+  return tsx.tsImport(url, import.meta.url);
+}
+
 async function loadHandlers(file: string): Promise<Definitions> {
-  const mod = (await import(pathToFileURL(file).href)) as {
-    default?: unknown;
-    operations?: unknown;
-  };
+  if (!fs.existsSync(file)) throw new UsageError(`--handlers ${file}: no such file`);
+  const mod = (await importHandlers(file)) as { default?: unknown; operations?: unknown };
   const found = mod.operations ?? mod.default;
   if (!Array.isArray(found)) {
     throw new UsageError(
@@ -54,62 +79,10 @@ async function loadHandlers(file: string): Promise<Definitions> {
 }
 
 async function serve(config: ServeConfig): Promise<void> {
-  const operations: Definitions = [];
-  if (config.demo) operations.push(...demoOperations);
-  if (config.handlers) operations.push(...(await loadHandlers(config.handlers)));
-  const logger = pino({ level: config.logLevel });
-  const store = config.store
-    ? postgresStore({
-        url: config.store,
-        schema: config.schema,
-        // The store carries on by itself; operators see why requests get 503 meanwhile.
-        onError: (error, what) => logger.warn({ err: error }, `PostgreSQL: ${what}`),
-      })
-    : sqliteStore({
-        filename: path.join(config.dataDir, 'accepted.db'),
-        durability: config.durability,
-      });
-  const accepted = createAccepted({
-    store,
-    operations,
-    leaseMs: config.leaseMs,
-    leaseRecoveryIntervalMs: Math.min(5000, config.leaseMs),
-    concurrency: config.concurrency,
-    shutdownGraceMs: config.shutdownGraceMs,
-    // The input is part of the body: one limit for both.
-    maxInputBytes: config.bodyLimit,
-    logger,
-  });
-  await accepted.start();
-  const webhooks = createWebhooks({
-    accepted,
-    allow: config.webhookAllow,
-    retrySchedule: config.webhookRetries ?? undefined,
-    timeoutMs: config.webhookTimeoutMs,
-    disableAfterMs: config.webhookDisableAfterMs,
-    logger,
-  });
-  webhooks.start();
-  const app = createHttpServer({
-    accepted,
-    webhooks,
-    logger,
-    apiKeys: config.apiKeys ?? undefined,
-    maxWaitSeconds: config.maxWaitSeconds,
-    publicUrl: config.publicUrl ?? undefined,
-    bodyLimit: config.bodyLimit,
-    maxHeaderSize: config.maxHeaderSize,
-    headersTimeoutMs: config.headersTimeoutMs,
-    requestTimeoutMs: config.requestTimeoutMs,
-    keepAliveTimeoutMs: config.keepAliveTimeoutMs,
-    maxConnections: config.maxConnections,
-    maxConnectionsPerIp: config.maxConnectionsPerIp,
-    streams: {
-      heartbeatMs: config.heartbeatMs,
-      tokenSecret: config.streamSecret ?? undefined,
-    },
-  });
-  const url = await app.listen({ port: config.port, host: config.host });
+  const operations: Definitions = config.handlers ? await loadHandlers(config.handlers) : [];
+  const server = createServer({ operations }, config);
+  const { logger, accepted } = server;
+  const url = await server.start();
   if (!config.apiKeys) {
     logger.warn(
       { host: config.host, insecure: config.insecure },
@@ -121,16 +94,17 @@ async function serve(config: ServeConfig): Promise<void> {
   logger.info(
     {
       url,
-      store: store.kind,
+      store: accepted.store.kind,
       ...(config.store ? { schema: config.schema } : { data: config.dataDir }),
       auth: config.apiKeys ? `${config.apiKeys.size} API keys` : 'none',
       operationTypes: [...accepted.definitions.keys()],
+      ...(config.worker ? {} : { worker: false }),
     },
     'accepted ready',
   );
   let stopping = false;
-  // Drain order: the engine first (submits get 503 SHUTTING_DOWN, polls keep working while
-  // handlers finish), then the HTTP server.
+  // Drain order (createServer's stop): submits get 503 SHUTTING_DOWN at once, webhook
+  // attempts in flight are recorded, handlers finish within the grace, then HTTP closes.
   const drain = (signal: NodeJS.Signals) => {
     if (stopping) {
       logger.warn({ signal }, 'second signal: exiting now');
@@ -138,23 +112,16 @@ async function serve(config: ServeConfig): Promise<void> {
     }
     stopping = true;
     logger.info({ signal, graceMs: config.shutdownGraceMs }, 'draining');
-    void (async () => {
-      try {
-        // Webhook attempts in flight finish and are recorded before the store closes.
-        await webhooks.stop(config.shutdownGraceMs);
-        await accepted.stop({ graceful: true, timeoutMs: config.shutdownGraceMs });
-        // Streams end at once; a connection that never sent a request would hold the close
-        // until its header timeout, so whatever is left after 2 s is cut.
-        const cut = setTimeout(() => app.server.closeAllConnections(), 2000);
-        await app.close();
-        clearTimeout(cut);
+    server.stop({ graceful: true }).then(
+      () => {
         logger.info('stopped');
         process.exit(0);
-      } catch (error) {
+      },
+      (error: unknown) => {
         logger.error({ err: error }, 'shutdown failed');
         process.exit(1);
-      }
-    })();
+      },
+    );
   };
   process.on('SIGTERM', drain);
   process.on('SIGINT', drain);
@@ -198,7 +165,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     if (isClientCommand(command)) return await runClientCommand(command, rest);
     throw new UsageError(`unknown command "${command}"`);
   } catch (error) {
-    if (error instanceof AcceptedError) {
+    if (error instanceof AcceptedError || isConfigError(error)) {
       process.stderr.write(`accepted: ${error.message}\n${error.fix ? `${error.fix}\n` : ''}`);
       return 1;
     }

@@ -33,7 +33,7 @@ export interface EventData {
   /** For `operation.retrying` and `operation.queued`: when the next attempt may start. */
   runAt?: number;
   /** For `endpoint.disabled`: which webhook endpoint, and why. */
-  endpoint?: { id: string; url: string; reason: string; message: string };
+  endpoint?: { id: string; url: string; reason: EndpointDisabledReason; message: string };
 }
 
 /**
@@ -94,3 +94,6 @@ export function matchesEvent(filter: EventFilter, event: OperationEvent): boolea
   }
   return true;
 }
+
+/** Why the server disabled a webhook endpoint: it answered 410 Gone, or kept failing. */
+export type EndpointDisabledReason = 'GONE' | 'FAILING';

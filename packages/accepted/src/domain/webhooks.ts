@@ -1,5 +1,6 @@
 import { AcceptedError } from './errors.ts';
 import type { EventType, OperationEvent } from './events.ts';
+import { parseDuration } from './options.ts';
 
 /**
  * Webhooks in domain terms. An **endpoint** is a URL a tenant subscribed, with filters and
@@ -144,16 +145,13 @@ export function endpointWants(endpoint: Endpoint, event: OperationEvent): boolea
 
 /** Parses `5s,5m,30m,2h` (units ms, s, m, h) into milliseconds. Throws RangeError. */
 export function parseDurations(text: string): number[] {
-  const out: number[] = [];
-  for (const part of text.split(',')) {
-    const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$/.exec(part);
-    if (!match) throw new RangeError(`"${part.trim()}" is not a duration like 500ms, 5s, 5m or 2h`);
-    const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[match[2] as 'ms' | 's' | 'm' | 'h'];
-    const ms = Math.round(Number(match[1]) * unit);
-    if (!Number.isSafeInteger(ms)) throw new RangeError(`"${part.trim()}" is too long a duration`);
-    out.push(ms);
-  }
-  return out;
+  return text.split(',').map((part) => {
+    const ms = parseDuration(part);
+    if (ms === null) {
+      throw new RangeError(`"${part.trim()}" is not a duration like 500ms, 5s, 5m, 2h or 1d`);
+    }
+    return ms;
+  });
 }
 
 const HOUR = 3_600_000;
@@ -164,6 +162,17 @@ const DAY = 24 * HOUR;
  * Past them a request is refused (422 VALIDATION_FAILED naming the field) and an option throws
  * the same error, so that no stored time can leave the range of a `Date`.
  */
+/** The defaults of the webhook options, stated once (`accepted serve` reads them here). */
+export const WEBHOOK_DEFAULTS = Object.freeze({
+  timeoutMs: 15_000,
+  disableAfterMs: 5 * DAY,
+  concurrency: 64,
+  rotationOverlapMs: DAY,
+  retentionMs: 14 * DAY,
+  pollIntervalMs: 1000,
+  dispatchLeaseMs: 10_000,
+});
+
 export const WEBHOOK_LIMITS = Object.freeze({
   /** An endpoint's `retrySchedule`: entries, and each delay. */
   endpointRetryEntries: 20,
@@ -187,6 +196,9 @@ export const WEBHOOK_LIMITS = Object.freeze({
   retentionMaxMs: 365 * DAY,
   pollIntervalMinMs: 10,
   pollIntervalMaxMs: 60_000,
+  /** The dispatcher's lease on the `webhooks` consumer (how soon another node takes over). */
+  dispatchLeaseMinMs: 100,
+  dispatchLeaseMaxMs: 600_000,
 });
 
 /** A duration as the shortest exact text (`300000` -> `5m`). */
@@ -303,6 +315,7 @@ export interface WebhookOptionValues {
   rotationOverlapMs?: number;
   retentionMs?: number;
   pollIntervalMs?: number;
+  dispatchLeaseMs?: number;
 }
 
 /** Checks the server's webhook options. Throws VALIDATION_FAILED naming each option. */
@@ -329,6 +342,7 @@ export function checkWebhookOptions(options: WebhookOptionValues): void {
   range('rotationOverlapMs', 0, L.rotationOverlapMaxMs);
   range('retentionMs', L.retentionMinMs, L.retentionMaxMs);
   range('pollIntervalMs', L.pollIntervalMinMs, L.pollIntervalMaxMs);
+  range('dispatchLeaseMs', L.dispatchLeaseMinMs, L.dispatchLeaseMaxMs);
   const { concurrency } = options;
   if (
     concurrency !== undefined &&

@@ -6,6 +6,7 @@ import {
   type OperationEvent,
 } from '../domain/events.ts';
 import { isOperationId, newOperationId } from '../domain/ids.ts';
+import { ConfigError } from '../domain/options.ts';
 import {
   isTerminal,
   type Json,
@@ -17,7 +18,8 @@ import type { EventQuery, OperationSnapshot, Page, Store } from '../store/store.
 import type { AnyOperationDefinition, Backoff, Logger, OperationDefinition } from './definition.ts';
 import { EventFeed } from './feed.ts';
 import { assertIdempotencyKey, requestFingerprint } from './idempotency.ts';
-import { checkRunAt, SubmitValidator, TYPE_PATTERN, type SubmitRequest } from './submit.ts';
+import { checkRunAt, SubmitValidator } from './submit.ts';
+import { TYPE_PATTERN, type SubmitRequest } from '../wire/submit.ts';
 import { Worker } from './worker.ts';
 
 export const DEFAULT_TENANT = 'default';
@@ -198,6 +200,8 @@ export interface Accepted {
   tail(listener: (event: OperationEvent) => void): () => void;
   /** The highest seq the feed has handed to `tail` listeners. */
   readonly tailPosition: number;
+  /** How many `wait()` calls (long polls, `Prefer: wait` submits among them) are pending. */
+  readonly waiting: number;
   /**
    * Waits for a change (or for the end) of one operation; once the instance begins to stop it
    * answers at once with the current state. The state it returns is the one `snapshot` reads
@@ -216,9 +220,7 @@ const consoleLogger: Logger = {
 function positiveInt(name: string, value: number | undefined, fallback: number): number {
   const v = value ?? fallback;
   if (!Number.isSafeInteger(v) || v < 0) {
-    throw new AcceptedError('VALIDATION_FAILED', `Option ${name} must be a whole number >= 0.`, {
-      fields: [{ field: `/${name}`, message: 'must be a whole number >= 0' }],
-    });
+    throw new ConfigError(name, `Option ${name} must be a whole number >= 0 (got ${String(v)}).`);
   }
   return v;
 }
@@ -278,6 +280,24 @@ function park(pending: { wake: (() => void) | null }, deadline: number): Promise
   });
 }
 
+/**
+ * The defaults of `createAccepted`'s options, stated once: `accepted serve` and its usage text
+ * read them from here.
+ */
+export const ENGINE_DEFAULTS = Object.freeze({
+  concurrency: 32,
+  leaseMs: 30_000,
+  pollIntervalMs: 1000,
+  leaseRecoveryIntervalMs: 5000,
+  maxAttempts: 3,
+  retentionMs: 7 * 24 * 3600 * 1000,
+  idempotencyRetentionMs: 24 * 3600 * 1000,
+  retentionIntervalMs: 3600 * 1000,
+  maxInputBytes: 1024 * 1024,
+  maxResultBytes: 1024 * 1024,
+  shutdownGraceMs: 10_000,
+});
+
 /** Builds an Accepted instance. Nothing runs until `start()`. */
 export function createAccepted(options: AcceptedOptions): Accepted {
   const store = options.store;
@@ -285,51 +305,75 @@ export function createAccepted(options: AcceptedOptions): Accepted {
   const definitions = new Map<string, OperationDefinition<never, unknown>>();
   for (const definition of options.operations) {
     if (definitions.has(definition.type)) {
-      throw new AcceptedError(
-        'VALIDATION_FAILED',
-        `Operation type ${definition.type} is defined twice.`,
-      );
+      throw new ConfigError('operations', `Operation type ${definition.type} is defined twice.`);
     }
     if (!TYPE_NAME.test(definition.type)) {
-      throw new AcceptedError(
-        'VALIDATION_FAILED',
+      throw new ConfigError(
+        'operations',
         `Operation type "${definition.type}" is not a valid name.`,
-        {
-          fix: 'Start with a letter; use letters, digits and . _ : / - (at most 128 characters).',
-        },
+        'Start with a letter; use letters, digits and . _ : / - (at most 128 characters).',
       );
     }
     definitions.set(definition.type, definition as OperationDefinition<never, unknown>);
   }
-  const leaseMs = positiveInt('leaseMs', options.leaseMs, 30_000);
+  const leaseMs = positiveInt('leaseMs', options.leaseMs, ENGINE_DEFAULTS.leaseMs);
   const settings = Object.freeze({
-    concurrency: Math.max(1, positiveInt('concurrency', options.concurrency, 32)),
+    concurrency: Math.max(
+      1,
+      positiveInt('concurrency', options.concurrency, ENGINE_DEFAULTS.concurrency),
+    ),
     worker: options.worker ?? true,
     leaseMs,
     heartbeatMs: Math.max(
       1,
       positiveInt('heartbeatMs', options.heartbeatMs, Math.floor(leaseMs / 3)),
     ),
-    pollIntervalMs: Math.max(10, positiveInt('pollIntervalMs', options.pollIntervalMs, 1000)),
+    pollIntervalMs: Math.max(
+      10,
+      positiveInt('pollIntervalMs', options.pollIntervalMs, ENGINE_DEFAULTS.pollIntervalMs),
+    ),
     leaseRecoveryIntervalMs: Math.max(
       10,
-      positiveInt('leaseRecoveryIntervalMs', options.leaseRecoveryIntervalMs, 5000),
+      positiveInt(
+        'leaseRecoveryIntervalMs',
+        options.leaseRecoveryIntervalMs,
+        ENGINE_DEFAULTS.leaseRecoveryIntervalMs,
+      ),
     ),
-    maxAttempts: Math.max(1, positiveInt('maxAttempts', options.maxAttempts, 3)),
+    maxAttempts: Math.max(
+      1,
+      positiveInt('maxAttempts', options.maxAttempts, ENGINE_DEFAULTS.maxAttempts),
+    ),
     backoff: options.backoff,
-    retentionMs: positiveInt('retentionMs', options.retentionMs, 7 * 24 * 3600 * 1000),
+    retentionMs: positiveInt('retentionMs', options.retentionMs, ENGINE_DEFAULTS.retentionMs),
     idempotencyRetentionMs: positiveInt(
       'idempotencyRetentionMs',
       options.idempotencyRetentionMs,
-      24 * 3600 * 1000,
+      ENGINE_DEFAULTS.idempotencyRetentionMs,
     ),
     retentionIntervalMs: Math.max(
       1000,
-      positiveInt('retentionIntervalMs', options.retentionIntervalMs, 3600 * 1000),
+      positiveInt(
+        'retentionIntervalMs',
+        options.retentionIntervalMs,
+        ENGINE_DEFAULTS.retentionIntervalMs,
+      ),
     ),
-    maxInputBytes: positiveInt('maxInputBytes', options.maxInputBytes, 1024 * 1024),
-    maxResultBytes: positiveInt('maxResultBytes', options.maxResultBytes, 1024 * 1024),
-    shutdownGraceMs: positiveInt('shutdownGraceMs', options.shutdownGraceMs, 10_000),
+    maxInputBytes: positiveInt(
+      'maxInputBytes',
+      options.maxInputBytes,
+      ENGINE_DEFAULTS.maxInputBytes,
+    ),
+    maxResultBytes: positiveInt(
+      'maxResultBytes',
+      options.maxResultBytes,
+      ENGINE_DEFAULTS.maxResultBytes,
+    ),
+    shutdownGraceMs: positiveInt(
+      'shutdownGraceMs',
+      options.shutdownGraceMs,
+      ENGINE_DEFAULTS.shutdownGraceMs,
+    ),
   });
   const validator = new SubmitValidator(definitions, settings.maxInputBytes);
   const feed = new EventFeed(store, settings.pollIntervalMs, log);
@@ -467,6 +511,44 @@ export function createAccepted(options: AcceptedOptions): Accepted {
     return store.snapshot(id, tenantOf(scope));
   }
 
+  /**
+   * Reads of one operation shared by its waiters: many waits on one operation (a thousand
+   * clients long-polling it) make one read a wake-up, not one each. A waiter never takes a
+   * read that began before it asked (it could miss the change that woke it): while a read is
+   * in flight, later askers share the next one, which starts when that one ends.
+   */
+  const sharedReads = new Map<
+    string,
+    { inFlight: Promise<OperationSnapshot | null>; next: Promise<OperationSnapshot | null> | null }
+  >();
+  function readForWaiters(id: string, tenant: string): Promise<OperationSnapshot | null> {
+    const key = `${tenant}\u0000${id}`;
+    const entry = sharedReads.get(key);
+    const read = (): Promise<OperationSnapshot | null> => {
+      const promise = store.snapshot(id, tenant).finally(() => {
+        const current = sharedReads.get(key);
+        if (current?.inFlight === promise && current.next === null) sharedReads.delete(key);
+      });
+      return promise;
+    };
+    if (!entry) {
+      const inFlight = read();
+      sharedReads.set(key, { inFlight, next: null });
+      return inFlight;
+    }
+    if (entry.next === null) {
+      const next = entry.inFlight
+        .catch(() => undefined)
+        .then(() => {
+          const inFlight = read();
+          sharedReads.set(key, { inFlight, next: null });
+          return inFlight;
+        });
+      entry.next = next;
+    }
+    return entry.next;
+  }
+
   async function wait(id: string, waitOptions: WaitOptions = {}): Promise<Operation> {
     assertReadable();
     const tenant = tenantOf(waitOptions);
@@ -490,9 +572,11 @@ export function createAccepted(options: AcceptedOptions): Accepted {
     /** Reads the operation: it when the wait is over, else null (nothing kept meanwhile). */
     const check = async (): Promise<Operation | null> => {
       pending.dirty = false;
-      const current = await snapshot(id, { tenant });
+      assertReadable();
+      const current = isOperationId(id) ? await readForWaiters(id, tenant) : null;
       if (!current) throw notFound(id);
-      const operation = current.operation;
+      // Shared with the other waiters of this read: each gets its own copy.
+      const operation = { ...current.operation };
       const done =
         isTerminal(operation.status) ||
         (afterVersion !== undefined && operation.version > afterVersion);
@@ -772,6 +856,10 @@ export function createAccepted(options: AcceptedOptions): Accepted {
 
     get tailPosition() {
       return feed.position;
+    },
+
+    get waiting() {
+      return waiters.size;
     },
 
     wait,

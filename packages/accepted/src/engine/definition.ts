@@ -1,13 +1,7 @@
+import type { Logger } from '../domain/logger.ts';
 import type { Json, Progress } from '../domain/operation.ts';
 
-/** Structured logging, pino-compatible (Fastify's logger fits). */
-export interface Logger {
-  debug(obj: object, msg?: string): void;
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-  child?(bindings: object): Logger;
-}
+export type { Logger };
 
 /** What a handler is given besides its input. */
 export interface HandlerContext {

@@ -2,7 +2,7 @@ import { EVENT_TYPES, type EventType } from '../domain/events.ts';
 import type { OperationStatus } from '../domain/operation.ts';
 import { callbackWants } from '../domain/webhooks.ts';
 import type { OperationDefinition } from '../engine/definition.ts';
-import { WS_CLIENT_MESSAGE_SCHEMAS, WS_FILTER_SCHEMA } from '../stream/protocol.ts';
+import { WS_CLIENT_MESSAGE_SCHEMAS, WS_FILTER_SCHEMA } from '../wire/stream-protocol.ts';
 import { openApiDocument, WEBHOOK_HEADERS, webhookPayloadSchema } from './openapi.ts';
 import {
   EVENT_SCHEMA,
@@ -13,7 +13,7 @@ import {
   PROGRESS_SCHEMA,
   TENANT_EVENTS_QUERY_SCHEMA,
   WS_QUERY_SCHEMA,
-} from './schemas.ts';
+} from '../wire/schemas.ts';
 
 export interface AsyncApiOptions {
   definitions: ReadonlyMap<string, OperationDefinition<never, unknown>>;
@@ -526,7 +526,9 @@ function servers(options: AsyncApiOptions): Json {
       ? new URL(options.serverUrl)
       : undefined;
   const secure = url?.protocol === 'https:';
-  const pathname = url?.pathname.replace(/\/+$/, '');
+  // A path alone (`/async`: mounted under a prefix, host unknown) still sets the pathname.
+  const relative = url === undefined && options.serverUrl?.startsWith('/') ? options.serverUrl : '';
+  const pathname = (url?.pathname ?? relative).replace(/\/+$/, '');
   const common = {
     host: url?.host ?? 'localhost:8080',
     ...(pathname ? { pathname } : {}),

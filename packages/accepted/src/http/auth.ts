@@ -1,5 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
+import type { IncomingMessage } from 'node:http';
+import type { FastifyRequest } from 'fastify';
 import { AcceptedError } from '../domain/errors.ts';
 
 /** Tenant names: what keys map to, and what every read and write is scoped by. */
@@ -120,3 +122,35 @@ export function bearerToken(header: string | undefined): string | null {
   const match = /^Bearer[ ]+([^\s]+)\s*$/i.exec(header);
   return match?.[1] ?? null;
 }
+
+/** What an `authenticate` hook is told about the request it decides on. */
+export interface AuthenticateContext {
+  /** `http` for a request, `websocket` for the upgrade of `GET /v1/ws` (before the handshake). */
+  kind: 'http' | 'websocket';
+  /** The route's path inside the mount (such as `/v1/operations/op_...`), without the prefix. */
+  path: string;
+  /**
+   * The Fastify request when `acceptedPlugin` serves it, with whatever the host's own hooks
+   * set on it (`request.user`, ...); null on a WebSocket upgrade and under
+   * `createAcceptedHandler` (there, the first argument is Express's `req`).
+   */
+  request: FastifyRequest | null;
+}
+
+/** Who the host application says is calling: the tenant the request acts for. */
+export interface AuthenticatedCaller {
+  /** A tenant name (TENANT_PATTERN: 1 to 64 letters, digits, `.`, `_` or `-`). */
+  tenant: string;
+}
+
+/**
+ * The host application's own authentication: `{ tenant }` for a caller it knows, null (or
+ * undefined) for one it does not (answered `401 UNAUTHENTICATED`). It may throw an
+ * `AcceptedError` (such as `FORBIDDEN`) to answer that instead; any other error answers 500.
+ * `req` is the Node request: Express's `req` under `createAcceptedHandler`, the upgrade request
+ * on a WebSocket upgrade.
+ */
+export type AuthenticateHook = (
+  req: IncomingMessage,
+  context: AuthenticateContext,
+) => AuthenticatedCaller | null | undefined | Promise<AuthenticatedCaller | null | undefined>;

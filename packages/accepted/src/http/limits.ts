@@ -2,7 +2,7 @@ import { STATUS_CODES, type Server } from 'node:http';
 import { isIP, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { AcceptedError, ERROR_CODES } from '../domain/errors.ts';
-import { PROBLEM_CONTENT_TYPE, toProblem } from './problem.ts';
+import { PROBLEM_CONTENT_TYPE, toProblem } from '../wire/problem.ts';
 
 /**
  * The bounds the HTTP server puts on what a client controls at the connection level: header

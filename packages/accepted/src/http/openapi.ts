@@ -3,7 +3,7 @@ import { MAX_JSON_DEPTH } from '../domain/json.ts';
 import { EVENT_TYPES, type EventType } from '../domain/events.ts';
 import { callbackWants } from '../domain/webhooks.ts';
 import type { OperationDefinition } from '../engine/definition.ts';
-import { SUBMIT_REQUEST_SCHEMA } from '../engine/submit.ts';
+import { SUBMIT_REQUEST_SCHEMA } from '../wire/submit.ts';
 import {
   ATTEMPT_LIST_SCHEMA,
   ATTEMPT_SCHEMA,
@@ -17,7 +17,7 @@ import {
   ENDPOINT_SCHEMA,
   PAGE_QUERY_SCHEMA,
   REPLAY_REQUEST_SCHEMA,
-} from '../webhooks/schemas.ts';
+} from '../wire/webhook-schemas.ts';
 import {
   EVENT_PAGE_SCHEMA,
   EVENT_SCHEMA,
@@ -33,7 +33,7 @@ import {
   STREAM_TOKEN_SCHEMA,
   TENANT_EVENTS_QUERY_SCHEMA,
   WS_QUERY_SCHEMA,
-} from './schemas.ts';
+} from '../wire/schemas.ts';
 import { DEFAULT_HTTP_LIMITS } from './limits.ts';
 
 export interface OpenApiOptions {

@@ -11,32 +11,32 @@ import {
   parseTraceparent,
   preferredReturn,
   preferredWait,
-} from './headers.ts';
-import { etagOf, operationPath, retryAfterOf, toMonitor, toWireEvent } from './monitor.ts';
-import { queryValidator } from './query.ts';
-import { EVENTS_QUERY_SCHEMA, LIST_QUERY_SCHEMA, MONITOR_QUERY_SCHEMA } from './schemas.ts';
-import type { StreamHub } from '../stream/hub.ts';
-import { assertOperationScope, labelPairs, operationEventStream } from '../stream/routes.ts';
-import { wantsEventStream } from '../stream/sse.ts';
-import type { StreamGrant } from '../stream/tokens.ts';
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    /** The caller's tenant (from its API key; `default` in local development mode). */
-    tenant: string;
-    /** Set when the caller came with a stream token instead of an API key. */
-    streamGrant: StreamGrant | null;
-  }
-}
+} from '../wire/headers.ts';
+import { etagOf, operationPath, retryAfterOf, toWireEvent } from '../wire/monitor.ts';
+import { monitorAt } from '../wire/mount.ts';
+import { queryValidator } from '../wire/validate.ts';
+import { EVENTS_QUERY_SCHEMA, LIST_QUERY_SCHEMA, MONITOR_QUERY_SCHEMA } from '../wire/schemas.ts';
+import { assertOperationScope, labelPairs, wantsEventStream } from '../wire/request.ts';
 
 export interface OperationRoutesOptions {
   accepted: Accepted;
   /** Longest hold of a long poll or of a `Prefer: wait` submit, in seconds. */
   maxWaitSeconds: number;
-  /** The absolute base URL of this API as clients see it (for `Operation-Location`). */
+  /**
+   * The absolute base URL of this API as clients see it, its mount prefix included (for
+   * `Operation-Location`).
+   */
   baseUrl: (request: FastifyRequest) => string;
-  /** Serves the events route as a stream when the client asks for `text/event-stream`. */
-  hub: StreamHub;
+  /**
+   * Serves the events route as a stream when the client asks for `text/event-stream` (the
+   * stream edge's, joined in by the composition root); without it the route answers JSON.
+   */
+  eventStream?: (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    id: string,
+    after: number | undefined,
+  ) => Promise<unknown>;
   /** Refuses a callbackUrl deliveries could not be sent to (URL_NOT_ALLOWED). */
   checkCallbackUrl?: (url: string) => void;
 }
@@ -174,10 +174,12 @@ export function registerOperationRoutes(app: FastifyInstance, options: Operation
       pollingHeaders(request, reply, operation);
     } else {
       // Final already: no polling headers, so that generic pollers take this answer as done.
-      void reply.header('content-location', operationPath(operation.id));
+      void reply.header('content-location', request.acceptedPrefix + operationPath(operation.id));
     }
     void reply.status(status);
-    return representation === 'minimal' ? reply.send() : toMonitor(operation);
+    return representation === 'minimal'
+      ? reply.send()
+      : monitorAt(operation, request.acceptedPrefix);
   });
 
   app.get('/v1/operations', async (request, reply) => {
@@ -195,10 +197,16 @@ export function registerOperationRoutes(app: FastifyInstance, options: Operation
       // The query as the client wrote it (repeated parameters stay repeated), new cursor.
       const next = new URLSearchParams(request.url.slice(request.url.indexOf('?') + 1));
       next.set('cursor', page.nextCursor);
-      void reply.header('link', `</v1/operations?${next.toString()}>; rel="next"`);
+      void reply.header(
+        'link',
+        `<${request.acceptedPrefix}/v1/operations?${next.toString()}>; rel="next"`,
+      );
     }
     void reply.header('cache-control', 'no-cache');
-    return { items: page.items.map(toMonitor), nextCursor: page.nextCursor };
+    return {
+      items: page.items.map((item) => monitorAt(item, request.acceptedPrefix)),
+      nextCursor: page.nextCursor,
+    };
   });
 
   app.get<{ Params: IdParams }>('/v1/operations/:id', async (request, reply) => {
@@ -225,14 +233,14 @@ export function registerOperationRoutes(app: FastifyInstance, options: Operation
     }
     stateHeaders(reply, operation);
     if (noneMatch(ifNoneMatch, etagOf(operation))) return reply.status(304).send();
-    return toMonitor(operation);
+    return monitorAt(operation, request.acceptedPrefix);
   });
 
   app.get<{ Params: IdParams }>('/v1/operations/:id/events', async (request, reply) => {
     const { id } = request.params;
     const query = parseEventsQuery(request.query);
-    if (wantsEventStream(request)) {
-      return operationEventStream(options.hub, request, reply, id, query.after);
+    if (options.eventStream && wantsEventStream(request)) {
+      return options.eventStream(request, reply, id, query.after);
     }
     assertOperationScope(request, id);
     await getOwn(request, id);
@@ -255,10 +263,10 @@ export function registerOperationRoutes(app: FastifyInstance, options: Operation
       async (request, reply, id) => {
         const operation = await accepted.cancel(id, conditional(request));
         stateHeaders(reply, operation);
-        if (isTerminal(operation.status)) return toMonitor(operation);
+        if (isTerminal(operation.status)) return monitorAt(operation, request.acceptedPrefix);
         // Running: cancellation is requested; the handler is aborted and the end comes later.
         pollingHeaders(request, reply, operation);
-        return reply.status(202).send(toMonitor(operation));
+        return reply.status(202).send(monitorAt(operation, request.acceptedPrefix));
       },
     ],
     [
@@ -267,7 +275,7 @@ export function registerOperationRoutes(app: FastifyInstance, options: Operation
         const operation = await accepted.retry(id, conditional(request));
         stateHeaders(reply, operation);
         pollingHeaders(request, reply, operation);
-        return reply.status(202).send(toMonitor(operation));
+        return reply.status(202).send(monitorAt(operation, request.acceptedPrefix));
       },
     ],
   ]);

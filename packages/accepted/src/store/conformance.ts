@@ -1,7 +1,9 @@
 /**
- * The store conformance suite: one set of tests that every `Store` adapter must pass. An
- * adapter's test file calls `storeConformance('name', factory)`; the factory returns a fresh,
- * empty, opened store (its own file, schema or database) and a cleanup.
+ * The store conformance suite: the tests every `Store` adapter must pass, in parts: the
+ * operations store (`operationsConformance`) and each capability (`webhooksConformance`,
+ * `consumersConformance`), each runnable on its own. An adapter's test file calls
+ * `storeConformance('name', factory)` (every part, or `{ parts }`); the factory returns a
+ * fresh, empty, opened store (its own file, schema or database) and a cleanup.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -9,11 +11,74 @@ import { AcceptedError } from '../domain/errors.ts';
 import { newOperationId } from '../domain/ids.ts';
 import type { NewOperation } from '../domain/operation.ts';
 import type { NewEndpoint } from '../domain/webhooks.ts';
-import type { ClaimedDelivery, DispatchRequest, Store, StoreHint } from './store.ts';
+import { WEBHOOK_CONSUMER } from './consumer-rules.ts';
+import type { ConsumerStore } from './consumers.ts';
+import type {
+  ClaimedDelivery,
+  DispatchRequest,
+  DispatchResult,
+  Store,
+  StoreHint,
+  WebhookStore,
+} from './store.ts';
 
 export interface StoreFixture {
   store: Store;
   cleanup(): Promise<void>;
+  /**
+   * Another store, opened, on the same data as `store` (another node on the same schema),
+   * when the adapter lets several share it; closed by `cleanup`. Without it (an embedded store
+   * owned by one process) the consumer tests play the second node through the same store.
+   */
+  peer?(): Promise<Store>;
+}
+
+/** The parts of the suite: the operations store and each capability. */
+export type ConformancePart = 'operations' | 'webhooks' | 'consumers';
+
+export const CONFORMANCE_PARTS: readonly ConformancePart[] = [
+  'operations',
+  'webhooks',
+  'consumers',
+];
+
+/**
+ * Every part of the suite (or `options.parts`) against the adapter `factory` makes. A part for
+ * a capability the store lacks fails, saying so: leave it out of `parts`.
+ */
+export function storeConformance(
+  name: string,
+  factory: () => Promise<StoreFixture>,
+  options: { parts?: readonly ConformancePart[] } = {},
+): void {
+  const parts = new Set(options.parts ?? CONFORMANCE_PARTS);
+  if (parts.has('operations')) operationsConformance(name, factory);
+  if (parts.has('webhooks')) webhooksConformance(name, factory);
+  if (parts.has('consumers')) consumersConformance(name, factory);
+}
+
+/** Runs a test on a fresh fixture, cleaning up whatever happens. */
+function runner(factory: () => Promise<StoreFixture>) {
+  return async (run: (store: Store, fixture: StoreFixture) => Promise<void>): Promise<void> => {
+    const fixture = await factory();
+    try {
+      await run(fixture.store, fixture);
+    } finally {
+      await fixture.cleanup();
+    }
+  };
+}
+
+/** The store's webhook capability; a failure saying so when it has none. */
+export function webhooksOf(store: Store): WebhookStore {
+  assert.ok(store.webhooks, `the ${store.kind} store offers no webhooks capability`);
+  return store.webhooks;
+}
+
+/** The store's relay cursor capability; a failure saying so when it has none. */
+export function consumersOf(store: Store): ConsumerStore {
+  assert.ok(store.consumers, `the ${store.kind} store offers no consumers capability`);
+  return store.consumers;
 }
 
 /** A new operation of tenant `t1` for store tests, with `overrides`. */
@@ -51,7 +116,7 @@ function newEndpoint(overrides: Partial<NewEndpoint> = {}): NewEndpoint {
 
 let deliveryCount = 0;
 /** A dispatch request with deterministic ids and a payload naming the event. */
-function dispatchRequest(now: number): DispatchRequest {
+function dispatchRequest(now: number): Omit<DispatchRequest, 'lease'> {
   return {
     limit: 100,
     now,
@@ -59,6 +124,18 @@ function dispatchRequest(now: number): DispatchRequest {
     newSecret: () => 'whsec_Y2FsbGJhY2stc2VjcmV0LWNhbGxiYWNrLXNlY3JldA==',
     payload: (event) => JSON.stringify({ type: event.type, seq: event.seq }),
   };
+}
+
+/** One dispatch pass at `now`, under the `webhooks` consumer's lease (taken or renewed). */
+export async function dispatch(store: Store, now: number, limit = 100): Promise<DispatchResult> {
+  const lease = await consumersOf(store).acquire({
+    name: WEBHOOK_CONSUMER,
+    holder: 'conformance',
+    leaseMs: 3_600_000,
+    now,
+  });
+  assert.ok(lease, 'the webhooks consumer is free');
+  return webhooksOf(store).dispatchDeliveries({ ...dispatchRequest(now), limit, lease });
 }
 
 async function rejectsWith(promise: Promise<unknown>, code: string): Promise<void> {
@@ -78,16 +155,10 @@ async function until(check: () => boolean): Promise<void> {
   }
 }
 
-export function storeConformance(name: string, factory: () => Promise<StoreFixture>): void {
-  describe(`Store conformance: ${name}`, () => {
-    async function withStore(run: (store: Store) => Promise<void>): Promise<void> {
-      const fixture = await factory();
-      try {
-        await run(fixture.store);
-      } finally {
-        await fixture.cleanup();
-      }
-    }
+/** The operations store: operations, leases, the log, idempotency keys, retention, hints. */
+export function operationsConformance(name: string, factory: () => Promise<StoreFixture>): void {
+  describe(`Store conformance: ${name}: operations`, () => {
+    const withStore = runner(factory);
 
     const claimOne = async (store: Store, now = 2_000, leaseMs = 10_000) => {
       const { claimed } = await store.claim({ owner: 'w1', types: null, limit: 1, leaseMs, now });
@@ -641,288 +712,6 @@ export function storeConformance(name: string, factory: () => Promise<StoreFixtu
         }
       }));
 
-    describe('webhooks', () => {
-      const attempt = (claimed: ClaimedDelivery, status: number | null, at: number) => ({
-        deliveryId: claimed.delivery.id,
-        attempt: claimed.delivery.attempts + 1,
-        startedAt: at,
-        durationMs: 3,
-        status,
-        error: status === null ? 'TIMEOUT' : null,
-        responseBody: `answer ${String(status)}`,
-      });
-
-      it('keeps endpoints per tenant, versioned, with secrets that rotate', () =>
-        withStore(async (store) => {
-          const created = await store.createEndpoint(
-            newEndpoint({ eventTypes: ['operation.succeeded'], labels: { team: 'a' } }),
-            1_000,
-          );
-          assert.equal(created.version, 1);
-          assert.equal(created.enabled, true);
-          assert.deepEqual(created.eventTypes, ['operation.succeeded']);
-          assert.equal(await store.getEndpoint(created.id, 'other'), null);
-          await rejectsWith(
-            store.updateEndpoint(created.id, 't1', { description: 'x' }, 1_100, [7]),
-            'PRECONDITION_FAILED',
-          );
-          const updated = await store.updateEndpoint(
-            created.id,
-            't1',
-            { description: 'orders', enabled: false },
-            1_200,
-            [1],
-          );
-          assert.equal(updated.version, 2);
-          assert.equal(updated.description, 'orders');
-          assert.equal(updated.disabledReason, 'MANUAL');
-          const rotated = await store.rotateEndpointSecret(
-            created.id,
-            't1',
-            'whsec_bmV3LW5ldy1uZXctbmV3LW5ldy1uZXctbmV3IQ==',
-            Date.now() + 60_000,
-            1_300,
-          );
-          assert.deepEqual(
-            rotated.secrets.map((entry) => entry.secret),
-            ['whsec_bmV3LW5ldy1uZXctbmV3LW5ldy1uZXctbmV3IQ==', created.secrets[0]?.secret],
-          );
-          assert.equal(rotated.secrets[0]?.expiresAt, null);
-          const page = await store.listEndpoints({ tenant: 't1', limit: 10 });
-          assert.deepEqual(
-            page.items.map((e) => e.id),
-            [created.id],
-          );
-          await rejectsWith(
-            store.deleteEndpoint(created.id, 't1', 1_400, [1]),
-            'PRECONDITION_FAILED',
-          );
-          await store.deleteEndpoint(created.id, 't1', 1_400, [3]);
-          await rejectsWith(
-            store.getEndpoint(created.id, 't1').then((e) => {
-              if (!e) throw new AcceptedError('ENDPOINT_NOT_FOUND', 'gone');
-            }),
-            'ENDPOINT_NOT_FOUND',
-          );
-          await rejectsWith(
-            store.updateEndpoint(created.id, 't1', { description: 'y' }, 1_500),
-            'ENDPOINT_NOT_FOUND',
-          );
-        }));
-
-      it('makes deliveries from the log for matching endpoints and callbacks, once', () =>
-        withStore(async (store) => {
-          const all = await store.createEndpoint(newEndpoint(), 1_000);
-          const done = await store.createEndpoint(
-            newEndpoint({ eventTypes: ['operation.succeeded'] }),
-            1_000,
-          );
-          const red = await store.createEndpoint(newEndpoint({ labels: { team: 'red' } }), 1_000);
-          await store.createEndpoint(newEndpoint({ tenant: 'other' }), 1_000);
-          const op = newOp({ labels: { team: 'red' }, callbackUrl: 'https://example.com/cb' });
-          await store.create(op, 1_000);
-          const plain = newOp();
-          await store.create(plain, 1_000);
-          const { claimed } = await store.claim({
-            owner: 'w',
-            types: null,
-            limit: 10,
-            leaseMs: 10_000,
-            now: 1_100,
-          });
-          for (const { lease } of claimed) await store.complete(lease, null, 1_200);
-          const made = await store.dispatchDeliveries(dispatchRequest(1_300));
-          assert.equal(made.events, 6);
-          // op: 3 events to `all` and `red`, the callback (not for progress), 1 to `done`;
-          // plain: 3 to `all`, 1 to `done`.
-          assert.equal(made.deliveries, 3 + 3 + 3 + 1 + 3 + 1);
-          assert.deepEqual(await store.dispatchDeliveries(dispatchRequest(1_400)), {
-            events: 0,
-            deliveries: 0,
-          });
-          const list = async (query: Partial<Parameters<Store['listDeliveries']>[0]>) =>
-            (await store.listDeliveries({ tenant: 't1', limit: 100, ...query })).items;
-          assert.equal((await list({ endpointId: red.id })).length, 3);
-          assert.equal((await list({ endpointId: done.id })).length, 2);
-          assert.equal((await list({ endpointId: all.id, operationId: plain.id })).length, 3);
-          const callbacks = (await list({ operationId: op.id })).filter(
-            (d) => d.target === 'callback',
-          );
-          assert.deepEqual(
-            callbacks.map((d) => d.url),
-            ['https://example.com/cb', 'https://example.com/cb', 'https://example.com/cb'],
-          );
-          const secrets = await store.callbackSecrets('t1', 'whsec_unused', 1_500);
-          assert.equal(secrets[0]?.secret, 'whsec_Y2FsbGJhY2stc2VjcmV0LWNhbGxiYWNrLXNlY3JldA==');
-          const first = (await list({ endpointId: red.id })).at(-1);
-          assert.equal(
-            first?.payload,
-            JSON.stringify({ type: 'operation.queued', seq: first?.eventSeq }),
-          );
-          assert.equal(first?.eventId.startsWith('evt_'), true);
-        }));
-
-      it('claims the first pending delivery of each line, leases it, and records outcomes', () =>
-        withStore(async (store) => {
-          const endpoint = await store.createEndpoint(newEndpoint(), 1_000);
-          const a = newOp();
-          const b = newOp();
-          await store.create(a, 1_000);
-          await store.create(b, 1_000);
-          const { claimed: ops } = await store.claim({
-            owner: 'w',
-            types: null,
-            limit: 10,
-            leaseMs: 10_000,
-            now: 1_100,
-          });
-          for (const { lease } of ops) await store.complete(lease, null, 1_200);
-          await store.dispatchDeliveries(dispatchRequest(2_000));
-          // Two lines (a and b) of three events each: one claim gets the head of each.
-          const first = await store.claimDeliveries({ now: 2_000, limit: 10, leaseMs: 5_000 });
-          assert.equal(first.length, 2);
-          assert.deepEqual(
-            new Set(first.map((c) => c.delivery.operationId)),
-            new Set([a.id, b.id]),
-          );
-          assert.ok(first.every((c) => c.delivery.eventType === 'operation.queued'));
-          assert.deepEqual(first[0]?.secrets, [endpoint.secrets[0]?.secret]);
-          // Leased: nobody else gets them, and the rest of each line waits behind them.
-          assert.equal(
-            (await store.claimDeliveries({ now: 2_001, limit: 10, leaseMs: 5_000 })).length,
-            0,
-          );
-          const [ofA, ofB] = [a, b].map((op) =>
-            first.find((c) => c.delivery.operationId === op.id)!,
-          );
-          // a's head fails (retry later): b's line goes on, a's stays held back.
-          await store.recordAttempt({
-            lease: ofA!.leaseToken,
-            attempt: attempt(ofA!, 500, 2_010),
-            result: 'retry',
-            nextAttemptAt: 9_000,
-          });
-          await store.recordAttempt({
-            lease: ofB!.leaseToken,
-            attempt: attempt(ofB!, 200, 2_010),
-            result: 'delivered',
-          });
-          const second = await store.claimDeliveries({ now: 2_100, limit: 10, leaseMs: 5_000 });
-          assert.deepEqual(
-            second.map((c) => [c.delivery.operationId, c.delivery.eventType]),
-            [[b.id, 'operation.started']],
-          );
-          assert.ok(second[0]?.failingSince !== undefined);
-          const failingSince = (await store.getEndpoint(endpoint.id, 't1'))?.failingSince;
-          assert.equal(failingSince, null, 'a success since clears the failure record');
-          // An expired lease is claimed again; the retry comes due at its time.
-          assert.equal(
-            (await store.claimDeliveries({ now: 8_999, limit: 10, leaseMs: 5_000 })).filter(
-              (c) => c.delivery.operationId === a.id,
-            ).length,
-            0,
-          );
-          const again = await store.claimDeliveries({ now: 9_000, limit: 10, leaseMs: 5_000 });
-          const retried = again.find((c) => c.delivery.operationId === a.id);
-          assert.equal(retried?.delivery.attempts, 1);
-          assert.equal(retried.delivery.eventType, 'operation.queued');
-          // A stale record (under a lease that was replaced by the new claim) changes nothing.
-          await store.recordAttempt({
-            lease: ofA!.leaseToken,
-            attempt: attempt(ofA!, 200, 9_001),
-            result: 'delivered',
-          });
-          assert.equal((await store.getDelivery(retried.delivery.id, 't1'))?.status, 'pending');
-          await store.recordAttempt({
-            lease: retried.leaseToken,
-            attempt: attempt(retried, null, 9_010),
-            result: 'failed',
-          });
-          const dead = await store.getDelivery(retried.delivery.id, 't1');
-          assert.equal(dead?.status, 'failed');
-          assert.equal(dead.attempts, 2);
-          assert.equal(dead.lastError, 'TIMEOUT');
-          const attempts = await store.listAttempts(retried.delivery.id, 't1');
-          assert.deepEqual(
-            attempts.map((x) => [x.attempt, x.status, x.responseBody]),
-            [
-              [1, 500, 'answer 500'],
-              [2, null, 'answer null'],
-            ],
-          );
-          // A dead letter no longer holds its line back; replay makes it pending again.
-          const next = await store.claimDeliveries({ now: 9_100, limit: 10, leaseMs: 5_000 });
-          assert.ok(
-            next.some(
-              (c) =>
-                c.delivery.operationId === a.id && c.delivery.eventType === 'operation.started',
-            ),
-          );
-          const replayed = await store.replayDelivery(retried.delivery.id, 't1', 9_200);
-          assert.equal(replayed.status, 'pending');
-          assert.equal(replayed.roundStart, 2);
-          await rejectsWith(store.replayDelivery('dlv_missing', 't1', 9_200), 'DELIVERY_NOT_FOUND');
-          assert.equal(await store.getDelivery(retried.delivery.id, 'other'), null);
-        }));
-
-      it('disables an endpoint on request of an outcome, with an endpoint.disabled event', () =>
-        withStore(async (store) => {
-          const endpoint = await store.createEndpoint(newEndpoint(), 1_000);
-          await store.create(newOp(), 1_000);
-          await store.dispatchDeliveries(dispatchRequest(1_100));
-          const [claimed] = await store.claimDeliveries({ now: 1_100, limit: 10, leaseMs: 5_000 });
-          assert.ok(claimed);
-          const before = await store.lastSeq();
-          await store.recordAttempt({
-            lease: claimed.leaseToken,
-            attempt: attempt(claimed, 410, 1_200),
-            result: 'failed',
-            disableEndpoint: { reason: 'GONE', message: 'gone' },
-          });
-          const disabled = await store.getEndpoint(endpoint.id, 't1');
-          assert.equal(disabled?.enabled, false);
-          assert.equal(disabled.disabledReason, 'GONE');
-          const [event] = await store.readEvents({ after: before, limit: 10 });
-          assert.equal(event?.type, 'endpoint.disabled');
-          assert.equal(event.operationId, endpoint.id);
-          assert.deepEqual(event.data.endpoint, {
-            id: endpoint.id,
-            url: endpoint.url,
-            reason: 'GONE',
-            message: 'gone',
-          });
-          // Deliveries to a disabled endpoint wait; new events make none for it.
-          await store.create(newOp(), 1_300);
-          await store.dispatchDeliveries(dispatchRequest(1_300));
-          assert.equal(
-            (await store.claimDeliveries({ now: 1_400, limit: 10, leaseMs: 5_000 })).length,
-            0,
-          );
-          const enabled = await store.updateEndpoint(endpoint.id, 't1', { enabled: true }, 1_500);
-          assert.equal(enabled.failingSince, null);
-          const replays = await store.replayEndpoint(endpoint.id, 't1', 0, 1_600);
-          assert.equal(replays, 1);
-        }));
-
-      it('purges finished deliveries and their attempts past retention', () =>
-        withStore(async (store) => {
-          await store.createEndpoint(newEndpoint(), 1_000);
-          await store.create(newOp(), 1_000);
-          await store.dispatchDeliveries(dispatchRequest(1_000));
-          const [claimed] = await store.claimDeliveries({ now: 1_000, limit: 1, leaseMs: 5_000 });
-          assert.ok(claimed);
-          await store.recordAttempt({
-            lease: claimed.leaseToken,
-            attempt: attempt(claimed, 200, 1_000),
-            result: 'delivered',
-          });
-          assert.equal(await store.purgeDeliveries(500, 100), 0);
-          assert.equal(await store.purgeDeliveries(2_000, 100), 1);
-          assert.equal(await store.getDelivery(claimed.delivery.id, 't1'), null);
-          assert.equal(await store.nextDeliveryAt(), null);
-        }));
-    });
-
     it('#12 a cancel request is not forgotten by a retry, a given-back lease or a final failure', () =>
       withStore(async (store) => {
         const cancel = { code: 'CANCELED', message: 'Canceled on request.' };
@@ -1114,6 +903,525 @@ export function storeConformance(name: string, factory: () => Promise<StoreFixtu
         const last = await store.lastSeq();
         await until(() => hints.some((h) => h.lastSeq === last));
         unsubscribe();
+      }));
+  });
+}
+
+/**
+ * The webhooks part: endpoints, secrets, deliveries made from the log (under the `webhooks`
+ * consumer's lease, so the store must also offer `consumers`), claims, records, replays and
+ * retention.
+ */
+export function webhooksConformance(name: string, factory: () => Promise<StoreFixture>): void {
+  describe(`Store conformance: ${name}: webhooks`, () => {
+    const withStore = runner(factory);
+    const attempt = (claimed: ClaimedDelivery, status: number | null, at: number) => ({
+      deliveryId: claimed.delivery.id,
+      attempt: claimed.delivery.attempts + 1,
+      startedAt: at,
+      durationMs: 3,
+      status,
+      error: status === null ? 'TIMEOUT' : null,
+      responseBody: `answer ${String(status)}`,
+    });
+
+    it('keeps endpoints per tenant, versioned, with secrets that rotate', () =>
+      withStore(async (store) => {
+        const hooks = webhooksOf(store);
+        const created = await hooks.createEndpoint(
+          newEndpoint({ eventTypes: ['operation.succeeded'], labels: { team: 'a' } }),
+          1_000,
+        );
+        assert.equal(created.version, 1);
+        assert.equal(created.enabled, true);
+        assert.deepEqual(created.eventTypes, ['operation.succeeded']);
+        assert.equal(await hooks.getEndpoint(created.id, 'other'), null);
+        await rejectsWith(
+          hooks.updateEndpoint(created.id, 't1', { description: 'x' }, 1_100, [7]),
+          'PRECONDITION_FAILED',
+        );
+        const updated = await hooks.updateEndpoint(
+          created.id,
+          't1',
+          { description: 'orders', enabled: false },
+          1_200,
+          [1],
+        );
+        assert.equal(updated.version, 2);
+        assert.equal(updated.description, 'orders');
+        assert.equal(updated.disabledReason, 'MANUAL');
+        const rotated = await hooks.rotateEndpointSecret(
+          created.id,
+          't1',
+          'whsec_bmV3LW5ldy1uZXctbmV3LW5ldy1uZXctbmV3IQ==',
+          Date.now() + 60_000,
+          1_300,
+        );
+        assert.deepEqual(
+          rotated.secrets.map((entry) => entry.secret),
+          ['whsec_bmV3LW5ldy1uZXctbmV3LW5ldy1uZXctbmV3IQ==', created.secrets[0]?.secret],
+        );
+        assert.equal(rotated.secrets[0]?.expiresAt, null);
+        const page = await hooks.listEndpoints({ tenant: 't1', limit: 10 });
+        assert.deepEqual(
+          page.items.map((e) => e.id),
+          [created.id],
+        );
+        await rejectsWith(
+          hooks.deleteEndpoint(created.id, 't1', 1_400, [1]),
+          'PRECONDITION_FAILED',
+        );
+        await hooks.deleteEndpoint(created.id, 't1', 1_400, [3]);
+        await rejectsWith(
+          hooks.getEndpoint(created.id, 't1').then((e) => {
+            if (!e) throw new AcceptedError('ENDPOINT_NOT_FOUND', 'gone');
+          }),
+          'ENDPOINT_NOT_FOUND',
+        );
+        await rejectsWith(
+          hooks.updateEndpoint(created.id, 't1', { description: 'y' }, 1_500),
+          'ENDPOINT_NOT_FOUND',
+        );
+      }));
+
+    it('makes deliveries from the log for matching endpoints and callbacks, once', () =>
+      withStore(async (store) => {
+        const hooks = webhooksOf(store);
+        const all = await hooks.createEndpoint(newEndpoint(), 1_000);
+        const done = await hooks.createEndpoint(
+          newEndpoint({ eventTypes: ['operation.succeeded'] }),
+          1_000,
+        );
+        const red = await hooks.createEndpoint(newEndpoint({ labels: { team: 'red' } }), 1_000);
+        await hooks.createEndpoint(newEndpoint({ tenant: 'other' }), 1_000);
+        const op = newOp({ labels: { team: 'red' }, callbackUrl: 'https://example.com/cb' });
+        await store.create(op, 1_000);
+        const plain = newOp();
+        await store.create(plain, 1_000);
+        const { claimed } = await store.claim({
+          owner: 'w',
+          types: null,
+          limit: 10,
+          leaseMs: 10_000,
+          now: 1_100,
+        });
+        for (const { lease } of claimed) await store.complete(lease, null, 1_200);
+        const made = await dispatch(store, 1_300);
+        assert.equal(made.events, 6);
+        // op: 3 events to `all` and `red`, the callback (not for progress), 1 to `done`;
+        // plain: 3 to `all`, 1 to `done`.
+        assert.equal(made.deliveries, 3 + 3 + 3 + 1 + 3 + 1);
+        const again = await dispatch(store, 1_400);
+        assert.deepEqual([again.events, again.deliveries], [0, 0]);
+        const list = async (query: Partial<Parameters<WebhookStore['listDeliveries']>[0]>) =>
+          (await hooks.listDeliveries({ tenant: 't1', limit: 100, ...query })).items;
+        assert.equal((await list({ endpointId: red.id })).length, 3);
+        assert.equal((await list({ endpointId: done.id })).length, 2);
+        assert.equal((await list({ endpointId: all.id, operationId: plain.id })).length, 3);
+        const callbacks = (await list({ operationId: op.id })).filter(
+          (d) => d.target === 'callback',
+        );
+        assert.deepEqual(
+          callbacks.map((d) => d.url),
+          ['https://example.com/cb', 'https://example.com/cb', 'https://example.com/cb'],
+        );
+        const secrets = await hooks.callbackSecrets('t1', 'whsec_unused', 1_500);
+        assert.equal(secrets[0]?.secret, 'whsec_Y2FsbGJhY2stc2VjcmV0LWNhbGxiYWNrLXNlY3JldA==');
+        const first = (await list({ endpointId: red.id })).at(-1);
+        assert.equal(
+          first?.payload,
+          JSON.stringify({ type: 'operation.queued', seq: first?.eventSeq }),
+        );
+        assert.equal(first?.eventId.startsWith('evt_'), true);
+      }));
+
+    it('claims the first pending delivery of each line, leases it, and records outcomes', () =>
+      withStore(async (store) => {
+        const hooks = webhooksOf(store);
+        const endpoint = await hooks.createEndpoint(newEndpoint(), 1_000);
+        const a = newOp();
+        const b = newOp();
+        await store.create(a, 1_000);
+        await store.create(b, 1_000);
+        const { claimed: ops } = await store.claim({
+          owner: 'w',
+          types: null,
+          limit: 10,
+          leaseMs: 10_000,
+          now: 1_100,
+        });
+        for (const { lease } of ops) await store.complete(lease, null, 1_200);
+        await dispatch(store, 2_000);
+        // Two lines (a and b) of three events each: one claim gets the head of each.
+        const first = await hooks.claimDeliveries({ now: 2_000, limit: 10, leaseMs: 5_000 });
+        assert.equal(first.length, 2);
+        assert.deepEqual(new Set(first.map((c) => c.delivery.operationId)), new Set([a.id, b.id]));
+        assert.ok(first.every((c) => c.delivery.eventType === 'operation.queued'));
+        assert.deepEqual(first[0]?.secrets, [endpoint.secrets[0]?.secret]);
+        // Leased: nobody else gets them, and the rest of each line waits behind them.
+        assert.equal(
+          (await hooks.claimDeliveries({ now: 2_001, limit: 10, leaseMs: 5_000 })).length,
+          0,
+        );
+        const [ofA, ofB] = [a, b].map((op) => first.find((c) => c.delivery.operationId === op.id)!);
+        // a's head fails (retry later): b's line goes on, a's stays held back.
+        await hooks.recordAttempt({
+          lease: ofA!.leaseToken,
+          attempt: attempt(ofA!, 500, 2_010),
+          result: 'retry',
+          nextAttemptAt: 9_000,
+        });
+        await hooks.recordAttempt({
+          lease: ofB!.leaseToken,
+          attempt: attempt(ofB!, 200, 2_010),
+          result: 'delivered',
+        });
+        const second = await hooks.claimDeliveries({ now: 2_100, limit: 10, leaseMs: 5_000 });
+        assert.deepEqual(
+          second.map((c) => [c.delivery.operationId, c.delivery.eventType]),
+          [[b.id, 'operation.started']],
+        );
+        assert.ok(second[0]?.failingSince !== undefined);
+        const failingSince = (await hooks.getEndpoint(endpoint.id, 't1'))?.failingSince;
+        assert.equal(failingSince, null, 'a success since clears the failure record');
+        // An expired lease is claimed again; the retry comes due at its time.
+        assert.equal(
+          (await hooks.claimDeliveries({ now: 8_999, limit: 10, leaseMs: 5_000 })).filter(
+            (c) => c.delivery.operationId === a.id,
+          ).length,
+          0,
+        );
+        const again = await hooks.claimDeliveries({ now: 9_000, limit: 10, leaseMs: 5_000 });
+        const retried = again.find((c) => c.delivery.operationId === a.id);
+        assert.equal(retried?.delivery.attempts, 1);
+        assert.equal(retried.delivery.eventType, 'operation.queued');
+        // A stale record (under a lease that was replaced by the new claim) changes nothing.
+        await hooks.recordAttempt({
+          lease: ofA!.leaseToken,
+          attempt: attempt(ofA!, 200, 9_001),
+          result: 'delivered',
+        });
+        assert.equal((await hooks.getDelivery(retried.delivery.id, 't1'))?.status, 'pending');
+        await hooks.recordAttempt({
+          lease: retried.leaseToken,
+          attempt: attempt(retried, null, 9_010),
+          result: 'failed',
+        });
+        const dead = await hooks.getDelivery(retried.delivery.id, 't1');
+        assert.equal(dead?.status, 'failed');
+        assert.equal(dead.attempts, 2);
+        assert.equal(dead.lastError, 'TIMEOUT');
+        const attempts = await hooks.listAttempts(retried.delivery.id, 't1');
+        assert.deepEqual(
+          attempts.map((x) => [x.attempt, x.status, x.responseBody]),
+          [
+            [1, 500, 'answer 500'],
+            [2, null, 'answer null'],
+          ],
+        );
+        // A dead letter no longer holds its line back; replay makes it pending again.
+        const next = await hooks.claimDeliveries({ now: 9_100, limit: 10, leaseMs: 5_000 });
+        assert.ok(
+          next.some(
+            (c) => c.delivery.operationId === a.id && c.delivery.eventType === 'operation.started',
+          ),
+        );
+        const replayed = await hooks.replayDelivery(retried.delivery.id, 't1', 9_200);
+        assert.equal(replayed.status, 'pending');
+        assert.equal(replayed.roundStart, 2);
+        await rejectsWith(hooks.replayDelivery('dlv_missing', 't1', 9_200), 'DELIVERY_NOT_FOUND');
+        assert.equal(await hooks.getDelivery(retried.delivery.id, 'other'), null);
+      }));
+
+    it('disables an endpoint on request of an outcome, with an endpoint.disabled event', () =>
+      withStore(async (store) => {
+        const hooks = webhooksOf(store);
+        const endpoint = await hooks.createEndpoint(newEndpoint(), 1_000);
+        await store.create(newOp(), 1_000);
+        await dispatch(store, 1_100);
+        const [claimed] = await hooks.claimDeliveries({ now: 1_100, limit: 10, leaseMs: 5_000 });
+        assert.ok(claimed);
+        const before = await store.lastSeq();
+        await hooks.recordAttempt({
+          lease: claimed.leaseToken,
+          attempt: attempt(claimed, 410, 1_200),
+          result: 'failed',
+          disableEndpoint: { reason: 'GONE', message: 'gone' },
+        });
+        const disabled = await hooks.getEndpoint(endpoint.id, 't1');
+        assert.equal(disabled?.enabled, false);
+        assert.equal(disabled.disabledReason, 'GONE');
+        const [event] = await store.readEvents({ after: before, limit: 10 });
+        assert.equal(event?.type, 'endpoint.disabled');
+        assert.equal(event.operationId, endpoint.id);
+        assert.deepEqual(event.data.endpoint, {
+          id: endpoint.id,
+          url: endpoint.url,
+          reason: 'GONE',
+          message: 'gone',
+        });
+        // Deliveries to a disabled endpoint wait; new events make none for it.
+        await store.create(newOp(), 1_300);
+        await dispatch(store, 1_300);
+        assert.equal(
+          (await hooks.claimDeliveries({ now: 1_400, limit: 10, leaseMs: 5_000 })).length,
+          0,
+        );
+        const enabled = await hooks.updateEndpoint(endpoint.id, 't1', { enabled: true }, 1_500);
+        assert.equal(enabled.failingSince, null);
+        const replays = await hooks.replayEndpoint(endpoint.id, 't1', 0, 1_600);
+        assert.equal(replays, 1);
+      }));
+
+    it("dispatches under the webhooks consumer's lease, committing its position in the same transaction", () =>
+      withStore(async (store) => {
+        const hooks = webhooksOf(store);
+        const consumers = consumersOf(store);
+        await hooks.createEndpoint(newEndpoint(), 1_000);
+        for (let i = 0; i < 3; i++) await store.create(newOp(), 1_000);
+        const a = await consumers.acquire({
+          name: WEBHOOK_CONSUMER,
+          holder: 'a',
+          leaseMs: 1_000,
+          now: 1_000,
+        });
+        assert.ok(a);
+        const first = await hooks.dispatchDeliveries({ ...dispatchRequest(1_000), lease: a });
+        assert.deepEqual([first.events, first.deliveries], [3, 3]);
+        assert.equal(first.lease.position, await store.lastSeq());
+        assert.equal(first.lease.token, a.token);
+        assert.equal((await consumers.get(WEBHOOK_CONSUMER))?.position, first.lease.position);
+        assert.equal((await consumers.get(WEBHOOK_CONSUMER))?.lag, 0);
+        // b takes over after a's lease expired; a, late, writes nothing.
+        for (let i = 0; i < 2; i++) await store.create(newOp(), 5_000);
+        const b = await consumers.acquire({
+          name: WEBHOOK_CONSUMER,
+          holder: 'b',
+          leaseMs: 1_000,
+          now: 60_000,
+        });
+        assert.ok(b);
+        await rejectsWith(
+          hooks.dispatchDeliveries({ ...dispatchRequest(60_001), lease: a }),
+          'LEASE_LOST',
+        );
+        const count = async () => (await hooks.listDeliveries({ tenant: 't1', limit: 100 })).items;
+        assert.equal((await count()).length, 3, 'a stale dispatcher makes no delivery');
+        assert.equal((await consumers.get(WEBHOOK_CONSUMER))?.position, first.lease.position);
+        assert.equal((await consumers.get(WEBHOOK_CONSUMER))?.lag, 2);
+        const second = await hooks.dispatchDeliveries({ ...dispatchRequest(60_002), lease: b });
+        assert.deepEqual([second.events, second.deliveries], [2, 2]);
+        const seqs = (await count()).map((d) => d.eventSeq).sort((x, y) => x - y);
+        const log = (await store.readEvents({ after: 0, limit: 100 })).map((e) => e.seq);
+        assert.deepEqual(seqs, log, 'every event once, across the take-over');
+      }));
+
+    it('purges finished deliveries and their attempts past retention', () =>
+      withStore(async (store) => {
+        const hooks = webhooksOf(store);
+        await hooks.createEndpoint(newEndpoint(), 1_000);
+        await store.create(newOp(), 1_000);
+        await dispatch(store, 1_000);
+        const [claimed] = await hooks.claimDeliveries({ now: 1_000, limit: 1, leaseMs: 5_000 });
+        assert.ok(claimed);
+        await hooks.recordAttempt({
+          lease: claimed.leaseToken,
+          attempt: attempt(claimed, 200, 1_000),
+          result: 'delivered',
+        });
+        assert.equal(await hooks.purgeDeliveries(500, 100), 0);
+        assert.equal(await hooks.purgeDeliveries(2_000, 100), 1);
+        assert.equal(await hooks.getDelivery(claimed.delivery.id, 't1'), null);
+        assert.equal(await hooks.nextDeliveryAt(), null);
+      }));
+  });
+}
+
+/**
+ * The consumers part (the relay cursor): creation at the log's end or start, one holder at a
+ * time (renewal, take-over after expiry under a new token), commits that only move forward and
+ * are refused under a stale token, release, lag; a relay that reads and commits in batches
+ * across a take-over skips nothing; two nodes never both hold one consumer.
+ */
+export function consumersConformance(name: string, factory: () => Promise<StoreFixture>): void {
+  describe(`Store conformance: ${name}: consumers`, () => {
+    const withStore = runner(factory);
+    const acquire = (
+      consumers: ConsumerStore,
+      holder: string,
+      now: number,
+      more: { name?: string; leaseMs?: number; startAt?: 'earliest' | 'latest' } = {},
+    ) =>
+      consumers.acquire({
+        name: more.name ?? 'bridge',
+        holder,
+        leaseMs: more.leaseMs ?? 1_000,
+        now,
+        ...(more.startAt ? { startAt: more.startAt } : {}),
+      });
+
+    it('creates a consumer at the end of the log (latest, default) or its start, and lists its lag', () =>
+      withStore(async (store) => {
+        const consumers = consumersOf(store);
+        for (let i = 0; i < 3; i++) await store.create(newOp(), 1_000);
+        const last = await store.lastSeq();
+        const latest = await acquire(consumers, 'a', 1_000, { name: 'bridge.latest' });
+        const earliest = await acquire(consumers, 'a', 1_000, {
+          name: 'bridge.earliest',
+          startAt: 'earliest',
+        });
+        assert.ok(latest && earliest);
+        assert.equal(latest.position, last);
+        assert.equal(earliest.position, 0);
+        assert.ok(latest.leaseUntil >= 2_000, `lease until ${latest.leaseUntil}`);
+        assert.notEqual(latest.token, earliest.token);
+        const listed = (await consumers.list()).filter((c) => c.name.startsWith('bridge.'));
+        assert.deepEqual(
+          listed.map((c) => [c.name, c.position, c.holder, c.lag]),
+          [
+            ['bridge.earliest', 0, 'a', last],
+            ['bridge.latest', last, 'a', 0],
+          ],
+        );
+        await store.create(newOp(), 1_100);
+        assert.equal((await consumers.get('bridge.latest'))?.lag, 1, 'lag follows the log');
+        assert.equal(await consumers.get('bridge.none'), null);
+        await rejectsWith(
+          acquire(consumers, 'a', 1_000, { name: 'no spaces' }),
+          'VALIDATION_FAILED',
+        );
+        await rejectsWith(acquire(consumers, 'a', 1_000, { leaseMs: 0 }), 'VALIDATION_FAILED');
+      }));
+
+    it('leases to one holder at a time: the same holder renews, another takes over after expiry with a new token', () =>
+      withStore(async (store) => {
+        const consumers = consumersOf(store);
+        const first = await acquire(consumers, 'a', 1_000);
+        assert.ok(first);
+        assert.equal(await acquire(consumers, 'b', 1_500), null, 'held by a');
+        const renewed = await acquire(consumers, 'a', 1_500);
+        assert.equal(renewed?.token, first.token, 'the same holder keeps its token');
+        assert.ok((renewed?.leaseUntil ?? 0) >= 2_500);
+        assert.equal(await acquire(consumers, 'b', 2_400), null, 'the renewal holds');
+        const taken = await acquire(consumers, 'b', 60_000);
+        assert.ok(taken, 'an expired lease is taken over');
+        assert.notEqual(taken.token, first.token);
+        assert.equal(taken.position, first.position);
+        assert.equal((await consumers.get('bridge'))?.holder, 'b');
+        await rejectsWith(consumers.commit(first, 0, 60_001), 'LEASE_LOST');
+        assert.equal(await acquire(consumers, 'a', 60_100), null, 'now b holds it');
+        // Even its old holder, coming back after expiry, gets a new token.
+        const back = await acquire(consumers, 'b', 200_000);
+        assert.ok(back && back.token !== taken.token);
+      }));
+
+    it('commits only forward, never past the log, and refuses a stale token changing nothing', () =>
+      withStore(async (store) => {
+        const consumers = consumersOf(store);
+        for (let i = 0; i < 5; i++) await store.create(newOp(), 1_000);
+        const seqs = (await store.readEvents({ after: 0, limit: 10 })).map((e) => e.seq);
+        const last = await store.lastSeq();
+        const lease = await acquire(consumers, 'a', 1_000, { startAt: 'earliest' });
+        assert.ok(lease);
+        const at3 = await consumers.commit(lease, seqs[2] ?? 0, 1_100);
+        assert.equal(at3.position, seqs[2]);
+        assert.ok(at3.leaseUntil >= 2_100, 'a commit renews the lease');
+        assert.equal((await consumers.get('bridge'))?.lag, last - (seqs[2] ?? 0));
+        const back = await consumers.commit(lease, seqs[0] ?? 0, 1_200);
+        assert.equal(back.position, seqs[2], 'a position never goes backwards');
+        await rejectsWith(consumers.commit(lease, last + 1, 1_300), 'VALIDATION_FAILED');
+        const before = await consumers.get('bridge');
+        await rejectsWith(
+          consumers.commit({ name: 'bridge', token: 'cl_forged' }, last, 1_300),
+          'LEASE_LOST',
+        );
+        const taken = await acquire(consumers, 'b', 100_000);
+        assert.ok(taken);
+        const stale = await consumers.get('bridge');
+        await rejectsWith(consumers.commit(lease, last, 100_001), 'LEASE_LOST');
+        assert.deepEqual(await consumers.get('bridge'), stale, 'a stale commit changes nothing');
+        assert.equal(before?.position, stale?.position);
+        await rejectsWith(
+          consumers.commit({ name: 'bridge.none', token: taken.token }, 0, 100_002),
+          'LEASE_LOST',
+        );
+        // Release: a stale token changes nothing; the holder's frees it at once.
+        await consumers.release(lease);
+        assert.equal((await consumers.get('bridge'))?.holder, 'b');
+        await consumers.release(taken);
+        const released = await consumers.get('bridge');
+        assert.equal(released?.holder, null);
+        assert.equal(released?.position, seqs[2], 'the position stays');
+        await rejectsWith(consumers.commit(taken, last, 100_003), 'LEASE_LOST');
+        const next = await acquire(consumers, 'c', 100_004);
+        assert.ok(next, 'a released lease is free before its expiry');
+        assert.equal(next.position, seqs[2]);
+      }));
+
+    it('skips no position: batches read and committed across a take-over deliver every seq once, in order', () =>
+      withStore(async (store) => {
+        const consumers = consumersOf(store);
+        for (let i = 0; i < 10; i++) await store.create(newOp(), 1_000);
+        const delivered: number[] = [];
+        /** One batch: read after the position, deliver, commit; false once the log is read. */
+        const batch = async (lease: { name: string; token: string }, now: number) => {
+          const position = (await consumers.get('bridge'))?.position ?? 0;
+          const events = await store.readEvents({ after: position, limit: 4 });
+          if (events.length === 0) return false;
+          const last = events.at(-1)?.seq ?? position;
+          await consumers.commit(lease, last, now);
+          delivered.push(...events.map((e) => e.seq)); // confirmed by the commit
+          return true;
+        };
+        const a = await acquire(consumers, 'a', 1_000, { startAt: 'earliest', leaseMs: 500 });
+        assert.ok(a);
+        assert.equal(await batch(a, 1_010), true);
+        assert.equal(await batch(a, 1_020), true);
+        // a reads a third batch, then stalls past its lease; meanwhile the log grows.
+        const position = (await consumers.get('bridge'))?.position ?? 0;
+        const stalled = await store.readEvents({ after: position, limit: 4 });
+        for (let i = 0; i < 5; i++) await store.create(newOp(), 1_030);
+        const b = await acquire(consumers, 'b', 10_000, { leaseMs: 500 });
+        assert.ok(b, 'b takes over');
+        assert.equal(b.position, position, 'from the last committed position');
+        assert.equal(await batch(b, 10_010), true);
+        // a wakes: its commit is refused, so its batch counts as not delivered.
+        await rejectsWith(consumers.commit(a, stalled.at(-1)?.seq ?? 0, 10_020), 'LEASE_LOST');
+        while (await batch(b, 10_030));
+        const all = (await store.readEvents({ after: 0, limit: 100 })).map((e) => e.seq);
+        assert.equal(all.length, 15);
+        assert.deepEqual(delivered, all, 'every seq once, in order');
+        const state = await consumers.get('bridge');
+        assert.equal(state?.position, all.at(-1));
+        assert.equal(state?.lag, 0);
+      }));
+
+    it('never lets two nodes hold one consumer, however their acquires race', () =>
+      withStore(async (store, fixture) => {
+        const other = fixture.peer ? await fixture.peer() : store;
+        const nodes = [consumersOf(store), consumersOf(other)];
+        const tokens = new Set<string>();
+        for (let round = 1; round <= 12; round++) {
+          // Each round starts after the last lease expired: both race for it (the first round
+          // also races to create the consumer).
+          const now = round * 10_000;
+          const results = await Promise.all(
+            Array.from({ length: 6 }, (_, i) =>
+              acquire(nodes[i % 2] as ConsumerStore, `node${i % 2}.${i}`, now, {
+                name: 'race',
+                leaseMs: 5_000,
+              }),
+            ),
+          );
+          const winners = results.filter((lease) => lease !== null);
+          assert.equal(winners.length, 1, `round ${round}: ${winners.length} holders`);
+          const winner = winners[0];
+          assert.ok(winner);
+          assert.ok(!tokens.has(winner.token), 'a new token each take-over');
+          tokens.add(winner.token);
+          const state = await nodes[round % 2]?.get('race');
+          assert.equal(state?.leaseUntil, winner.leaseUntil);
+        }
       }));
   });
 }

@@ -5,6 +5,7 @@ import {
   type EventType,
   type OperationEvent,
 } from '../domain/events.ts';
+import type { ChangedRow } from './operation-rows.ts';
 
 /** A row of the events table as every adapter reads it. */
 export interface EventRow {
@@ -28,6 +29,31 @@ export function labelsOf(
   if (value === null || value === '{}') return NO_LABELS;
   const labels = typeof value === 'string' ? (JSON.parse(value) as Record<string, string>) : value;
   return Object.keys(labels).length === 0 ? NO_LABELS : labels;
+}
+
+/**
+ * An event just written (by a transition on `row`, the operation's columns after it), as the
+ * adapter hands it to its listeners once committed at `seq`: what a read of its row would give.
+ */
+export function committedEvent(
+  seq: number,
+  row: ChangedRow<string | Record<string, string>>,
+  type: EventType,
+  data: EventData,
+  time: number,
+): OperationEvent {
+  return {
+    seq,
+    id: eventId(seq),
+    operationId: row.id,
+    tenant: row.tenant,
+    operationType: row.type,
+    version: row.version,
+    type,
+    data,
+    time,
+    labels: labelsOf(row.labels),
+  };
 }
 
 export function rowToEvent(row: EventRow): OperationEvent {

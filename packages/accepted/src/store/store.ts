@@ -1,4 +1,5 @@
-import type { OperationEvent, EventType } from '../domain/events.ts';
+import type { EndpointDisabledReason, EventType, OperationEvent } from '../domain/events.ts';
+import type { ConsumerLease, ConsumerRef, ConsumerStore } from './consumers.ts';
 import type {
   Attempt,
   Delivery,
@@ -30,10 +31,19 @@ import type {
  *   while an event with a smaller seq could still become visible (no gaps behind a cursor).
  * - Domain failures reject with `AcceptedError` (stable codes) and change nothing.
  * - Adapters may group many calls into one transaction (group commit); callers never see it.
+ *
+ * What the engine needs is this interface alone (the operations store). What edges need
+ * besides are capabilities an adapter may offer, each with its own interface and its own part
+ * of the conformance suite: `webhooks` (endpoints and deliveries) and `consumers` (the relay
+ * cursor). Both built-in adapters offer both.
  */
-export interface Store extends WebhookStore {
+export interface Store {
   /** Human-readable name of the adapter (`sqlite`, `postgres`). */
   readonly kind: string;
+  /** Webhook endpoints and deliveries, in the same database (required by `createWebhooks`). */
+  readonly webhooks?: WebhookStore;
+  /** Named consumers of the log with a leased, committed position (the relay cursor). */
+  readonly consumers?: ConsumerStore;
 
   /** Prepare the store (migrations, locks). Called once before any other method. */
   open(): Promise<void>;
@@ -314,12 +324,16 @@ export interface WebhookStore {
   ): Promise<SecretEntry[]>;
 
   /**
-   * Turns up to `limit` events after the dispatcher's cursor into deliveries, and moves the
-   * cursor past them, in one transaction: one delivery per enabled endpoint of the event's
-   * tenant that wants it, and one to the operation's callbackUrl when it has one and wants
-   * the event type. Returns how many events were read and deliveries made.
+   * Turns up to `limit` events after the position of the consumer whose lease the request
+   * names (`request.lease`, the `webhooks` consumer of the same store's `ConsumerStore`) into
+   * deliveries, and commits the consumer past them, in one transaction: one delivery per
+   * enabled endpoint of the event's tenant that wants it, and one to the operation's
+   * callbackUrl when it has one and wants the event type. The lease is checked in that
+   * transaction (LEASE_LOST, nothing written, when it is no longer held), so a crash or a
+   * take-over never duplicates nor skips a delivery. A batch that made deliveries renews the
+   * lease. Returns how many events were read and deliveries made, and the lease as it is now.
    */
-  dispatchDeliveries(request: DispatchRequest): Promise<{ events: number; deliveries: number }>;
+  dispatchDeliveries(request: DispatchRequest): Promise<DispatchResult>;
   /**
    * Leases up to `limit` claimable deliveries (see `nextDeliveryAt`) due at `now`, each under
    * a new lease token. An endpoint with a `rateLimit` gets at most that many claims per
@@ -365,6 +379,8 @@ export interface WebhookStore {
 }
 
 export interface DispatchRequest {
+  /** The lease of the dispatcher's consumer (`ConsumerStore.acquire`). */
+  lease: ConsumerRef;
   limit: number;
   now: number;
   /** A new delivery id. */
@@ -373,6 +389,13 @@ export interface DispatchRequest {
   newSecret: () => string;
   /** The exact body of a delivery of this event. */
   payload: (event: OperationEvent) => string;
+}
+
+export interface DispatchResult {
+  events: number;
+  deliveries: number;
+  /** The consumer after the batch: its position, and until when the lease holds. */
+  lease: ConsumerLease;
 }
 
 export interface ClaimedDelivery {
@@ -407,7 +430,7 @@ export interface AttemptOutcome {
    * Disable the delivery's endpoint (and say why), e.g. after a 410: in the same transaction
    * the store appends an `endpoint.disabled` event (operationId = the endpoint's id).
    */
-  disableEndpoint?: { reason: string; message: string };
+  disableEndpoint?: { reason: EndpointDisabledReason; message: string };
 }
 
 export interface DeliveryQuery {

@@ -1,14 +1,16 @@
 import { randomUUID } from 'node:crypto';
 import { AcceptedError } from '../domain/errors.ts';
-import { eventId, type EventType } from '../domain/events.ts';
+import { eventId, type EventData, type EventType } from '../domain/events.ts';
 import {
   CALLBACK_TARGET,
   callbackWants,
   endpointWants,
+  type Attempt,
   type Delivery,
   type DeliveryStatus,
   type Endpoint,
   type EndpointPatch,
+  type NewEndpoint,
   type SecretEntry,
 } from '../domain/webhooks.ts';
 import { rowToEvent, type EventRow } from './event-rows.ts';
@@ -540,3 +542,196 @@ export function endpointPatchColumns(
   set.push(['updated_at', now]);
   return set;
 }
+
+// ---- statements both adapters run ------------------------------------------------------------
+//
+// Written with PostgreSQL's numbered parameters (`$1`); the SQLite adapter runs them as `?1`,
+// bound by number. Plain SQL both understand: `true`/`false`, `RETURNING`, `ON CONFLICT`, no
+// casts, no boolean parameters.
+
+export const WEBHOOK_SQL = Object.freeze({
+  endpoint: 'SELECT * FROM webhook_endpoints WHERE id = $1 AND tenant = $2',
+  endpointExists: 'SELECT 1 AS found FROM webhook_endpoints WHERE id = $1',
+  insertEndpoint: `INSERT INTO webhook_endpoints (id, tenant, url, description, event_types,
+      labels, secrets, signing_key, retry_schedule, rate_limit, enabled, created_at, updated_at,
+      version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, true, $11, $11, 1)
+    RETURNING *`,
+  listEndpoints:
+    'SELECT * FROM webhook_endpoints WHERE tenant = $1 AND pk < $2 ORDER BY pk DESC LIMIT $3',
+  rotateEndpointSecret: `UPDATE webhook_endpoints SET secrets = $1, updated_at = $2,
+      version = version + 1 WHERE pk = $3 RETURNING *`,
+  /**
+   * An endpoint's pending deliveries fail when it is deleted. An attempt in flight keeps its
+   * lease token: its record logs the attempt and leaves the delivery failed (`planRecord`).
+   */
+  failEndpointDeliveries: `UPDATE webhook_deliveries SET status = 'failed',
+      last_error = 'ENDPOINT_DELETED', next_attempt_at = NULL, lease_until = NULL,
+      replayed_at = NULL, updated_at = $1
+    WHERE tenant = $2 AND target = $3 AND status = 'pending'`,
+  deleteEndpoint: 'DELETE FROM webhook_endpoints WHERE pk = $1',
+  callbackSecrets: 'SELECT secrets FROM callback_secrets WHERE tenant = $1',
+  insertCallbackSecrets: `INSERT INTO callback_secrets (tenant, secrets, updated_at)
+    VALUES ($1, $2, $3) ON CONFLICT (tenant) DO NOTHING`,
+  updateCallbackSecrets:
+    'UPDATE callback_secrets SET secrets = $1, updated_at = $2 WHERE tenant = $3',
+  /** The dispatcher's batch: up to `$2` events after the position `$1`. */
+  dispatchBatch: `SELECT CAST(count(*) AS integer) AS n, max(seq) AS last FROM
+      (SELECT seq FROM events WHERE seq > $1 ORDER BY seq LIMIT $2) b`,
+  /** Of the batch, only the events a target may want are read in full. */
+  dispatchEvents: `SELECT e.seq, e.operation_id, e.tenant, e.operation_type, e.version, e.type,
+      e.data, e.time, e.labels, o.callback_url FROM events e
+    LEFT JOIN operations o ON o.id = e.operation_id
+    WHERE e.seq > $1 AND e.seq <= $2 AND (o.callback_url IS NOT NULL
+      OR e.tenant IN (SELECT tenant FROM webhook_endpoints WHERE enabled = true))
+    ORDER BY e.seq`,
+  recordedDelivery: `SELECT pk, target, status, attempts, lease_token, replayed_at
+    FROM webhook_deliveries WHERE id = $1`,
+  insertAttempt: `INSERT INTO webhook_attempts (delivery_pk, attempt, started_at, duration_ms,
+      status, error, response_body) VALUES ($1, $2, $3, $4, $5, $6, $7)
+    ON CONFLICT (delivery_pk, attempt) DO UPDATE SET started_at = excluded.started_at,
+      duration_ms = excluded.duration_ms, status = excluded.status, error = excluded.error,
+      response_body = excluded.response_body`,
+  endpointSucceeded:
+    'UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL',
+  endpointFailing:
+    'UPDATE webhook_endpoints SET failing_since = $1 WHERE id = $2 AND failing_since IS NULL',
+  disableEndpoint: `UPDATE webhook_endpoints SET enabled = false, disabled_reason = $1,
+      disabled_at = $2, updated_at = $2, version = version + 1 WHERE id = $3 AND enabled = true
+    RETURNING id, tenant, url, version`,
+  delivery: `SELECT ${DELIVERY_COLUMNS} FROM webhook_deliveries d WHERE d.id = $1 AND d.tenant = $2`,
+  deliveryPk: 'SELECT pk FROM webhook_deliveries WHERE id = $1 AND tenant = $2',
+  attempts: `SELECT attempt, started_at, duration_ms, status, error, response_body
+    FROM webhook_attempts WHERE delivery_pk = $1 ORDER BY attempt`,
+  replayEndpoint: `UPDATE webhook_deliveries SET status = 'pending', round_start = attempts,
+      next_attempt_at = $1, lease_until = NULL, lease_token = NULL, replayed_at = NULL,
+      delivered_at = NULL, updated_at = $1
+    WHERE tenant = $2 AND target = $3 AND status = 'failed' AND created_at >= $4
+    RETURNING pk`,
+  anyExpiredDelivery: `SELECT 1 AS found FROM webhook_deliveries
+    WHERE status <> 'pending' AND created_at < $1 LIMIT 1`,
+  purgeDeliveries: `DELETE FROM webhook_deliveries WHERE pk IN (SELECT pk FROM webhook_deliveries
+      WHERE status <> 'pending' AND created_at < $1 LIMIT $2) RETURNING pk`,
+});
+
+/** Parameters of `WEBHOOK_SQL.insertEndpoint`. */
+export function endpointValues(endpoint: NewEndpoint, now: number): (string | number | null)[] {
+  const asJson = (value: unknown) => (value ? JSON.stringify(value) : null);
+  return [
+    endpoint.id,
+    endpoint.tenant,
+    endpoint.url,
+    endpoint.description,
+    asJson(endpoint.eventTypes),
+    asJson(endpoint.labels),
+    JSON.stringify([{ secret: endpoint.secret, expiresAt: null }]),
+    endpoint.signingKey,
+    asJson(endpoint.retrySchedule),
+    endpoint.rateLimit,
+    now,
+  ];
+}
+
+/**
+ * `UPDATE table SET a = $1, b = $2, ... WHERE pk = $n` of column assignments (an endpoint's
+ * version bumped too), with its parameters.
+ */
+export function updateByPk(
+  table: 'webhook_endpoints' | 'webhook_deliveries' | 'webhook_deliveries d',
+  columns: Columns,
+  pk: number,
+  returning = '',
+): { sql: string; params: Columns[number][1][] } {
+  const set = columns.map(([column], i) => `${column} = $${i + 1}`);
+  if (table === 'webhook_endpoints') set.push('version = version + 1');
+  return {
+    sql: `UPDATE ${table} SET ${set.join(', ')} WHERE pk = $${columns.length + 1} ${returning}`,
+    params: [...columns.map(([, value]) => value), pk],
+  };
+}
+
+/** Parameters of `WEBHOOK_SQL.rotateEndpointSecret`: `secret` current, the others until then. */
+export function rotationValues(
+  row: EndpointRow,
+  secret: string,
+  previousUntil: number,
+  now: number,
+): [secrets: string, now: number, pk: number] {
+  return [JSON.stringify(rotatedSecrets(row.secrets, secret, previousUntil, now)), now, row.pk];
+}
+
+/** PRECONDITION_FAILED unless the endpoint's version is one of `ifVersion` (when given). */
+export function checkEndpointVersion(
+  row: EndpointRow,
+  ifVersion: readonly number[] | undefined,
+): void {
+  if (ifVersion === undefined || ifVersion.includes(row.version)) return;
+  throw new AcceptedError(
+    'PRECONDITION_FAILED',
+    `Endpoint ${row.id} is at version ${row.version}, not the one given in If-Match.`,
+    {
+      details: { version: row.version },
+      fix: 'Read the endpoint again (its ETag is the current version) and decide anew.',
+    },
+  );
+}
+
+/** Parameters of `WEBHOOK_SQL.insertAttempt`. */
+export function attemptValues(pk: number, attempt: Attempt): (string | number | null)[] {
+  return [
+    pk,
+    attempt.attempt,
+    attempt.startedAt,
+    attempt.durationMs,
+    attempt.status,
+    attempt.error,
+    attempt.responseBody,
+  ];
+}
+
+/** A row of `WEBHOOK_SQL.attempts`. */
+export interface AttemptRow {
+  attempt: number;
+  started_at: number;
+  duration_ms: number;
+  status: number | null;
+  error: string | null;
+  response_body: string;
+}
+
+export function toAttempt(deliveryId: string, row: AttemptRow): Attempt {
+  return {
+    deliveryId,
+    attempt: row.attempt,
+    startedAt: row.started_at,
+    durationMs: row.duration_ms,
+    status: row.status,
+    error: row.error,
+    responseBody: row.response_body,
+  };
+}
+
+/** The endpoint a record disabled (`WEBHOOK_SQL.disableEndpoint`). */
+export interface DisabledEndpoint {
+  id: string;
+  tenant: string;
+  url: string;
+  version: number;
+}
+
+/** The `endpoint.disabled` event of an endpoint an attempt's outcome disabled. */
+export function disabledEvent(
+  endpoint: DisabledEndpoint,
+  disable: NonNullable<AttemptOutcome['disableEndpoint']>,
+): { type: 'endpoint.disabled'; data: EventData } {
+  const { id, url } = endpoint;
+  return {
+    type: 'endpoint.disabled',
+    data: { endpoint: { id, url, reason: disable.reason, message: disable.message } },
+  };
+}
+
+/** A recorded delivery's row as a record reads it (`WEBHOOK_SQL.recordedDelivery`). */
+export type RecordedRow = Pick<
+  DeliveryRow,
+  'pk' | 'target' | 'status' | 'attempts' | 'lease_token' | 'replayed_at'
+>;

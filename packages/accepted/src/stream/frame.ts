@@ -1,5 +1,5 @@
 import type { OperationEvent } from '../domain/events.ts';
-import { toWireEvent } from '../http/monitor.ts';
+import { toWireEvent } from '../wire/monitor.ts';
 
 /**
  * One event, serialised once for every subscriber of this node: the wire JSON, and the SSE

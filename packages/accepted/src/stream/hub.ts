@@ -24,13 +24,23 @@ export interface StreamOptions {
 
 export type StreamSettings = Readonly<Required<Omit<StreamOptions, 'tokenSecret'>>>;
 
+/** The defaults of the stream options, stated once (`accepted serve` reads them here). */
+export const STREAM_DEFAULTS: StreamSettings = Object.freeze({
+  heartbeatMs: 15_000,
+  retryMs: 2000,
+  maxPending: 256,
+  stallTimeoutMs: 60_000,
+  maxSubscriptions: 100,
+});
+
 export function streamSettings(options: StreamOptions = {}): StreamSettings {
+  const d = STREAM_DEFAULTS;
   return Object.freeze({
-    heartbeatMs: Math.max(10, options.heartbeatMs ?? 15_000),
-    retryMs: Math.max(0, options.retryMs ?? 2000),
-    maxPending: Math.max(1, options.maxPending ?? 256),
-    stallTimeoutMs: Math.max(10, options.stallTimeoutMs ?? 60_000),
-    maxSubscriptions: Math.max(1, options.maxSubscriptions ?? 100),
+    heartbeatMs: Math.max(10, options.heartbeatMs ?? d.heartbeatMs),
+    retryMs: Math.max(0, options.retryMs ?? d.retryMs),
+    maxPending: Math.max(1, options.maxPending ?? d.maxPending),
+    stallTimeoutMs: Math.max(10, options.stallTimeoutMs ?? d.stallTimeoutMs),
+    maxSubscriptions: Math.max(1, options.maxSubscriptions ?? d.maxSubscriptions),
   });
 }
 

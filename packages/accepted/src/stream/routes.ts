@@ -3,15 +3,16 @@ import { AcceptedError, operationNotFound as notFound } from '../domain/errors.t
 import type { EventType } from '../domain/events.ts';
 import { isTerminal } from '../domain/operation.ts';
 import type { Accepted } from '../engine/accepted.ts';
-import { toWireEvent } from '../http/monitor.ts';
-import { bodyValidator, queryValidator } from '../http/query.ts';
+import { toWireEvent } from '../wire/monitor.ts';
+import { bodyValidator, queryValidator } from '../wire/validate.ts';
 import {
   STREAM_TOKEN_REQUEST_SCHEMA,
   TENANT_EVENTS_QUERY_SCHEMA,
   WS_QUERY_SCHEMA,
-} from '../http/schemas.ts';
+} from '../wire/schemas.ts';
 import type { StreamHub } from './hub.ts';
-import { openEventStream, wantsEventStream } from './sse.ts';
+import { openEventStream } from './sse.ts';
+import { assertOperationScope, labelPairs, wantsEventStream } from '../wire/request.ts';
 import type { StreamTokens } from './tokens.ts';
 
 export interface StreamRoutesOptions {
@@ -33,16 +34,6 @@ const parseTokenRequest = bodyValidator<{ operation?: string; ttlSeconds: number
   STREAM_TOKEN_REQUEST_SCHEMA,
 );
 
-/** `key:value` pairs (already checked by the query schema) as an object. */
-export function labelPairs(pairs: readonly string[] | undefined): Record<string, string> {
-  const labels: Record<string, string> = {};
-  for (const pair of pairs ?? []) {
-    const colon = pair.indexOf(':');
-    labels[pair.slice(0, colon)] = pair.slice(colon + 1);
-  }
-  return labels;
-}
-
 /** The cursor in a `Last-Event-ID` header (what an EventSource sends when it reconnects). */
 export function lastEventId(request: FastifyRequest): number | undefined {
   const header = request.headers['last-event-id'];
@@ -56,19 +47,6 @@ export function lastEventId(request: FastifyRequest): number | undefined {
     });
   }
   return seq;
-}
-
-/** A request made with a stream token limited to another operation (or to one at all). */
-export function assertOperationScope(request: FastifyRequest, operationId: string | null): void {
-  const scope = request.streamGrant?.operation ?? null;
-  if (scope === null || scope === operationId) return;
-  throw new AcceptedError(
-    'FORBIDDEN',
-    operationId === null
-      ? 'This stream token is limited to one operation.'
-      : 'This stream token is limited to another operation.',
-    { fix: 'Mint a token for this stream with POST /v1/stream-tokens.' },
-  );
 }
 
 /**

@@ -1,8 +1,8 @@
 import type { ServerResponse } from 'node:http';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { EventSelection } from '../engine/accepted.ts';
-import type { Logger } from '../engine/definition.ts';
-import { toMonitor } from '../http/monitor.ts';
+import type { Logger } from '../domain/logger.ts';
+import { monitorAt } from '../wire/mount.ts';
 import { isTerminal, type Operation } from '../domain/operation.ts';
 import { sseMessage, type Frame } from './frame.ts';
 import type { CloseReason, Connection, StreamHub } from './hub.ts';
@@ -10,11 +10,6 @@ import { Subscription, type Sink } from './subscription.ts';
 
 /** How long a closed SSE response may still flush to its client before the socket is cut. */
 const CLOSE_GRACE_MS = 5000;
-
-/** Whether the client asked for an event stream (`Accept: text/event-stream`). */
-export function wantsEventStream(request: FastifyRequest): boolean {
-  return (request.headers.accept ?? '').includes('text/event-stream');
-}
 
 /**
  * One Server-Sent Events response carrying one subscription. Writes go straight to the
@@ -141,7 +136,7 @@ export function openEventStream(
   connection.send(`retry: ${hub.settings.retryMs}\n\n`);
   const { snapshot, operationId } = stream;
   if (snapshot) {
-    const operation = toMonitor(snapshot.operation);
+    const operation = monitorAt(snapshot.operation, request.acceptedPrefix);
     connection.send(
       sseMessage(
         'operation.snapshot',

@@ -1,5 +1,6 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { AcceptedError } from '../domain/errors.ts';
+import type { StreamGrant } from '../wire/request.ts';
 
 /** Shortest secret accepted for signing stream tokens. */
 export const MIN_STREAM_SECRET_LENGTH = 32;
@@ -7,14 +8,7 @@ export const MIN_STREAM_SECRET_LENGTH = 32;
 export const MAX_STREAM_TOKEN_TTL = 3600;
 export const DEFAULT_STREAM_TOKEN_TTL = 300;
 
-/** What a valid stream token grants. */
-export interface StreamGrant {
-  tenant: string;
-  /** When set, only this operation's streams. */
-  operation: string | null;
-  /** Epoch seconds. */
-  expiresAt: number;
-}
+export type { StreamGrant };
 
 interface TokenPayload {
   /** tenant */

@@ -1,4 +1,4 @@
-import type { IncomingMessage, Server } from 'node:http';
+import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { ValidateFunction } from 'ajv';
 import sjson from 'secure-json-parse';
@@ -10,11 +10,11 @@ import {
   toAnswerable,
 } from '../domain/errors.ts';
 import { checkJsonText, MAX_JSON_DEPTH } from '../domain/json.ts';
-import { isTerminal } from '../domain/operation.ts';
-import type { Logger } from '../engine/definition.ts';
-import { createAjv, fieldProblems } from '../engine/submit.ts';
-import { toMonitor } from '../http/monitor.ts';
-import { toProblem } from '../http/problem.ts';
+import { isTerminal, type Operation } from '../domain/operation.ts';
+import type { Logger } from '../domain/logger.ts';
+import { createAjv, fieldProblems } from '../wire/ajv.ts';
+import { monitorAt } from '../wire/mount.ts';
+import { toProblem } from '../wire/problem.ts';
 import type { Frame } from './frame.ts';
 import type { CloseReason, Connection, StreamHub } from './hub.ts';
 import {
@@ -22,7 +22,7 @@ import {
   WS_PROTOCOL_VERSION,
   type ClientMessage,
   type ClientMessageType,
-} from './protocol.ts';
+} from '../wire/stream-protocol.ts';
 import { Subscription, type Sink } from './subscription.ts';
 import type { StreamGrant } from './tokens.ts';
 
@@ -44,8 +44,11 @@ export interface WsIdentity {
 
 export interface WebSocketOptions {
   hub: StreamHub;
-  /** Checks the upgrade request's credentials; throws UNAUTHENTICATED (or another error). */
-  authenticate: (request: IncomingMessage, url: URL) => WsIdentity;
+  /**
+   * Checks the upgrade request's credentials (`url` is the request target, its path inside
+   * the mount); throws (or rejects with) UNAUTHENTICATED or another error.
+   */
+  authenticate: (request: IncomingMessage, url: URL) => WsIdentity | Promise<WsIdentity>;
   /** Largest message accepted, in bytes. */
   maxPayload: number;
   /** Refuses a submit's callbackUrl that deliveries could not be sent to. */
@@ -111,7 +114,7 @@ function checkMessage(value: unknown): ClientMessage {
 }
 
 /** Answers a refused upgrade with a problem+json HTTP response, then closes the socket. */
-function refuseUpgrade(socket: Duplex, error: AcceptedError, path: string): void {
+export function refuseUpgrade(socket: Duplex, error: AcceptedError, path: string): void {
   const problem = toProblem(error, path);
   const body = JSON.stringify(problem);
   const status = ERROR_CODES[error.code].status;
@@ -146,6 +149,8 @@ class WsConnection implements Sink, Connection {
     private readonly hub: StreamHub,
     private readonly log: Logger,
     private readonly checkCallbackUrl: ((url: string) => void) | undefined,
+    /** The mount prefix, in front of the monitors' links. */
+    private readonly prefix: string,
   ) {
     hub.attach(this);
     ws.on('message', (data, isBinary) => void this.onMessage(data, isBinary));
@@ -303,7 +308,7 @@ class WsConnection implements Sink, Connection {
           });
           this.ack(message.id, {
             request: 'submit',
-            operation: toMonitor(result.operation),
+            operation: monitorAt(result.operation, this.prefix),
             replayed: result.replayed,
           });
           return;
@@ -311,7 +316,7 @@ class WsConnection implements Sink, Connection {
         const operation = await accepted.submitRequest(message.operation, { tenant });
         this.ack(message.id, {
           request: 'submit',
-          operation: toMonitor(operation),
+          operation: monitorAt(operation, this.prefix),
           replayed: false,
         });
         return;
@@ -319,7 +324,7 @@ class WsConnection implements Sink, Connection {
       case 'cancel': {
         this.assertCanWrite();
         const operation = await accepted.cancel(message.operation, { tenant });
-        this.ack(message.id, { request: 'cancel', operation: toMonitor(operation) });
+        this.ack(message.id, { request: 'cancel', operation: monitorAt(operation, this.prefix) });
         return;
       }
       case 'unsubscribe': {
@@ -441,19 +446,20 @@ class WsConnection implements Sink, Connection {
     this.start(message.id, subscription, withSnapshot ? operation : undefined);
   }
 
-  private sendSnapshot(
-    subscription: string,
-    seq: number,
-    operation: Parameters<typeof toMonitor>[0],
-  ): void {
-    this.sendJson({ type: 'snapshot', subscription, seq, operation: toMonitor(operation) });
+  private sendSnapshot(subscription: string, seq: number, operation: Operation): void {
+    this.sendJson({
+      type: 'snapshot',
+      subscription,
+      seq,
+      operation: monitorAt(operation, this.prefix),
+    });
   }
 
   /** Acknowledges, sends the snapshot if any, then starts the subscription. */
   private start(
     id: string | number | undefined,
     subscription: Subscription,
-    snapshot?: Parameters<typeof toMonitor>[0],
+    snapshot?: Operation,
   ): void {
     if (!this.open) return;
     const cursor = subscription.position;
@@ -464,12 +470,20 @@ class WsConnection implements Sink, Connection {
   }
 }
 
-/**
- * Serves `GET /v1/ws` upgrades on `server`: checks credentials before the handshake (a
- * refused one is answered as problem+json), then speaks the JSON protocol of
- * docs/streams.md. Returns the function that stops taking upgrades.
- */
-export function attachWebSocket(server: Server, options: WebSocketOptions): () => void {
+/** Takes WebSocket upgrades of `GET /v1/ws`, wherever the host server emits them. */
+export interface WebSocketUpgrade {
+  /**
+   * Takes the upgrade when its path is `prefix` + `/v1/ws`: checks credentials before the
+   * handshake (a refused one is answered as problem+json), then speaks the JSON protocol of
+   * docs/streams.md. Returns false, touching nothing, for any other path.
+   */
+  handle(request: IncomingMessage, socket: Duplex, head: Buffer, prefix: string): boolean;
+  /** Stops taking upgrades (later ones are refused 503 SHUTTING_DOWN). */
+  close(): void;
+}
+
+/** The WebSocket upgrade handler of one hub; the server (or the host) forwards upgrades to it. */
+export function webSocketUpgrade(options: WebSocketOptions): WebSocketUpgrade {
   const { hub, log } = options;
   const wss = new WebSocketServer({
     noServer: true,
@@ -477,43 +491,56 @@ export function attachWebSocket(server: Server, options: WebSocketOptions): () =
     perMessageDeflate: false,
     clientTracking: false,
   });
-  const onUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer) => {
-    socket.on('error', () => socket.destroy());
-    const url = new URL(request.url ?? '/', 'http://localhost');
-    if (url.pathname !== '/v1/ws') {
-      refuseUpgrade(
-        socket,
-        new AcceptedError('ROUTE_NOT_FOUND', `No WebSocket at ${url.pathname}.`, {
-          fix: 'Open /v1/ws.',
-        }),
-        url.pathname,
-      );
-      return;
-    }
+  let closed = false;
+  const shuttingDown = () => closed || hub.isClosed;
+  async function open(
+    request: IncomingMessage,
+    socket: Duplex,
+    head: Buffer,
+    url: URL,
+    prefix: string,
+  ): Promise<void> {
     let identity: WsIdentity;
     try {
-      if (hub.isClosed) {
+      if (shuttingDown()) {
         throw new AcceptedError('SHUTTING_DOWN', 'This server is shutting down.', {
           fix: 'Reconnect to another node, or after the restart.',
         });
       }
-      identity = options.authenticate(request, url);
+      identity = await options.authenticate(request, url);
+      if (shuttingDown()) {
+        throw new AcceptedError('SHUTTING_DOWN', 'This server is shutting down.', {
+          fix: 'Reconnect to another node, or after the restart.',
+        });
+      }
     } catch (error) {
       const { error: known, unexpected } = toAnswerable(
         error,
         'The server failed to open the connection.',
       );
       if (unexpected) log.error({ err: error }, 'websocket upgrade failed');
-      refuseUpgrade(socket, known, url.pathname);
+      refuseUpgrade(socket, known, prefix + url.pathname);
       return;
     }
+    // Gone while its credentials were checked: nothing to open.
+    if (socket.destroyed) return;
     wss.handleUpgrade(request, socket, head, (ws) => {
-      new WsConnection(ws, identity, hub, log, options.checkCallbackUrl);
+      new WsConnection(ws, identity, hub, log, options.checkCallbackUrl, prefix);
     });
-  };
-  server.on('upgrade', onUpgrade);
-  return () => {
-    server.off('upgrade', onUpgrade);
-    wss.close();
+  }
+  return {
+    handle(request, socket, head, prefix) {
+      const url = new URL(request.url ?? '/', 'http://localhost');
+      if (url.pathname !== `${prefix}/v1/ws`) return false;
+      socket.on('error', () => socket.destroy());
+      // The route inside the mount, as the HTTP routes see it.
+      url.pathname = '/v1/ws';
+      void open(request, socket, head, url, prefix);
+      return true;
+    },
+    close() {
+      closed = true;
+      wss.close();
+    },
   };
 }

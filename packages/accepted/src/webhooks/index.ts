@@ -1,4 +1,5 @@
-// `accepted/webhooks`: webhook delivery for an Accepted instance, and the receiver's check.
+// `@accepted/server/webhooks`: webhook delivery for an Accepted instance, and the receiver's
+// check.
 export { createWebhooks, Webhooks, type EndpointInput, type WebhookOptions } from './service.ts';
 export { AddressPolicy, checkWebhookUrl } from './ssrf.ts';
 export {

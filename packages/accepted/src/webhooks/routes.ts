@@ -11,15 +11,15 @@ import {
   type EndpointPatch,
   type SecretEntry,
 } from '../domain/webhooks.ts';
-import { ifMatchVersions } from '../http/headers.ts';
-import { bodyValidator, queryValidator } from '../http/query.ts';
+import { ifMatchVersions } from '../wire/headers.ts';
+import { bodyValidator, queryValidator } from '../wire/validate.ts';
 import {
   DELIVERY_QUERY_SCHEMA,
   ENDPOINT_CREATE_SCHEMA,
   ENDPOINT_PATCH_SCHEMA,
   PAGE_QUERY_SCHEMA,
   REPLAY_REQUEST_SCHEMA,
-} from './schemas.ts';
+} from '../wire/webhook-schemas.ts';
 import { publicKeyOf, type EndpointInput, type Webhooks } from './service.ts';
 
 const iso = (ms: number) => new Date(ms).toISOString();
@@ -162,7 +162,9 @@ export function registerWebhookRoutes(app: FastifyInstance, webhooks: Webhooks):
       url: body.url,
       ed25519: body.ed25519 === true,
     });
-    void withEtag(reply, endpoint).status(201).header('location', `${base}/${endpoint.id}`);
+    void withEtag(reply, endpoint)
+      .status(201)
+      .header('location', `${request.acceptedPrefix}${base}/${endpoint.id}`);
     return toWireEndpoint(endpoint, secret);
   });
 

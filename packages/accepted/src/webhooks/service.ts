@@ -1,6 +1,9 @@
-import { AcceptedError } from '../domain/errors.ts';
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { AcceptedError, isAcceptedError } from '../domain/errors.ts';
 import type { EventType, OperationEvent } from '../domain/events.ts';
 import { randomId } from '../domain/ids.ts';
+import { ConfigError } from '../domain/options.ts';
 import {
   CALLBACK_TARGET,
   DEFAULT_RETRY_SCHEDULE,
@@ -10,11 +13,14 @@ import {
   type Endpoint,
   type EndpointPatch,
   type SecretEntry,
+  WEBHOOK_DEFAULTS,
 } from '../domain/webhooks.ts';
 import type { Accepted } from '../engine/accepted.ts';
-import type { Logger } from '../engine/definition.ts';
-import { toWireEvent } from '../http/monitor.ts';
-import type { AttemptOutcome, ClaimedDelivery, Store } from '../store/store.ts';
+import type { Logger } from '../domain/logger.ts';
+import { toWireEvent } from '../wire/monitor.ts';
+import { WEBHOOK_CONSUMER } from '../store/consumer-rules.ts';
+import type { ConsumerLease, ConsumerState, ConsumerStore } from '../store/consumers.ts';
+import type { AttemptOutcome, ClaimedDelivery, WebhookStore } from '../store/store.ts';
 import { WebhookSender, type SendResult } from './sender.ts';
 import { generateSigningKeyPair, generateWebhookSecret, webhookHeaders } from './signature.ts';
 import { AddressPolicy, checkWebhookUrl } from './ssrf.ts';
@@ -44,6 +50,12 @@ export interface WebhookOptions {
   retentionMs?: number;
   /** Safety poll for new events and due retries, 10 ms to 60 s. Default 1000 ms. */
   pollIntervalMs?: number;
+  /**
+   * The dispatcher's lease on the store's `webhooks` consumer, 100 ms to 10 min: one node
+   * dispatches at a time, and another takes over this long after it stops renewing (it died).
+   * Default 10 s.
+   */
+  dispatchLeaseMs?: number;
   logger?: Logger;
 }
 
@@ -72,21 +84,50 @@ export function publicKeyOf(signingKey: string): string {
   return `whpk_${raw.subarray(32).toString('base64')}`;
 }
 
+/** The store's webhook and consumer capabilities; a clear error when it lacks them. */
+function capabilities(accepted: Accepted): { webhooks: WebhookStore; consumers: ConsumerStore } {
+  const { webhooks, consumers, kind } = accepted.store;
+  const missing = [webhooks ? null : 'webhooks', consumers ? null : 'consumers'].filter(
+    (name): name is string => name !== null,
+  );
+  if (!webhooks || !consumers) {
+    throw new ConfigError(
+      'store',
+      `Webhooks need a store with the ${missing.join(' and ')} capabilities (${missing.map((name) => `store.${name}`).join(', ')}); the ${kind} store has not.`,
+      'Use a store that offers them (the SQLite and PostgreSQL stores do), or run without webhooks.',
+    );
+  }
+  return { webhooks, consumers };
+}
+
+/** Who holds the dispatcher's lease: this process (host, pid) and this instance. */
+function newHolder(): string {
+  return `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
+}
+
 /**
  * Webhook delivery for one node: a dispatcher that turns new events into durable deliveries
- * (by the store's cursor), and a sender that claims due deliveries, signs them (Standard
+ * (the first user of the relay cursor: the store's `webhooks` consumer, leased to one node at a
+ * time), and a sender that claims due deliveries, signs them (Standard
  * Webhooks), posts them through the SSRF guard and records every attempt. Nothing is sent
  * from memory: a crash or restart loses no delivery, and a lease keeps two nodes from sending
  * the same attempt at once.
  */
 export class Webhooks {
   readonly policy: AddressPolicy;
-  readonly store: Store;
+  /** The store's webhook tables (`Store.webhooks`). */
+  readonly store: WebhookStore;
+  /** The store's relay cursor (`Store.consumers`): the dispatcher's lease and position. */
+  readonly consumers: ConsumerStore;
+  /** This instance's name as the holder of the dispatcher's lease. */
+  readonly holder = newHolder();
   private readonly sender: WebhookSender;
   private readonly log: Logger;
   private readonly settings: Required<
     Omit<WebhookOptions, 'accepted' | 'allow' | 'logger' | 'retrySchedule'>
   > & { retrySchedule: readonly number[] };
+  /** The dispatcher's lease while this node holds it (as last acquired or committed). */
+  private lease: ConsumerLease | null = null;
   private untail: (() => void) | null = null;
   private timers: NodeJS.Timeout[] = [];
   private wakeTimer: NodeJS.Timeout | null = null;
@@ -100,22 +141,37 @@ export class Webhooks {
   private readonly idle: (() => void)[] = [];
   /** Every event up to this seq is known to have been dispatched (by this node or another). */
   private dispatchedTo = -1;
-  /** Counters for tests, benchmarks and metrics. */
-  readonly stats = { dispatched: 0, attempts: 0, delivered: 0, failed: 0, retried: 0 };
+  /**
+   * Counters for tests, benchmarks and metrics. `lag`: events in the log after the dispatcher's
+   * committed position, as last seen (by this node's pass or poll; `relay()` reads it now).
+   * `dispatching`: whether this node held the dispatcher's lease then.
+   */
+  readonly stats = {
+    dispatched: 0,
+    attempts: 0,
+    delivered: 0,
+    failed: 0,
+    retried: 0,
+    lag: 0,
+    dispatching: false,
+  };
 
   constructor(private readonly options: WebhookOptions) {
-    this.store = options.accepted.store;
+    const { webhooks, consumers } = capabilities(options.accepted);
+    this.store = webhooks;
+    this.consumers = consumers;
     this.log = options.logger ?? silent;
     this.policy = new AddressPolicy(options.allow ?? []);
     checkWebhookOptions(options);
     this.settings = {
       retrySchedule: options.retrySchedule ?? DEFAULT_RETRY_SCHEDULE,
-      timeoutMs: options.timeoutMs ?? 15_000,
-      disableAfterMs: options.disableAfterMs ?? 5 * 24 * 3600_000,
-      concurrency: options.concurrency ?? 64,
-      rotationOverlapMs: options.rotationOverlapMs ?? 24 * 3600_000,
-      retentionMs: options.retentionMs ?? 14 * 24 * 3600_000,
-      pollIntervalMs: options.pollIntervalMs ?? 1000,
+      timeoutMs: options.timeoutMs ?? WEBHOOK_DEFAULTS.timeoutMs,
+      disableAfterMs: options.disableAfterMs ?? WEBHOOK_DEFAULTS.disableAfterMs,
+      concurrency: options.concurrency ?? WEBHOOK_DEFAULTS.concurrency,
+      rotationOverlapMs: options.rotationOverlapMs ?? WEBHOOK_DEFAULTS.rotationOverlapMs,
+      retentionMs: options.retentionMs ?? WEBHOOK_DEFAULTS.retentionMs,
+      pollIntervalMs: options.pollIntervalMs ?? WEBHOOK_DEFAULTS.pollIntervalMs,
+      dispatchLeaseMs: options.dispatchLeaseMs ?? WEBHOOK_DEFAULTS.dispatchLeaseMs,
     };
     this.sender = new WebhookSender({
       policy: this.policy,
@@ -157,7 +213,21 @@ export class Webhooks {
     }
     await this.dispatching;
     await this.pumping;
+    // Give the dispatcher's lease back: another node takes over at once, not at its expiry.
+    const lease = this.lease;
+    this.lease = null;
+    this.stats.dispatching = false;
+    try {
+      if (lease) await this.consumers.release(lease);
+    } catch (error) {
+      this.log.warn({ err: error }, 'webhook dispatcher lease not released; it expires');
+    }
     this.sender.close();
+  }
+
+  /** The dispatcher's consumer as the store has it now: position, holder, lease, lag. */
+  relay(): Promise<ConsumerState | null> {
+    return this.consumers.get(WEBHOOK_CONSUMER);
   }
 
   /** Refuses a URL deliveries could not be sent to (URL_NOT_ALLOWED, 422). */
@@ -292,7 +362,49 @@ export class Webhooks {
     this.pump();
   }
 
-  /** Reads the log after the dispatcher's cursor into deliveries (coalesced, one at a time). */
+  /**
+   * The dispatcher's lease, or null when this node is not to dispatch now. A lease held with
+   * more than half its time left is used as it is (each batch renews it, in the transaction
+   * that makes its deliveries); otherwise the consumer is read first (a read: a node that sees
+   * another's lease running, or nothing left to dispatch, writes nothing) and then acquired or
+   * renewed.
+   */
+  private async dispatchLease(seen: number): Promise<ConsumerLease | null> {
+    const now = Date.now();
+    const held = this.lease;
+    if (held && held.leaseUntil - now > this.settings.dispatchLeaseMs / 2) return held;
+    const state = await this.consumers.get(WEBHOOK_CONSUMER);
+    if (state) {
+      this.stats.lag = state.lag;
+      if (state.position >= seen) {
+        // Dispatched already, by this node or another.
+        if (seen > this.dispatchedTo) this.dispatchedTo = seen;
+        return null;
+      }
+      const other = state.holder !== null && state.holder !== this.holder;
+      if (other && state.leaseUntil !== null && state.leaseUntil > now) {
+        this.lease = null;
+        this.stats.dispatching = false;
+        return null;
+      }
+    }
+    const lease = await this.consumers.acquire({
+      name: WEBHOOK_CONSUMER,
+      holder: this.holder,
+      leaseMs: this.settings.dispatchLeaseMs,
+      now,
+      startAt: 'latest',
+    });
+    this.lease = lease;
+    this.stats.dispatching = lease !== null;
+    return lease;
+  }
+
+  /**
+   * Reads the log after the dispatcher's position into deliveries (coalesced, one pass at a
+   * time), under the `webhooks` consumer's lease: on several nodes one dispatches, and another
+   * takes over once its lease expires.
+   */
   private dispatch(): void {
     if (!this.running) return;
     if (this.dispatching) {
@@ -308,22 +420,35 @@ export class Webhooks {
           // Every event up to `seen` is visible now: once a pass reads the log to its end,
           // they have all been dispatched.
           const seen = await this.options.accepted.lastSeq();
+          let lease = await this.dispatchLease(seen);
+          if (lease === null) break;
           for (;;) {
             const made = await this.store.dispatchDeliveries({
+              lease,
               limit: 500,
               now: Date.now(),
               newId: () => randomId('dlv'),
               newSecret: generateWebhookSecret,
               payload: (event) => this.payload(event),
             });
+            lease = made.lease;
+            this.lease = lease;
             this.stats.dispatched += made.deliveries;
             if (made.deliveries > 0) this.pump();
             if (made.events < 500) break;
           }
+          this.stats.lag = Math.max(0, seen - lease.position);
           if (seen > this.dispatchedTo) this.dispatchedTo = seen;
         } while (this.asked('dispatch'));
       } catch (error) {
-        this.log.error({ err: error }, 'webhook dispatch failed; the next event or poll retries');
+        if (isAcceptedError(error) && error.code === 'LEASE_LOST') {
+          // Taken over (this node stalled past its lease): the other node goes on.
+          this.lease = null;
+          this.stats.dispatching = false;
+          this.log.warn({ err: error }, 'webhook dispatcher lease lost to another node');
+        } else {
+          this.log.error({ err: error }, 'webhook dispatch failed; the next event or poll retries');
+        }
       }
     })().finally(() => {
       this.dispatching = null;

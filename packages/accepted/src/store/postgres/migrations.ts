@@ -1,3 +1,4 @@
+import { WEBHOOK_DELIVERY_INDEXES } from '../ddl.ts';
 /**
  * Numbered, append-only migrations of the PostgreSQL adapter. Never edit a released entry: add
  * a new one. The `migrations` table of the schema records those applied; `migrate` (in
@@ -130,14 +131,7 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
         updated_at bigint NOT NULL,
         delivered_at bigint
       );
-      CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
-        WHERE status = 'pending';
-      CREATE INDEX webhook_deliveries_line ON webhook_deliveries (target, operation_id, event_seq)
-        WHERE status = 'pending';
-      CREATE INDEX webhook_deliveries_target ON webhook_deliveries (tenant, target, pk);
-      CREATE INDEX webhook_deliveries_operation ON webhook_deliveries (operation_id, pk);
-      CREATE INDEX webhook_deliveries_created ON webhook_deliveries (created_at)
-        WHERE status <> 'pending';
+      ${WEBHOOK_DELIVERY_INDEXES}
 
       CREATE TABLE webhook_attempts (
         delivery_pk bigint NOT NULL,
@@ -180,6 +174,32 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
         WHERE retry_schedule IS NOT NULL AND EXISTS (
           SELECT 1 FROM jsonb_array_elements_text(retry_schedule::jsonb) AS x(v)
           WHERE v::numeric > 86400000);
+    `,
+  },
+  {
+    version: 3,
+    name: 'consumers (the relay cursor)',
+    sql: `
+      -- Named consumers of the log: the committed position (every event up to it delivered)
+      -- and the lease of the one holder that may move it, locked by its writes (FOR UPDATE).
+      CREATE TABLE consumers (
+        name text PRIMARY KEY,
+        position bigint NOT NULL,
+        holder text,
+        token text,
+        lease_until bigint,
+        lease_ms bigint NOT NULL,
+        created_at bigint NOT NULL,
+        updated_at bigint NOT NULL
+      );
+      -- The webhook dispatcher's cursor becomes its consumer. The old row stays at the largest
+      -- seq, so that a node of an earlier version still running during a rolling upgrade finds
+      -- nothing after it and dispatches nothing (neither twice nor from the start).
+      INSERT INTO consumers (name, position, lease_ms, created_at, updated_at)
+        SELECT 'webhooks', value, 0, (extract(epoch FROM now()) * 1000)::bigint,
+          (extract(epoch FROM now()) * 1000)::bigint
+        FROM meta WHERE key = 'webhook_cursor';
+      UPDATE meta SET value = 9007199254740991 WHERE key = 'webhook_cursor';
     `,
   },
 ];

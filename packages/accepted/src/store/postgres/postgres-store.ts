@@ -5,49 +5,22 @@ import {
   leaseLost,
   operationNotFound as notFound,
 } from '../../domain/errors.ts';
-import { assertVersion } from '../../domain/status.ts';
-import {
-  eventId,
-  type EventData,
-  type EventType,
-  type OperationEvent,
-} from '../../domain/events.ts';
+import type { EventData, EventType, OperationEvent } from '../../domain/events.ts';
 import { newLeaseToken } from '../../domain/ids.ts';
 import type {
   Json,
   NewOperation,
   Operation,
   OperationError,
-  OperationStatus,
   Progress,
 } from '../../domain/operation.ts';
-import type {
-  ClaimRequest,
-  ClaimResult,
-  CreateOnceResult,
-  EventQuery,
-  IdempotencyClaim,
-  LeaseRef,
-  LeaseState,
-  ListQuery,
-  OperationSnapshot,
-  Page,
-  RenewRequest,
-  Store,
-  StoreHint,
-} from '../store.ts';
-import { labelsOf, rowToEvent, type EventRow } from '../event-rows.ts';
-import { decodeCursor, encodeCursor } from '../page.ts';
-import {
-  LEASE_EXPIRED_ERROR,
-  assertDeletable,
-  assertRetryable,
-  leaseExpiry,
-  planAttemptEnd,
-  planCancel,
-  type AttemptEnd,
-} from '../rules.ts';
+import type * as store from '../store.ts';
+import { committedEvent, rowToEvent, type EventRow } from '../event-rows.ts';
+import * as table from '../operation-rows.ts';
+import { decodeCursor, toPage } from '../page.ts';
+import * as rules from '../rules.ts';
 import { MIGRATIONS } from './migrations.ts';
+import { PostgresConsumers } from './consumers.ts';
 import { PostgresWebhooks } from './webhooks.ts';
 import { Db, exec, query, type Listening, type Param, type Tx } from './db.ts';
 
@@ -78,65 +51,15 @@ const LOCK_MIGRATE = 0x4163_0001;
 const LOCK_PURGE = 0x4163_0002;
 const LOCK_PURGE_DELIVERIES = 0x4163_0003;
 
-interface OperationRow {
-  pk: number;
-  id: string;
-  tenant: string;
-  type: string;
-  status: OperationStatus;
-  input: string;
-  progress: string | null;
-  result: string | null;
-  error: string | null;
-  attempts: number;
-  max_attempts: number;
-  run_at: number;
-  timeout_ms: number | null;
-  labels: Record<string, string>;
-  callback_url: string | null;
-  cancel_requested_at: number | null;
-  created_at: number;
-  updated_at: number;
-  started_at: number | null;
-  finished_at: number | null;
-  version: number;
-  lease_token: string | null;
-}
+/** The rows of the operations table here: labels are jsonb, read as objects. */
+type Row = table.OperationRow<Record<string, string>>;
+type Changed = table.ChangedRow<Record<string, string>>;
 
-/** The columns a transition needs to write its event. */
-interface ChangedRow {
-  id: string;
-  tenant: string;
-  type: string;
-  version: number;
-  attempts: number;
-  labels: Record<string, string>;
-}
-
-const OPERATION_COLUMNS = `pk, id, tenant, type, status, input, progress, result, error, attempts,
-  max_attempts, run_at, timeout_ms, labels, callback_url, cancel_requested_at, created_at,
-  updated_at, started_at, finished_at, version, lease_token`;
-const CHANGED = 'RETURNING id, tenant, type, version, attempts, labels';
-const CLEAR_LEASE = 'lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL';
-// $1 error, $2 finished_at/run_at, $3 updated_at.
-const SET_FAILED = `status = 'failed', error = $1, finished_at = $2, updated_at = $3, ${CLEAR_LEASE}`;
-const SET_CANCELED = `status = 'canceled', error = $1, finished_at = $2, updated_at = $3, ${CLEAR_LEASE}`;
-const SET_REQUEUED = `status = 'queued', error = $1, run_at = $2, updated_at = $3, ${CLEAR_LEASE}`;
-/** The update of each way an attempt ends without a result (`planAttemptEnd`). */
-const SET_ATTEMPT_END = { canceled: SET_CANCELED, failed: SET_FAILED, requeued: SET_REQUEUED };
-
-/** Writes an attempt's end (`planAttemptEnd`) with `update`, which runs one SET on its row. */
-async function writeAttemptEnd(
-  batch: Batch,
-  end: AttemptEnd,
-  update: (set: string) => Promise<ChangedRow>,
-): Promise<void> {
-  const set = SET_ATTEMPT_END[end.state];
-  const row = await update(end.givenBack ? `attempts = attempts - 1, ${set}` : set);
-  const { type, data } = end.event(row.attempts);
-  batch.append(row, type, data, end.params[2]);
-  if (end.state === 'requeued') batch.work = true;
-}
+const CHANGED = `RETURNING ${table.CHANGED_COLUMNS}`;
+/** The SET list of each transition (`rules.ts`), its values from $1. */
+const SET = rules.setLists((i) => `$${i}`);
+/** The columns of a claimed row, out of the claim's join. */
+const CLAIMED_COLUMNS = table.OPERATION_COLUMNS.replace(/(\w+)/g, 'o.$1');
 
 const SQL_CREATE = `INSERT INTO operations (id, tenant, type, status, input, labels, max_attempts,
     run_at, timeout_ms, callback_url, traceparent, created_at, updated_at, version)
@@ -147,7 +70,7 @@ const SQL_CREATE = `INSERT INTO operations (id, tenant, type, status, input, lab
     AS u(id, tenant, type, input, labels, max_attempts, run_at, timeout_ms, callback_url,
       traceparent, now)`;
 const SQL_COMPLETE = `UPDATE operations o SET status = 'succeeded', result = u.result, error = NULL,
-    finished_at = u.now, updated_at = u.now, version = o.version + 1, ${CLEAR_LEASE}
+    finished_at = u.now, updated_at = u.now, version = o.version + 1, ${rules.CLEAR_LEASE}
   FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[]) AS u(id, token, result, now)
   WHERE o.id = u.id AND o.lease_token = u.token AND o.status = 'running'
   RETURNING o.id, o.tenant, o.type, o.version, o.attempts, o.labels`;
@@ -168,34 +91,8 @@ const SQL_APPEND = `WITH s AS (UPDATE meta SET value = value + $1 WHERE key = 's
       AS u(operation_id, tenant, operation_type, version, type, data, time, labels, n))
   SELECT base, pg_notify($10, $11 || (base + $1)::text) AS notified FROM s`;
 
-// eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- the caller names the stored shape
-function parseJson<T>(text: string | null): T | null {
-  return text === null ? null : (JSON.parse(text) as T);
-}
-
-function rowToOperation(row: OperationRow): Operation {
-  return {
-    id: row.id,
-    tenant: row.tenant,
-    type: row.type,
-    status: row.status,
-    input: JSON.parse(row.input) as Json,
-    progress: parseJson<Progress>(row.progress),
-    result: parseJson<Json>(row.result),
-    error: parseJson<OperationError>(row.error),
-    attempts: row.attempts,
-    maxAttempts: row.max_attempts,
-    runAt: row.run_at,
-    timeoutMs: row.timeout_ms,
-    labels: row.labels,
-    callbackUrl: row.callback_url,
-    cancelRequestedAt: row.cancel_requested_at,
-    createdAt: row.created_at,
-    updatedAt: row.updated_at,
-    startedAt: row.started_at,
-    finishedAt: row.finished_at,
-    version: row.version,
-  };
+function toOperation(row: Row): Operation {
+  return table.rowToOperation(row, row.labels);
 }
 
 function notOpen(): AcceptedError {
@@ -206,15 +103,12 @@ function notOpen(): AcceptedError {
 
 /** An event written in the current transaction, waiting for its seq. */
 interface PendingEvent {
-  operationId: string;
-  tenant: string;
-  operationType: string;
-  version: number;
+  /** The operation's columns after the change. */
+  row: Changed;
   type: EventType;
   data: EventData;
   dataText: string;
   time: number;
-  labels: Record<string, string>;
 }
 
 /** What the commands of one transaction write besides their rows: events and the work flag. */
@@ -224,21 +118,18 @@ class Batch {
 
   /** Forgets the events of an operation deleted in this transaction. */
   drop(operationId: string): void {
-    this.events = this.events.filter((event) => event.operationId !== operationId);
+    this.events = this.events.filter((event) => event.row.id !== operationId);
   }
 
-  append(row: ChangedRow, type: EventType, data: EventData, now: number): void {
-    this.events.push({
-      operationId: row.id,
-      tenant: row.tenant,
-      operationType: row.type,
-      version: row.version,
-      type,
-      data,
-      dataText: JSON.stringify(data),
-      time: now,
-      labels: row.labels,
-    });
+  /** Appends the event of a transition (`rules.ts`) that changed `row`. */
+  changed(change: rules.Transition, row: Changed): void {
+    const { type, data } = change.event(row.attempts);
+    this.append(row, type, data, change.now);
+    if (change.work) this.work = true;
+  }
+
+  append(row: Changed, type: EventType, data: EventData, now: number): void {
+    this.events.push({ row, type, data, dataText: JSON.stringify(data), time: now });
   }
 }
 
@@ -257,7 +148,7 @@ interface Written {
 /** A queued write. `kind` lets the hot ones (create, complete) share one statement per batch. */
 type Command =
   | { kind: 'create'; op: NewOperation; now: number; settle: Settle }
-  | { kind: 'complete'; lease: LeaseRef; result: Json; now: number; settle: Settle }
+  | { kind: 'complete'; lease: store.LeaseRef; result: Json; now: number; settle: Settle }
   | { kind: 'run'; run: (tx: Tx, batch: Batch) => Promise<unknown>; settle: Settle };
 
 interface Settle {
@@ -270,7 +161,7 @@ interface Settle {
  * folded into one transaction per round (group commit), claims use `FOR UPDATE SKIP LOCKED`,
  * and every commit that appends events sends a `NOTIFY` that wakes the other nodes.
  */
-export class PostgresStore implements Store {
+export class PostgresStore implements store.Store {
   readonly kind = 'postgres';
   readonly schema: string;
   /** Identifies this store instance in NOTIFY payloads, so that it ignores its own. */
@@ -283,31 +174,16 @@ export class PostgresStore implements Store {
   private flushing: Promise<void> | null = null;
   private flushScheduled = false;
   private closed = false;
-  private readonly listeners = new Set<(hint: StoreHint) => void>();
+  private readonly listeners = new Set<(hint: store.StoreHint) => void>();
   private readonly errorListeners = new Set<(error: unknown, what: string) => void>();
   /** The highest seq this node knows committed (its own commits and others' notifications). */
   private knownSeq = 0;
   /** Group-commit counters, for benchmarks and metrics. */
   readonly stats = { flushes: 0, commands: 0, notifications: 0 };
-  private readonly webhooks: PostgresWebhooks;
-  readonly createEndpoint: PostgresWebhooks['createEndpoint'];
-  readonly getEndpoint: PostgresWebhooks['getEndpoint'];
-  readonly listEndpoints: PostgresWebhooks['listEndpoints'];
-  readonly updateEndpoint: PostgresWebhooks['updateEndpoint'];
-  readonly rotateEndpointSecret: PostgresWebhooks['rotateEndpointSecret'];
-  readonly deleteEndpoint: PostgresWebhooks['deleteEndpoint'];
-  readonly callbackSecrets: PostgresWebhooks['callbackSecrets'];
-  readonly rotateCallbackSecret: PostgresWebhooks['rotateCallbackSecret'];
-  readonly dispatchDeliveries: PostgresWebhooks['dispatchDeliveries'];
-  readonly claimDeliveries: PostgresWebhooks['claimDeliveries'];
-  readonly recordAttempt: PostgresWebhooks['recordAttempt'];
-  readonly nextDeliveryAt: PostgresWebhooks['nextDeliveryAt'];
-  readonly getDelivery: PostgresWebhooks['getDelivery'];
-  readonly listDeliveries: PostgresWebhooks['listDeliveries'];
-  readonly listAttempts: PostgresWebhooks['listAttempts'];
-  readonly replayDelivery: PostgresWebhooks['replayDelivery'];
-  readonly replayEndpoint: PostgresWebhooks['replayEndpoint'];
-  readonly purgeDeliveries: PostgresWebhooks['purgeDeliveries'];
+  /** The relay cursor (named consumers of the log), shared by every node on the schema. */
+  readonly consumers: PostgresConsumers;
+  /** Webhook endpoints, deliveries and attempts. */
+  readonly webhooks: PostgresWebhooks;
 
   constructor(options: PostgresStoreOptions) {
     const schema = options.schema ?? 'accepted';
@@ -324,9 +200,11 @@ export class PostgresStore implements Store {
       maxConnections: options.maxConnections ?? 10,
       maxBatch: options.maxBatch ?? 1000,
     };
+    this.consumers = new PostgresConsumers(() => this.conn());
     this.webhooks = new PostgresWebhooks({
       db: () => this.conn(),
       purgeLock: () => [LOCK_PURGE_DELIVERIES, this.schema],
+      consumers: this.consumers,
       write: (run) =>
         this.write((tx, batch) =>
           run(tx, (row, type, data, now) =>
@@ -334,25 +212,6 @@ export class PostgresStore implements Store {
           ),
         ),
     });
-    const w = this.webhooks;
-    this.createEndpoint = w.createEndpoint.bind(w);
-    this.getEndpoint = w.getEndpoint.bind(w);
-    this.listEndpoints = w.listEndpoints.bind(w);
-    this.updateEndpoint = w.updateEndpoint.bind(w);
-    this.rotateEndpointSecret = w.rotateEndpointSecret.bind(w);
-    this.deleteEndpoint = w.deleteEndpoint.bind(w);
-    this.callbackSecrets = w.callbackSecrets.bind(w);
-    this.rotateCallbackSecret = w.rotateCallbackSecret.bind(w);
-    this.dispatchDeliveries = w.dispatchDeliveries.bind(w);
-    this.claimDeliveries = w.claimDeliveries.bind(w);
-    this.recordAttempt = w.recordAttempt.bind(w);
-    this.nextDeliveryAt = w.nextDeliveryAt.bind(w);
-    this.getDelivery = w.getDelivery.bind(w);
-    this.listDeliveries = w.listDeliveries.bind(w);
-    this.listAttempts = w.listAttempts.bind(w);
-    this.replayDelivery = w.replayDelivery.bind(w);
-    this.replayEndpoint = w.replayEndpoint.bind(w);
-    this.purgeDeliveries = w.purgeDeliveries.bind(w);
   }
 
   // ---- lifecycle ----------------------------------------------------------------------------
@@ -465,7 +324,7 @@ export class PostgresStore implements Store {
     await query(this.conn(), 'SELECT 1');
   }
 
-  subscribe(listener: (hint: StoreHint) => void): () => void {
+  subscribe(listener: (hint: store.StoreHint) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
   }
@@ -493,7 +352,7 @@ export class PostgresStore implements Store {
     this.emit({ lastSeq, work: work === '1' });
   }
 
-  private emit(hint: StoreHint): void {
+  private emit(hint: store.StoreHint): void {
     for (const listener of this.listeners) {
       try {
         listener(hint);
@@ -574,18 +433,9 @@ export class PostgresStore implements Store {
       this.emit({
         lastSeq: lastSeq ?? this.knownSeq,
         work: batch.work,
-        events: batch.events.map((e, i) => ({
-          seq: base + i + 1,
-          id: eventId(base + i + 1),
-          operationId: e.operationId,
-          tenant: e.tenant,
-          operationType: e.operationType,
-          version: e.version,
-          type: e.type,
-          data: e.data,
-          time: e.time,
-          labels: labelsOf(e.labels),
-        })),
+        events: batch.events.map((e, i) =>
+          committedEvent(base + i + 1, e.row, e.type, e.data, e.time),
+        ),
       });
     }
   }
@@ -625,14 +475,16 @@ export class PostgresStore implements Store {
     if (events.length === 0) return null;
     const [row] = await query<{ base: number }>(tx, SQL_APPEND, [
       events.length,
-      events.map((e) => e.operationId),
-      events.map((e) => e.tenant),
-      events.map((e) => e.operationType),
-      events.map((e) => e.version),
+      events.map((e) => e.row.id),
+      events.map((e) => e.row.tenant),
+      events.map((e) => e.row.type),
+      events.map((e) => e.row.version),
       events.map((e) => e.type),
       events.map((e) => e.dataText),
       events.map((e) => e.time),
-      events.map((e) => (Object.keys(e.labels).length === 0 ? null : JSON.stringify(e.labels))),
+      events.map(({ row }) =>
+        Object.keys(row.labels).length === 0 ? null : JSON.stringify(row.labels),
+      ),
       this.channel,
       `${this.nodeId}:${batch.work ? 1 : 0}:`,
     ]);
@@ -659,35 +511,10 @@ export class PostgresStore implements Store {
 
   /** Appends the queued event of a new operation, and returns it as created. */
   private created(batch: Batch, op: NewOperation, now: number): Operation {
-    batch.append(
-      { id: op.id, tenant: op.tenant, type: op.type, version: 1, attempts: 0, labels: op.labels },
-      'operation.queued',
-      { status: 'queued', runAt: op.runAt },
-      now,
-    );
+    const row = table.createdRow(op, op.labels);
+    batch.append(row, 'operation.queued', { status: 'queued', runAt: op.runAt }, now);
     batch.work = true;
-    return {
-      id: op.id,
-      tenant: op.tenant,
-      type: op.type,
-      status: 'queued',
-      input: op.input,
-      progress: null,
-      result: null,
-      error: null,
-      attempts: 0,
-      maxAttempts: op.maxAttempts,
-      runAt: op.runAt,
-      timeoutMs: op.timeoutMs,
-      labels: op.labels,
-      callbackUrl: op.callbackUrl,
-      cancelRequestedAt: null,
-      createdAt: now,
-      updatedAt: now,
-      startedAt: null,
-      finishedAt: null,
-      version: 1,
-    };
+    return table.createdOperation(op, now);
   }
 
   private async completeMany(
@@ -698,7 +525,7 @@ export class PostgresStore implements Store {
     outcomes: { ok: boolean; value: unknown }[],
   ): Promise<void> {
     const items = indexes.map((i) => commands[i] as Extract<Command, { kind: 'complete' }>);
-    const rows = await query<ChangedRow>(tx, SQL_COMPLETE, [
+    const rows = await query<Changed>(tx, SQL_COMPLETE, [
       items.map((c) => c.lease.operationId),
       items.map((c) => c.lease.token),
       items.map((c) => JSON.stringify(c.result)),
@@ -713,12 +540,7 @@ export class PostgresStore implements Store {
         return;
       }
       byId.delete(c.lease.operationId); // a second complete of one lease in the batch loses
-      batch.append(
-        row,
-        'operation.succeeded',
-        { status: 'succeeded', attempt: row.attempts, result: c.result },
-        c.now,
-      );
+      batch.append(row, 'operation.succeeded', rules.succeededEvent(row.attempts, c.result), c.now);
       outcomes[i] = { ok: true, value: undefined };
     });
   }
@@ -729,31 +551,26 @@ export class PostgresStore implements Store {
     return this.enqueue((settle) => ({ kind: 'create', op, now, settle }));
   }
 
-  createOnce(op: NewOperation, claim: IdempotencyClaim, now: number): Promise<CreateOnceResult> {
-    return this.write(async (tx, batch): Promise<CreateOnceResult> => {
+  createOnce(
+    op: NewOperation,
+    claim: store.IdempotencyClaim,
+    now: number,
+  ): Promise<store.CreateOnceResult> {
+    return this.write(async (tx, batch): Promise<store.CreateOnceResult> => {
       const existing = await this.keyOutcome(tx, op.tenant, claim, now);
       if (existing) return existing;
       // Insert the key, or take over an expired one. Against a concurrent insert of the same
       // key (another node), PostgreSQL waits for that transaction and then returns no row.
       const taken = await query<{ operation_id: string }>(
         tx,
-        `INSERT INTO idempotency_keys (tenant, key, fingerprint, operation_id, status,
-           hold_until, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        `INSERT INTO idempotency_keys (${table.KEY_COLUMNS})
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (tenant, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,
            operation_id = EXCLUDED.operation_id, status = EXCLUDED.status,
            hold_until = EXCLUDED.hold_until, created_at = EXCLUDED.created_at,
            expires_at = EXCLUDED.expires_at
          WHERE idempotency_keys.expires_at <= $7 RETURNING operation_id`,
-        [
-          op.tenant,
-          claim.key,
-          claim.fingerprint,
-          op.id,
-          claim.status,
-          claim.holdUntil,
-          now,
-          claim.expiresAt,
-        ],
+        table.keyValues(op, claim, now),
       );
       if (taken.length === 0) {
         const raced = await this.keyOutcome(tx, op.tenant, claim, now);
@@ -765,36 +582,24 @@ export class PostgresStore implements Store {
     });
   }
 
-  /** What an unexpired key already says, or null when the key is free. */
+  /** What an unexpired key already says (`rules.keyOutcome`), or null when the key is free. */
   private async keyOutcome(
     tx: Tx,
     tenant: string,
-    claim: IdempotencyClaim,
+    claim: store.IdempotencyClaim,
     now: number,
-  ): Promise<CreateOnceResult | null> {
-    const [found] = await query<{
-      fingerprint: string;
-      operation_id: string;
-      status: number | null;
-      hold_until: number | null;
-      expires_at: number;
-    }>(
+  ): Promise<store.CreateOnceResult | null> {
+    const [found] = await query<table.IdempotencyRow>(
       tx,
       `SELECT fingerprint, operation_id, status, hold_until, expires_at FROM idempotency_keys
        WHERE tenant = $1 AND key = $2`,
       [tenant, claim.key],
     );
-    if (!found || found.expires_at <= now) return null;
-    if (found.fingerprint !== claim.fingerprint) {
-      return { outcome: 'mismatch', operationId: found.operation_id };
-    }
-    if (found.status === null && found.hold_until !== null && found.hold_until > now) {
-      return { outcome: 'in_flight', operationId: found.operation_id, holdUntil: found.hold_until };
-    }
-    const row = await readRow(tx, found.operation_id);
+    const known = rules.keyOutcome(found, claim, now);
+    if (known?.outcome !== 'replay') return known;
+    const row = await readRow(tx, known.operationId);
     // Keys go with their operation (delete, purge), so the row is there; be safe anyway.
-    if (!row) return null;
-    return { outcome: 'replayed', operation: rowToOperation(row), status: found.status ?? 202 };
+    return row ? { outcome: 'replayed', operation: toOperation(row), status: known.status } : null;
   }
 
   settleIdempotencyKey(tenant: string, key: string, status: number): Promise<void> {
@@ -839,25 +644,24 @@ export class PostgresStore implements Store {
   }
 
   async get(id: string, tenant?: string): Promise<Operation | null> {
-    const row = await readRow(this.conn(), id);
-    if (!row || (tenant !== undefined && row.tenant !== tenant)) return null;
-    return rowToOperation(row);
+    const row = table.inScope(await readRow(this.conn(), id), tenant);
+    return row ? toOperation(row) : null;
   }
 
-  async snapshot(id: string, tenant?: string): Promise<OperationSnapshot | null> {
+  async snapshot(id: string, tenant?: string): Promise<store.OperationSnapshot | null> {
     // One statement: one snapshot of the database for the row and its last event.
-    const [row] = await query<OperationRow & { last_seq: number }>(
+    const [found] = await query<Row & { last_seq: number }>(
       this.conn(),
-      `SELECT ${OPERATION_COLUMNS},
+      `SELECT ${table.OPERATION_COLUMNS},
          (SELECT coalesce(max(seq), 0) FROM events WHERE operation_id = $1) AS last_seq
        FROM operations WHERE id = $1`,
       [id],
     );
-    if (!row || (tenant !== undefined && row.tenant !== tenant)) return null;
-    return { operation: rowToOperation(row), seq: row.last_seq };
+    const row = table.inScope(found, tenant);
+    return row ? { operation: toOperation(row), seq: row.last_seq } : null;
   }
 
-  async list(listQuery: ListQuery): Promise<Page<Operation>> {
+  async list(listQuery: store.ListQuery): Promise<store.Page<Operation>> {
     const where = ['tenant = $1'];
     const params: Param[] = [listQuery.tenant];
     const add = (clause: (n: string) => string, value: Param) => {
@@ -874,34 +678,28 @@ export class PostgresStore implements Store {
     if (listQuery.cursor !== undefined)
       add((n) => `pk < ${n}`, decodeCursor('o', listQuery.cursor));
     params.push(listQuery.limit + 1);
-    const rows = await query<OperationRow>(
+    const rows = await query<Row>(
       this.conn(),
-      `SELECT ${OPERATION_COLUMNS} FROM operations WHERE ${where.join(' AND ')}
+      `SELECT ${table.OPERATION_COLUMNS} FROM operations WHERE ${where.join(' AND ')}
        ORDER BY pk DESC LIMIT $${params.length}`,
       params,
     );
-    const more = rows.length > listQuery.limit;
-    const page = more ? rows.slice(0, listQuery.limit) : rows;
-    const last = page[page.length - 1];
-    return {
-      items: page.map(rowToOperation),
-      nextCursor: more && last ? encodeCursor('o', last.pk) : null,
-    };
+    return toPage('o', rows, listQuery.limit, toOperation);
   }
 
   // ---- leases -------------------------------------------------------------------------------
 
-  claim(request: ClaimRequest): Promise<ClaimResult> {
+  claim(request: store.ClaimRequest): Promise<store.ClaimResult> {
     const askedAt = Date.now();
     return this.write(async (tx, batch) => {
       const token = newLeaseToken();
-      const expiresAt = leaseExpiry(request.now, request.leaseMs, askedAt);
+      const expiresAt = rules.leaseExpiry(request.now, request.leaseMs, askedAt);
       const typed = request.types !== null;
       const params: Param[] = [token, request.owner, expiresAt, request.now, request.limit];
       if (request.types) params.push([...request.types]);
       // One statement: pick (skipping rows another node is claiming), lease, and the
       // earliest runAt left over (for the worker's timer).
-      const result = await query<(OperationRow | { id: null }) & { next_run_at: number | null }>(
+      const result = await query<(Row | { id: null }) & { next_run_at: number | null }>(
         tx,
         `WITH c AS (SELECT id FROM operations WHERE status = 'queued' AND run_at <= $4
              ${typed ? 'AND type = ANY($6::text[])' : ''}
@@ -909,7 +707,7 @@ export class PostgresStore implements Store {
            u AS (UPDATE operations o SET status = 'running', attempts = o.attempts + 1,
              lease_token = $1 || '.' || o.pk, lease_owner = $2, lease_expires_at = $3,
              started_at = $4, updated_at = $4, version = o.version + 1
-             FROM c WHERE o.id = c.id RETURNING ${OPERATION_COLUMNS.replace(/(\w+)/g, 'o.$1')})
+             FROM c WHERE o.id = c.id RETURNING ${CLAIMED_COLUMNS})
          SELECT n.next_run_at, u.* FROM (SELECT (SELECT min(run_at) FROM operations
              WHERE status = 'queued' ${typed ? 'AND type = ANY($6::text[])' : ''}
                AND id NOT IN (SELECT id FROM c)) AS next_run_at) n
@@ -917,21 +715,15 @@ export class PostgresStore implements Store {
         params,
       );
       const rows = result.filter(
-        (row): row is OperationRow & { next_run_at: number | null } => row.id !== null,
+        (row): row is Row & { next_run_at: number | null } => row.id !== null,
       );
-      rows.sort((a, b) => a.run_at - b.run_at || a.pk - b.pk);
-      const claimed = rows.map((row) => {
-        batch.append(
-          row,
-          'operation.started',
-          { status: 'running', attempt: row.attempts },
-          request.now,
-        );
-        return {
-          operation: rowToOperation(row),
-          lease: { operationId: row.id, token: row.lease_token ?? '', expiresAt },
-        };
-      });
+      const claimed = rules.startClaimed(
+        rows,
+        expiresAt,
+        request.now,
+        (row, type, data, now) => batch.append(row, type, data, now),
+        toOperation,
+      );
       const nextRunAt = rows.length < request.limit ? (result[0]?.next_run_at ?? null) : null;
       return { claimed, nextRunAt };
     });
@@ -960,7 +752,7 @@ export class PostgresStore implements Store {
     return rows.length === 0 ? none : write();
   }
 
-  renewLeases(request: RenewRequest): Promise<LeaseState[]> {
+  renewLeases(request: store.RenewRequest): Promise<store.LeaseState[]> {
     const askedAt = Date.now();
     if (request.leases.length === 0) return Promise.resolve([]);
     return this.write(async (tx) => {
@@ -971,84 +763,82 @@ export class PostgresStore implements Store {
          WHERE o.id = u.id AND o.lease_token = u.token AND o.status = 'running'
          RETURNING o.id, u.token, o.cancel_requested_at`,
         [
-          leaseExpiry(request.now, request.leaseMs, askedAt),
+          rules.leaseExpiry(request.now, request.leaseMs, askedAt),
           request.leases.map((l) => l.operationId),
           request.leases.map((l) => l.token),
         ],
       );
       const held = new Map(rows.map((row) => [`${row.id} ${row.token}`, row.cancel_requested_at]));
-      return request.leases.map((lease): LeaseState => {
-        const cancel = held.get(`${lease.operationId} ${lease.token}`);
-        return {
-          operationId: lease.operationId,
-          token: lease.token,
-          state: cancel === undefined ? 'lost' : cancel === null ? 'held' : 'cancel_requested',
-        };
-      });
-    });
-  }
-
-  /** Applies `set` ($1..$3) to a running operation whose lease is held; LEASE_LOST otherwise. */
-  private async underLease(
-    tx: Tx,
-    lease: LeaseRef,
-    set: string,
-    params: Param[],
-  ): Promise<ChangedRow> {
-    const n = params.length;
-    const [row] = await query<ChangedRow>(
-      tx,
-      `UPDATE operations SET ${set}, version = version + 1
-       WHERE id = $${n + 1} AND lease_token = $${n + 2} AND status = 'running' ${CHANGED}`,
-      [...params, lease.operationId, lease.token],
-    );
-    if (!row) throw leaseLost(lease.operationId);
-    return row;
-  }
-
-  progress(lease: LeaseRef, progress: Progress, now: number): Promise<void> {
-    const json = JSON.stringify(progress);
-    return this.write(async (tx, batch) => {
-      const row = await this.underLease(tx, lease, 'progress = $1, updated_at = $2', [json, now]);
-      batch.append(row, 'operation.progress', { status: 'running', progress }, now);
-    });
-  }
-
-  complete(lease: LeaseRef, result: Json, now: number): Promise<void> {
-    return this.enqueue((settle) => ({ kind: 'complete', lease, result, now, settle }));
-  }
-
-  fail(lease: LeaseRef, error: OperationError, retryAt: number | null, now: number): Promise<void> {
-    return this.write((tx, batch) => this.endAttempt(tx, batch, lease, error, retryAt, false, now));
-  }
-
-  finishCanceled(lease: LeaseRef, error: OperationError, now: number): Promise<void> {
-    const json = JSON.stringify(error);
-    return this.write(async (tx, batch) => {
-      const row = await this.underLease(tx, lease, SET_CANCELED, [json, now, now]);
-      batch.append(
-        row,
-        'operation.canceled',
-        { status: 'canceled', attempt: row.attempts, error },
-        now,
+      return request.leases.map((lease) =>
+        rules.renewed(lease, held.get(`${lease.operationId} ${lease.token}`)),
       );
     });
   }
 
-  release(lease: LeaseRef, error: OperationError, now: number): Promise<void> {
+  /** Runs a transition on a running operation whose lease is held; LEASE_LOST otherwise. */
+  private async underLease(
+    tx: Tx,
+    batch: Batch,
+    lease: store.LeaseRef,
+    change: rules.Transition,
+  ): Promise<void> {
+    const n = change.values.length;
+    const [row] = await query<Changed>(
+      tx,
+      `UPDATE operations SET ${SET[change.set]}
+       WHERE id = $${n + 1} AND lease_token = $${n + 2} AND status = 'running' ${CHANGED}`,
+      [...change.values, lease.operationId, lease.token],
+    );
+    if (!row) throw leaseLost(lease.operationId);
+    batch.changed(change, row);
+  }
+
+  /** Runs a transition on the operation `id` (read and locked in this transaction). */
+  private async atId(tx: Tx, batch: Batch, id: string, change: rules.Transition): Promise<void> {
+    const [row] = await query<Changed>(
+      tx,
+      `UPDATE operations SET ${SET[change.set]} WHERE id = $${change.values.length + 1} ${CHANGED}`,
+      [...change.values, id],
+    );
+    batch.changed(change, row as Changed);
+  }
+
+  progress(lease: store.LeaseRef, progress: Progress, now: number): Promise<void> {
+    const change = rules.planProgress(progress, now);
+    return this.write((tx, batch) => this.underLease(tx, batch, lease, change));
+  }
+
+  complete(lease: store.LeaseRef, result: Json, now: number): Promise<void> {
+    return this.enqueue((settle) => ({ kind: 'complete', lease, result, now, settle }));
+  }
+
+  fail(
+    lease: store.LeaseRef,
+    error: OperationError,
+    retryAt: number | null,
+    now: number,
+  ): Promise<void> {
+    return this.write((tx, batch) => this.endAttempt(tx, batch, lease, error, retryAt, false, now));
+  }
+
+  finishCanceled(lease: store.LeaseRef, error: OperationError, now: number): Promise<void> {
+    const change = rules.planFinishCanceled(error, now);
+    return this.write((tx, batch) => this.underLease(tx, batch, lease, change));
+  }
+
+  release(lease: store.LeaseRef, error: OperationError, now: number): Promise<void> {
     return this.write((tx, batch) => this.endAttempt(tx, batch, lease, error, now, true, now));
   }
 
   /**
-   * An attempt that ends without a result: requeued at `retryAt` (not counting the attempt
-   * when it is given back), failed for good when `retryAt` is null, or canceled when a cancel
-   * was requested meanwhile, on any node (`afterAttempt`; the row is locked first, so a cancel
-   * committing on another node is seen). LEASE_LOST when the lease is no longer held.
+   * An attempt that ends without a result (`rules.planAttemptEnd`): requeued, failed for good,
+   * or canceled when a cancel was requested meanwhile, on any node (the row is locked first,
+   * so a cancel committing on another node is seen). LEASE_LOST when the lease is not held.
    */
   private async endAttempt(
     tx: Tx,
     batch: Batch,
-    lease: LeaseRef,
+    lease: store.LeaseRef,
     error: OperationError,
     retryAt: number | null,
     givenBack: boolean,
@@ -1061,14 +851,9 @@ export class PostgresStore implements Store {
       [lease.operationId, lease.token],
     );
     if (!held) throw leaseLost(lease.operationId);
-    const end = planAttemptEnd({
-      cancelRequestedAt: held.cancel_requested_at,
-      error,
-      retryAt,
-      givenBack,
-      now,
-    });
-    await writeAttemptEnd(batch, end, (set) => this.underLease(tx, lease, set, end.params));
+    const cancelRequestedAt = held.cancel_requested_at;
+    const change = rules.planAttemptEnd({ cancelRequestedAt, error, retryAt, givenBack, now });
+    await this.underLease(tx, batch, lease, change);
   }
 
   /**
@@ -1084,32 +869,17 @@ export class PostgresStore implements Store {
 
   private recoverNow(now: number, limit: number): Promise<number> {
     return this.write(async (tx, batch) => {
-      const rows = await query<{
-        id: string;
-        attempts: number;
-        max_attempts: number;
-        cancel_requested_at: number | null;
-      }>(
+      const rows = await query<
+        Pick<Row, 'id' | 'attempts' | 'max_attempts' | 'cancel_requested_at'>
+      >(
         tx,
         `SELECT id, attempts, max_attempts, cancel_requested_at FROM operations
          WHERE status = 'running' AND lease_expires_at < $1 ORDER BY lease_expires_at LIMIT $2
          FOR UPDATE SKIP LOCKED`,
         [now, limit],
       );
-      const at = (id: string, set: string, params: Param[]) =>
-        query<ChangedRow>(
-          tx,
-          `UPDATE operations SET ${set}, version = version + 1 WHERE id = $${params.length + 1} ${CHANGED}`,
-          [...params, id],
-        ).then(([row]) => row as ChangedRow);
-      for (const candidate of rows) {
-        const end = planAttemptEnd({
-          cancelRequestedAt: candidate.cancel_requested_at,
-          error: LEASE_EXPIRED_ERROR,
-          retryAt: candidate.attempts < candidate.max_attempts ? now : null,
-          now,
-        });
-        await writeAttemptEnd(batch, end, (set) => at(candidate.id, set, end.params));
+      for (const expired of rows) {
+        await this.atId(tx, batch, expired.id, rules.planLeaseExpired(expired, now));
       }
       return rows.length;
     });
@@ -1118,9 +888,9 @@ export class PostgresStore implements Store {
   // ---- client-driven transitions ------------------------------------------------------------
 
   /** The operation's row, locked for this transaction; OPERATION_NOT_FOUND when not visible. */
-  private async lockScoped(tx: Tx, id: string, tenant: string | undefined): Promise<OperationRow> {
-    const row = await readRow(tx, id, true);
-    if (!row || (tenant !== undefined && row.tenant !== tenant)) throw notFound(id);
+  private async lockScoped(tx: Tx, id: string, tenant: string | undefined): Promise<Row> {
+    const row = table.inScope(await readRow(tx, id, true), tenant);
+    if (!row) throw notFound(id);
     return row;
   }
 
@@ -1133,27 +903,10 @@ export class PostgresStore implements Store {
   ): Promise<Operation> {
     return this.write(async (tx, batch) => {
       const current = await this.lockScoped(tx, id, tenant);
-      assertVersion(id, current.version, ifVersion);
-      const plan = planCancel(id, current.status, current.cancel_requested_at);
-      if (plan === 'none') return rowToOperation(current);
-      if (plan === 'cancel') {
-        const [row] = await query<ChangedRow>(
-          tx,
-          `UPDATE operations SET status = 'canceled', error = $1, finished_at = $2,
-             updated_at = $2, version = version + 1 WHERE id = $3 ${CHANGED}`,
-          [JSON.stringify(error), now, id],
-        );
-        batch.append(row as ChangedRow, 'operation.canceled', { status: 'canceled', error }, now);
-      } else {
-        const [row] = await query<ChangedRow>(
-          tx,
-          `UPDATE operations SET cancel_requested_at = $1, updated_at = $1, version = version + 1
-           WHERE id = $2 ${CHANGED}`,
-          [now, id],
-        );
-        batch.append(row as ChangedRow, 'operation.cancel_requested', { status: 'running' }, now);
-      }
-      return rowToOperation((await readRow(tx, id)) as OperationRow);
+      const change = rules.planCancel(current, ifVersion, error, now);
+      if (!change) return toOperation(current);
+      await this.atId(tx, batch, id, change);
+      return toOperation((await readRow(tx, id)) as Row);
     });
   }
 
@@ -1166,18 +919,8 @@ export class PostgresStore implements Store {
   ): Promise<Operation> {
     return this.write(async (tx, batch) => {
       const current = await this.lockScoped(tx, id, tenant);
-      assertVersion(id, current.version, ifVersion);
-      assertRetryable(id, current.status);
-      const [row] = await query<ChangedRow>(
-        tx,
-        `UPDATE operations SET status = 'queued', attempts = 0, result = NULL, error = NULL,
-           progress = NULL, finished_at = NULL, cancel_requested_at = NULL, run_at = $1,
-           updated_at = $2, version = version + 1 WHERE id = $3 ${CHANGED}`,
-        [runAt, now, id],
-      );
-      batch.append(row as ChangedRow, 'operation.queued', { status: 'queued', runAt }, now);
-      batch.work = true;
-      return rowToOperation((await readRow(tx, id)) as OperationRow);
+      await this.atId(tx, batch, id, rules.planRetry(current, ifVersion, runAt, now));
+      return toOperation((await readRow(tx, id)) as Row);
     });
   }
 
@@ -1189,26 +932,13 @@ export class PostgresStore implements Store {
   ): Promise<void> {
     return this.write(async (tx, batch) => {
       const current = await this.lockScoped(tx, id, tenant);
-      assertVersion(id, current.version, ifVersion);
-      assertDeletable(id, current.status);
+      const deleted = rules.planDelete(current, ifVersion);
       await query(tx, 'DELETE FROM events WHERE operation_id = $1', [id]);
       await query(tx, 'DELETE FROM idempotency_keys WHERE operation_id = $1', [id]);
       await query(tx, 'DELETE FROM operations WHERE id = $1', [id]);
       // Events of earlier commands in this transaction are inserted at its end: they go too.
       batch.drop(id);
-      batch.append(
-        {
-          id,
-          tenant: current.tenant,
-          type: current.type,
-          version: current.version + 1,
-          attempts: 0,
-          labels: current.labels,
-        },
-        'operation.deleted',
-        { status: current.status },
-        now,
-      );
+      batch.append(deleted.row, deleted.type, deleted.data, now);
     });
   }
 
@@ -1252,7 +982,7 @@ export class PostgresStore implements Store {
    * Events after `after`, ascending. No hold-back is needed: seqs are allocated at the end of
    * each transaction under one row lock, so they become visible in seq order.
    */
-  async readEvents(eventQuery: EventQuery): Promise<OperationEvent[]> {
+  async readEvents(eventQuery: store.EventQuery): Promise<OperationEvent[]> {
     const where = ['seq > $1'];
     const params: Param[] = [eventQuery.after];
     const add = (clause: (n: string) => string, value: Param) => {
@@ -1293,10 +1023,10 @@ export class PostgresStore implements Store {
   }
 }
 
-async function readRow(db: Db | Tx, id: string, lock = false): Promise<OperationRow | undefined> {
-  const [row] = await query<OperationRow>(
+async function readRow(db: Db | Tx, id: string, lock = false): Promise<Row | undefined> {
+  const [row] = await query<Row>(
     db,
-    `SELECT ${OPERATION_COLUMNS} FROM operations WHERE id = $1${lock ? ' FOR UPDATE' : ''}`,
+    `SELECT ${table.OPERATION_COLUMNS} FROM operations WHERE id = $1${lock ? ' FOR UPDATE' : ''}`,
     [id],
   );
   return row;
@@ -1319,6 +1049,6 @@ async function insertOperations(tx: Tx, ops: NewOperation[], nows: number[]): Pr
 }
 
 /** The PostgreSQL store, for several nodes on one database. */
-export function postgresStore(options: PostgresStoreOptions): Store {
+export function postgresStore(options: PostgresStoreOptions): store.Store {
   return new PostgresStore(options);
 }

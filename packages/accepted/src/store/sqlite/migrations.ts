@@ -1,3 +1,4 @@
+import { WEBHOOK_DELIVERY_INDEXES } from '../ddl.ts';
 /**
  * Numbered, append-only migrations. Never edit a released entry: add a new one.
  * `user_version` records the last one applied.
@@ -143,15 +144,7 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
         updated_at INTEGER NOT NULL,
         delivered_at INTEGER
       );
-      CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
-        WHERE status = 'pending';
-      -- The line of one operation's deliveries to one target, in event order.
-      CREATE INDEX webhook_deliveries_line ON webhook_deliveries (target, operation_id, event_seq)
-        WHERE status = 'pending';
-      CREATE INDEX webhook_deliveries_target ON webhook_deliveries (tenant, target, pk);
-      CREATE INDEX webhook_deliveries_operation ON webhook_deliveries (operation_id, pk);
-      CREATE INDEX webhook_deliveries_created ON webhook_deliveries (created_at)
-        WHERE status <> 'pending';
+      ${WEBHOOK_DELIVERY_INDEXES}
 
       CREATE TABLE webhook_attempts (
         delivery_pk INTEGER NOT NULL,
@@ -197,6 +190,30 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
           FROM json_each(webhook_endpoints.retry_schedule))
         WHERE retry_schedule IS NOT NULL AND EXISTS (
           SELECT 1 FROM json_each(webhook_endpoints.retry_schedule) WHERE value > 86400000);
+    `,
+  },
+  {
+    version: 6,
+    name: 'consumers (the relay cursor)',
+    sql: `
+      -- Named consumers of the log: the committed position (every event up to it delivered)
+      -- and the lease of the one holder that may move it (consumer-rules.ts).
+      CREATE TABLE consumers (
+        name TEXT PRIMARY KEY,
+        position INTEGER NOT NULL,
+        holder TEXT,
+        token TEXT,
+        lease_until INTEGER,
+        lease_ms INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+      ) WITHOUT ROWID;
+      -- The webhook dispatcher's cursor becomes its consumer.
+      INSERT INTO consumers (name, position, lease_ms, created_at, updated_at)
+        SELECT 'webhooks', value, 0, CAST(strftime('%s', 'now') AS INTEGER) * 1000,
+          CAST(strftime('%s', 'now') AS INTEGER) * 1000
+        FROM meta WHERE key = 'webhook_cursor';
+      DELETE FROM meta WHERE key = 'webhook_cursor';
     `,
   },
 ];

@@ -2,49 +2,22 @@ import Database from 'better-sqlite3';
 import fs from 'node:fs';
 import path from 'node:path';
 import { AcceptedError, leaseLost, operationNotFound as notFound } from '../../domain/errors.ts';
-import { assertVersion } from '../../domain/status.ts';
-import {
-  eventId,
-  type EventData,
-  type EventType,
-  type OperationEvent,
-} from '../../domain/events.ts';
+import type { EventData, EventType, OperationEvent } from '../../domain/events.ts';
 import { newLeaseToken } from '../../domain/ids.ts';
 import type {
   Json,
   NewOperation,
   Operation,
   OperationError,
-  OperationStatus,
   Progress,
 } from '../../domain/operation.ts';
-import type {
-  ClaimRequest,
-  ClaimResult,
-  CreateOnceResult,
-  EventQuery,
-  IdempotencyClaim,
-  LeaseRef,
-  LeaseState,
-  ListQuery,
-  OperationSnapshot,
-  Page,
-  RenewRequest,
-  Store,
-  StoreHint,
-} from '../store.ts';
-import { labelsOf, rowToEvent, type EventRow } from '../event-rows.ts';
+import type * as store from '../store.ts';
+import { committedEvent, rowToEvent, type EventRow } from '../event-rows.ts';
+import * as table from '../operation-rows.ts';
 import { decodeCursor, toPage } from '../page.ts';
-import {
-  LEASE_EXPIRED_ERROR,
-  assertDeletable,
-  assertRetryable,
-  leaseExpiry,
-  planAttemptEnd,
-  planCancel,
-  type AttemptEnd,
-} from '../rules.ts';
+import * as rules from '../rules.ts';
 import { MIGRATIONS } from './migrations.ts';
+import { SqliteConsumers } from './consumers.ts';
 import { SqliteWebhooks } from './webhooks.ts';
 
 export interface SqliteStoreOptions {
@@ -97,57 +70,10 @@ const SQL_INSERT_OPERATION = `INSERT INTO operations (id, tenant, type, status, 
 const SQL_INSERT_EVENT = `INSERT INTO events (seq, operation_id, tenant, operation_type, version,
   type, data, time, labels) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`;
 
-interface OperationRow {
-  pk: number;
-  id: string;
-  tenant: string;
-  type: string;
-  status: OperationStatus;
-  input: string;
-  progress: string | null;
-  result: string | null;
-  error: string | null;
-  attempts: number;
-  max_attempts: number;
-  run_at: number;
-  timeout_ms: number | null;
-  labels: string;
-  callback_url: string | null;
-  traceparent: string | null;
-  cancel_requested_at: number | null;
-  created_at: number;
-  updated_at: number;
-  started_at: number | null;
-  finished_at: number | null;
-  version: number;
-  lease_token: string | null;
-  lease_owner: string | null;
-  lease_expires_at: number | null;
-}
+/** The rows of the operations table here: labels are stored as JSON text. */
+type Row = table.OperationRow<string>;
+type Changed = table.ChangedRow<string>;
 
-/** The columns a transition needs to write its event. */
-interface ChangedRow {
-  id: string;
-  tenant: string;
-  type: string;
-  version: number;
-  attempts: number;
-  /** The labels as stored (JSON text). */
-  labels: string;
-}
-
-interface IdempotencyRow {
-  fingerprint: string;
-  operation_id: string;
-  status: number | null;
-  hold_until: number | null;
-  expires_at: number;
-}
-
-const OPERATION_COLUMNS = `pk, id, tenant, type, status, input, progress, result, error, attempts,
-  max_attempts, run_at, timeout_ms, labels, callback_url, traceparent, cancel_requested_at,
-  created_at, updated_at, started_at, finished_at, version, lease_token, lease_owner,
-  lease_expires_at`;
 /** Pages of WAL before a checkpoint: larger means hot pages are copied back less often. */
 const WAL_CHECKPOINT_PAGES = 8192;
 /**
@@ -156,8 +82,9 @@ const WAL_CHECKPOINT_PAGES = 8192;
  * no file growth, no metadata in the flush.
  */
 const CHECKPOINT_INTERVAL_MS = 1000;
-const CHANGED = 'RETURNING id, tenant, type, version, attempts, labels';
-const CLEAR_LEASE = 'lease_token = NULL, lease_owner = NULL, lease_expires_at = NULL';
+const CHANGED = `RETURNING ${table.CHANGED_COLUMNS}`;
+/** The SET list of each transition (`rules.ts`). */
+const SET = rules.setLists(() => '?');
 
 function claimSql(typed: boolean): string {
   return `UPDATE operations SET status = 'running', attempts = attempts + 1,
@@ -165,45 +92,15 @@ function claimSql(typed: boolean): string {
       lease_owner = ?, lease_expires_at = ?, started_at = ?, updated_at = ?, version = version + 1
     WHERE pk IN (SELECT pk FROM operations WHERE status = 'queued' AND run_at <= ?
       ${typed ? 'AND type IN (SELECT value FROM json_each(?))' : ''} ORDER BY run_at LIMIT ?)
-    RETURNING ${OPERATION_COLUMNS}`;
+    RETURNING ${table.OPERATION_COLUMNS}`;
 }
 
-// Assignments shared by the lease-holder's transitions and lease recovery.
-// Parameters: error, finished_at, updated_at.
-const SET_FAILED = `status = 'failed', error = ?, finished_at = ?, updated_at = ?, ${CLEAR_LEASE}`;
-const SET_CANCELED = `status = 'canceled', error = ?, finished_at = ?, updated_at = ?, ${CLEAR_LEASE}`;
-// Parameters: error, run_at, updated_at.
-const SET_REQUEUED = `status = 'queued', error = ?, run_at = ?, updated_at = ?, ${CLEAR_LEASE}`;
-/** The update of each way an attempt ends without a result (`planAttemptEnd`). */
-const SET_ATTEMPT_END = { canceled: SET_CANCELED, failed: SET_FAILED, requeued: SET_REQUEUED };
-
 const SQL_COMPLETE = `UPDATE operations SET status = 'succeeded', result = ?, error = NULL,
-    finished_at = ?, updated_at = ?, version = version + 1, ${CLEAR_LEASE}
+    finished_at = ?, updated_at = ?, version = version + 1, ${rules.CLEAR_LEASE}
   WHERE pk = ? AND id = ? AND lease_token = ? AND status = 'running' ${CHANGED}`;
 
-function rowToOperation(row: OperationRow): Operation {
-  return {
-    id: row.id,
-    tenant: row.tenant,
-    type: row.type,
-    status: row.status,
-    input: JSON.parse(row.input) as Json,
-    progress: row.progress === null ? null : (JSON.parse(row.progress) as Progress),
-    result: row.result === null ? null : (JSON.parse(row.result) as Json),
-    error: row.error === null ? null : (JSON.parse(row.error) as OperationError),
-    attempts: row.attempts,
-    maxAttempts: row.max_attempts,
-    runAt: row.run_at,
-    timeoutMs: row.timeout_ms,
-    labels: JSON.parse(row.labels) as Record<string, string>,
-    callbackUrl: row.callback_url,
-    cancelRequestedAt: row.cancel_requested_at,
-    createdAt: row.created_at,
-    updatedAt: row.updated_at,
-    startedAt: row.started_at,
-    finishedAt: row.finished_at,
-    version: row.version,
-  };
+function toOperation(row: Row): Operation {
+  return table.rowToOperation(row, JSON.parse(row.labels) as Record<string, string>);
 }
 
 /**
@@ -239,7 +136,7 @@ function leasePk(token: string): number {
  * The embedded store: one SQLite file in WAL mode, opened by one process at a time (exclusive
  * lock), every write folded into a group commit so that many transitions share one fsync.
  */
-export class SqliteStore implements Store {
+export class SqliteStore implements store.Store {
   readonly kind = 'sqlite';
   private db: Database.Database | null = null;
   private readonly options: Required<SqliteStoreOptions>;
@@ -247,7 +144,7 @@ export class SqliteStore implements Store {
   private flushScheduled = false;
   private pendingEvents: OperationEvent[] = [];
   private workChanged = false;
-  private readonly listeners = new Set<(hint: StoreHint) => void>();
+  private readonly listeners = new Set<(hint: store.StoreHint) => void>();
   private readonly statements = new Map<string, Database.Statement>();
   private seqHigh = 0;
   /** The highest seq known durable: readers never see events beyond it. */
@@ -268,32 +165,23 @@ export class SqliteStore implements Store {
   private durableWaiters: { seq: number; resolve: () => void; reject: (e: unknown) => void }[] = [];
   /** Group-commit counters, for benchmarks and metrics. */
   readonly stats = { flushes: 0, commands: 0, syncs: 0, checkpoints: 0 };
+  /** The relay cursor (named consumers of the log), in the same database and group commit. */
+  readonly consumers = new SqliteConsumers({
+    stmt: (sql) => this.stmt(sql),
+    write: (run) => this.write(run),
+    read: (run) => settle(run),
+    seqHigh: () => this.seqHigh,
+    lastSeq: () => this.durableSeq,
+  });
   /** Webhook endpoints, deliveries and attempts, in the same database and group commit. */
-  private readonly webhooks = new SqliteWebhooks({
+  readonly webhooks = new SqliteWebhooks({
     stmt: (sql) => this.stmt(sql),
     write: (run) => this.write(run),
     read: (run) => settle(run),
     appendEvent: (row, type, data, now) =>
       this.appendEvent({ ...row, attempts: 0 }, type, data, now),
+    consumers: this.consumers,
   });
-  readonly createEndpoint = this.webhooks.createEndpoint.bind(this.webhooks);
-  readonly getEndpoint = this.webhooks.getEndpoint.bind(this.webhooks);
-  readonly listEndpoints = this.webhooks.listEndpoints.bind(this.webhooks);
-  readonly updateEndpoint = this.webhooks.updateEndpoint.bind(this.webhooks);
-  readonly rotateEndpointSecret = this.webhooks.rotateEndpointSecret.bind(this.webhooks);
-  readonly deleteEndpoint = this.webhooks.deleteEndpoint.bind(this.webhooks);
-  readonly callbackSecrets = this.webhooks.callbackSecrets.bind(this.webhooks);
-  readonly rotateCallbackSecret = this.webhooks.rotateCallbackSecret.bind(this.webhooks);
-  readonly dispatchDeliveries = this.webhooks.dispatchDeliveries.bind(this.webhooks);
-  readonly claimDeliveries = this.webhooks.claimDeliveries.bind(this.webhooks);
-  readonly recordAttempt = this.webhooks.recordAttempt.bind(this.webhooks);
-  readonly nextDeliveryAt = this.webhooks.nextDeliveryAt.bind(this.webhooks);
-  readonly getDelivery = this.webhooks.getDelivery.bind(this.webhooks);
-  readonly listDeliveries = this.webhooks.listDeliveries.bind(this.webhooks);
-  readonly listAttempts = this.webhooks.listAttempts.bind(this.webhooks);
-  readonly replayDelivery = this.webhooks.replayDelivery.bind(this.webhooks);
-  readonly replayEndpoint = this.webhooks.replayEndpoint.bind(this.webhooks);
-  readonly purgeDeliveries = this.webhooks.purgeDeliveries.bind(this.webhooks);
 
   constructor(options: SqliteStoreOptions) {
     this.options = {
@@ -330,6 +218,8 @@ export class SqliteStore implements Store {
       db.prepare(
         `UPDATE webhook_deliveries SET lease_until = NULL WHERE lease_until IS NOT NULL`,
       ).run();
+      // And the consumers' (the relay cursor): a new holder takes them at once.
+      db.prepare(`UPDATE consumers SET lease_until = 0 WHERE lease_until IS NOT NULL`).run();
       const row = db
         .prepare(
           `SELECT max((SELECT coalesce(max(seq), 0) FROM events),
@@ -486,7 +376,7 @@ export class SqliteStore implements Store {
     });
   }
 
-  subscribe(listener: (hint: StoreHint) => void): () => void {
+  subscribe(listener: (hint: store.StoreHint) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
   }
@@ -651,7 +541,7 @@ export class SqliteStore implements Store {
       else command.reject(outcome?.value);
     });
     if ((events.length > 0 || work) && this.listeners.size > 0) {
-      const hint: StoreHint = { lastSeq, work, events };
+      const hint: store.StoreHint = { lastSeq, work, events };
       for (const listener of this.listeners) {
         try {
           listener(hint);
@@ -662,7 +552,7 @@ export class SqliteStore implements Store {
     }
   }
 
-  private appendEvent(row: ChangedRow, type: EventType, data: EventData, now: number): void {
+  private appendEvent(row: Changed, type: EventType, data: EventData, now: number): void {
     const seq = ++this.seqHigh;
     this.hotStatements().insertEvent.run(
       seq,
@@ -675,28 +565,17 @@ export class SqliteStore implements Store {
       now,
       row.labels === '{}' ? null : row.labels,
     );
-    this.pendingEvents.push({
-      seq,
-      id: eventId(seq),
-      operationId: row.id,
-      tenant: row.tenant,
-      operationType: row.type,
-      version: row.version,
-      type,
-      data,
-      time: now,
-      labels: labelsOf(row.labels),
-    });
+    this.pendingEvents.push(committedEvent(seq, row, type, data, now));
   }
 
-  private readRow(id: string): OperationRow | undefined {
-    return this.stmt(`SELECT ${OPERATION_COLUMNS} FROM operations WHERE id = ?`).get(id) as
-      OperationRow | undefined;
+  private readRow(id: string): Row | undefined {
+    return this.stmt(`SELECT ${table.OPERATION_COLUMNS} FROM operations WHERE id = ?`).get(id) as
+      Row | undefined;
   }
 
-  private readScoped(id: string, tenant: string | undefined): OperationRow {
-    const row = this.readRow(id);
-    if (!row || (tenant !== undefined && row.tenant !== tenant)) throw notFound(id);
+  private readScoped(id: string, tenant: string | undefined): Row {
+    const row = table.inScope(this.readRow(id), tenant);
+    if (!row) throw notFound(id);
     return row;
   }
 
@@ -706,47 +585,29 @@ export class SqliteStore implements Store {
     return this.write(() => this.insertOperation(op, now));
   }
 
-  createOnce(op: NewOperation, claim: IdempotencyClaim, now: number): Promise<CreateOnceResult> {
-    return this.write((): CreateOnceResult => {
+  createOnce(
+    op: NewOperation,
+    claim: store.IdempotencyClaim,
+    now: number,
+  ): Promise<store.CreateOnceResult> {
+    return this.write((): store.CreateOnceResult => {
       const found = this.stmt(
         `SELECT fingerprint, operation_id, status, hold_until, expires_at FROM idempotency_keys
          WHERE tenant = ? AND key = ?`,
-      ).get(op.tenant, claim.key) as IdempotencyRow | undefined;
-      if (found && found.expires_at > now) {
-        if (found.fingerprint !== claim.fingerprint) {
-          return { outcome: 'mismatch', operationId: found.operation_id };
-        }
-        if (found.status === null && found.hold_until !== null && found.hold_until > now) {
-          return {
-            outcome: 'in_flight',
-            operationId: found.operation_id,
-            holdUntil: found.hold_until,
-          };
-        }
-        const row = this.readRow(found.operation_id);
-        // Keys go with their operation (delete, purge), so the row is there; be safe anyway.
-        if (row) {
-          return {
-            outcome: 'replayed',
-            operation: rowToOperation(row),
-            status: found.status ?? 202,
-          };
-        }
+      ).get(op.tenant, claim.key) as table.IdempotencyRow | undefined;
+      const known = rules.keyOutcome(found, claim, now);
+      if (known?.outcome === 'replay') {
+        const row = this.readRow(known.operationId);
+        // Keys go with their operation (delete, purge), so the row is there; else take the key.
+        if (row) return { outcome: 'replayed', operation: toOperation(row), status: known.status };
+      } else if (known) {
+        return known;
       }
       const operation = this.insertOperation(op, now);
       this.stmt(
-        `INSERT OR REPLACE INTO idempotency_keys (tenant, key, fingerprint, operation_id, status,
-           hold_until, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-      ).run(
-        op.tenant,
-        claim.key,
-        claim.fingerprint,
-        op.id,
-        claim.status,
-        claim.holdUntil,
-        now,
-        claim.expiresAt,
-      );
+        `INSERT OR REPLACE INTO idempotency_keys (${table.KEY_COLUMNS})
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+      ).run(...table.keyValues(op, claim, now));
       return { outcome: 'created', operation };
     });
   }
@@ -790,49 +651,21 @@ export class SqliteStore implements Store {
       now,
       now,
     );
-    const changed = {
-      id: op.id,
-      tenant: op.tenant,
-      type: op.type,
-      version: 1,
-      attempts: 0,
-      labels,
-    };
-    this.appendEvent(changed, 'operation.queued', { status: 'queued', runAt: op.runAt }, now);
+    const row = table.createdRow(op, labels);
+    this.appendEvent(row, 'operation.queued', { status: 'queued', runAt: op.runAt }, now);
     this.workChanged = true;
-    return {
-      id: op.id,
-      tenant: op.tenant,
-      type: op.type,
-      status: 'queued',
-      input: op.input,
-      progress: null,
-      result: null,
-      error: null,
-      attempts: 0,
-      maxAttempts: op.maxAttempts,
-      runAt: op.runAt,
-      timeoutMs: op.timeoutMs,
-      labels: op.labels,
-      callbackUrl: op.callbackUrl,
-      cancelRequestedAt: null,
-      createdAt: now,
-      updatedAt: now,
-      startedAt: null,
-      finishedAt: null,
-      version: 1,
-    };
+    return table.createdOperation(op, now);
   }
 
-  async snapshot(id: string, tenant?: string): Promise<OperationSnapshot | null> {
+  async snapshot(id: string, tenant?: string): Promise<store.OperationSnapshot | null> {
     // Read together (no write runs between two statements of one synchronous call).
     const read = () => {
-      const row = this.readRow(id);
-      if (!row || (tenant !== undefined && row.tenant !== tenant)) return null;
+      const row = table.inScope(this.readRow(id), tenant);
+      if (!row) return null;
       const last = this.stmt(
         'SELECT coalesce(max(seq), 0) AS seq FROM events WHERE operation_id = ?',
       ).get(id) as { seq: number };
-      return { operation: rowToOperation(row), seq: last.seq };
+      return { operation: toOperation(row), seq: last.seq };
     };
     const snapshot = await settle(read);
     // A state committed but not yet flushed is shown only once it is durable.
@@ -850,17 +683,16 @@ export class SqliteStore implements Store {
 
   get(id: string, tenant?: string): Promise<Operation | null> {
     return settle(() => {
-      const row = this.readRow(id);
-      if (!row || (tenant !== undefined && row.tenant !== tenant)) return null;
-      return rowToOperation(row);
+      const row = table.inScope(this.readRow(id), tenant);
+      return row ? toOperation(row) : null;
     });
   }
 
-  list(query: ListQuery): Promise<Page<Operation>> {
+  list(query: store.ListQuery): Promise<store.Page<Operation>> {
     return settle(() => this.listNow(query));
   }
 
-  private listNow(query: ListQuery): Page<Operation> {
+  private listNow(query: store.ListQuery): store.Page<Operation> {
     const where = ['tenant = ?'];
     const params: (string | number)[] = [query.tenant];
     if (query.status && query.status.length > 0) {
@@ -880,21 +712,21 @@ export class SqliteStore implements Store {
       params.push(decodeCursor('o', query.cursor));
     }
     const rows = this.stmt(
-      `SELECT ${OPERATION_COLUMNS} FROM operations WHERE ${where.join(' AND ')}
+      `SELECT ${table.OPERATION_COLUMNS} FROM operations WHERE ${where.join(' AND ')}
        ORDER BY pk DESC LIMIT ?`,
-    ).all(...params, query.limit + 1) as OperationRow[];
-    return toPage('o', rows, query.limit, rowToOperation);
+    ).all(...params, query.limit + 1) as Row[];
+    return toPage('o', rows, query.limit, toOperation);
   }
 
   // ---- leases -------------------------------------------------------------------------------
 
-  claim(request: ClaimRequest): Promise<ClaimResult> {
+  claim(request: store.ClaimRequest): Promise<store.ClaimResult> {
     const askedAt = Date.now();
     const typeFilter = request.types ? 'AND type IN (SELECT value FROM json_each(?))' : '';
     const typeParam = request.types ? [JSON.stringify(request.types)] : [];
     return this.write(() => {
       const token = newLeaseToken();
-      const expiresAt = leaseExpiry(request.now, request.leaseMs, askedAt);
+      const expiresAt = rules.leaseExpiry(request.now, request.leaseMs, askedAt);
       const hot = this.hotStatements();
       const rows = (request.types ? hot.claimTyped : hot.claim).all(
         token,
@@ -905,20 +737,14 @@ export class SqliteStore implements Store {
         request.now,
         ...typeParam,
         request.limit,
-      ) as OperationRow[];
-      rows.sort((a, b) => a.run_at - b.run_at || a.pk - b.pk);
-      const claimed = rows.map((row) => {
-        this.appendEvent(
-          row,
-          'operation.started',
-          { status: 'running', attempt: row.attempts },
-          request.now,
-        );
-        return {
-          operation: rowToOperation(row),
-          lease: { operationId: row.id, token: row.lease_token ?? '', expiresAt },
-        };
-      });
+      ) as Row[];
+      const claimed = rules.startClaimed(
+        rows,
+        expiresAt,
+        request.now,
+        (row, type, data, now) => this.appendEvent(row, type, data, now),
+        toOperation,
+      );
       let nextRunAt: number | null = null;
       if (rows.length < request.limit) {
         const next = this.stmt(
@@ -957,57 +783,59 @@ export class SqliteStore implements Store {
     return write();
   }
 
-  renewLeases(request: RenewRequest): Promise<LeaseState[]> {
+  renewLeases(request: store.RenewRequest): Promise<store.LeaseState[]> {
     const askedAt = Date.now();
     return this.write(() => {
-      const expiresAt = leaseExpiry(request.now, request.leaseMs, askedAt);
+      const expiresAt = rules.leaseExpiry(request.now, request.leaseMs, askedAt);
       const statement = this.stmt(
         `UPDATE operations SET lease_expires_at = ?
          WHERE pk = ? AND id = ? AND lease_token = ? AND status = 'running' RETURNING cancel_requested_at`,
       );
-      return request.leases.map((lease): LeaseState => {
+      return request.leases.map((lease) => {
         const row = statement.get(
           expiresAt,
           leasePk(lease.token),
           lease.operationId,
           lease.token,
         ) as { cancel_requested_at: number | null } | undefined;
-        return {
-          operationId: lease.operationId,
-          token: lease.token,
-          state: !row ? 'lost' : row.cancel_requested_at === null ? 'held' : 'cancel_requested',
-        };
+        return rules.renewed(lease, row?.cancel_requested_at);
       });
     });
   }
 
-  /** Applies `set` to a running operation whose lease is held; LEASE_LOST otherwise. */
-  private underLease(lease: LeaseRef, set: string, params: readonly unknown[]): ChangedRow {
+  /** Runs a transition on a running operation whose lease is held; LEASE_LOST otherwise. */
+  private underLease(lease: store.LeaseRef, change: rules.Transition): void {
     const row = this.stmt(
-      `UPDATE operations SET ${set}, version = version + 1
+      `UPDATE operations SET ${SET[change.set]}
        WHERE pk = ? AND id = ? AND lease_token = ? AND status = 'running' ${CHANGED}`,
-    ).get(...params, leasePk(lease.token), lease.operationId, lease.token) as
-      ChangedRow | undefined;
+    ).get(...change.values, leasePk(lease.token), lease.operationId, lease.token) as
+      Changed | undefined;
     if (!row) throw leaseLost(lease.operationId);
-    return row;
+    this.changed(change, row);
   }
 
-  /** Applies `set` to the operation at `pk` (already read in this transaction). */
-  private atPk(pk: number, set: string, params: readonly unknown[]): ChangedRow {
-    return this.stmt(
-      `UPDATE operations SET ${set}, version = version + 1 WHERE pk = ? ${CHANGED}`,
-    ).get(...params, pk) as ChangedRow;
+  /** Runs a transition on the operation at `pk` (already read in this transaction). */
+  private atPk(pk: number, change: rules.Transition): void {
+    const row = this.stmt(`UPDATE operations SET ${SET[change.set]} WHERE pk = ? ${CHANGED}`).get(
+      ...change.values,
+      pk,
+    ) as Changed;
+    this.changed(change, row);
   }
 
-  progress(lease: LeaseRef, progress: Progress, now: number): Promise<void> {
-    const json = JSON.stringify(progress);
-    return this.write(() => {
-      const row = this.underLease(lease, 'progress = ?, updated_at = ?', [json, now]);
-      this.appendEvent(row, 'operation.progress', { status: 'running', progress }, now);
-    });
+  /** Appends the event of a transition that changed `row`. */
+  private changed(change: rules.Transition, row: Changed): void {
+    const { type, data } = change.event(row.attempts);
+    this.appendEvent(row, type, data, change.now);
+    if (change.work) this.workChanged = true;
   }
 
-  complete(lease: LeaseRef, result: Json, now: number): Promise<void> {
+  progress(lease: store.LeaseRef, progress: Progress, now: number): Promise<void> {
+    const change = rules.planProgress(progress, now);
+    return this.write(() => this.underLease(lease, change));
+  }
+
+  complete(lease: store.LeaseRef, result: Json, now: number): Promise<void> {
     const json = JSON.stringify(result);
     return this.write(() => {
       const row = this.hotStatements().complete.get(
@@ -1017,45 +845,36 @@ export class SqliteStore implements Store {
         leasePk(lease.token),
         lease.operationId,
         lease.token,
-      ) as ChangedRow | undefined;
+      ) as Changed | undefined;
       if (!row) throw leaseLost(lease.operationId);
-      this.appendEvent(
-        row,
-        'operation.succeeded',
-        { status: 'succeeded', attempt: row.attempts, result },
-        now,
-      );
+      this.appendEvent(row, 'operation.succeeded', rules.succeededEvent(row.attempts, result), now);
     });
   }
 
-  fail(lease: LeaseRef, error: OperationError, retryAt: number | null, now: number): Promise<void> {
+  fail(
+    lease: store.LeaseRef,
+    error: OperationError,
+    retryAt: number | null,
+    now: number,
+  ): Promise<void> {
     return this.write(() => this.endAttempt(lease, error, retryAt, false, now));
   }
 
-  finishCanceled(lease: LeaseRef, error: OperationError, now: number): Promise<void> {
-    const json = JSON.stringify(error);
-    return this.write(() => {
-      const row = this.underLease(lease, SET_CANCELED, [json, now, now]);
-      this.appendEvent(
-        row,
-        'operation.canceled',
-        { status: 'canceled', attempt: row.attempts, error },
-        now,
-      );
-    });
+  finishCanceled(lease: store.LeaseRef, error: OperationError, now: number): Promise<void> {
+    const change = rules.planFinishCanceled(error, now);
+    return this.write(() => this.underLease(lease, change));
   }
 
-  release(lease: LeaseRef, error: OperationError, now: number): Promise<void> {
+  release(lease: store.LeaseRef, error: OperationError, now: number): Promise<void> {
     return this.write(() => this.endAttempt(lease, error, now, true, now));
   }
 
   /**
-   * An attempt that ends without a result: requeued at `retryAt` (not counting the attempt
-   * when it is given back), failed for good when `retryAt` is null, or canceled when a cancel
-   * was requested meanwhile (`afterAttempt`). LEASE_LOST when the lease is no longer held.
+   * An attempt that ends without a result (`rules.planAttemptEnd`): requeued, failed for good,
+   * or canceled when a cancel was requested meanwhile. LEASE_LOST when the lease is not held.
    */
   private endAttempt(
-    lease: LeaseRef,
+    lease: store.LeaseRef,
     error: OperationError,
     retryAt: number | null,
     givenBack: boolean,
@@ -1067,23 +886,11 @@ export class SqliteStore implements Store {
     ).get(leasePk(lease.token), lease.operationId, lease.token) as
       { cancel_requested_at: number | null } | undefined;
     if (!held) throw leaseLost(lease.operationId);
-    const end = planAttemptEnd({
-      cancelRequestedAt: held.cancel_requested_at,
-      error,
-      retryAt,
-      givenBack,
-      now,
-    });
-    this.writeAttemptEnd(end, (set) => this.underLease(lease, set, end.params));
-  }
-
-  /** Writes an attempt's end (`planAttemptEnd`) with `update`, which runs one SET on its row. */
-  private writeAttemptEnd(end: AttemptEnd, update: (set: string) => ChangedRow): void {
-    const set = SET_ATTEMPT_END[end.state];
-    const row = update(end.givenBack ? `attempts = attempts - 1, ${set}` : set);
-    const { type, data } = end.event(row.attempts);
-    this.appendEvent(row, type, data, end.params[2]);
-    if (end.state === 'requeued') this.workChanged = true;
+    const cancelRequestedAt = held.cancel_requested_at;
+    this.underLease(
+      lease,
+      rules.planAttemptEnd({ cancelRequestedAt, error, retryAt, givenBack, now }),
+    );
   }
 
   recoverExpiredLeases(now: number, limit: number): Promise<number> {
@@ -1096,19 +903,8 @@ export class SqliteStore implements Store {
       const rows = this.stmt(
         `SELECT pk, attempts, max_attempts, cancel_requested_at FROM operations
          WHERE status = 'running' AND lease_expires_at < ? ORDER BY lease_expires_at LIMIT ?`,
-      ).all(now, limit) as Pick<
-        OperationRow,
-        'pk' | 'attempts' | 'max_attempts' | 'cancel_requested_at'
-      >[];
-      for (const candidate of rows) {
-        const end = planAttemptEnd({
-          cancelRequestedAt: candidate.cancel_requested_at,
-          error: LEASE_EXPIRED_ERROR,
-          retryAt: candidate.attempts < candidate.max_attempts ? now : null,
-          now,
-        });
-        this.writeAttemptEnd(end, (set) => this.atPk(candidate.pk, set, end.params));
-      }
+      ).all(now, limit) as Pick<Row, 'pk' | 'attempts' | 'max_attempts' | 'cancel_requested_at'>[];
+      for (const expired of rows) this.atPk(expired.pk, rules.planLeaseExpired(expired, now));
       return rows.length;
     });
   }
@@ -1124,23 +920,10 @@ export class SqliteStore implements Store {
   ): Promise<Operation> {
     return this.write(() => {
       const current = this.readScoped(id, tenant);
-      assertVersion(id, current.version, ifVersion);
-      const plan = planCancel(id, current.status, current.cancel_requested_at);
-      if (plan === 'none') return rowToOperation(current);
-      if (plan === 'cancel') {
-        const row = this.stmt(
-          `UPDATE operations SET status = 'canceled', error = ?, finished_at = ?, updated_at = ?,
-             version = version + 1 WHERE pk = ? ${CHANGED}`,
-        ).get(JSON.stringify(error), now, now, current.pk) as ChangedRow;
-        this.appendEvent(row, 'operation.canceled', { status: 'canceled', error }, now);
-      } else {
-        const row = this.stmt(
-          `UPDATE operations SET cancel_requested_at = ?, updated_at = ?, version = version + 1
-           WHERE pk = ? ${CHANGED}`,
-        ).get(now, now, current.pk) as ChangedRow;
-        this.appendEvent(row, 'operation.cancel_requested', { status: 'running' }, now);
-      }
-      return rowToOperation(this.readScoped(id, tenant));
+      const change = rules.planCancel(current, ifVersion, error, now);
+      if (!change) return toOperation(current);
+      this.atPk(current.pk, change);
+      return toOperation(this.readScoped(id, tenant));
     });
   }
 
@@ -1153,16 +936,8 @@ export class SqliteStore implements Store {
   ): Promise<Operation> {
     return this.write(() => {
       const current = this.readScoped(id, tenant);
-      assertVersion(id, current.version, ifVersion);
-      assertRetryable(id, current.status);
-      const row = this.stmt(
-        `UPDATE operations SET status = 'queued', attempts = 0, result = NULL, error = NULL,
-           progress = NULL, finished_at = NULL, cancel_requested_at = NULL, run_at = ?,
-           updated_at = ?, version = version + 1 WHERE pk = ? ${CHANGED}`,
-      ).get(runAt, now, current.pk) as ChangedRow;
-      this.appendEvent(row, 'operation.queued', { status: 'queued', runAt }, now);
-      this.workChanged = true;
-      return rowToOperation(this.readScoped(id, tenant));
+      this.atPk(current.pk, rules.planRetry(current, ifVersion, runAt, now));
+      return toOperation(this.readScoped(id, tenant));
     });
   }
 
@@ -1174,24 +949,11 @@ export class SqliteStore implements Store {
   ): Promise<void> {
     return this.write(() => {
       const current = this.readScoped(id, tenant);
-      assertVersion(id, current.version, ifVersion);
-      assertDeletable(id, current.status);
+      const deleted = rules.planDelete(current, ifVersion);
       this.stmt('DELETE FROM events WHERE operation_id = ?').run(id);
       this.stmt('DELETE FROM idempotency_keys WHERE operation_id = ?').run(id);
       this.stmt('DELETE FROM operations WHERE pk = ?').run(current.pk);
-      this.appendEvent(
-        {
-          id,
-          tenant: current.tenant,
-          type: current.type,
-          version: current.version + 1,
-          attempts: 0,
-          labels: current.labels,
-        },
-        'operation.deleted',
-        { status: current.status },
-        now,
-      );
+      this.appendEvent(deleted.row, deleted.type, deleted.data, now);
     });
   }
 
@@ -1227,11 +989,11 @@ export class SqliteStore implements Store {
 
   // ---- the log ------------------------------------------------------------------------------
 
-  readEvents(query: EventQuery): Promise<OperationEvent[]> {
+  readEvents(query: store.EventQuery): Promise<OperationEvent[]> {
     return settle(() => this.readEventsNow(query));
   }
 
-  private readEventsNow(query: EventQuery): OperationEvent[] {
+  private readEventsNow(query: store.EventQuery): OperationEvent[] {
     // Only durable events: a batch committed but not yet flushed to disk stays invisible.
     const where = ['seq > ?', 'seq <= ?'];
     const params: (string | number)[] = [query.after, this.durableSeq];
@@ -1286,6 +1048,6 @@ function withoutDeleted(events: OperationEvent[]): OperationEvent[] {
 }
 
 /** The embedded SQLite store. */
-export function sqliteStore(options: SqliteStoreOptions): Store {
+export function sqliteStore(options: SqliteStoreOptions): store.Store {
   return new SqliteStore(options);
 }

@@ -1,146 +1,90 @@
-import type Database from 'better-sqlite3';
-import { AcceptedError } from '../../domain/errors.ts';
-import {
-  ENDPOINT_EVENT_OPERATION_TYPE,
-  type EventData,
-  type EventType,
-} from '../../domain/events.ts';
-import {
-  CALLBACK_TARGET,
-  type Attempt,
-  type Delivery,
-  type Endpoint,
-  type EndpointPatch,
-  type NewEndpoint,
-  type SecretEntry,
-} from '../../domain/webhooks.ts';
+import { ENDPOINT_EVENT_OPERATION_TYPE } from '../../domain/events.ts';
+import { CALLBACK_TARGET } from '../../domain/webhooks.ts';
+import type * as domain from '../../domain/webhooks.ts';
+import { heldRow, planCommit, toConsumerLease } from '../consumer-rules.ts';
 import { decodeCursor, toPage } from '../page.ts';
-import {
-  CLAIM_EXTRA_COLUMNS,
-  DELIVERY_COLUMNS,
-  claimableNowSql,
-  claimableSql,
-  deliveriesOf,
-  endpointDeleted,
-  endpointPatchColumns,
-  grantClaims,
-  leaseColumns,
-  newDeliveryLease,
-  nextDeliverySql,
-  planRecord,
-  replayColumns,
-  toClaimedDelivery,
-  type ClaimRow,
-  type Columns,
-  type DispatchRow,
-  type RateWindow,
-  type SqlDialect,
-  deliveryNotFound,
-  endpointNotFound,
-  liveSecrets,
-  rotatedSecrets,
-  toDelivery,
-  toEndpoint,
-  type DeliveryRow,
-  type EndpointRow,
-} from '../webhook-rows.ts';
+import type * as api from '../store.ts';
+import * as rows from '../webhook-rows.ts';
+import type { SqliteConsumers, SqliteTables } from './consumers.ts';
 
-import type {
-  AttemptOutcome,
-  ClaimedDelivery,
-  DeliveryQuery,
-  DispatchRequest,
-  Page,
-  WebhookStore,
-} from '../store.ts';
+const SQL = rows.WEBHOOK_SQL;
 
 /** What the webhook tables need of the SQLite store. */
-export interface SqliteAccess {
-  stmt(sql: string): Database.Statement;
-  /** Runs in the group commit; resolves once durable. */
-  write<T>(run: () => T): Promise<T>;
-  /** Runs a read now; a throw becomes a rejection. */
-  read<T>(run: () => T): Promise<T>;
+export interface SqliteAccess extends SqliteTables {
   /** Appends an event to the log in the current write (not about an operation). */
   appendEvent(
     row: { id: string; tenant: string; type: string; version: number; labels: string },
-    type: EventType,
-    data: EventData,
+    type: 'endpoint.disabled',
+    data: ReturnType<typeof rows.disabledEvent>['data'],
     now: number,
   ): void;
+  /** The relay cursor's table: the dispatcher commits its consumer in the same write. */
+  consumers: SqliteConsumers;
 }
 
-const SQLITE: SqlDialect = { enabled: 'e.enabled = 1', greatest: 'max' };
+const SQLITE: rows.SqlDialect = { enabled: 'e.enabled = 1', greatest: 'max' };
 
-/** `UPDATE webhook_deliveries SET ... WHERE pk = ?` of shared column assignments. */
-function setSql(columns: Columns): { sql: string; params: Columns[number][1][] } {
-  return {
-    sql: columns.map(([column]) => `${column} = ?`).join(', '),
-    params: columns.map(([, value]) => value),
-  };
+type Value = rows.Columns[number][1];
+
+/** A shared statement (`$n` parameters) as SQLite runs it: `?n`, bound by number. */
+const numbered = new Map<string, string>();
+function sqlite(sql: string): string {
+  let text = numbered.get(sql);
+  if (text === undefined) {
+    text = sql.replace(/\$(\d+)/g, '?$1');
+    numbered.set(sql, text);
+  }
+  return text;
 }
 
-/** The webhook tables of the SQLite store (see `WebhookStore`). */
-export class SqliteWebhooks implements WebhookStore {
+const byNumber = (params: readonly Value[]) =>
+  Object.fromEntries(params.map((value, i) => [i + 1, value]));
+
+/**
+ * The webhook tables of the SQLite store (see `WebhookStore`): every write in the store's
+ * group commit. The statements and rules are `webhook-rows.ts`'s, shared with PostgreSQL.
+ */
+export class SqliteWebhooks implements api.WebhookStore {
   constructor(private readonly db: SqliteAccess) {}
 
-  private updateDelivery(pk: number, columns: Columns): void {
-    const { sql, params } = setSql(columns);
-    this.db.stmt(`UPDATE webhook_deliveries SET ${sql} WHERE pk = ?`).run(...params, pk);
+  private all<T>(sql: string, params: readonly Value[]): T[] {
+    return this.db.stmt(sqlite(sql)).all(byNumber(params)) as T[];
   }
 
-  private endpointRow(id: string, tenant: string): EndpointRow {
-    const row = this.db
-      .stmt('SELECT * FROM webhook_endpoints WHERE id = ? AND tenant = ?')
-      .get(id, tenant) as EndpointRow | undefined;
-    if (!row) throw endpointNotFound(id);
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- the caller names the row
+  private one<T>(sql: string, params: readonly Value[]): T | undefined {
+    return this.db.stmt(sqlite(sql)).get(byNumber(params)) as T | undefined;
+  }
+
+  private run(sql: string, params: readonly Value[]): number {
+    return this.db.stmt(sqlite(sql)).run(byNumber(params)).changes;
+  }
+
+  private updateDelivery(pk: number, columns: rows.Columns): void {
+    const update = rows.updateByPk('webhook_deliveries', columns, pk);
+    this.run(update.sql, update.params);
+  }
+
+  private endpointRow(id: string, tenant: string): rows.EndpointRow {
+    const row = this.one<rows.EndpointRow>(SQL.endpoint, [id, tenant]);
+    if (!row) throw rows.endpointNotFound(id);
     return row;
   }
 
-  private checkVersion(row: EndpointRow, ifVersion: readonly number[] | undefined): void {
-    if (ifVersion === undefined || ifVersion.includes(row.version)) return;
-    throw new AcceptedError(
-      'PRECONDITION_FAILED',
-      `Endpoint ${row.id} is at version ${row.version}, not the one given in If-Match.`,
-      {
-        details: { version: row.version },
-        fix: 'Read the endpoint again (its ETag is the current version) and decide anew.',
-      },
-    );
-  }
-
-  createEndpoint(endpoint: NewEndpoint, now: number): Promise<Endpoint> {
+  createEndpoint(endpoint: domain.NewEndpoint, now: number): Promise<domain.Endpoint> {
     return this.db.write(() => {
-      this.db
-        .stmt(
-          `INSERT INTO webhook_endpoints (id, tenant, url, description, event_types, labels,
-             secrets, signing_key, retry_schedule, rate_limit, enabled, created_at, updated_at,
-             version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, 1)`,
-        )
-        .run(
-          endpoint.id,
-          endpoint.tenant,
-          endpoint.url,
-          endpoint.description,
-          endpoint.eventTypes ? JSON.stringify(endpoint.eventTypes) : null,
-          endpoint.labels ? JSON.stringify(endpoint.labels) : null,
-          JSON.stringify([{ secret: endpoint.secret, expiresAt: null }]),
-          endpoint.signingKey,
-          endpoint.retrySchedule ? JSON.stringify(endpoint.retrySchedule) : null,
-          endpoint.rateLimit,
-          now,
-          now,
-        );
-      return toEndpoint(this.endpointRow(endpoint.id, endpoint.tenant));
+      const row = this.one<rows.EndpointRow>(
+        SQL.insertEndpoint,
+        rows.endpointValues(endpoint, now),
+      );
+      return rows.toEndpoint(row as rows.EndpointRow);
     });
   }
 
-  getEndpoint(id: string, tenant: string): Promise<Endpoint | null> {
+  getEndpoint(id: string, tenant: string): Promise<domain.Endpoint | null> {
     return this.db.read(() => {
-      const row = this.db
-        .stmt('SELECT * FROM webhook_endpoints WHERE id = ? AND tenant = ?')
-        .get(id, tenant) as EndpointRow | undefined;
-      return row ? toEndpoint(row) : null;
+      const row = this.one<rows.EndpointRow>(SQL.endpoint, [id, tenant]);
+      return row ? rows.toEndpoint(row) : null;
     });
   }
 
@@ -148,36 +92,32 @@ export class SqliteWebhooks implements WebhookStore {
     tenant: string;
     limit: number;
     cursor?: string;
-  }): Promise<Page<Endpoint>> {
+  }): Promise<api.Page<domain.Endpoint>> {
     return this.db.read(() => {
       const before =
         query.cursor === undefined ? Number.MAX_SAFE_INTEGER : decodeCursor('w', query.cursor);
-      const rows = this.db
-        .stmt(
-          'SELECT * FROM webhook_endpoints WHERE tenant = ? AND pk < ? ORDER BY pk DESC LIMIT ?',
-        )
-        .all(query.tenant, before, query.limit + 1) as EndpointRow[];
-      return toPage('w', rows, query.limit, toEndpoint);
+      const found = this.all<rows.EndpointRow>(SQL.listEndpoints, [
+        query.tenant,
+        before,
+        query.limit + 1,
+      ]);
+      return toPage('w', found, query.limit, rows.toEndpoint);
     });
   }
 
   updateEndpoint(
     id: string,
     tenant: string,
-    patch: EndpointPatch,
+    patch: domain.EndpointPatch,
     now: number,
     ifVersion?: readonly number[],
-  ): Promise<Endpoint> {
+  ): Promise<domain.Endpoint> {
     return this.db.write(() => {
       const row = this.endpointRow(id, tenant);
-      this.checkVersion(row, ifVersion);
-      const columns = endpointPatchColumns(patch, row, now);
-      const sets = columns.map(([column]) => `${column} = ?`);
-      const params = columns.map(([, value]) => value);
-      this.db
-        .stmt(`UPDATE webhook_endpoints SET ${sets.join(', ')}, version = version + 1 WHERE pk = ?`)
-        .run(...params, row.pk);
-      return toEndpoint(this.endpointRow(id, tenant));
+      rows.checkEndpointVersion(row, ifVersion);
+      const columns = rows.endpointPatchColumns(patch, row, now);
+      const update = rows.updateByPk('webhook_endpoints', columns, row.pk, 'RETURNING *');
+      return rows.toEndpoint(this.one<rows.EndpointRow>(update.sql, update.params) ?? row);
     });
   }
 
@@ -188,18 +128,12 @@ export class SqliteWebhooks implements WebhookStore {
     previousUntil: number,
     now: number,
     ifVersion?: readonly number[],
-  ): Promise<Endpoint> {
+  ): Promise<domain.Endpoint> {
     return this.db.write(() => {
       const row = this.endpointRow(id, tenant);
-      this.checkVersion(row, ifVersion);
-      const secrets = rotatedSecrets(row.secrets, secret, previousUntil, now);
-      this.db
-        .stmt(
-          `UPDATE webhook_endpoints SET secrets = ?, updated_at = ?, version = version + 1
-           WHERE pk = ?`,
-        )
-        .run(JSON.stringify(secrets), now, row.pk);
-      return toEndpoint(this.endpointRow(id, tenant));
+      rows.checkEndpointVersion(row, ifVersion);
+      const values = rows.rotationValues(row, secret, previousUntil, now);
+      return rows.toEndpoint(this.one<rows.EndpointRow>(SQL.rotateEndpointSecret, values) ?? row);
     });
   }
 
@@ -211,33 +145,21 @@ export class SqliteWebhooks implements WebhookStore {
   ): Promise<void> {
     return this.db.write(() => {
       const row = this.endpointRow(id, tenant);
-      this.checkVersion(row, ifVersion);
-      // An attempt in flight keeps its lease token: its record logs the attempt, and leaves
-      // the delivery failed (see `planRecord`).
-      this.db
-        .stmt(
-          `UPDATE webhook_deliveries SET status = 'failed', last_error = 'ENDPOINT_DELETED',
-             next_attempt_at = NULL, lease_until = NULL, replayed_at = NULL, updated_at = ?
-           WHERE tenant = ? AND target = ? AND status = 'pending'`,
-        )
-        .run(now, tenant, id);
-      this.db.stmt('DELETE FROM webhook_endpoints WHERE pk = ?').run(row.pk);
+      rows.checkEndpointVersion(row, ifVersion);
+      this.run(SQL.failEndpointDeliveries, [now, tenant, id]);
+      this.run(SQL.deleteEndpoint, [row.pk]);
     });
   }
 
-  callbackSecrets(tenant: string, fresh: string, now: number): Promise<SecretEntry[]> {
+  callbackSecrets(tenant: string, fresh: string, now: number): Promise<domain.SecretEntry[]> {
     return this.db.write(() => this.ensureCallbackSecrets(tenant, fresh, now));
   }
 
-  private ensureCallbackSecrets(tenant: string, fresh: string, now: number): SecretEntry[] {
-    const row = this.db
-      .stmt('SELECT secrets FROM callback_secrets WHERE tenant = ?')
-      .get(tenant) as { secrets: string } | undefined;
-    if (row) return liveSecrets(row.secrets, now);
+  private ensureCallbackSecrets(tenant: string, fresh: string, now: number): domain.SecretEntry[] {
+    const row = this.one<{ secrets: string }>(SQL.callbackSecrets, [tenant]);
+    if (row) return rows.liveSecrets(row.secrets, now);
     const secrets = [{ secret: fresh, expiresAt: null }];
-    this.db
-      .stmt('INSERT INTO callback_secrets (tenant, secrets, updated_at) VALUES (?, ?, ?)')
-      .run(tenant, JSON.stringify(secrets), now);
+    this.run(SQL.insertCallbackSecrets, [tenant, JSON.stringify(secrets), now]);
     return secrets;
   }
 
@@ -246,54 +168,37 @@ export class SqliteWebhooks implements WebhookStore {
     secret: string,
     previousUntil: number,
     now: number,
-  ): Promise<SecretEntry[]> {
+  ): Promise<domain.SecretEntry[]> {
     return this.db.write(() => {
       const current = this.ensureCallbackSecrets(tenant, secret, now);
       if (current.length === 1 && current[0]?.secret === secret) return current; // just made
-      const secrets = rotatedSecrets(JSON.stringify(current), secret, previousUntil, now);
-      this.db
-        .stmt('UPDATE callback_secrets SET secrets = ?, updated_at = ? WHERE tenant = ?')
-        .run(JSON.stringify(secrets), now, tenant);
+      const secrets = rows.rotatedSecrets(JSON.stringify(current), secret, previousUntil, now);
+      this.run(SQL.updateCallbackSecrets, [JSON.stringify(secrets), now, tenant]);
       return secrets;
     });
   }
 
-  dispatchDeliveries(request: DispatchRequest): Promise<{ events: number; deliveries: number }> {
+  dispatchDeliveries(request: api.DispatchRequest): Promise<api.DispatchResult> {
+    const askedAt = Date.now();
     return this.db.write(() => {
-      const cursor = (
-        this.db.stmt(`SELECT value FROM meta WHERE key = 'webhook_cursor'`).get() as {
-          value: number;
-        }
-      ).value;
-      // The batch: up to `limit` events after the cursor. Of them only those that a target
-      // may want are read in full (a server without webhooks reads none).
-      const batch = this.db
-        .stmt(
-          `SELECT count(*) AS n, max(seq) AS last FROM
-             (SELECT seq FROM events WHERE seq > ? ORDER BY seq LIMIT ?)`,
-        )
-        .get(cursor, request.limit) as { n: number; last: number | null };
-      if (batch.last === null) return { events: 0, deliveries: 0 };
-      const rows = this.db
-        .stmt(
-          `SELECT e.seq, e.operation_id, e.tenant, e.operation_type, e.version, e.type, e.data,
-             e.time, e.labels, o.callback_url FROM events e
-           LEFT JOIN operations o ON o.id = e.operation_id
-           WHERE e.seq > ? AND e.seq <= ? AND (o.callback_url IS NOT NULL
-             OR e.tenant IN (SELECT tenant FROM webhook_endpoints WHERE enabled = 1))
-           ORDER BY e.seq`,
-        )
-        .all(cursor, batch.last) as DispatchRow[];
-      const tenants = [...new Set(rows.map((row) => row.tenant))];
-      const endpoints = (
-        this.db
-          .stmt(
-            `SELECT * FROM webhook_endpoints WHERE enabled = 1 AND tenant IN
-               (SELECT value FROM json_each(?)) ORDER BY pk`,
-          )
-          .all(JSON.stringify(tenants)) as EndpointRow[]
-      ).map(toEndpoint);
-      const { deliveries, callbackTenants } = deliveriesOf(rows, endpoints, request);
+      const { consumers } = this.db;
+      const consumer = heldRow(consumers.row(request.lease.name), request.lease);
+      const cursor = consumer.position;
+      const batch = this.one<{ n: number; last: number | null }>(SQL.dispatchBatch, [
+        cursor,
+        request.limit,
+      ]);
+      if (!batch || batch.last === null) {
+        return { events: 0, deliveries: 0, lease: toConsumerLease(consumer) };
+      }
+      const events = this.all<rows.DispatchRow>(SQL.dispatchEvents, [cursor, batch.last]);
+      const tenants = [...new Set(events.map((row) => row.tenant))];
+      const endpoints = this.all<rows.EndpointRow>(
+        `SELECT * FROM webhook_endpoints WHERE enabled = true AND tenant IN
+           (SELECT value FROM json_each($1)) ORDER BY pk`,
+        [JSON.stringify(tenants)],
+      ).map(rows.toEndpoint);
+      const { deliveries, callbackTenants } = rows.deliveriesOf(events, endpoints, request);
       for (const tenant of callbackTenants) {
         this.ensureCallbackSecrets(tenant, request.newSecret(), request.now);
       }
@@ -303,22 +208,29 @@ export class SqliteWebhooks implements WebhookStore {
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)`,
       );
       for (const d of deliveries) {
+        const { now } = request;
+        const { id, tenant, target, url, operationId, eventSeq, eventType, payload } = d;
         insert.run(
-          d.id,
-          d.tenant,
-          d.target,
-          d.url,
-          d.operationId,
-          d.eventSeq,
-          d.eventType,
-          d.payload,
-          request.now,
-          request.now,
-          request.now,
+          id,
+          tenant,
+          target,
+          url,
+          operationId,
+          eventSeq,
+          eventType,
+          payload,
+          now,
+          now,
+          now,
         );
       }
-      this.db.stmt(`UPDATE meta SET value = ? WHERE key = 'webhook_cursor'`).run(batch.last);
-      return { events: batch.n, deliveries: deliveries.length };
+      const moved = planCommit(consumer, request.lease, batch.last, {
+        now: request.now,
+        askedAt,
+        logEnd: batch.last,
+      });
+      consumers.save(moved);
+      return { events: batch.n, deliveries: deliveries.length, lease: toConsumerLease(moved) };
     });
   }
 
@@ -326,253 +238,147 @@ export class SqliteWebhooks implements WebhookStore {
     now: number;
     limit: number;
     leaseMs: number;
-  }): Promise<ClaimedDelivery[]> {
+  }): Promise<api.ClaimedDelivery[]> {
     return this.db.write(() => {
       const { now } = request;
-      const rows = this.db
+      const candidates = this.db
         .stmt(
-          `SELECT ${DELIVERY_COLUMNS}, ${CLAIM_EXTRA_COLUMNS}, e.rate_window, e.rate_count
+          `SELECT ${rows.DELIVERY_COLUMNS}, ${rows.CLAIM_EXTRA_COLUMNS}, e.rate_window,
+             e.rate_count
            FROM webhook_deliveries d
            LEFT JOIN webhook_endpoints e ON e.id = d.target
            LEFT JOIN callback_secrets c ON c.tenant = d.tenant AND d.target = '${CALLBACK_TARGET}'
-           WHERE ${claimableSql(SQLITE, '@now', '@sec')}
+           WHERE ${rows.claimableSql(SQLITE, '@now', '@sec')}
            ORDER BY d.next_attempt_at, d.pk LIMIT @limit`,
         )
-        .all({ now, sec: Math.floor(now / 1000), limit: request.limit }) as (ClaimRow & {
+        .all({ now, sec: Math.floor(now / 1000), limit: request.limit }) as (rows.ClaimRow & {
         rate_window: number | null;
         rate_count: number | null;
       })[];
       // The one writer: the windows read in this transaction are the current ones.
-      const rates = new Map<string, RateWindow>();
-      for (const row of rows) {
+      const rates = new Map<string, rows.RateWindow>();
+      for (const row of candidates) {
         if (row.rate_limit === null) continue;
-        rates.set(row.target, {
-          limit: row.rate_limit,
-          window: row.rate_window,
-          count: row.rate_count ?? 0,
-        });
+        const { rate_limit: limit, rate_window: window, rate_count: count } = row;
+        rates.set(row.target, { limit, window, count: count ?? 0 });
       }
-      const { granted, windows } = grantClaims(rows, rates, now);
+      const { granted, windows } = rows.grantClaims(candidates, rates, now);
       const window = this.db.stmt(
         'UPDATE webhook_endpoints SET rate_window = ?, rate_count = ? WHERE id = ?',
       );
       for (const [target, w] of windows) window.run(w.window, w.count, target);
       const leaseUntil = now + request.leaseMs;
       return granted.map((row) => {
-        const token = newDeliveryLease();
-        this.updateDelivery(row.pk, leaseColumns(row, leaseUntil, token));
-        return toClaimedDelivery(row, now, leaseUntil, token);
+        const token = rows.newDeliveryLease();
+        this.updateDelivery(row.pk, rows.leaseColumns(row, leaseUntil, token));
+        return rows.toClaimedDelivery(row, now, leaseUntil, token);
       });
     });
   }
 
-  recordAttempt(outcome: AttemptOutcome): Promise<void> {
+  recordAttempt(outcome: api.AttemptOutcome): Promise<void> {
     return this.db.write(() => {
       const { attempt } = outcome;
-      const row = this.db
-        .stmt(
-          `SELECT pk, target, status, attempts, lease_token, replayed_at
-           FROM webhook_deliveries WHERE id = ?`,
-        )
-        .get(attempt.deliveryId) as
-        | Pick<DeliveryRow, 'pk' | 'target' | 'status' | 'attempts' | 'lease_token' | 'replayed_at'>
-        | undefined;
-      const plan = planRecord(row, outcome);
+      const row = this.one<rows.RecordedRow>(SQL.recordedDelivery, [attempt.deliveryId]);
+      const plan = rows.planRecord(row, outcome);
       if (!row || plan.kind === 'stale') return;
       const now = attempt.startedAt + attempt.durationMs;
       this.updateDelivery(row.pk, plan.set);
-      this.db
-        .stmt(
-          `INSERT OR REPLACE INTO webhook_attempts (delivery_pk, attempt, started_at, duration_ms,
-             status, error, response_body) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-        )
-        .run(
-          row.pk,
-          attempt.attempt,
-          attempt.startedAt,
-          attempt.durationMs,
-          attempt.status,
-          attempt.error,
-          attempt.responseBody,
-        );
+      this.run(SQL.insertAttempt, rows.attemptValues(row.pk, attempt));
       if (plan.kind === 'log' || row.target === CALLBACK_TARGET) return;
-      if (outcome.result === 'delivered') {
-        this.db
-          .stmt(
-            'UPDATE webhook_endpoints SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL',
-          )
-          .run(row.target);
-      } else {
-        this.db
-          .stmt(
-            'UPDATE webhook_endpoints SET failing_since = ? WHERE id = ? AND failing_since IS NULL',
-          )
-          .run(attempt.startedAt, row.target);
-      }
+      if (outcome.result === 'delivered') this.run(SQL.endpointSucceeded, [row.target]);
+      else this.run(SQL.endpointFailing, [attempt.startedAt, row.target]);
       const disable = outcome.disableEndpoint;
-      if (disable) {
-        const endpoint = this.db
-          .stmt(
-            `UPDATE webhook_endpoints SET enabled = 0, disabled_reason = ?, disabled_at = ?,
-               updated_at = ?, version = version + 1 WHERE id = ? AND enabled = 1
-             RETURNING id, tenant, url, version`,
-          )
-          .get(disable.reason, now, now, row.target) as
-          { id: string; tenant: string; url: string; version: number } | undefined;
-        if (endpoint) {
-          this.db.appendEvent(
-            { ...endpoint, type: ENDPOINT_EVENT_OPERATION_TYPE, labels: '{}' },
-            'endpoint.disabled',
-            {
-              endpoint: {
-                id: endpoint.id,
-                url: endpoint.url,
-                reason: disable.reason,
-                message: disable.message,
-              },
-            },
-            now,
-          );
-        }
-      }
+      if (!disable) return;
+      const endpoint = this.one<rows.DisabledEndpoint>(SQL.disableEndpoint, [
+        disable.reason,
+        now,
+        row.target,
+      ]);
+      if (!endpoint) return;
+      const { type, data } = rows.disabledEvent(endpoint, disable);
+      const source = { ...endpoint, type: ENDPOINT_EVENT_OPERATION_TYPE, labels: '{}' };
+      this.db.appendEvent(source, type, data, now);
     });
   }
 
   nextDeliveryAt(now = Date.now()): Promise<number | null> {
     return this.db.read(() => {
       const sec = Math.floor(now / 1000);
-      if (this.db.stmt(claimableNowSql(SQLITE, '@now', '@sec')).get({ now, sec })) return now;
-      return (this.db.stmt(nextDeliverySql(SQLITE, '@sec')).get({ sec }) as { t: number | null }).t;
+      if (this.db.stmt(rows.claimableNowSql(SQLITE, '@now', '@sec')).get({ now, sec })) return now;
+      const next = this.db.stmt(rows.nextDeliverySql(SQLITE, '@sec')).get({ sec });
+      return (next as { t: number | null }).t;
     });
   }
 
-  getDelivery(id: string, tenant: string): Promise<Delivery | null> {
+  getDelivery(id: string, tenant: string): Promise<domain.Delivery | null> {
     return this.db.read(() => {
-      const row = this.db
-        .stmt(
-          `SELECT ${DELIVERY_COLUMNS} FROM webhook_deliveries d WHERE d.id = ? AND d.tenant = ?`,
-        )
-        .get(id, tenant) as DeliveryRow | undefined;
-      return row ? toDelivery(row) : null;
+      const row = this.one<rows.DeliveryRow>(SQL.delivery, [id, tenant]);
+      return row ? rows.toDelivery(row) : null;
     });
   }
 
-  listDeliveries(query: DeliveryQuery): Promise<Page<Delivery>> {
+  listDeliveries(query: api.DeliveryQuery): Promise<api.Page<domain.Delivery>> {
     return this.db.read(() => {
       const where = ['d.tenant = ?'];
       const params: (string | number)[] = [query.tenant];
-      if (query.endpointId !== undefined) {
-        where.push('d.target = ?');
-        params.push(query.endpointId);
-      }
-      if (query.operationId !== undefined) {
-        where.push('d.operation_id = ?');
-        params.push(query.operationId);
-      }
+      const add = (clause: string, ...values: (string | number)[]) => {
+        where.push(clause);
+        params.push(...values);
+      };
+      if (query.endpointId !== undefined) add('d.target = ?', query.endpointId);
+      if (query.operationId !== undefined) add('d.operation_id = ?', query.operationId);
       if (query.status && query.status.length > 0) {
-        where.push(`d.status IN (${query.status.map(() => '?').join(', ')})`);
-        params.push(...query.status);
+        add(`d.status IN (${query.status.map(() => '?').join(', ')})`, ...query.status);
       }
-      if (query.cursor !== undefined) {
-        where.push('d.pk < ?');
-        params.push(decodeCursor('w', query.cursor));
-      }
-      const rows = this.db
+      if (query.cursor !== undefined) add('d.pk < ?', decodeCursor('w', query.cursor));
+      const found = this.db
         .stmt(
-          `SELECT ${DELIVERY_COLUMNS} FROM webhook_deliveries d WHERE ${where.join(' AND ')}
+          `SELECT ${rows.DELIVERY_COLUMNS} FROM webhook_deliveries d WHERE ${where.join(' AND ')}
            ORDER BY d.pk DESC LIMIT ?`,
         )
-        .all(...params, query.limit + 1) as DeliveryRow[];
-      return toPage('w', rows, query.limit, toDelivery);
+        .all(...params, query.limit + 1) as rows.DeliveryRow[];
+      return toPage('w', found, query.limit, rows.toDelivery);
     });
   }
 
-  listAttempts(deliveryId: string, tenant: string): Promise<Attempt[]> {
+  listAttempts(deliveryId: string, tenant: string): Promise<domain.Attempt[]> {
     return this.db.read(() => {
-      const delivery = this.db
-        .stmt('SELECT pk FROM webhook_deliveries WHERE id = ? AND tenant = ?')
-        .get(deliveryId, tenant) as { pk: number } | undefined;
-      if (!delivery) throw deliveryNotFound(deliveryId);
-      const rows = this.db
-        .stmt(
-          `SELECT attempt, started_at, duration_ms, status, error, response_body
-           FROM webhook_attempts WHERE delivery_pk = ? ORDER BY attempt`,
-        )
-        .all(delivery.pk) as {
-        attempt: number;
-        started_at: number;
-        duration_ms: number;
-        status: number | null;
-        error: string | null;
-        response_body: string;
-      }[];
-      return rows.map((row) => ({
-        deliveryId,
-        attempt: row.attempt,
-        startedAt: row.started_at,
-        durationMs: row.duration_ms,
-        status: row.status,
-        error: row.error,
-        responseBody: row.response_body,
-      }));
+      const delivery = this.one<{ pk: number }>(SQL.deliveryPk, [deliveryId, tenant]);
+      if (!delivery) throw rows.deliveryNotFound(deliveryId);
+      const found = this.all<rows.AttemptRow>(SQL.attempts, [delivery.pk]);
+      return found.map((row) => rows.toAttempt(deliveryId, row));
     });
   }
 
-  replayDelivery(id: string, tenant: string, now: number): Promise<Delivery> {
+  replayDelivery(id: string, tenant: string, now: number): Promise<domain.Delivery> {
     return this.db.write(() => {
-      const read = () =>
-        this.db
-          .stmt(
-            `SELECT ${DELIVERY_COLUMNS} FROM webhook_deliveries d WHERE d.id = ? AND d.tenant = ?`,
-          )
-          .get(id, tenant) as DeliveryRow | undefined;
-      const row = read();
-      if (!row) throw deliveryNotFound(id);
-      if (row.target !== CALLBACK_TARGET) {
-        const endpoint = this.db
-          .stmt('SELECT 1 FROM webhook_endpoints WHERE id = ?')
-          .get(row.target);
-        if (!endpoint) throw endpointDeleted(id, row.target);
+      const row = this.one<rows.DeliveryRow>(SQL.delivery, [id, tenant]);
+      if (!row) throw rows.deliveryNotFound(id);
+      if (row.target !== CALLBACK_TARGET && !this.one(SQL.endpointExists, [row.target])) {
+        throw rows.endpointDeleted(id, row.target);
       }
-      this.updateDelivery(row.pk, replayColumns(row, now));
-      return toDelivery(read() as DeliveryRow);
+      this.updateDelivery(row.pk, rows.replayColumns(row, now));
+      return rows.toDelivery(this.one<rows.DeliveryRow>(SQL.delivery, [id, tenant]) ?? row);
     });
   }
 
   replayEndpoint(endpointId: string, tenant: string, since: number, now: number): Promise<number> {
     return this.db.write(() => {
       this.endpointRow(endpointId, tenant);
-      return this.db
-        .stmt(
-          `UPDATE webhook_deliveries SET status = 'pending', round_start = attempts,
-             next_attempt_at = ?, lease_until = NULL, lease_token = NULL, replayed_at = NULL,
-             delivered_at = NULL, updated_at = ?
-           WHERE tenant = ? AND target = ? AND status = 'failed' AND created_at >= ?`,
-        )
-        .run(now, now, tenant, endpointId, since).changes;
+      return this.all(SQL.replayEndpoint, [now, tenant, endpointId, since]).length;
     });
   }
 
   async purgeDeliveries(before: number, limit: number): Promise<number> {
     // A read first: an idle server's hourly pass commits nothing when nothing has expired.
-    const any = await this.db.read(() =>
-      this.db
-        .stmt(
-          `SELECT 1 FROM webhook_deliveries WHERE status <> 'pending' AND created_at < ? LIMIT 1`,
-        )
-        .get(before),
-    );
+    const any = await this.db.read(() => this.one(SQL.anyExpiredDelivery, [before]));
     if (!any) return 0;
     return this.db.write(() => {
-      const rows = this.db
-        .stmt(
-          `DELETE FROM webhook_deliveries WHERE pk IN (SELECT pk FROM webhook_deliveries
-             WHERE status <> 'pending' AND created_at < ? LIMIT ?) RETURNING pk`,
-        )
-        .all(before, limit) as { pk: number }[];
+      const purged = this.all<{ pk: number }>(SQL.purgeDeliveries, [before, limit]);
       const attempts = this.db.stmt('DELETE FROM webhook_attempts WHERE delivery_pk = ?');
-      for (const row of rows) attempts.run(row.pk);
-      return rows.length;
+      for (const row of purged) attempts.run(row.pk);
+      return purged.length;
     });
   }
 }

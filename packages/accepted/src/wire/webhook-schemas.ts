@@ -1,6 +1,6 @@
 import { EVENT_TYPES } from '../domain/events.ts';
 import { WEBHOOK_LIMITS } from '../domain/webhooks.ts';
-import { LABEL_KEY_PATTERN, LABEL_VALUE_SCHEMA } from '../engine/submit.ts';
+import { LABEL_KEY_PATTERN, LABEL_VALUE_SCHEMA } from './submit.ts';
 
 /**
  * JSON Schemas of the webhook routes: they validate requests and are published in the
@@ -11,7 +11,7 @@ const dateTime = { type: 'string', format: 'date-time' } as const;
 const nullableDateTime = { type: ['string', 'null'], format: 'date-time' } as const;
 
 /** A duration such as `500ms`, `5s`, `5m` or `2h`. */
-export const DURATION_PATTERN = '^\\d+(\\.\\d+)?(ms|s|m|h)$';
+export const DURATION_PATTERN = '^\\d+(\\.\\d+)?(ms|s|m|h|d)$';
 
 const ENDPOINT_FIELDS = {
   url: {

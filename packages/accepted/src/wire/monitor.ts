@@ -1,32 +1,14 @@
+import type { FromSchema } from 'json-schema-to-ts';
 import type { OperationEvent } from '../domain/events.ts';
-import {
-  isTerminal,
-  type Json,
-  type Operation,
-  type OperationError,
-  type Progress,
-} from '../domain/operation.ts';
+import { isTerminal, type Operation } from '../domain/operation.ts';
+import type { EVENT_SCHEMA, MONITOR_SCHEMA } from './schemas.ts';
 
-/** The status monitor: what `GET /v1/operations/{id}` answers. */
-export interface StatusMonitor {
-  id: string;
-  type: string;
-  status: Operation['status'];
-  progress: Progress | null;
-  result: Json | null;
-  error: OperationError | null;
-  attempts: number;
-  maxAttempts: number;
-  labels: Record<string, string>;
-  cancelRequested: boolean;
-  runAt: string;
-  createdAt: string;
-  updatedAt: string;
-  startedAt: string | null;
-  finishedAt: string | null;
-  version: number;
-  links: { self: string; events: string; cancel: string };
-}
+/**
+ * The status monitor: what `GET /v1/operations/{id}` answers. The type is derived from its
+ * JSON Schema (`MONITOR_SCHEMA`), which the OpenAPI document publishes and the client's types
+ * are checked against: a field added to the schema is a field this module must fill.
+ */
+export type StatusMonitor = FromSchema<typeof MONITOR_SCHEMA>;
 
 const iso = (ms: number) => new Date(ms).toISOString();
 const isoOrNull = (ms: number | null) => (ms === null ? null : iso(ms));
@@ -68,18 +50,8 @@ export function retryAfterOf(operation: Operation): string | null {
   return isTerminal(operation.status) ? null : '1';
 }
 
-export interface WireEvent {
-  seq: number;
-  id: string;
-  operationId: string;
-  operationType: string;
-  labels: Readonly<Record<string, string>>;
-  type: OperationEvent['type'];
-  version: number;
-  time: string;
-  /** As in the log, except `runAt`, which is an RFC 3339 time like every time on the wire. */
-  data: Omit<OperationEvent['data'], 'runAt'> & { runAt?: string };
-}
+/** An event as every channel sends it; derived from `EVENT_SCHEMA`, like the monitor. */
+export type WireEvent = FromSchema<typeof EVENT_SCHEMA>;
 
 function wireData({ runAt, ...rest }: OperationEvent['data']): WireEvent['data'] {
   return runAt === undefined ? rest : { ...rest, runAt: iso(runAt) };

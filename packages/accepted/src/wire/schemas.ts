@@ -1,6 +1,6 @@
 import { ERROR_CODES, OPERATION_ERROR_CODE_PATTERN } from '../domain/errors.ts';
 import { EVENT_TYPES } from '../domain/events.ts';
-import { LABEL_FILTER_PATTERN, TYPE_PATTERN } from '../engine/submit.ts';
+import { LABEL_FILTER_PATTERN, TYPE_PATTERN } from './submit.ts';
 
 /**
  * JSON Schemas of what the HTTP API answers and of its query parameters. The query schemas
@@ -161,6 +161,7 @@ export const EVENT_SCHEMA = {
     time: dateTime,
     data: {
       type: 'object',
+      additionalProperties: false,
       properties: {
         status: {
           type: 'string',
@@ -174,6 +175,7 @@ export const EVENT_SCHEMA = {
         runAt: dateTime,
         endpoint: {
           type: 'object',
+          additionalProperties: false,
           required: ['id', 'url', 'reason', 'message'],
           properties: {
             id: { type: 'string' },

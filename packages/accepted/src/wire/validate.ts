@@ -1,6 +1,6 @@
 import type { ValidateFunction } from 'ajv';
 import { AcceptedError } from '../domain/errors.ts';
-import { createAjv, fieldProblems } from '../engine/submit.ts';
+import { createAjv, fieldProblems } from './ajv.ts';
 
 const coercing = createAjv({ coerceTypes: 'array', useDefaults: true });
 

@@ -1,5 +1,5 @@
 import { EVENT_TYPES, type EventType } from '../domain/events.ts';
-import { LABEL_KEY_PATTERN, LABEL_VALUE_SCHEMA, TYPE_PATTERN } from '../engine/submit.ts';
+import { LABEL_KEY_PATTERN, LABEL_VALUE_SCHEMA, TYPE_PATTERN } from './submit.ts';
 
 /**
  * The WebSocket protocol's client messages, as JSON Schemas: they validate what clients send

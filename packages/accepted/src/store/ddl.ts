@@ -1,0 +1,13 @@
+// Statements of the schema that both dialects write alike: written once, placed in each
+// store's migrations. (The SQL each produces is what those migrations have always run.)
+
+/** The indexes of `webhook_deliveries` (migration "webhooks" of both stores). */
+export const WEBHOOK_DELIVERY_INDEXES = `CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
+        WHERE status = 'pending';
+      -- The line of one operation's deliveries to one target, in event order.
+      CREATE INDEX webhook_deliveries_line ON webhook_deliveries (target, operation_id, event_seq)
+        WHERE status = 'pending';
+      CREATE INDEX webhook_deliveries_target ON webhook_deliveries (tenant, target, pk);
+      CREATE INDEX webhook_deliveries_operation ON webhook_deliveries (operation_id, pk);
+      CREATE INDEX webhook_deliveries_created ON webhook_deliveries (created_at)
+        WHERE status <> 'pending';`;
