@@ -51,7 +51,14 @@ type NumericKey =
   | 'webhookDisableAfterMs'
   | 'webhookConcurrency'
   | 'webhookRetentionMs'
-  | 'webhookDispatchLeaseMs';
+  | 'webhookDispatchLeaseMs'
+  | 'leaseHeartbeatMs'
+  | 'retentionIntervalMs'
+  | 'streamRetryMs'
+  | 'streamMaxPending'
+  | 'streamStallTimeoutMs'
+  | 'webhookRotationOverlapMs'
+  | 'webhookPollIntervalMs';
 
 const http = (
   key: keyof HttpLimits,
@@ -229,6 +236,70 @@ export const NUMERIC_OPTIONS: readonly NumericOption[] = Object.freeze([
     max: WEBHOOK_LIMITS.dispatchLeaseMaxMs,
     default: WEBHOOK_DEFAULTS.dispatchLeaseMs,
   },
+  // 0: a third of the lease (the engine's own default, which depends on --lease).
+  {
+    key: 'leaseHeartbeatMs',
+    flag: '--lease-heartbeat',
+    env: 'ACCEPTED_LEASE_HEARTBEAT',
+    kind: 'duration',
+    min: 0,
+    max: 3_600_000,
+    default: 0,
+  },
+  {
+    key: 'retentionIntervalMs',
+    flag: '--retention-interval',
+    env: 'ACCEPTED_RETENTION_INTERVAL',
+    kind: 'duration',
+    min: 1000,
+    max: 86_400_000,
+    default: ENGINE_DEFAULTS.retentionIntervalMs,
+  },
+  {
+    key: 'streamRetryMs',
+    flag: '--stream-retry',
+    env: 'ACCEPTED_STREAM_RETRY',
+    kind: 'duration',
+    min: 0,
+    max: 3_600_000,
+    default: STREAM_DEFAULTS.retryMs,
+  },
+  {
+    key: 'streamMaxPending',
+    flag: '--stream-max-pending',
+    env: 'ACCEPTED_STREAM_MAX_PENDING',
+    kind: 'int',
+    min: 1,
+    max: 100_000,
+    default: STREAM_DEFAULTS.maxPending,
+  },
+  {
+    key: 'streamStallTimeoutMs',
+    flag: '--stream-stall-timeout',
+    env: 'ACCEPTED_STREAM_STALL_TIMEOUT',
+    kind: 'duration',
+    min: 10,
+    max: 3_600_000,
+    default: STREAM_DEFAULTS.stallTimeoutMs,
+  },
+  {
+    key: 'webhookRotationOverlapMs',
+    flag: '--webhook-rotation-overlap',
+    env: 'ACCEPTED_WEBHOOK_ROTATION_OVERLAP',
+    kind: 'duration',
+    min: 0,
+    max: WEBHOOK_LIMITS.rotationOverlapMaxMs,
+    default: WEBHOOK_DEFAULTS.rotationOverlapMs,
+  },
+  {
+    key: 'webhookPollIntervalMs',
+    flag: '--webhook-poll-interval',
+    env: 'ACCEPTED_WEBHOOK_POLL_INTERVAL',
+    kind: 'duration',
+    min: WEBHOOK_LIMITS.pollIntervalMinMs,
+    max: WEBHOOK_LIMITS.pollIntervalMaxMs,
+    default: WEBHOOK_DEFAULTS.pollIntervalMs,
+  },
   http('bodyLimit', '--body-limit', 'ACCEPTED_BODY_LIMIT', 'size'),
   http('maxHeaderSize', '--max-header-size', 'ACCEPTED_MAX_HEADER_SIZE', 'size'),
   http('headersTimeoutMs', '--headers-timeout', 'ACCEPTED_HEADERS_TIMEOUT', 'duration'),
@@ -327,6 +398,12 @@ export const SERVE_USAGE = `Usage: accepted serve [options]
   --lease-recovery-interval DURATION
                       how often expired leases are looked for (env
                       ACCEPTED_LEASE_RECOVERY_INTERVAL, default ${d('leaseRecoveryIntervalMs')}, at most --lease)
+  --lease-heartbeat DURATION
+                      how often held leases are renewed (env ACCEPTED_LEASE_HEARTBEAT,
+                      default a third of --lease)
+  --retention-interval DURATION
+                      how often finished operations past --retention are removed (env
+                      ACCEPTED_RETENTION_INTERVAL, default ${d('retentionIntervalMs')})
   --durability MODE   full (default) or normal (env ACCEPTED_DURABILITY)
   --log-level LEVEL   trace|debug|info|warn|error|silent (env ACCEPTED_LOG_LEVEL, default info)
   --api-keys FILE     API keys mapped to tenants, JSON (env ACCEPTED_API_KEYS_FILE); keys may
@@ -351,6 +428,12 @@ export const SERVE_USAGE = `Usage: accepted serve [options]
   --webhook-retention DURATION
                       how long finished deliveries and their attempts are kept (env
                       ACCEPTED_WEBHOOK_RETENTION, default ${d('webhookRetentionMs')})
+  --webhook-rotation-overlap DURATION
+                      how long an old secret still signs after a rotation (env
+                      ACCEPTED_WEBHOOK_ROTATION_OVERLAP, default ${d('webhookRotationOverlapMs')})
+  --webhook-poll-interval DURATION
+                      safety poll for due webhook deliveries (env
+                      ACCEPTED_WEBHOOK_POLL_INTERVAL, default ${d('webhookPollIntervalMs')})
   --webhook-dispatch-lease DURATION
                       how long one node holds the webhook dispatcher (the relay cursor)
                       before another may take over (env ACCEPTED_WEBHOOK_DISPATCH_LEASE,
@@ -361,6 +444,15 @@ export const SERVE_USAGE = `Usage: accepted serve [options]
   --max-subscriptions N
                       subscriptions one WebSocket may hold (env ACCEPTED_MAX_SUBSCRIPTIONS,
                       default ${d('maxSubscriptions')})
+  --stream-retry DURATION
+                      the reconnection delay event streams advise (SSE retry:) (env
+                      ACCEPTED_STREAM_RETRY, default ${d('streamRetryMs')})
+  --stream-max-pending N
+                      events held per subscription while its connection is congested
+                      (env ACCEPTED_STREAM_MAX_PENDING, default ${d('streamMaxPending')})
+  --stream-stall-timeout DURATION
+                      a connection that takes nothing for this long is closed (env
+                      ACCEPTED_STREAM_STALL_TIMEOUT, default ${d('streamStallTimeoutMs')})
   --stream-secret SECRET
                       signs stream tokens, at least 32 characters; the same on every node
                       that must accept the same tokens (env ACCEPTED_STREAM_SECRET; default:

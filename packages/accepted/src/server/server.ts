@@ -79,6 +79,8 @@ export function createServer(
     worker: config.worker,
     concurrency: config.concurrency,
     leaseMs: config.leaseMs,
+    ...(config.leaseHeartbeatMs > 0 ? { heartbeatMs: config.leaseHeartbeatMs } : {}),
+    retentionIntervalMs: config.retentionIntervalMs,
     leaseRecoveryIntervalMs: config.leaseRecoveryIntervalMs,
     pollIntervalMs: config.pollIntervalMs,
     maxAttempts: config.maxAttempts,
@@ -99,6 +101,8 @@ export function createServer(
     concurrency: config.webhookConcurrency,
     retentionMs: config.webhookRetentionMs,
     dispatchLeaseMs: config.webhookDispatchLeaseMs,
+    rotationOverlapMs: config.webhookRotationOverlapMs,
+    pollIntervalMs: config.webhookPollIntervalMs,
     logger,
   });
   const http = createHttpServer({
@@ -119,6 +123,9 @@ export function createServer(
     streams: {
       heartbeatMs: config.heartbeatMs,
       maxSubscriptions: config.maxSubscriptions,
+      retryMs: config.streamRetryMs,
+      maxPending: config.streamMaxPending,
+      stallTimeoutMs: config.streamStallTimeoutMs,
       tokenSecret: config.streamSecret ?? undefined,
     },
   });
