@@ -15,7 +15,7 @@ run() { # tag dir script
   echo "{\"tree\":\"$1\",\"bench\":\"$3\",\"figures\":$out}"
 }
 for i in $(seq "$runs"); do
-  for script in e2e-inprocess.ts http-e2e.ts pg-e2e.ts; do
+  for script in e2e-inprocess.ts http-e2e.ts pg-e2e.ts webhook-throughput.ts; do
     if [ $((i % 2)) -eq 1 ]; then run other "$other" "$script"; run head "$here" "$script"
     else run head "$here" "$script"; run other "$other" "$script"; fi
   done

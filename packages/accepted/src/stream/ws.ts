@@ -208,10 +208,14 @@ class WsConnection implements Sink, Connection {
   fail(subscription: Subscription, error: unknown): void {
     this.log.warn({ err: error }, 'websocket subscription failed to read the log');
     this.drop(subscription);
+    const { error: known } = toAnswerable(
+      error,
+      'The subscription failed; subscribe again with after set to your last seq.',
+    );
     this.sendJson({
       type: 'error',
-      code: 'INTERNAL',
-      message: 'The subscription failed; subscribe again with after set to your last seq.',
+      code: known.code,
+      message: known.message,
       subscription: subscription.id,
     });
   }
