@@ -34,12 +34,7 @@ describe('the server configuration', () => {
         option.key === 'requestTimeoutMs' || option.min === option.default
           ? option.max
           : option.min;
-      const text =
-        option.kind === 'duration'
-          ? `${value}ms`
-          : option.kind === 'size'
-            ? `${value}`
-            : `${value}`;
+      const text = option.kind === 'duration' ? `${value}ms` : String(value);
       const byFlag = resolveServerConfig({ argv: [option.flag, text], env: {} });
       assert.equal(byFlag[option.key], value, `${option.flag} ${text}`);
       const byEnv = resolveServerConfig({ env: { [option.env]: text } });

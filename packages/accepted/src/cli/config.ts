@@ -3,7 +3,7 @@
 import { isConfigError } from '../domain/options.ts';
 import { resolveServerConfig, type ServerConfig } from '../server/config.ts';
 
-export { SERVE_USAGE, isLoopback } from '../server/config.ts';
+export { SERVE_USAGE } from '../server/config.ts';
 
 export type ServeConfig = ServerConfig;
 
