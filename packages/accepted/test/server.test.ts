@@ -118,4 +118,17 @@ describe('createServer', () => {
     await assert.rejects(fetch(`${url}/v1/operations`));
     await assert.rejects(server.accepted.submit('demo.echo', {}), /shutting down/i);
   });
+
+  it('refuses submits from the moment stop() is called, before webhook delivery has stopped', async () => {
+    const server = createServer({
+      port: 0,
+      dataDir: tempDir(),
+      demo: true,
+      logger: pino({ level: 'silent' }),
+    });
+    await server.start();
+    const stopped = server.stop();
+    await assert.rejects(server.accepted.submit('demo.echo', {}), /shutting down/i);
+    await stopped;
+  });
 });

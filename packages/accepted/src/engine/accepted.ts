@@ -155,6 +155,11 @@ export interface StopOptions {
   graceful?: boolean;
   /** Default: the `shutdownGraceMs` option. */
   timeoutMs?: number;
+  /**
+   * Runs once submits are refused and handlers have drained, before the store closes: what
+   * else must still write to the store finishes here (webhook attempts in flight).
+   */
+  beforeClose?: () => Promise<void>;
 }
 
 /** The library's face: submit and observe operations, and run their handlers. */
@@ -731,8 +736,12 @@ export function createAccepted(options: AcceptedOptions): Accepted {
       const grace =
         stopOptions.graceful === false ? 0 : (stopOptions.timeoutMs ?? settings.shutdownGraceMs);
       await worker?.stop(grace);
-      feed.stop();
-      await store.close();
+      try {
+        await stopOptions.beforeClose?.();
+      } finally {
+        feed.stop();
+        await store.close();
+      }
       state = 'stopped';
     },
 

@@ -147,9 +147,13 @@ export function createServer(
       if (state === 'stopping' || state === 'stopped') return;
       const graceful = stopOptions.graceful ?? true;
       state = 'stopping';
-      // Webhook attempts in flight finish and are recorded before the store closes.
-      await webhooks.stop(graceful ? config.shutdownGraceMs : 0);
-      await accepted.stop({ graceful, timeoutMs: config.shutdownGraceMs });
+      // Submits are refused at once (the engine's stop begins synchronously); webhook
+      // attempts in flight finish and are recorded before the store closes.
+      await accepted.stop({
+        graceful,
+        timeoutMs: config.shutdownGraceMs,
+        beforeClose: () => webhooks.stop(graceful ? config.shutdownGraceMs : 0),
+      });
       // Streams end at once; a connection that never sent a request would hold the close
       // until its header timeout, so whatever is left after 2 s is cut.
       const cut = setTimeout(() => http.server.closeAllConnections(), graceful ? 2000 : 0);
