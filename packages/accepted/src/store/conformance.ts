@@ -782,6 +782,36 @@ export function operationsConformance(name: string, factory: () => Promise<Store
         );
       }));
 
+    it("a stale attempt's complete in the holder's group commit loses, and only the holder's result is kept", () =>
+      withStore(async (store) => {
+        const op = newOp({ maxAttempts: 3 });
+        await store.create(op, 1_000);
+        const first = await claimOne(store, 2_000, 100);
+        assert.equal(await store.recoverExpiredLeases(2_200, 10), 1);
+        const second = await claimOne(store, 2_300, 10_000);
+        // Asked together (one group commit), the stale lease first; then the holder's again.
+        const [stale, current, again] = await Promise.allSettled([
+          store.complete(first.lease, { from: 'stale' }, 2_400),
+          store.complete(second.lease, { from: 'current' }, 2_500),
+          store.complete(second.lease, { from: 'twice' }, 2_600),
+        ]);
+        assert.equal(stale.status, 'rejected');
+        assert.equal(current.status, 'fulfilled');
+        assert.equal(again.status, 'rejected');
+        const row = await store.get(op.id);
+        assert.deepEqual(
+          [row?.status, row?.result, row?.finishedAt],
+          ['succeeded', { from: 'current' }, 2_500],
+        );
+        const events = await store.readEvents({ after: 0, limit: 20, operationId: op.id });
+        const succeeded = events.filter((e) => e.type === 'operation.succeeded');
+        assert.equal(succeeded.length, 1);
+        assert.deepEqual(
+          [succeeded[0]?.data.result, succeeded[0]?.time],
+          [{ from: 'current' }, 2_500],
+        );
+      }));
+
     it('#14 a delete committed with an earlier change of its operation leaves no event of that change', () =>
       withStore(async (store) => {
         const hinted: string[] = [];

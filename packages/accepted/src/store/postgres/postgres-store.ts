@@ -73,7 +73,7 @@ const SQL_COMPLETE = `UPDATE operations o SET status = 'succeeded', result = u.r
     finished_at = u.now, updated_at = u.now, version = o.version + 1, ${rules.CLEAR_LEASE}
   FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[]) AS u(id, token, result, now)
   WHERE o.id = u.id AND o.lease_token = u.token AND o.status = 'running'
-  RETURNING o.id, o.tenant, o.type, o.version, o.attempts, o.labels`;
+  RETURNING o.id, u.token, o.tenant, o.type, o.version, o.attempts, o.labels`;
 /**
  * Appends the transaction's events and allocates their seqs from `meta.seq_high`, last thing
  * before COMMIT: the row lock on the counter, held until commit, makes seq order commit order,
@@ -524,22 +524,32 @@ export class PostgresStore implements store.Store {
     indexes: number[],
     outcomes: { ok: boolean; value: unknown }[],
   ): Promise<void> {
+    // Keyed by lease (operation and token), never by operation alone: a stale attempt's
+    // complete in the same batch as the current holder's must lose, and only the holder's
+    // result goes into the row and its event. One lease completing twice: the first wins.
+    const key = (id: string, token: string) => `${id}\u0000${token}`;
     const items = indexes.map((i) => commands[i] as Extract<Command, { kind: 'complete' }>);
-    const rows = await query<Changed>(tx, SQL_COMPLETE, [
-      items.map((c) => c.lease.operationId),
-      items.map((c) => c.lease.token),
-      items.map((c) => JSON.stringify(c.result)),
-      items.map((c) => c.now),
+    const first = new Map<string, number>();
+    items.forEach((c, k) => {
+      const lease = key(c.lease.operationId, c.lease.token);
+      if (!first.has(lease)) first.set(lease, k);
+    });
+    const sent = [...first.values()].map((k) => items[k] as (typeof items)[number]);
+    const rows = await query<Changed & { token: string }>(tx, SQL_COMPLETE, [
+      sent.map((c) => c.lease.operationId),
+      sent.map((c) => c.lease.token),
+      sent.map((c) => JSON.stringify(c.result)),
+      sent.map((c) => c.now),
     ]);
-    const byId = new Map(rows.map((row) => [row.id, row]));
+    const byLease = new Map(rows.map((row) => [key(row.id, row.token), row]));
     items.forEach((c, k) => {
       const i = indexes[k] as number;
-      const row = byId.get(c.lease.operationId);
+      const lease = key(c.lease.operationId, c.lease.token);
+      const row = first.get(lease) === k ? byLease.get(lease) : undefined;
       if (!row) {
         outcomes[i] = { ok: false, value: leaseLost(c.lease.operationId) };
         return;
       }
-      byId.delete(c.lease.operationId); // a second complete of one lease in the batch loses
       batch.append(row, 'operation.succeeded', rules.succeededEvent(row.attempts, c.result), c.now);
       outcomes[i] = { ok: true, value: undefined };
     });
