@@ -1,13 +1,14 @@
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { AcceptedError } from '../src/domain/errors.ts';
 import { newOperationId } from '../src/domain/ids.ts';
-import { storeConformance } from '../src/store/conformance.ts';
+import { newOp, storeConformance } from '../src/store/conformance.ts';
 import Database from 'better-sqlite3';
 import { MIGRATIONS } from '../src/store/sqlite/migrations.ts';
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts';
-import { tempDir } from './helpers.ts';
+import { eventually, tempDir } from './helpers.ts';
 
 function tempFile(): string {
   return path.join(tempDir('accepted-sqlite-'), 'accepted.db');
@@ -276,5 +277,80 @@ describe('SQLite store specifics', () => {
     assert.equal(events.length, 500);
     assert.equal(await store.lastSeq(), events.at(-1)?.seq);
     await store.close();
+  });
+
+  // A SIGKILL test cannot see a missing sync (the OS cache outlives the process), so this
+  // watches the sync itself: each acknowledged write waits for an fdatasync of the WAL file.
+  it('acknowledges a write only after an fdatasync of the WAL file has completed (durability full)', async () => {
+    const filename = tempFile();
+    const store = new SqliteStore({ filename });
+    await store.open();
+    const wal = fs.statSync(`${filename}-wal`);
+    const original = fs.fdatasync;
+    const held: { fd: number; done: () => void }[] = [];
+    fs.fdatasync = ((fd: number, callback: (error: NodeJS.ErrnoException | null) => void) => {
+      held.push({ fd, done: () => original(fd, callback) });
+    }) as typeof fs.fdatasync;
+    try {
+      let acknowledged = false;
+      const created = store.create(newOp(), Date.now()).then(() => {
+        acknowledged = true;
+      });
+      // The commit is made (the group commit runs on the next turn) and its sync asked for...
+      await eventually(() => held.length > 0);
+      assert.equal(held.length, 1, 'one fdatasync asked for');
+      const [sync] = held;
+      assert.ok(sync);
+      const synced = fs.fstatSync(sync.fd);
+      assert.deepEqual([synced.dev, synced.ino], [wal.dev, wal.ino], 'of the WAL file');
+      // ...and nothing is acknowledged until it completes.
+      assert.equal(acknowledged, false, 'acknowledged before the sync completed');
+      sync.done();
+      await created;
+      assert.equal(acknowledged, true);
+    } finally {
+      fs.fdatasync = original;
+      for (const sync of held.splice(1)) sync.done();
+      await store.close();
+    }
+  });
+
+  it("pages a tenant's deliveries from an index, with or without a status filter (no sort of them all)", async () => {
+    const filename = tempFile();
+    const store = new SqliteStore({ filename });
+    await store.open();
+    await store.close();
+    const db = new Database(filename, { readonly: true });
+    try {
+      // The shapes of listDeliveries: tenant, then status, endpoint or operation, and a cursor.
+      for (const where of [
+        'd.tenant = ?',
+        'd.tenant = ? AND d.status IN (?)',
+        'd.tenant = ? AND d.status IN (?, ?)',
+        'd.tenant = ? AND d.target = ?',
+        'd.tenant = ? AND d.operation_id = ?',
+        'd.tenant = ? AND d.status IN (?) AND d.pk < ?',
+      ]) {
+        const plan = (
+          db
+            .prepare(
+              `EXPLAIN QUERY PLAN SELECT * FROM webhook_deliveries d WHERE ${where}
+               ORDER BY d.pk DESC LIMIT 51`,
+            )
+            .all(
+              ...where
+                .split('?')
+                .slice(1)
+                .map(() => 'x'),
+            ) as { detail: string }[]
+        ).map((row) => row.detail);
+        assert.ok(
+          plan.every((detail) => !detail.includes('TEMP B-TREE') && !/^SCAN d$/.test(detail)),
+          `${where}: ${plan.join(' | ')}`,
+        );
+      }
+    } finally {
+      db.close();
+    }
   });
 });

@@ -11,3 +11,11 @@ export const WEBHOOK_DELIVERY_INDEXES = `CREATE INDEX webhook_deliveries_due ON 
       CREATE INDEX webhook_deliveries_operation ON webhook_deliveries (operation_id, pk);
       CREATE INDEX webhook_deliveries_created ON webhook_deliveries (created_at)
         WHERE status <> 'pending';`;
+
+/**
+ * The indexes that page a tenant's deliveries newest first (`listDeliveries`), with and
+ * without a status filter: without them each page read and sorted every delivery the tenant
+ * had (a later migration of both stores).
+ */
+export const WEBHOOK_DELIVERY_LIST_INDEXES = `CREATE INDEX webhook_deliveries_tenant ON webhook_deliveries (tenant, pk);
+      CREATE INDEX webhook_deliveries_status ON webhook_deliveries (tenant, status, pk);`;

@@ -1,4 +1,4 @@
-import { WEBHOOK_DELIVERY_INDEXES } from '../ddl.ts';
+import { WEBHOOK_DELIVERY_INDEXES, WEBHOOK_DELIVERY_LIST_INDEXES } from '../ddl.ts';
 /**
  * Numbered, append-only migrations of the PostgreSQL adapter. Never edit a released entry: add
  * a new one. The `migrations` table of the schema records those applied; `migrate` (in
@@ -200,6 +200,13 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
           (extract(epoch FROM now()) * 1000)::bigint
         FROM meta WHERE key = 'webhook_cursor';
       UPDATE meta SET value = 9007199254740991 WHERE key = 'webhook_cursor';
+    `,
+  },
+  {
+    version: 4,
+    name: 'indexes that page deliveries',
+    sql: `
+      ${WEBHOOK_DELIVERY_LIST_INDEXES}
     `,
   },
 ];

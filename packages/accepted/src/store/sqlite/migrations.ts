@@ -1,4 +1,4 @@
-import { WEBHOOK_DELIVERY_INDEXES } from '../ddl.ts';
+import { WEBHOOK_DELIVERY_INDEXES, WEBHOOK_DELIVERY_LIST_INDEXES } from '../ddl.ts';
 /**
  * Numbered, append-only migrations. Never edit a released entry: add a new one.
  * `user_version` records the last one applied.
@@ -214,6 +214,13 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
           CAST(strftime('%s', 'now') AS INTEGER) * 1000
         FROM meta WHERE key = 'webhook_cursor';
       DELETE FROM meta WHERE key = 'webhook_cursor';
+    `,
+  },
+  {
+    version: 7,
+    name: 'indexes that page deliveries',
+    sql: `
+      ${WEBHOOK_DELIVERY_LIST_INDEXES}
     `,
   },
 ];
