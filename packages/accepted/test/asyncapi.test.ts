@@ -1,19 +1,27 @@
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import vm from 'node:vm';
 import { DiagnosticSeverity, Parser, type Input } from '@asyncapi/parser';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormatsModule from 'ajv-formats';
+import { createParser } from 'eventsource-parser';
+import type { FastifyInstance } from 'fastify';
 import { EVENT_TYPES } from '../src/domain/events.ts';
 import { callbackWants } from '../src/domain/webhooks.ts';
 import type { Accepted } from '../src/engine/accepted.ts';
+import { defineOperation } from '../src/engine/definition.ts';
 import { demoOperations } from '../src/engine/demo.ts';
 import { asyncApiDocument } from '../src/http/asyncapi.ts';
-import { toMonitor, toWireEvent } from '../src/wire/monitor.ts';
 import { createHttpServer } from '../src/server/http.ts';
+import type { Store } from '../src/store/store.ts';
 import { createWebhooks } from '../src/webhooks/service.ts';
-import { eventually, startEngine } from './helpers.ts';
+import { eventually, newStorePlace, startEngine } from './helpers.ts';
+import { repoRoot } from './readme-blocks.ts';
+import { SseClient, WsClient, type SseMessage } from './stream-clients.ts';
 
 const addFormats = addFormatsModule as unknown as (ajv: Ajv2020) => Ajv2020;
 
@@ -104,7 +112,430 @@ function payloadValidator(doc: Json) {
   return { check, only };
 }
 
-describe('AsyncAPI 3.0 document of the streams', { timeout: 60_000 }, () => {
+// ---- real servers, and what they send --------------------------------------------------------
+
+/**
+ * The real store, with one hook: `afterSnapshot(id, run)` runs `run` once, after the next
+ * `snapshot` of that operation has been read and before its answer goes back. So a change
+ * lands between the snapshot a stream starts from and its first read of the log, which the
+ * test could not time otherwise. Every answer is the real store's; only the timing is the test's.
+ */
+function hookedStore(store: Store): {
+  store: Store;
+  afterSnapshot: (operationId: string, run: () => Promise<unknown>) => void;
+} {
+  let hook: { id: string; run: () => Promise<unknown> } | null = null;
+  const hooked = new Proxy(store, {
+    get(target, property) {
+      const value: unknown = Reflect.get(target, property, target);
+      if (typeof value !== 'function') return value;
+      const method = value as (...args: unknown[]) => unknown;
+      if (property !== 'snapshot') return method.bind(target);
+      return async (id: string, ...rest: unknown[]) => {
+        const answer = await method.call(target, id, ...rest);
+        const current = hook;
+        if (current?.id === id) {
+          hook = null;
+          await current.run();
+        }
+        return answer;
+      };
+    },
+  });
+  return {
+    store: hooked,
+    afterSnapshot(operationId, run) {
+      hook = { id: operationId, run };
+    },
+  };
+}
+
+/**
+ * Waits while `flood.state` is `wait`, then reports big progress for as long as it is `on`:
+ * however many events it takes to fill the buffers between the server and clients that
+ * stopped reading (a condition on state, not a count guessed for this machine's sockets).
+ */
+const flood: { state: 'wait' | 'on' | 'off' } = { state: 'off' };
+const floodOperation = defineOperation<{ bytes: number }, { events: number }>({
+  type: 'test.flood',
+  handler: async ({ bytes }, ctx) => {
+    while (flood.state === 'wait' && !ctx.signal.aborted) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    const data = 'x'.repeat(bytes);
+    let events = 0;
+    while (flood.state === 'on' && !ctx.signal.aborted) {
+      await ctx.progress({ fraction: 0.5, data });
+      events++;
+    }
+    return { events };
+  },
+});
+
+interface Listening {
+  app: FastifyInstance;
+  base: string;
+  ws: string;
+}
+
+/** Listens on a real port of the loopback interface. */
+async function listen(app: FastifyInstance): Promise<Listening> {
+  const base = await app.listen({ port: 0, host: '127.0.0.1' });
+  return { app, base, ws: `${base.replace('http', 'ws')}/v1/ws` };
+}
+
+type SseChannel = 'operationEvents' | 'tenantEvents';
+
+/** The message of a WebSocket message in the document: by its `type`, an ack by its `request`. */
+function wsKey(message: Json): string {
+  return message.type === 'ack'
+    ? `ws.ack.${String(message.request)}`
+    : `ws.${String(message.type)}`;
+}
+
+/** The key of a message an operation or a reply lists (`#/channels/c/messages/key`). */
+const refKey = (reference: Ref) => reference.$ref.slice(reference.$ref.lastIndexOf('/') + 1);
+
+/**
+ * The messages of each channel that the server sends (`send` operations, and the replies of
+ * `receive` ones) and that it receives (`receive` operations), by key.
+ */
+function directions(doc: Json): Map<string, { send: Set<string>; receive: Set<string> }> {
+  const out = new Map<string, { send: Set<string>; receive: Set<string> }>();
+  const of = (channel: Ref) => {
+    const key = refKey(channel);
+    let entry = out.get(key);
+    if (!entry) out.set(key, (entry = { send: new Set(), receive: new Set() }));
+    return entry;
+  };
+  for (const operation of Object.values(doc.operations as Record<string, RawOperation>)) {
+    const own = of(operation.channel);
+    for (const message of operation.messages) own[operation.action].add(refKey(message));
+    if (operation.reply) {
+      const reply = of(operation.reply.channel);
+      for (const message of operation.reply.messages) reply.send.add(refKey(message));
+    }
+  }
+  return out;
+}
+
+/**
+ * Every message captured from a real server, and every client message a real server took,
+ * each checked with `only` (against its payload, and against every other message of its
+ * channel) as it is recorded; kept by channel and message key.
+ */
+class Captured {
+  private readonly values = new Map<string, Json[]>();
+
+  constructor(
+    private readonly doc: Json,
+    private readonly only: (channel: string, key: string, value: unknown) => void,
+  ) {}
+
+  private add(channel: string, key: string, value: Json): void {
+    const id = `${channel} ${key}`;
+    const list = this.values.get(id) ?? [];
+    list.push(value);
+    this.values.set(id, list);
+  }
+
+  /** What was captured of one message on one channel. */
+  of(channel: string, key: string): Json[] {
+    return this.values.get(`${channel} ${key}`) ?? [];
+  }
+
+  /** The keys of the messages captured on one channel. */
+  keys(channel: string): Set<string> {
+    return new Set(
+      [...this.values.keys()]
+        .filter((id) => id.startsWith(`${channel} `))
+        .map((id) => id.slice(channel.length + 1)),
+    );
+  }
+
+  /**
+   * Every message a real SSE client received: the parsed `data:` against the message its
+   * `event:` names, and its framing (`id: <seq>` on events and snapshots, none on closing).
+   */
+  sse(channel: SseChannel, client: SseClient): void {
+    assert.equal(client.status, 200, client.body);
+    const messages = (this.doc.components as { messages: Record<string, { name: string }> })
+      .messages;
+    for (const message of client.messages) {
+      const key = message.event ?? '(no event: line)';
+      const data = JSON.parse(message.data) as Json;
+      this.only(channel, key, data);
+      assert.equal(messages[key]?.name, message.event, `the name of ${key}`);
+      if (key === 'stream.closing') {
+        assert.equal(message.id, undefined, JSON.stringify(message));
+      } else {
+        assert.equal(message.id, String(data.seq), JSON.stringify(message));
+        assert.equal(data.type, message.event, JSON.stringify(message));
+      }
+      this.add(channel, key, data);
+    }
+  }
+
+  /** Every message a real WebSocket client received, as it was received. */
+  received(client: WsClient): void {
+    for (const message of client.messages) {
+      const key = wsKey(message);
+      this.only('websocket', key, message);
+      this.add('websocket', key, message);
+    }
+  }
+
+  /** A client message: checked against its payload, then sent. */
+  send(client: WsClient, message: Json): void {
+    const key = `ws.${String(message.type)}`;
+    this.only('websocket', key, message);
+    this.add('websocket', key, message);
+    client.send(message);
+  }
+
+  /** Sends a request (checked) and waits for its answer: an ack or an error with its id. */
+  request(client: WsClient, message: Json): Promise<Json> {
+    this.send(client, message);
+    return client.next((m) => (m.type === 'ack' || m.type === 'error') && m.id === message.id);
+  }
+}
+
+// ---- the examples of docs/streams.md ---------------------------------------------------------
+
+interface DocBlock {
+  lang: string;
+  /** The line of the block's first line, from 1. */
+  line: number;
+  text: string;
+  /** The heading the block is under (the nearest one above it). */
+  heading: string;
+}
+
+/** The fenced code blocks of a Markdown file of the repository, with their headings. */
+function fencedBlocks(file: string): DocBlock[] {
+  const lines = fs.readFileSync(path.join(repoRoot, file), 'utf8').split('\n');
+  const blocks: DocBlock[] = [];
+  let open: DocBlock | undefined;
+  let heading = '';
+  lines.forEach((text, index) => {
+    if (open) {
+      if (/^```\s*$/.test(text)) {
+        blocks.push(open);
+        open = undefined;
+      } else {
+        open.text += `${text}\n`;
+      }
+      return;
+    }
+    const fence = /^```(\S*)\s*$/.exec(text);
+    if (fence) {
+      open = { lang: fence[1] ?? '', line: index + 2, text: '', heading };
+      return;
+    }
+    const title = /^#{1,6}\s+(.*)$/.exec(text);
+    if (title) heading = (title[1] ?? '').trim();
+  });
+  assert.equal(open, undefined, `${file}: a code block is never closed`);
+  return blocks;
+}
+
+/**
+ * How docs/streams.md presents the examples of each section: the event object of every
+ * channel, SSE frames of some channels, WebSocket messages of one direction, or (the stream
+ * token) an HTTP answer, which is the OpenAPI document's and no message here.
+ */
+const DOC_SECTIONS: Record<string, 'event' | 'client' | 'server' | 'http' | SseChannel[]> = {
+  'The event': 'event',
+  'One operation: `GET /v1/operations/{id}/events`': ['operationEvents'],
+  'Many operations: `GET /v1/events`': ['tenantEvents'],
+  'When the server closes a stream': ['operationEvents', 'tenantEvents'],
+  'Client to server': 'client',
+  'Server to client': 'server',
+  'Authentication on streams': 'http',
+};
+
+interface DocExample {
+  /** `docs/streams.md:<line>`. */
+  where: string;
+  channel: string;
+  /** The server's side: it sends the message, or receives it. */
+  direction: 'send' | 'receive';
+  key: string;
+  value: unknown;
+  /** An SSE example's `id:` and `event:` lines. */
+  frame?: { id: string | undefined; event: string | undefined };
+}
+
+/** Stands for `...` among an object's members in the doc's JSON: the members left out. */
+const ELIDED = '\u2026';
+
+/** JSON as the doc writes it: `...` among an object's members leaves the others out. */
+function parseDocJson(text: string, where: string): unknown {
+  const marked = text.replace(/([{,])\s*\.\.\.\s*(?=\})/g, `$1"${ELIDED}":true`);
+  try {
+    return JSON.parse(marked);
+  } catch (error) {
+    assert.fail(`${where}: not JSON, even with its elisions: ${String(error)}\n${text}`);
+  }
+}
+
+/** A string the doc cuts short: `"op_0Vbf..."`. */
+const isCut = (value: unknown): value is string =>
+  typeof value === 'string' && value.endsWith('...');
+
+/** Whether an example leaves something out (members, or the end of a string). */
+function isElided(value: unknown): boolean {
+  if (isCut(value)) return true;
+  if (value === null || typeof value !== 'object') return false;
+  return ELIDED in value || Object.values(value).some(isElided);
+}
+
+/** How many of the values an example shows in full a real message has at the same places. */
+function agreement(shown: unknown, real: unknown): number {
+  if (shown !== null && typeof shown === 'object') {
+    return Object.entries(shown).reduce(
+      (sum, [key, value]) => sum + (key === ELIDED ? 0 : agreement(value, (real as Json)?.[key])),
+      0,
+    );
+  }
+  return !isCut(shown) && shown === real ? 1 : 0;
+}
+
+/**
+ * An example with what it leaves out taken from a real message of the same kind: an object
+ * with `...` gets the real object's members it does not show, a cut string the real string at
+ * its place. Whatever the example does show is kept as written, so a member the payload does
+ * not have, a value of the wrong type or a wrong constant still fails.
+ */
+function completed(shown: unknown, real: unknown, where: string): unknown {
+  if (isCut(shown)) {
+    assert.equal(
+      typeof real,
+      'string',
+      `${where}: "${shown}" is cut short, the real one is not a string`,
+    );
+    return real;
+  }
+  if (Array.isArray(shown)) {
+    return shown.map((value, i) => completed(value, (real as unknown[])?.[i], `${where}/${i}`));
+  }
+  if (shown === null || typeof shown !== 'object') return shown;
+  const source = (real ?? {}) as Json;
+  const out: Json = ELIDED in shown ? { ...source } : {};
+  for (const [key, value] of Object.entries(shown)) {
+    if (key !== ELIDED) out[key] = completed(value, source[key], `${where}/${key}`);
+  }
+  return out;
+}
+
+/** The SSE messages of a block of the doc: `event:`, `id:` and the parsed `data:`. */
+function docSseMessages(text: string): SseMessage[] {
+  const messages: SseMessage[] = [];
+  const parser = createParser({
+    onEvent: (message) =>
+      messages.push({ id: message.id, event: message.event, data: message.data }),
+  });
+  parser.feed(text.endsWith('\n\n') ? text : `${text}\n`);
+  return messages;
+}
+
+/**
+ * Every example of docs/streams.md, classified as the doc presents it. Shell blocks are the
+ * requests that open streams or mint tokens (no messages); a JavaScript block's messages are
+ * what it passes to `ws.send(JSON.stringify(...))` (client to server); a JSON block's values
+ * (one document, or one per line) and a plain block's SSE messages are classified by their
+ * section, `DOC_SECTIONS`, and by their `type` (an SSE message by its `event:` line).
+ * `skipped` lists what holds no stream message, and why.
+ */
+function docExamples(file: string): { examples: DocExample[]; skipped: string[] } {
+  const examples: DocExample[] = [];
+  const skipped: string[] = [];
+  for (const block of fencedBlocks(file)) {
+    const where = `${file}:${block.line}`;
+    const section = DOC_SECTIONS[block.heading];
+    if (block.lang === 'sh') {
+      skipped.push(`${where}: shell commands`);
+      continue;
+    }
+    if (block.lang === 'js') {
+      const sent = [...block.text.matchAll(/ws\.send\(JSON\.stringify\((\{.*?\})\)\)/g)];
+      for (const [, literal] of sent) {
+        // A JavaScript object literal of the doc: evaluated with nothing in scope.
+        const value = vm.runInNewContext(`(${literal})`, vm.createContext()) as Json;
+        const key = `ws.${String(value.type)}`;
+        examples.push({ where, channel: 'websocket', direction: 'receive', key, value });
+      }
+      if (sent.length === 0) skipped.push(`${where}: JavaScript that sends no message`);
+      continue;
+    }
+    assert.ok(
+      section,
+      `${where}: a ${block.lang || 'plain'} block under "${block.heading}", a section the test does not know: classify it in DOC_SECTIONS`,
+    );
+    if (block.lang === '') {
+      assert.ok(Array.isArray(section), `${where}: SSE messages under "${block.heading}"`);
+      const messages = docSseMessages(block.text);
+      assert.ok(messages.length > 0, `${where}: no SSE message in this block`);
+      for (const message of messages) {
+        const value = parseDocJson(message.data, where);
+        const frame = { id: message.id, event: message.event };
+        for (const channel of section) {
+          examples.push({
+            where,
+            channel,
+            direction: 'send',
+            key: message.event ?? 'message',
+            value,
+            frame,
+          });
+        }
+      }
+      continue;
+    }
+    assert.equal(block.lang, 'json', `${where}: a ${block.lang} block`);
+    if (section === 'http') {
+      skipped.push(
+        `${where}: the answer of POST /v1/stream-tokens (HTTP, in the OpenAPI document)`,
+      );
+      assert.equal((JSON.parse(block.text) as Json).type, undefined, `${where}: a message?`);
+      continue;
+    }
+    assert.ok(
+      !Array.isArray(section),
+      `${where}: JSON under "${block.heading}", where the doc shows SSE`,
+    );
+    const text = block.text.trim();
+    const values =
+      text.startsWith('{') && !text.includes('}\n{')
+        ? [parseDocJson(text, where)]
+        : text.split('\n').map((line) => parseDocJson(line, where));
+    for (const value of values as Json[]) {
+      const type = String(value.type);
+      if (section === 'event') {
+        // "Every event, on every channel, is this JSON object": each SSE stream that carries
+        // its type, and the `event` member of a WebSocket `event` message.
+        const channels = type.startsWith('operation.')
+          ? ['operationEvents', 'tenantEvents']
+          : ['tenantEvents'];
+        for (const channel of channels)
+          examples.push({ where, channel, direction: 'send', key: type, value });
+        examples.push({
+          where,
+          channel: 'websocket',
+          direction: 'send',
+          key: 'ws.event',
+          value: { type: 'event', subscription: 's1', event: value },
+        });
+      } else {
+        const direction = section === 'client' ? 'receive' : 'send';
+        examples.push({ where, channel: 'websocket', direction, key: wsKey(value), value });
+      }
+    }
+  }
+  return { examples, skipped };
+}
+
+describe('AsyncAPI 3.0 document of the streams', { timeout: 120_000 }, () => {
   it('is valid AsyncAPI 3.0.0, with and without auth, with and without webhooks', async () => {
     for (const doc of [plain, secured, withoutWebhooks]) {
       const document = await parse(doc);
@@ -336,27 +767,101 @@ describe('AsyncAPI 3.0 document of the streams', { timeout: 60_000 }, () => {
     assert.equal(payload.properties.operation.oneOf.length, demoOperations.length);
   });
 
+  /**
+   * Every message here is captured from a real server on a real port (createHttpServer on
+   * 127.0.0.1): the parsed `data:` of each SSE frame of /v1/events and of
+   * /v1/operations/{id}/events, and each WebSocket message as a `ws` client received it; the
+   * client messages are those the test sent and the server answered. Each is checked with
+   * `only` as it is recorded (`Captured`). The examples of docs/streams.md are read from the
+   * doc. Hand-built, because no real server sends it without a failing store: the `error`
+   * that ends a subscription whose read of the log failed (with `subscription`, code INTERNAL).
+   * The engine runs on the real store, with one hook (`hookedStore`) to time a delete between
+   * a stream's snapshot and its read of the log: operation.deleted on one operation's stream.
+   */
   describe('real messages validate against their payloads', () => {
     let accepted: Accepted;
+    let hooks: ReturnType<typeof hookedStore>;
+    let server: Listening;
+    const open = new Set<FastifyInstance>();
     const { check, only } = payloadValidator(plain);
     const ws = (key: string, value: unknown) => only('websocket', key, value);
+    const captured = new Captured(plain, only);
+    /** The message types of a real subscription to a running operation, in order. */
+    let oneOperationRun: string[] = [];
+
+    const serve = async (app: FastifyInstance) => {
+      open.add(app);
+      return listen(app);
+    };
+    const shut = async (app: FastifyInstance) => {
+      open.delete(app);
+      await app.close();
+    };
 
     before(async () => {
-      accepted = await startEngine({ operations: demoOperations });
+      hooks = hookedStore(newStorePlace().open());
+      accepted = await startEngine({
+        operations: [...demoOperations, floodOperation],
+        store: hooks.store,
+      });
+      server = await serve(createHttpServer({ accepted, logger: false }));
+    });
+    after(async () => {
+      flood.state = 'off';
+      for (const app of [...open]) await shut(app);
     });
 
-    it('every event type, over SSE and in a WebSocket event', async () => {
+    it('every event type, as real SSE streams and a real WebSocket deliver it', async () => {
+      // The tenant's SSE stream and a WebSocket subscribed with a filter, open before anything
+      // happens: each starts from now on.
+      const tenant = new SseClient(`${server.base}/v1/events`);
+      const socket = new WsClient(server.ws);
+      await Promise.all([tenant.opened(), socket.opened()]);
+      const all = await captured.request(socket, {
+        type: 'subscribe',
+        id: 'all',
+        filter: { types: [...EVENT_TYPES] },
+      });
+      assert.equal(all.type, 'ack', JSON.stringify(all));
+      // The stream of each operation from its first event (`?after=0`: from the log, then
+      // live); each ends after its terminal event.
+      const streams: SseClient[] = [];
+      const follow = (id: string, query = '?after=0') => {
+        const client = new SseClient(`${server.base}/v1/operations/${id}/events${query}`);
+        streams.push(client);
+        return client;
+      };
+
       const labels = { team: 'docs' };
       const echo = await accepted.submit('demo.echo', { hello: 'world' }, { labels });
+      follow(echo.id);
       const fail = await accepted.submit('demo.fail', { message: 'no', permanent: true });
+      follow(fail.id);
       const retried = await accepted.submit('demo.fail', { message: 'again' }, { maxAttempts: 2 });
+      follow(retried.id);
       const progress = await accepted.submit('demo.progress', { steps: 2, ms: 1 });
+      follow(progress.id);
       const sleep = await accepted.submit('demo.sleep', { ms: 60_000 });
+      follow(sleep.id);
       for (const op of [echo, fail, retried, progress]) await accepted.wait(op.id);
       await eventually(async () => (await accepted.get(sleep.id))?.status === 'running');
+      // Without a cursor, the stream of the running operation starts with its snapshot.
+      const running = follow(sleep.id, '');
+      await running.until(() => running.messages.length > 0, 'the snapshot');
       await accepted.cancel(sleep.id);
       await accepted.wait(sleep.id);
-      await accepted.delete(echo.id);
+      await Promise.all(streams.map((client) => client.ended));
+
+      // operation.deleted on the stream of one operation: such a stream ends after the
+      // terminal event, and a deleted operation's answers 404, so only a delete that lands
+      // between the stream's snapshot and its first read of the log puts it there. The read
+      // then finds operation.deleted alone (a delete takes the operation's other events with
+      // it), and the stream ends after it: nothing can follow a deletion.
+      hooks.afterSnapshot(echo.id, () => accepted.delete(echo.id));
+      const deleted = follow(echo.id);
+      await deleted.ended;
+      assert.equal(deleted.messages.at(-1)?.event, 'operation.deleted');
+
       // An endpoint answering 410 is disabled: the endpoint.disabled event.
       const gone = http.createServer((_request, response) => {
         response.statusCode = 410;
@@ -369,77 +874,348 @@ describe('AsyncAPI 3.0 document of the streams', { timeout: 60_000 }, () => {
         url: `http://127.0.0.1:${(gone.address() as AddressInfo).port}/`,
         eventTypes: ['operation.queued'],
       });
-      await accepted.submit('demo.echo', 'for the endpoint');
+      const last = await accepted.submit('demo.echo', 'for the endpoint');
       await eventually(async () => !(await webhooks.getEndpoint('default', endpoint.id)).enabled);
       await webhooks.stop(100);
       gone.close();
+      await accepted.wait(last.id);
 
-      const labelsOf = new Map(
-        [echo, fail, retried, progress, sleep].map((op) => [op.id, op.labels]),
+      // Every event of the log so far reached the tenant's stream and the WebSocket.
+      const lastSeq = await accepted.lastSeq();
+      await tenant.until(() => Number(tenant.lastId) >= lastSeq, `seq ${lastSeq}`);
+      await eventually(() => socket.events(all.subscription).some((e) => e.seq >= lastSeq));
+      tenant.close();
+      socket.close();
+
+      captured.sse('tenantEvents', tenant);
+      for (const client of streams) captured.sse('operationEvents', client);
+      captured.received(socket);
+      // Every event type, on every channel that carries it.
+      const types = (values: Json[]) => [...new Set(values.map((v) => String(v.type)))].sort();
+      const received = (clients: SseClient[]) =>
+        types(clients.flatMap((client) => client.messages.map((m): Json => ({ type: m.event }))));
+      assert.deepEqual(received([tenant]), [...EVENT_TYPES].sort());
+      assert.deepEqual(
+        received(streams).filter((type) => type !== 'operation.snapshot'),
+        EVENT_TYPES.filter((type) => type.startsWith('operation.')).sort(),
       );
-      const seen = new Set<string>();
-      for await (const event of accepted.events({ follow: false })) {
-        const wire: Json = { ...toWireEvent(event) };
-        wire.labels ??= labelsOf.get(event.operationId);
-        if (event.type !== 'endpoint.disabled') only('operationEvents', event.type, wire);
-        only('tenantEvents', event.type, wire);
-        ws('ws.event', { type: 'event', subscription: 's1', event: wire });
-        seen.add(event.type);
-      }
-      assert.deepEqual([...seen].sort(), [...EVENT_TYPES].sort());
+      const wsEvents = socket.events(all.subscription) as unknown as Json[];
+      assert.deepEqual(types(wsEvents), [...EVENT_TYPES].sort());
+      // The same events, the same objects, on both.
+      assert.deepEqual(
+        wsEvents,
+        tenant.messages.map((m) => JSON.parse(m.data) as Json),
+      );
     });
 
-    it('snapshots, acks and the examples of docs/streams.md', async () => {
-      const op = await accepted.submit('demo.echo', 1);
-      const monitor = toMonitor(op);
-      only('operationEvents', 'operation.snapshot', {
-        seq: 41,
-        type: 'operation.snapshot',
-        operationId: op.id,
-        operation: monitor,
-      });
-      ws('ws.snapshot', { type: 'snapshot', subscription: 's1', seq: 41, operation: monitor });
-      ws('ws.ack.submit', {
-        type: 'ack',
-        id: 'a',
-        request: 'submit',
-        operation: monitor,
-        replayed: false,
-      });
-      ws('ws.ack.subscribe', {
-        type: 'ack',
-        id: 1,
-        request: 'subscribe',
-        subscription: 's1',
-        cursor: 41,
-      });
-      ws('ws.complete', { type: 'complete', subscription: 's1' });
-      ws('ws.subscribe', { type: 'subscribe', id: 1, operation: op.id });
-      ws('ws.subscribe', {
-        type: 'subscribe',
-        filter: { types: ['operation.succeeded'], labels: { team: 'docs' } },
-        after: 40,
-      });
-      ws('ws.submit', {
+    it('welcome, acks, snapshots, completes, errors and pongs of a real WebSocket and SSE stream', async () => {
+      const socket = new WsClient(server.ws);
+      await socket.opened();
+      await socket.next((m) => m.type === 'welcome');
+      captured.send(socket, { type: 'ping', id: 'p' });
+      await socket.next((m) => m.type === 'pong' && m.id === 'p');
+
+      // Submit, with an idempotency key (twice: the second is replayed) and without.
+      const sleep = { type: 'demo.sleep', input: { ms: 60_000 }, labels: { team: 'docs' } };
+      const first = await captured.request(socket, {
         type: 'submit',
         id: 2,
-        operation: { type: 'demo.sleep', input: { ms: 5 } },
+        operation: sleep,
         idempotencyKey: 'k',
       });
-      ws('ws.error', { type: 'error', id: 3, code: 'INVALID_MESSAGE', message: 'no type' });
-      only('operationEvents', 'stream.closing', { reason: 'SHUTTING_DOWN' });
-      ws('ws.closing', { type: 'closing', reason: 'SLOW_CONSUMER' });
-      ws('ws.welcome', { type: 'welcome', protocol: 1, tenant: 'default', heartbeatMs: 15_000 });
-
-      const invalid = (key: string, value: unknown) =>
-        assert.equal(check(key, value).ok, false, `${key} accepts ${JSON.stringify(value)}`);
-      invalid('ws.subscribe', { type: 'subscribe', operation: op.id, filter: {} });
-      invalid('ws.subscribe', { type: 'subscribe' });
-      invalid('ws.submit', {
+      assert.equal(first.replayed, false, JSON.stringify(first));
+      const again = await captured.request(socket, {
         type: 'submit',
-        operation: { type: 'demo.sleep', input: { ms: 'x' } },
+        id: 3,
+        operation: sleep,
+        idempotencyKey: 'k',
       });
-      invalid('ws.submit', { type: 'submit', operation: { type: 'demo.nope' } });
+      assert.equal(again.replayed, true, JSON.stringify(again));
+      const id = (first.operation as Json).id as string;
+      const echo = await captured.request(socket, {
+        type: 'submit',
+        id: 'echo',
+        operation: { type: 'demo.echo', input: 1, labels: { team: 'docs' } },
+      });
+      assert.equal(echo.type, 'ack', JSON.stringify(echo));
+      const done = (echo.operation as Json).id as string;
+      await accepted.wait(done);
+
+      // One running operation, without `after`: ack, snapshot, its events, complete; and its
+      // SSE stream, which starts with its snapshot.
+      await eventually(async () => (await accepted.get(id))?.status === 'running');
+      const sub = await captured.request(socket, { type: 'subscribe', id: 1, operation: id });
+      assert.equal(sub.type, 'ack', JSON.stringify(sub));
+      await socket.next((m) => m.type === 'snapshot' && m.subscription === sub.subscription);
+      const sse = new SseClient(`${server.base}/v1/operations/${id}/events`);
+      await sse.until(() => sse.messages.length > 0, 'the snapshot');
+      const cancel = await captured.request(socket, { type: 'cancel', id: 4, operation: id });
+      assert.equal(cancel.type, 'ack', JSON.stringify(cancel));
+      await socket.next((m) => m.type === 'complete' && m.subscription === sub.subscription);
+      await sse.ended;
+      oneOperationRun = socket.messages
+        .filter((m) => m === sub || (m.subscription === sub.subscription && m.type !== 'ack'))
+        .map((m) => String(m.type));
+
+      // A finished operation: complete at once, after the ack and the snapshot.
+      const finished = await captured.request(socket, {
+        type: 'subscribe',
+        id: 5,
+        operation: done,
+      });
+      await socket.next((m) => m.type === 'complete' && m.subscription === finished.subscription);
+      // A filter from the log (`after`), then unsubscribe.
+      const filtered = await captured.request(socket, {
+        type: 'subscribe',
+        id: 6,
+        filter: { types: ['operation.succeeded'], labels: { team: 'docs' } },
+        after: 0,
+      });
+      assert.equal(filtered.type, 'ack', JSON.stringify(filtered));
+      await eventually(() => socket.events(filtered.subscription).length > 0);
+      const unsubscribed = await captured.request(socket, {
+        type: 'unsubscribe',
+        id: 7,
+        subscription: filtered.subscription,
+      });
+      assert.equal(unsubscribed.type, 'ack', JSON.stringify(unsubscribed));
+
+      // Errors: requests the server refuses (each answered with its id) and messages it cannot
+      // read (without one).
+      const refused = async (message: Json, code: string) => {
+        const answer = await captured.request(socket, message);
+        assert.equal(answer.code, code, JSON.stringify(answer));
+      };
+      await refused(
+        { type: 'subscribe', id: 8, operation: 'op_000000000000000000000000000000' },
+        'OPERATION_NOT_FOUND',
+      );
+      await refused({ type: 'unsubscribe', id: 9, subscription: 's999' }, 'SUBSCRIPTION_NOT_FOUND');
+      await refused({ type: 'cancel', id: 10, operation: done }, 'ALREADY_TERMINAL');
+      const unreadable = async (text: string, code: string) => {
+        const before = socket.messages.length;
+        socket.socket.send(text);
+        const answer = await socket.next(
+          (m) => socket.messages.indexOf(m) >= before && m.type === 'error',
+        );
+        assert.equal(answer.code, code, JSON.stringify(answer));
+        assert.equal(answer.id, undefined, JSON.stringify(answer));
+      };
+      await unreadable('not json', 'INVALID_MESSAGE');
+      await unreadable(`${'['.repeat(100)}${']'.repeat(100)}`, 'JSON_TOO_DEEP');
+      await unreadable('{"type":"ping","id":1e400}', 'NUMBER_OUT_OF_RANGE');
+      socket.close();
+      captured.sse('operationEvents', sse);
+      captured.received(socket);
+    });
+
+    it('refuses, as the server does, what the document refuses', async () => {
+      const socket = new WsClient(server.ws);
+      await socket.opened();
+      const op = await accepted.submit('demo.echo', 1);
+      const everyMessage = Object.keys(
+        (plain.channels as { websocket: { messages: Json } }).websocket.messages,
+      );
+      // Each message, the messages of the document that refuse it, and the server's answer.
+      const refusals: [Json, string[], string][] = [
+        [
+          { type: 'subscribe', id: 1, operation: op.id, filter: {} },
+          ['ws.subscribe'],
+          'INVALID_MESSAGE',
+        ],
+        [{ type: 'subscribe', id: 2 }, ['ws.subscribe'], 'INVALID_MESSAGE'],
+        [
+          { type: 'submit', id: 3, operation: { type: 'demo.sleep', input: { ms: 'x' } } },
+          ['ws.submit'],
+          'VALIDATION_FAILED',
+        ],
+        [
+          { type: 'submit', id: 4, operation: { type: 'demo.nope' } },
+          ['ws.submit'],
+          'UNKNOWN_OPERATION_TYPE',
+        ],
+        // A type no message has: every message of the channel refuses it.
+        [{ type: 'nope', id: 5 }, everyMessage, 'INVALID_MESSAGE'],
+      ];
+      for (const [message, keys, code] of refusals) {
+        for (const key of keys) {
+          assert.equal(check(key, message).ok, false, `${key} accepts ${JSON.stringify(message)}`);
+        }
+        socket.send(message);
+        const answer = await socket.next((m) => m.type === 'error' && m.id === message.id);
+        assert.equal(answer.code, code, JSON.stringify(answer));
+      }
+      socket.close();
+      captured.received(socket);
+    });
+
+    it('closing notices of a real server that shuts down', async () => {
+      const other = await serve(createHttpServer({ accepted, logger: false }));
+      const op = await accepted.submit('demo.sleep', { ms: 60_000 });
+      await eventually(async () => (await accepted.get(op.id))?.status === 'running');
+      const tenant = new SseClient(`${other.base}/v1/events`);
+      const one = new SseClient(`${other.base}/v1/operations/${op.id}/events`);
+      const socket = new WsClient(other.ws);
+      await Promise.all([tenant.opened(), socket.opened()]);
+      await one.until(() => one.messages.length > 0, 'the snapshot');
+      const sub = await captured.request(socket, { type: 'subscribe', id: 1, filter: {} });
+      assert.equal(sub.type, 'ack', JSON.stringify(sub));
+      await shut(other.app);
+      await Promise.all([tenant.ended, one.ended, socket.closed]);
+      await accepted.cancel(op.id);
+      await accepted.wait(op.id);
+
+      const closing = {
+        event: 'stream.closing',
+        data: JSON.stringify({ reason: 'SHUTTING_DOWN' }),
+      };
+      for (const client of [tenant, one]) {
+        assert.deepEqual(client.messages.at(-1), { id: undefined, ...closing });
+      }
+      assert.deepEqual(socket.messages.at(-1), { type: 'closing', reason: 'SHUTTING_DOWN' });
+      assert.equal(socket.closeCode, 1001);
+      captured.sse('tenantEvents', tenant);
+      captured.sse('operationEvents', one);
+      captured.received(socket);
+    });
+
+    it('closing notices of a real server to clients that stop reading', async () => {
+      // A short stall timeout, and a long heartbeat so that the WebSocket keepalive (a ping
+      // left unanswered) does not cut the connection first.
+      const strict = await serve(
+        createHttpServer({
+          accepted,
+          logger: false,
+          streams: { stallTimeoutMs: 300, heartbeatMs: 60_000 },
+        }),
+      );
+      const hub = strict.app.streamHub;
+      const tenant = new SseClient(`${strict.base}/v1/events`);
+      const socket = new WsClient(strict.ws);
+      await Promise.all([tenant.opened(), socket.opened()]);
+      const sub = await captured.request(socket, { type: 'subscribe', id: 1, filter: {} });
+      assert.equal(sub.type, 'ack', JSON.stringify(sub));
+      flood.state = 'wait';
+      let op: { id: string } | undefined;
+      try {
+        op = await accepted.submit('test.flood', { bytes: 40_000 });
+        const one = new SseClient(`${strict.base}/v1/operations/${op.id}/events`);
+        await one.opened();
+        await eventually(() => hub.stats().subscriptions === 3);
+        // All three stop reading; then the flood begins, and goes on until every connection
+        // has been congested for longer than the stall timeout and closed.
+        tenant.pause();
+        one.pause();
+        socket.socket.pause();
+        flood.state = 'on';
+        await eventually(() => hub.stats().connections === 0, 60_000);
+        flood.state = 'off';
+        // What was sent before the cut, the notice last, arrives once they read again.
+        tenant.resume();
+        one.resume();
+        socket.socket.resume();
+        await Promise.all([tenant.ended, one.ended, socket.closed]);
+
+        const closing = {
+          event: 'stream.closing',
+          data: JSON.stringify({ reason: 'SLOW_CONSUMER' }),
+        };
+        for (const client of [tenant, one]) {
+          assert.deepEqual(client.messages.at(-1), { id: undefined, ...closing });
+        }
+        assert.deepEqual(socket.messages.at(-1), { type: 'closing', reason: 'SLOW_CONSUMER' });
+        assert.equal(socket.closeCode, 1008);
+        captured.sse('tenantEvents', tenant);
+        captured.sse('operationEvents', one);
+        captured.received(socket);
+      } finally {
+        flood.state = 'off';
+        if (op) await accepted.wait(op.id);
+        await shut(strict.app);
+      }
+    });
+
+    it('the examples of docs/streams.md, each against its message', (t) => {
+      const { examples, skipped } = docExamples('docs/streams.md');
+      const sides = directions(plain);
+      const channels = plain.channels as Record<string, { messages: Json }>;
+      for (const example of examples) {
+        const { where, channel, direction, key, frame } = example;
+        const what = `${where}: a ${channel} example of ${key}`;
+        assert.ok(
+          key in (channels[channel]?.messages ?? {}),
+          `${what}: the document has no such message`,
+        );
+        assert.ok(
+          sides.get(channel)?.[direction].has(key),
+          `${what}: the document has it, but not as a message the server ${direction}s`,
+        );
+        let value = example.value;
+        if (isElided(value)) {
+          const real = captured.of(channel, key);
+          assert.ok(
+            real.length > 0,
+            `${what}: it leaves members out, and no real one was captured to complete it`,
+          );
+          const closest = real.reduce((a, b) =>
+            agreement(value, b) > agreement(value, a) ? b : a,
+          );
+          value = completed(value, closest, where);
+        }
+        only(channel, key, value);
+        if (frame) {
+          assert.equal(frame.event, key, what);
+          const data = value as Json;
+          assert.equal(
+            frame.id,
+            key === 'stream.closing' ? undefined : String(data.seq),
+            `${what}: its id: line`,
+          );
+        }
+      }
+      assert.ok(examples.length > 0);
+      for (const line of skipped) t.diagnostic(`no stream message: ${line}`);
+      // The doc's run of one subscription (its block with the subscribe ack) is the order a
+      // real subscription to a running operation took.
+      const ack = examples.find((example) => example.key === 'ws.ack.subscribe');
+      assert.ok(ack, 'the doc shows the messages of a subscription');
+      const run = examples.filter((example) => example.where === ack.where);
+      const collapse = (types: string[]) =>
+        types.filter((t, i) => t !== 'event' || types[i - 1] !== 'event');
+      assert.deepEqual(
+        collapse(run.map((e) => String((e.value as Json).type))),
+        collapse(oneOperationRun),
+      );
+    });
+
+    it('every message of the channels was captured from a real server, or is hand-built here', () => {
+      const channels = plain.channels as Record<string, { messages: Json }>;
+      for (const channel of ['operationEvents', 'tenantEvents', 'websocket']) {
+        const missing = Object.keys(channels[channel]?.messages ?? {}).filter(
+          (key) => !captured.keys(channel).has(key),
+        );
+        assert.deepEqual(missing, [], `${channel}: never captured`);
+      }
+      const reasons = (
+        plain.components as { schemas: { ClosingReason: { enum: string[] } } }
+      ).schemas.ClosingReason.enum
+        .slice()
+        .sort();
+      const seen = (values: Json[]) => [...new Set(values.map((v) => String(v.reason)))].sort();
+      assert.deepEqual(seen(captured.of('operationEvents', 'stream.closing')), reasons);
+      assert.deepEqual(seen(captured.of('tenantEvents', 'stream.closing')), reasons);
+      assert.deepEqual(seen(captured.of('websocket', 'ws.closing')), reasons);
+
+      // Hand-built, because no real server sends it here: an error with `subscription` ends a
+      // subscription whose read of the log failed mid-stream (code INTERNAL), which takes a
+      // failing store; the other errors above are real.
+      assert.ok(!captured.of('websocket', 'ws.error').some((m) => m.subscription !== undefined));
+      ws('ws.error', {
+        type: 'error',
+        code: 'INTERNAL',
+        message: 'The subscription failed; subscribe again with after set to your last seq.',
+        subscription: 's1',
+      });
     });
 
     it('a real webhook request: its body and headers', async () => {

@@ -22,6 +22,14 @@ export const TERMINAL_EVENT_TYPES: ReadonlySet<EventType> = new Set([
   'operation.canceled',
 ]);
 
+/**
+ * Whether a stream or subscription of one operation ends after this event: a terminal event
+ * that is the last one known, or the operation's deletion (nothing can follow it).
+ */
+export function endsOperationStream(type: EventType, last: boolean): boolean {
+  return type === 'operation.deleted' || (last && TERMINAL_EVENT_TYPES.has(type));
+}
+
 /** Data carried by each event type. */
 export interface EventData {
   /** The operation's status after the change (absent on `endpoint.disabled`). */

@@ -1,5 +1,5 @@
 import {
-  TERMINAL_EVENT_TYPES,
+  endsOperationStream,
   matchesEvent,
   type EventFilter,
   type OperationEvent,
@@ -211,13 +211,13 @@ export class Subscription {
 
   /**
    * Writes one event. `last`: no later event of this subscription is known, so a terminal
-   * event of its one operation completes it.
+   * event of its one operation completes it; its deletion always does.
    */
   private emit(frame: Frame, last: boolean): void {
     const event = frame.event;
     this.sink.write(this, frame);
     this.cursor = event.seq;
-    if (last && this.operationId !== undefined && TERMINAL_EVENT_TYPES.has(event.type)) {
+    if (this.operationId !== undefined && endsOperationStream(event.type, last)) {
       this.end();
       this.sink.complete(this);
     }
