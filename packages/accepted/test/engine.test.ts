@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import { AcceptedError, PermanentError, RetryAfterError } from '../src/domain/errors.ts';
 import type { OperationEvent } from '../src/domain/events.ts';
+import { newOperationId } from '../src/domain/ids.ts';
 import { createAccepted } from '../src/engine/accepted.ts';
 import { defineOperation, type HandlerContext } from '../src/engine/definition.ts';
 import { demoOperations, sleep } from '../src/engine/demo.ts';
@@ -110,9 +111,13 @@ describe(onStore('engine: running operations'), T, () => {
     const events = await historyOf(accepted, op.id);
     const retrying = events.filter((e) => e.type === 'operation.retrying');
     assert.equal(retrying.length, 2);
-    for (const event of retrying) {
+    // demo.flaky backs off from 50 ms, doubling, with up to half taken off by jitter: the
+    // n-th retry waits from 50 * 2^(n-1) / 2 to 50 * 2^(n-1) ms (a constant delay fails this).
+    for (const [n, event] of retrying.entries()) {
       assert.equal(event.data.error?.code, 'FLAKY');
-      assert.ok((event.data.runAt ?? 0) > event.time, 'the retry is scheduled after a delay');
+      const delay = (event.data.runAt ?? 0) - event.time;
+      const full = 50 * 2 ** n;
+      assert.ok(delay >= full / 2 && delay <= full, `retry ${n + 1} waits ${delay} ms`);
     }
     // The next attempt does not start before the scheduled time.
     const started = events.filter((e) => e.type === 'operation.started');
@@ -305,16 +310,22 @@ describe(onStore('engine: running operations'), T, () => {
 
 describe(onStore('engine: cancellation, retry and delete'), T, () => {
   it('cancels a queued operation at once; it never runs', async () => {
-    let ran = false;
+    const ran: string[] = [];
     const accepted = await startEngine({
-      operations: [defineOperation({ type: 'x', handler: () => (ran = true) })],
+      operations: [
+        defineOperation({ type: 'x', handler: (_input, ctx) => ran.push(ctx.operationId) }),
+      ],
     });
-    const op = await accepted.submit('x', null, { runAt: Date.now() + 60_000 });
+    // Due soon, so the worker would run it if the cancel did not hold: a later operation of
+    // the same type runs, and the canceled one did not run before it.
+    const op = await accepted.submit('x', null, { runAt: Date.now() + 200 });
     const canceled = await accepted.cancel(op.id);
     assert.equal(canceled.status, 'canceled');
     assert.equal(canceled.error?.code, 'CANCELED');
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    assert.equal(ran, false);
+    const later = await accepted.submit('x', null, { runAt: Date.now() + 400 });
+    assert.equal((await accepted.wait(later.id)).status, 'succeeded');
+    assert.deepEqual(ran, [later.id]);
+    assert.equal((await accepted.get(op.id))?.attempts, 0);
     await rejectsCode(accepted.cancel(op.id), 'ALREADY_TERMINAL');
   });
 
@@ -621,5 +632,78 @@ describe(onStore('engine: lifecycle'), T, () => {
     });
     const done = await accepted.wait((await accepted.submit('thrower')).id);
     assert.deepEqual(done.error, { code: 'NOPE', message: 'nope', details: { why: 'because' } });
+  });
+});
+
+describe(onStore('engine: leases and types'), T, () => {
+  it('renews the lease of a handler that runs many leases long: one attempt, no recovery', async () => {
+    let finish: () => void = () => undefined;
+    let started = 0;
+    const accepted = await startEngine({
+      leaseMs: 200,
+      leaseRecoveryIntervalMs: 20,
+      operations: [
+        defineOperation({
+          type: 'long',
+          maxAttempts: 3,
+          handler: async (_input, ctx) => {
+            started = Date.now();
+            await new Promise<void>((resolve, reject) => {
+              finish = resolve;
+              ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason as Error), {
+                once: true,
+              });
+            });
+            return { attempt: ctx.attempt };
+          },
+        }),
+      ],
+    });
+    const op = await accepted.submit('long');
+    await eventually(() => started > 0);
+    // Ten leases pass while the handler runs, with lease recovery every 20 ms: without the
+    // heartbeat its lease would expire, and the operation be retried or failed.
+    await eventually(() => Date.now() > started + 2_000, 10_000);
+    finish();
+    const done = await accepted.wait(op.id);
+    assert.equal(done.status, 'succeeded');
+    assert.deepEqual(done.result, { attempt: 1 });
+    const types = (await historyOf(accepted, op.id)).map((event) => event.type);
+    assert.deepEqual(types, ['operation.queued', 'operation.started', 'operation.succeeded']);
+  });
+
+  it('claims only the types it has handlers for: another type stays queued, untouched', async () => {
+    const place = newStorePlace();
+    // Another node's type (or a remote worker's): in the same store, with no handler here.
+    const foreign = place.open();
+    await foreign.open();
+    const elsewhere = await foreign.create(
+      {
+        id: newOperationId(),
+        tenant: 'default',
+        type: 'elsewhere.only',
+        input: null,
+        maxAttempts: 1,
+        runAt: Date.now(),
+        timeoutMs: null,
+        labels: {},
+        callbackUrl: null,
+      },
+      Date.now(),
+    );
+    await foreign.close();
+    const accepted = await startEngine({ place, operations: demoOperations });
+    // The worker has claimed (the echo ran), more than once, since the foreign one was due.
+    for (let i = 0; i < 3; i++) {
+      const echo = await accepted.submit('demo.echo', i);
+      assert.equal((await accepted.wait(echo.id)).status, 'succeeded');
+    }
+    const untouched = await accepted.get(elsewhere.id);
+    assert.equal(untouched?.status, 'queued');
+    assert.equal(untouched.attempts, 0);
+    assert.deepEqual(
+      (await historyOf(accepted, elsewhere.id)).map((event) => event.type),
+      ['operation.queued'],
+    );
   });
 });

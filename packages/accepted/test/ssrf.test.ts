@@ -3,7 +3,12 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { AcceptedError } from '../src/domain/errors.ts';
-import { WebhookSender, parseRetryAfter, type SendResult } from '../src/webhooks/sender.ts';
+import {
+  WebhookSender,
+  judgeAddresses,
+  parseRetryAfter,
+  type SendResult,
+} from '../src/webhooks/sender.ts';
 import { AddressPolicy, checkWebhookUrl, parseHostAddress } from '../src/webhooks/ssrf.ts';
 
 const LOOPBACK = ['127.0.0.0/8', '::1/128'];
@@ -248,6 +253,31 @@ describe('checkWebhookUrl', () => {
     assert.deepEqual(refusal(() => checkWebhookUrl('http://10.0.0.1/', loopback)).details, {
       rule: 'private',
     });
+  });
+});
+
+describe('judgeAddresses (every address a name resolves to)', () => {
+  const policy = new AddressPolicy(['203.0.113.7/32']);
+  it('refuses a name with a public and a blocked address, wherever the blocked one is', () => {
+    for (const addresses of [
+      ['8.8.8.8', '10.0.0.1'],
+      ['10.0.0.1', '8.8.8.8'],
+      ['2001:4860:4860::8888', '8.8.4.4', '::1'],
+      ['203.0.113.7', '169.254.169.254'],
+    ]) {
+      const refused = judgeAddresses(
+        'h.example',
+        addresses.map((address) => ({ address })),
+        policy,
+      );
+      assert.equal(refused?.sendCode, 'BLOCKED_ADDRESS', addresses.join(', '));
+      assert.match(refused.message, /h\.example resolves to /);
+    }
+  });
+  it('allows a name whose every address may be called, and refuses one with none', () => {
+    const ok = ['8.8.8.8', '2001:4860:4860::8888', '203.0.113.7'].map((address) => ({ address }));
+    assert.equal(judgeAddresses('h.example', ok, policy), null);
+    assert.equal(judgeAddresses('h.example', [], policy)?.sendCode, 'DNS_FAILED');
   });
 });
 

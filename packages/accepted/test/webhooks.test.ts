@@ -647,3 +647,140 @@ describe(onStore('webhooks survive a crash'), { timeout: 120_000 }, () => {
     assert.deepEqual(okIds, failedIds, 'the same webhook-ids, retried after the crash');
   });
 });
+
+// Each test below kills a bug that was injected by hand and left every other test green
+// (issue 14): its name says which.
+describe(onStore('webhook delivery rules'), { timeout: 120_000 }, () => {
+  it('holds a line per operation and endpoint: a failing endpoint does not hold back another (lines not per operation alone)', async () => {
+    // Retries enough (100) that /stuck's first delivery is not dead-lettered meanwhile.
+    const api = await startApi({ retrySchedule: Array.from({ length: 100 }, () => 100) });
+    const hook = await receiver();
+    let op = '';
+    // /stuck refuses until /free has received the operation's last event: if the two
+    // endpoints shared one line per operation, /free would wait behind /stuck for ever.
+    hook.answer = (request) => {
+      if (request.path !== '/stuck') return { status: 200 };
+      const freeDone = hook
+        .at('/free')
+        .some((r) => r.payload.data.operationId === op && r.payload.type === 'operation.succeeded');
+      return { status: freeDone ? 200 : 503 };
+    };
+    const stuckEndpoint = await endpoint(api, `${hook.url}/stuck`);
+    await endpoint(api, `${hook.url}/free`);
+    op = await submit(api, { type: 'demo.echo', input: 'x' });
+    await eventually(() =>
+      hook
+        .at('/stuck')
+        .some((r) => r.payload.data.operationId === op && r.payload.type === 'operation.succeeded'),
+    );
+    const free = hook.at('/free').map((r) => r.payload.type);
+    assert.deepEqual(free, ['operation.queued', 'operation.started', 'operation.succeeded']);
+    // /stuck was refused on its first event while /free went through all three.
+    const stuck = hook.received.filter((r) => r.path === '/stuck');
+    assert.ok(stuck.length > 3, 'the stuck endpoint was retried');
+    const firstStuck = JSON.parse(stuck[0]?.body ?? '{}') as { type?: string };
+    assert.equal(firstStuck.type, 'operation.queued');
+    // And every delivery to /stuck ended delivered: none ran out of attempts waiting.
+    await eventually(async () => {
+      const page = await call(api, 'GET', `/v1/webhooks/deliveries?endpoint=${stuckEndpoint.id}`);
+      const items = page.json.items as { status: string }[];
+      return items.length === 3 && items.every((d) => d.status !== 'pending');
+    });
+    const page = await call(api, 'GET', `/v1/webhooks/deliveries?endpoint=${stuckEndpoint.id}`);
+    assert.deepEqual(
+      (page.json.items as { status: string }[]).map((d) => d.status),
+      ['delivered', 'delivered', 'delivered'],
+    );
+  });
+
+  it('sends operation.progress to the endpoints that subscribe to it, and to those that take every type', async () => {
+    const api = await startApi();
+    const hook = await receiver();
+    await endpoint(api, `${hook.url}/progress`, { eventTypes: ['operation.progress'] });
+    await endpoint(api, `${hook.url}/all`);
+    const id = await submit(api, { type: 'demo.progress', input: { steps: 3, ms: 5 } });
+    await eventually(() => hook.at('/all').some((r) => r.payload.type === 'operation.succeeded'));
+    await eventually(() => hook.at('/progress').length >= 3);
+    const progress = hook.at('/progress');
+    assert.ok(progress.every((r) => r.payload.type === 'operation.progress'));
+    assert.ok(progress.every((r) => r.payload.data.operationId === id));
+    const all = hook.at('/all').map((r) => r.payload.type);
+    assert.equal(all.filter((type) => type === 'operation.progress').length, 3);
+  });
+
+  for (const status of [429, 503]) {
+    it(`waits what a ${status}'s Retry-After asks, not the schedule's next delay`, async () => {
+      const api = await startApi({ retrySchedule: [20, 20, 20] });
+      const hook = await receiver();
+      hook.answer = () => ({ status, headers: { 'retry-after': '120' } });
+      const target = await endpoint(api, `${hook.url}/later`, {
+        eventTypes: ['operation.queued'],
+      });
+      await submit(api, { type: 'demo.echo', input: 1 });
+      type Item = { id: string; attempts: number; nextAttemptAt: string | null };
+      const item = async () =>
+        (
+          (await call(api, 'GET', `/v1/webhooks/deliveries?endpoint=${target.id}`)).json
+            .items as Item[]
+        )[0];
+      await eventually(async () => (await item())?.attempts === 1);
+      const delivery = await item();
+      assert.ok(delivery?.nextAttemptAt);
+      const attempts = await call(api, 'GET', `/v1/webhooks/deliveries/${delivery.id}/attempts`);
+      const [first] = attempts.json.items as { startedAt: string; status: number }[];
+      assert.equal(first?.status, status);
+      const waited = Date.parse(delivery.nextAttemptAt) - Date.parse(first?.startedAt ?? '');
+      // The schedule says 20 ms; the receiver asked for 120 s.
+      assert.ok(waited >= 119_000, `next attempt ${waited} ms after the first`);
+      assert.equal(hook.received.length, 1);
+    });
+  }
+
+  it('fails the pending deliveries of an endpoint it deletes (ENDPOINT_DELETED), and sends them nothing more', async () => {
+    const api = await startApi({ retrySchedule: [60_000, 60_000] });
+    const hook = await receiver();
+    hook.answer = () => ({ status: 500 });
+    const target = await endpoint(api, `${hook.url}/gone`);
+    await submit(api, { type: 'demo.echo', input: 1 });
+    type Item = { status: string; lastError: string | null; attempts: number };
+    const items = async () =>
+      (await call(api, 'GET', `/v1/webhooks/deliveries?endpoint=${target.id}`)).json
+        .items as Item[];
+    // Three deliveries (queued, started, succeeded): the first tried once, the others wait.
+    await eventually(async () => {
+      const list = await items();
+      return list.length === 3 && list.some((d) => d.attempts === 1);
+    });
+    const deleted = await call(api, 'DELETE', `/v1/webhooks/endpoints/${target.id}`, undefined, {
+      ...ACME,
+      'if-match': '*',
+    });
+    assert.equal(deleted.status, 204);
+    const after = await items();
+    assert.equal(after.length, 3);
+    for (const delivery of after) {
+      assert.equal(delivery.status, 'failed');
+      assert.equal(delivery.lastError, 'ENDPOINT_DELETED');
+    }
+    const pending = await call(api, 'GET', '/v1/webhooks/deliveries?status=pending');
+    assert.deepEqual(pending.json.items, []);
+  });
+
+  it('stops signing with a rotated-out secret once its overlap has passed', async () => {
+    const api = await startApi({ rotationOverlapMs: 300 });
+    const hook = await receiver();
+    const target = await endpoint(api, `${hook.url}/expire`, { eventTypes: ['operation.queued'] });
+    const rotated = await call(api, 'POST', `/v1/webhooks/endpoints/${target.id}:rotate-secret`);
+    const fresh = rotated.json.secret as string;
+    // The overlap (300 ms) passes before anything is sent: only the new secret signs.
+    const rotatedAt = Date.now();
+    await eventually(() => Date.now() > rotatedAt + 400);
+    await submit(api, { type: 'demo.echo', input: 2 });
+    await eventually(() => hook.at('/expire').length === 1);
+    const later = hook.received[0];
+    assert.ok(later);
+    assert.equal(String(later.headers['webhook-signature']).split(' ').length, 1);
+    assert.ok(specVerify(fresh, later.headers, later.body));
+    assert.equal(specVerify(target.secret, later.headers, later.body), false);
+  });
+});

@@ -96,7 +96,7 @@ type Target =
   | { blocked: SendError };
 
 /** A network error with the code the sender reports, made by the lookup hook. */
-class SenderError extends Error {
+export class SenderError extends Error {
   constructor(
     readonly sendCode: SendErrorCode,
     message: string,
@@ -172,6 +172,27 @@ function flattenHeaders(raw: http.IncomingHttpHeaders): Record<string, string> {
 }
 
 /**
+ * The verdict on every address a host name resolved to: the error of the first blocked one
+ * (a name with one public and one private address is refused: the socket may use either), or
+ * of none at all; null when all may be called.
+ */
+export function judgeAddresses(
+  hostname: string,
+  addresses: readonly { address: string }[],
+  policy: AddressPolicy,
+): SenderError | null {
+  if (addresses.length === 0) return new SenderError('DNS_FAILED', `${hostname} has no address.`);
+  for (const { address } of addresses) {
+    const verdict = policy.check(address);
+    if (!verdict.allowed) {
+      const message = `${hostname} resolves to ${address}, in a blocked range (${verdict.rule}).`;
+      return new SenderError('BLOCKED_ADDRESS', message, verdict.rule);
+    }
+  }
+  return null;
+}
+
+/**
  * Sends webhook requests. One keep-alive agent per scheme, shared by every endpoint (pools are
  * per origin); `close()` ends them.
  */
@@ -210,18 +231,11 @@ export class WebhookSender {
         callback(error, '', 0);
         return;
       }
+      const refused = judgeAddresses(hostname, addresses, this.policy);
       const first = addresses[0];
-      if (first === undefined) {
-        callback(new SenderError('DNS_FAILED', `${hostname} has no address.`), '', 0);
+      if (refused || first === undefined) {
+        callback(refused ?? new SenderError('DNS_FAILED', `${hostname} has no address.`), '', 0);
         return;
-      }
-      for (const { address } of addresses) {
-        const verdict = this.policy.check(address);
-        if (!verdict.allowed) {
-          const message = `${hostname} resolves to ${address}, in a blocked range (${verdict.rule}).`;
-          callback(new SenderError('BLOCKED_ADDRESS', message, verdict.rule), '', 0);
-          return;
-        }
       }
       if (options.all === true) callback(null, addresses);
       else callback(null, first.address, first.family);
