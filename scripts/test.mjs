@@ -11,7 +11,8 @@
 //
 // --store=sqlite runs the first pass only, --store=postgres the second only (default both,
 // or what ACCEPTED_TEST_STORE says). Outside CI, an unreachable PostgreSQL skips the second
-// pass with a message; with CI=true it runs and fails.
+// pass with a message; in CI (CI set to anything but empty, false or 0) it runs and fails.
+// Every skipped test is listed with its reason before the last line, and counted.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -31,6 +32,9 @@ const BOTH_STORES = [
   'webhooks.test.ts',
   'webhook-defects.test.ts',
 ];
+/** As test/ci.ts: CI set to anything but empty, `false` or `0`. */
+const IN_CI =
+  process.env.CI !== undefined && !['', 'false', '0'].includes(process.env.CI.trim().toLowerCase());
 const PG_URL = process.env.ACCEPTED_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
@@ -111,9 +115,13 @@ function run(list, store) {
       const report = fs.existsSync(tap) ? fs.readFileSync(tap, 'utf8') : '';
       const count = (name) => Number(new RegExp(`^# ${name} (\\d+)$`, 'm').exec(report)?.[1] ?? 0);
       let failed = count('fail') + count('cancelled');
+      // `ok N - name # SKIP reason` at any depth: the skipped tests, with their reasons.
+      const skips = [...report.matchAll(/^\s*ok \d+ - (.*?) # SKIP(?: (.*))?$/gm)].map(
+        (m) => `${m[1]}${m[2] ? `: ${m[2]}` : ''}`,
+      );
       // A runner that died before its report still fails the run.
       if ((code ?? 1) !== 0 && failed === 0) failed = 1;
-      resolve({ passed: count('pass'), failed, ok: code === 0 && !signal });
+      resolve({ passed: count('pass'), failed, skips, ok: code === 0 && !signal });
     });
   });
 }
@@ -124,7 +132,7 @@ if (stores !== 'postgres' && files.length > 0) {
 }
 if (stores !== 'sqlite' && onBoth.length > 0) {
   const why = await pgUnreachable();
-  if (why && process.env.CI !== 'true') {
+  if (why && !IN_CI) {
     console.log(`\nskipping the PostgreSQL pass: ${PG_URL} is unreachable (${why})`);
   } else {
     console.log(
@@ -134,10 +142,19 @@ if (stores !== 'sqlite' && onBoth.length > 0) {
     results.push({ store: 'postgres', ...(await run(onBoth, 'postgres')) });
   }
 }
+const skipped = results.flatMap((r) => r.skips.map((skip) => `[${r.store}] ${skip}`));
+if (skipped.length > 0) {
+  console.log(`\n${skipped.length} skipped:`);
+  for (const skip of skipped) console.log(`  - ${skip}`);
+}
 const passed = results.reduce((sum, r) => sum + r.passed, 0);
 const failed = results.reduce((sum, r) => sum + r.failed, 0);
 if (results.length > 1) {
-  console.log(results.map((r) => `${r.store}: ${r.passed} passed, ${r.failed} failed`).join('; '));
+  console.log(
+    results
+      .map((r) => `${r.store}: ${r.passed} passed, ${r.failed} failed, ${r.skips.length} skipped`)
+      .join('; '),
+  );
 }
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(results.every((r) => r.ok) ? 0 : 1);

@@ -143,6 +143,8 @@ describe('accepted submit / watch / get / cancel / retry / ls', () => {
     assert.match(rest.stdout, /demo\.echo {2}succeeded/);
     const failedOnly = await cli(['ls', '--status', 'failed', '--json']);
     const failedPage = JSON.parse(failedOnly.stdout) as { items: Monitor[] };
+    // Not empty: the demo.fail of the test above is listed, and only failed ones.
+    assert.ok(failedPage.items.length > 0, failedOnly.stdout);
     assert.ok(failedPage.items.every((item) => item.status === 'failed'));
   });
 

@@ -230,22 +230,35 @@ describe('accepted serve: configuration', () => {
       // node:http rather than fetch: an aborted fetch has undici open a spare connection,
       // which would hold the server's shutdown until that connection's headers time out.
       const stream = await new Promise<{ status?: number; text: string }>((resolve, reject) => {
+        let text = '';
+        // A deadline, so a server that never sends a keepalive fails the test instead of
+        // hanging it (two are due within 100 ms).
+        const deadline = setTimeout(() => {
+          request.destroy();
+          reject(new Error(`no two keepalives within 30 s; got ${JSON.stringify(text)}`));
+        }, 30_000);
         const request = http.get(
           `${server.url}/v1/events?access_token=${token}`,
           { headers: { accept: 'text/event-stream' }, agent: false },
           (response) => {
-            let text = '';
             response.setEncoding('utf8');
             response.on('data', (chunk: string) => {
               text += chunk;
               if ((text.match(/: keepalive\n\n/g) ?? []).length < 2) return;
+              clearTimeout(deadline);
               resolve({ status: response.statusCode, text });
               request.destroy();
             });
-            response.on('end', () => resolve({ status: response.statusCode, text }));
+            response.on('end', () => {
+              clearTimeout(deadline);
+              resolve({ status: response.statusCode, text });
+            });
           },
         );
-        request.on('error', reject);
+        request.on('error', (error) => {
+          clearTimeout(deadline);
+          reject(error);
+        });
       });
       assert.equal(stream.status, 200);
       assert.match(stream.text, /^retry: \d+\n\n: keepalive\n\n: keepalive\n\n/);

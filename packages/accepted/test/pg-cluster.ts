@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after } from 'node:test';
 import { promisify } from 'node:util';
+import { IN_CI } from './ci.ts';
 
 const run = promisify(execFile);
 
@@ -66,7 +67,7 @@ function asPostgres(bin: string, tool: string, args: string[]) {
 }
 
 /**
- * Why a private cluster cannot be made here, or null. Under `CI=true` that is an error: the
+ * Why a private cluster cannot be made here, or null. In CI (test/ci.ts) that is an error: the
  * tests that need one must run in CI.
  */
 export function pgClusterUnavailable(): string | null {
@@ -80,8 +81,7 @@ export function pgClusterUnavailable(): string | null {
       why = 'running as root without a postgres user to run initdb as';
     }
   }
-  if (why && process.env.CI === 'true')
-    throw new Error(`${why}. CI=true: failing instead of skipping.`);
+  if (why && IN_CI) throw new Error(`${why}. CI is set: failing instead of skipping.`);
   if (why) console.warn(`skipping private-PostgreSQL tests: ${why}`);
   return why;
 }

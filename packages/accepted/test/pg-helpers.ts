@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { after } from 'node:test';
 import pg from 'pg';
+import { IN_CI } from './ci.ts';
 
 /** The PostgreSQL server the tests use (each test file makes and drops its own schemas). */
 export const PG_URL = process.env.ACCEPTED_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -35,7 +36,7 @@ after(async () => {
 });
 
 /**
- * Null when the server answers; else why not. With `CI=true` an unreachable server is an
+ * Null when the server answers; else why not. In CI (test/ci.ts) an unreachable server is an
  * error (the tests must run there); elsewhere the PostgreSQL tests are skipped with a message.
  */
 export async function pgUnavailable(): Promise<string | null> {
@@ -44,8 +45,7 @@ export async function pgUnavailable(): Promise<string | null> {
     return null;
   } catch (error) {
     const why = `PostgreSQL at ${PG_URL} is unreachable (${(error as Error).message}); set ACCEPTED_TEST_PG`;
-    if (process.env.CI === 'true')
-      throw new Error(`${why}. CI=true: failing instead of skipping.`, { cause: error });
+    if (IN_CI) throw new Error(`${why}. CI is set: failing instead of skipping.`, { cause: error });
     console.warn(`skipping PostgreSQL tests: ${why}`);
     return why;
   }

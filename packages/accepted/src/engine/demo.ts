@@ -77,7 +77,7 @@ export const demoOperations = [
     handler: async ({ steps, ms }, ctx) => {
       for (let step = 1; step <= steps; step++) {
         await sleep(ms, ctx.signal);
-        void ctx.progress({ fraction: step / steps, message: `step ${step} of ${steps}` });
+        await ctx.progress({ fraction: step / steps, message: `step ${step} of ${steps}` });
       }
       return { steps };
     },
