@@ -5,7 +5,16 @@ import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
   {
-    ignores: ['**/node_modules/**', '**/dist/**', '.cache/**', 'eslint.config.js', 'scripts/*.mjs'],
+    ignores: [
+      '**/node_modules/**',
+      '**/dist/**',
+      '.cache/**',
+      'eslint.config.js',
+      'scripts/*.mjs',
+      'stryker.config.mjs',
+      '.stryker-tmp/**',
+      'reports/**',
+    ],
   },
   js.configs.recommended,
   ...tseslint.configs.strictTypeChecked,

@@ -31,6 +31,7 @@ const BOTH_STORES = [
   'wait.test.ts',
   'webhooks.test.ts',
   'webhook-defects.test.ts',
+  'properties.test.ts',
 ];
 /** As test/ci.ts: CI set to anything but empty, `false` or `0`. */
 const IN_CI =
