@@ -124,6 +124,29 @@ function settle<T>(read: () => T): Promise<T> {
 }
 
 /**
+ * A write SQLite refused because the disk is full or failing (SQLITE_FULL, SQLITE_IOERR_*):
+ * STORE_UNAVAILABLE, so the caller answers 503 with Retry-After and may retry; nothing of the
+ * write was kept (its transaction rolled back). Other errors are returned as they are.
+ */
+function storeError(error: unknown): unknown {
+  const code = (error as { code?: unknown }).code;
+  if (typeof code !== 'string' || !(code === 'SQLITE_FULL' || code.startsWith('SQLITE_IOERR'))) {
+    return error;
+  }
+  const full = code === 'SQLITE_FULL';
+  return new AcceptedError(
+    'STORE_UNAVAILABLE',
+    full ? 'The disk of the database is full.' : 'The disk of the database failed a write.',
+    {
+      fix: full
+        ? 'Free space on the volume of the data folder (--data); writes resume by themselves.'
+        : 'Check the disk of the data folder (--data); retry later.',
+      cause: error,
+    },
+  );
+}
+
+/**
  * A lease token is `<random>.<pk>`: opaque to callers, it lets this adapter find the row by
  * primary key (no index lookup) while the random part fences stale holders.
  */
@@ -164,7 +187,7 @@ export class SqliteStore implements store.Store {
   /** Readers waiting for a seq to become durable (`snapshot`). */
   private durableWaiters: { seq: number; resolve: () => void; reject: (e: unknown) => void }[] = [];
   /** Group-commit counters, for benchmarks and metrics. */
-  readonly stats = { flushes: 0, commands: 0, syncs: 0, checkpoints: 0 };
+  readonly stats = { flushes: 0, commands: 0, syncs: 0, checkpoints: 0, checkpointsRefused: 0 };
   /** The relay cursor (named consumers of the log), in the same database and group commit. */
   readonly consumers = new SqliteConsumers({
     stmt: (sql) => this.stmt(sql),
@@ -326,12 +349,19 @@ export class SqliteStore implements store.Store {
     this.checkpoint(db);
   }
 
-  /** A checkpoint with full syncs (WAL before the copy, database after). */
+  /**
+   * A checkpoint with full syncs (WAL before the copy, database after). One the disk refuses
+   * (full: the database file must grow) is left for the next interval: the WAL keeps every
+   * commit meanwhile, so nothing is lost, and the server goes on.
+   */
   private checkpoint(db: Database.Database): void {
     this.stats.checkpoints++;
     db.pragma('synchronous = FULL');
     try {
       db.pragma('wal_checkpoint(PASSIVE)');
+    } catch (error) {
+      if (storeError(error) === error) throw error;
+      this.stats.checkpointsRefused++;
     } finally {
       db.pragma('synchronous = OFF');
     }
@@ -371,6 +401,8 @@ export class SqliteStore implements store.Store {
   }
 
   ping(): Promise<void> {
+    // A failed sync leaves the store refusing every write until a restart: not ready.
+    if (this.broken) return Promise.reject(this.broken);
     return settle(() => {
       this.stmt('SELECT 1').get();
     });
@@ -498,7 +530,7 @@ export class SqliteStore implements store.Store {
         } catch (error) {
           this.pendingEvents.length = eventsMark;
           this.seqHigh = seqMark;
-          outcomes.push({ ok: false, value: error });
+          outcomes.push({ ok: false, value: storeError(error) });
         }
       }
     }
