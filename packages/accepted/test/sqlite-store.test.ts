@@ -353,4 +353,30 @@ describe('SQLite store specifics', () => {
       db.close();
     }
   });
+
+  it('after a failed fdatasync, refuses the writes it covered and every later one, and is not ready', async () => {
+    const filename = tempFile();
+    const store = new SqliteStore({ filename });
+    await store.open();
+    const original = fs.fdatasync;
+    fs.fdatasync = ((_fd: number, callback: (error: NodeJS.ErrnoException | null) => void) => {
+      setImmediate(() => callback(Object.assign(new Error('EIO: i/o error'), { code: 'EIO' })));
+    }) as typeof fs.fdatasync;
+    try {
+      const code = (error: unknown) => (error as { code?: string }).code;
+      await assert.rejects(
+        store.create(newOp(), Date.now()),
+        (e) => code(e) === 'STORE_UNAVAILABLE',
+      );
+      fs.fdatasync = original;
+      await assert.rejects(
+        store.create(newOp(), Date.now()),
+        (e) => code(e) === 'STORE_UNAVAILABLE',
+      );
+      await assert.rejects(store.ping(), (e) => code(e) === 'STORE_UNAVAILABLE');
+    } finally {
+      fs.fdatasync = original;
+      await store.close();
+    }
+  });
 });
