@@ -32,6 +32,7 @@ const BOTH_STORES = [
   'webhooks.test.ts',
   'webhook-defects.test.ts',
   'properties.test.ts',
+  'fuzz.test.ts',
 ];
 /** As test/ci.ts: CI set to anything but empty, `false` or `0`. */
 const IN_CI =

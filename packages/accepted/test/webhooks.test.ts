@@ -248,6 +248,39 @@ describe(onStore('webhook endpoints over HTTP'), { timeout: 60_000 }, () => {
     assert.equal((await call(api, 'GET', `/v1/webhooks/endpoints/${created.id}`)).status, 404);
   });
 
+  it('refuses what a store could not keep as sent: U+0000 in the URL or a description, lone surrogates, and If-Match "01" is not "1" (found by the fuzzer)', async () => {
+    const api = await startApi();
+    for (const path of [
+      '/v1/webhooks/endpoints/%00',
+      '/v1/webhooks/deliveries?endpoint=%00',
+      '/v1/events?operation=a%00b',
+    ]) {
+      const answer = await call(api, 'GET', path);
+      assert.equal(answer.status, 400, path);
+      assert.equal(answer.json.code, 'MALFORMED_REQUEST', path);
+    }
+    for (const description of ['a\u0000b', 'lone \ud800 half', '\udfff']) {
+      const refused = await call(api, 'POST', '/v1/webhooks/endpoints', {
+        url: 'http://127.0.0.1:9/x',
+        description,
+      });
+      assert.equal(refused.status, 422, JSON.stringify(description));
+    }
+    const listed = await call(api, 'GET', '/v1/webhooks/endpoints');
+    assert.deepEqual(listed.json.items, [], 'nothing stored');
+    const kept = await endpoint(api, 'http://127.0.0.1:9/x', { description: 'é 😀 ok' });
+    const read = await call(api, 'GET', `/v1/webhooks/endpoints/${kept.id}`);
+    assert.equal(read.json.description, 'é 😀 ok');
+    const padded = await call(
+      api,
+      'PATCH',
+      `/v1/webhooks/endpoints/${kept.id}`,
+      { description: 'x' },
+      { ...ACME, 'if-match': `"0${kept.version}"` },
+    );
+    assert.equal(padded.status, 412);
+  });
+
   it('refuses URLs the server must not call, naming the rule (SSRF)', async () => {
     const strict = await startApi({ allow: [] });
     const refused: [string, string][] = [

@@ -348,6 +348,14 @@ export function installAccepted(app: FastifyInstance, options: CoreOptions): Acc
       );
       request.tenant = caller.tenant;
       request.streamGrant = caller.grant;
+      // No id, filter or cursor holds U+0000, and PostgreSQL text cannot: refused alike on
+      // both stores (after authentication: a caller without credentials learns nothing).
+      if (/%00|\0/i.test(request.url)) {
+        throw malformed(
+          'The URL holds U+0000 (%00).',
+          'Remove the NUL character from the path and query.',
+        );
+      }
     } catch (error) {
       if (isAcceptedError(error) && error.code === 'UNAUTHENTICATED') {
         void reply.header(

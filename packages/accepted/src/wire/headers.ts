@@ -160,7 +160,8 @@ export function ifMatchVersions(header: string | undefined): number[] | undefine
   if (tags === null || tags === '*') return undefined;
   const versions: number[] = [];
   for (const tag of tags) {
-    const match = /^"(\d{1,15})"$/.exec(tag);
+    // Compared as text (RFC 9110 §8.8.3.2): "01" is not our "1".
+    const match = /^"([1-9]\d{0,14})"$/.exec(tag);
     if (match?.[1] !== undefined) versions.push(Number(match[1]));
   }
   return versions;
@@ -181,7 +182,7 @@ export function knownVersion(header: string | undefined): number | null {
   if (tags === null || tags === '*') return null;
   let best: number | null = null;
   for (const tag of tags) {
-    const match = /^(?:W\/)?"(\d{1,15})"$/.exec(tag);
+    const match = /^(?:W\/)?"([1-9]\d{0,14})"$/.exec(tag);
     if (match?.[1] !== undefined) best = Math.max(best ?? 0, Number(match[1]));
   }
   return best;

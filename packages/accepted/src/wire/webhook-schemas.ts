@@ -20,7 +20,13 @@ const ENDPOINT_FIELDS = {
     maxLength: 2048,
     description: 'Where deliveries are posted: an http or https URL the server may reach.',
   },
-  description: { type: ['string', 'null'], maxLength: WEBHOOK_LIMITS.descriptionMaxLength },
+  description: {
+    type: ['string', 'null'],
+    maxLength: WEBHOOK_LIMITS.descriptionMaxLength,
+    // Text both stores keep as sent: no U+0000 (PostgreSQL text refuses it), no lone surrogate
+    // (stored as UTF-8, it would come back as U+FFFD).
+    pattern: '^[^\\u0000\\uD800-\\uDFFF]*$',
+  },
   eventTypes: {
     type: ['array', 'null'],
     minItems: 1,
