@@ -16,7 +16,9 @@
 // `http` (http-e2e, http-submit, http-limit, longpoll), `streams` (stream-latency,
 // stream-fanout, ws-broadcast), `webhooks` (webhook-throughput, webhook-floor,
 // webhook-latency, idle-webhooks); and, only when named, sse-broadcast (the fan-out on a bare node:http SSE
-// server: Node's own floor).
+// server: Node's own floor) and soak (bench/soak.ts: N operations, default 1,000,000, through
+// `accepted serve` with failing webhooks and idle SSE clients, watching memory; its env knobs
+// are at the top of that file; a run is cut at 600 s here, so give it an N that fits).
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -95,8 +97,11 @@ const ALL = [
  * nodes, the idle pick-up latency, and the PostgreSQL peers in the same invocation.
  */
 const POSTGRES = ['pg-e2e', 'pg-nodes', 'pg-pickup', 'graphile', 'pgboss', 'bullmq-pg'] as const;
-/** Diagnostics: run only when named. sse-broadcast: the fan-out on a bare node:http SSE server. */
-const OPTIONAL = ['sse-broadcast'] as const;
+/**
+ * Diagnostics: run only when named. sse-broadcast: the fan-out on a bare node:http SSE server;
+ * soak: memory and webhook outcomes over N operations (long: see bench/soak.ts).
+ */
+const OPTIONAL = ['sse-broadcast', 'soak'] as const;
 type Bench = (typeof ALL)[number] | (typeof OPTIONAL)[number] | (typeof POSTGRES)[number];
 const GROUPS: Record<string, readonly Bench[]> = {
   all: ALL,
@@ -150,6 +155,7 @@ const commands: Record<Bench, () => [string, string[], string]> = {
     root,
   ],
   'idle-webhooks': () => [process.execPath, ['--import', 'tsx', 'bench/idle-webhooks.ts'], root],
+  soak: () => [process.execPath, ['--import', 'tsx', 'bench/soak.ts'], root],
 };
 const results: Record<Bench, Record<string, unknown>[]> = {
   inprocess: [],
@@ -174,6 +180,7 @@ const results: Record<Bench, Record<string, unknown>[]> = {
   'webhook-floor': [],
   'webhook-latency': [],
   'idle-webhooks': [],
+  soak: [],
 };
 function bench(name: Bench): void {
   if (!selected.has(name)) return;
@@ -223,6 +230,8 @@ for (let i = 0; i < runs; i++) {
 bench('pg-pickup');
 // The size of the browser build of @accepted/client: deterministic, so once.
 bench('client-bundle');
+// Minutes to hours (N operations): once, last, only when named.
+bench('soak');
 
 /** The median of one figure over the runs of a benchmark, or null when it did not run. */
 function med(name: Bench, key: string): number | null {
