@@ -489,6 +489,11 @@ describe(onStore('#19 control characters in labels'), { timeout: 60_000 }, () =>
           text: await query.text(),
         };
         assert.equal(refused.status, 400, `${url} ${JSON.stringify(value)}: ${refused.text}`);
+        // U+0000 anywhere in a URL is refused before the route reads its query.
+        if (value.includes('\u0000')) {
+          assert.equal(problemOf(refused).code, 'MALFORMED_REQUEST');
+          continue;
+        }
         assert.equal(problemOf(refused).code, 'INVALID_QUERY');
         assert.equal(problemOf(refused).fields?.[0]?.field, 'label');
       }
