@@ -126,7 +126,10 @@ describe('store rules', () => {
     });
     const running = rules.planCancel(row('running'), undefined, ERROR, 10);
     assert.deepEqual([running?.set, running?.values], ['cancelRequested', [10, 10]]);
-    assert.equal(running?.event(1).type, 'operation.cancel_requested');
+    assert.deepEqual(running?.event(1), {
+      type: 'operation.cancel_requested',
+      data: { status: 'running' },
+    });
     assert.equal(
       rules.planCancel(row('running', { cancel_requested_at: 5 }), undefined, ERROR, 10),
       null,
