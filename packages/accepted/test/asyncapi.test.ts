@@ -1,8 +1,6 @@
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import vm from 'node:vm';
 import { DiagnosticSeverity, Parser, type Input } from '@asyncapi/parser';
@@ -17,10 +15,10 @@ import { defineOperation } from '../src/engine/definition.ts';
 import { demoOperations } from '../src/engine/demo.ts';
 import { asyncApiDocument } from '../src/http/asyncapi.ts';
 import { createHttpServer } from '../src/server/http.ts';
-import type { Store } from '../src/store/store.ts';
 import { createWebhooks } from '../src/webhooks/service.ts';
+import { gatedStore } from './gated-store.ts';
 import { eventually, newStorePlace, startEngine } from './helpers.ts';
-import { repoRoot } from './readme-blocks.ts';
+import { fencedBlocks } from './readme-blocks.ts';
 import { SseClient, WsClient, type SseMessage } from './stream-clients.ts';
 
 const addFormats = addFormatsModule as unknown as (ajv: Ajv2020) => Ajv2020;
@@ -113,42 +111,6 @@ function payloadValidator(doc: Json) {
 }
 
 // ---- real servers, and what they send --------------------------------------------------------
-
-/**
- * The real store, with one hook: `afterSnapshot(id, run)` runs `run` once, after the next
- * `snapshot` of that operation has been read and before its answer goes back. So a change
- * lands between the snapshot a stream starts from and its first read of the log, which the
- * test could not time otherwise. Every answer is the real store's; only the timing is the test's.
- */
-function hookedStore(store: Store): {
-  store: Store;
-  afterSnapshot: (operationId: string, run: () => Promise<unknown>) => void;
-} {
-  let hook: { id: string; run: () => Promise<unknown> } | null = null;
-  const hooked = new Proxy(store, {
-    get(target, property) {
-      const value: unknown = Reflect.get(target, property, target);
-      if (typeof value !== 'function') return value;
-      const method = value as (...args: unknown[]) => unknown;
-      if (property !== 'snapshot') return method.bind(target);
-      return async (id: string, ...rest: unknown[]) => {
-        const answer = await method.call(target, id, ...rest);
-        const current = hook;
-        if (current?.id === id) {
-          hook = null;
-          await current.run();
-        }
-        return answer;
-      };
-    },
-  });
-  return {
-    store: hooked,
-    afterSnapshot(operationId, run) {
-      hook = { id: operationId, run };
-    },
-  };
-}
 
 /**
  * Waits while `flood.state` is `wait`, then reports big progress for as long as it is `on`:
@@ -301,43 +263,6 @@ class Captured {
 }
 
 // ---- the examples of docs/streams.md ---------------------------------------------------------
-
-interface DocBlock {
-  lang: string;
-  /** The line of the block's first line, from 1. */
-  line: number;
-  text: string;
-  /** The heading the block is under (the nearest one above it). */
-  heading: string;
-}
-
-/** The fenced code blocks of a Markdown file of the repository, with their headings. */
-function fencedBlocks(file: string): DocBlock[] {
-  const lines = fs.readFileSync(path.join(repoRoot, file), 'utf8').split('\n');
-  const blocks: DocBlock[] = [];
-  let open: DocBlock | undefined;
-  let heading = '';
-  lines.forEach((text, index) => {
-    if (open) {
-      if (/^```\s*$/.test(text)) {
-        blocks.push(open);
-        open = undefined;
-      } else {
-        open.text += `${text}\n`;
-      }
-      return;
-    }
-    const fence = /^```(\S*)\s*$/.exec(text);
-    if (fence) {
-      open = { lang: fence[1] ?? '', line: index + 2, text: '', heading };
-      return;
-    }
-    const title = /^#{1,6}\s+(.*)$/.exec(text);
-    if (title) heading = (title[1] ?? '').trim();
-  });
-  assert.equal(open, undefined, `${file}: a code block is never closed`);
-  return blocks;
-}
 
 /**
  * How docs/streams.md presents the examples of each section: the event object of every
@@ -775,12 +700,13 @@ describe('AsyncAPI 3.0 document of the streams', { timeout: 120_000 }, () => {
    * `only` as it is recorded (`Captured`). The examples of docs/streams.md are read from the
    * doc. Hand-built, because no real server sends it without a failing store: the `error`
    * that ends a subscription whose read of the log failed (with `subscription`, code INTERNAL).
-   * The engine runs on the real store, with one hook (`hookedStore`) to time a delete between
-   * a stream's snapshot and its read of the log: operation.deleted on one operation's stream.
+   * The engine runs on the real store, gated (`gatedStore`'s `pauseAfter`) to time a delete
+   * between a stream's snapshot and its read of the log: operation.deleted on one operation's
+   * stream.
    */
   describe('real messages validate against their payloads', () => {
     let accepted: Accepted;
-    let hooks: ReturnType<typeof hookedStore>;
+    let gated: ReturnType<typeof gatedStore>;
     let server: Listening;
     const open = new Set<FastifyInstance>();
     const { check, only } = payloadValidator(plain);
@@ -799,10 +725,10 @@ describe('AsyncAPI 3.0 document of the streams', { timeout: 120_000 }, () => {
     };
 
     before(async () => {
-      hooks = hookedStore(newStorePlace().open());
+      gated = gatedStore(newStorePlace().open());
       accepted = await startEngine({
         operations: [...demoOperations, floodOperation],
-        store: hooks.store,
+        store: gated.store,
       });
       server = await serve(createHttpServer({ accepted, logger: false }));
     });
@@ -857,8 +783,11 @@ describe('AsyncAPI 3.0 document of the streams', { timeout: 120_000 }, () => {
       // between the stream's snapshot and its first read of the log puts it there. The read
       // then finds operation.deleted alone (a delete takes the operation's other events with
       // it), and the stream ends after it: nothing can follow a deletion.
-      hooks.afterSnapshot(echo.id, () => accepted.delete(echo.id));
+      const paused = gated.pauseAfter(echo.id);
       const deleted = follow(echo.id);
+      await paused.reached;
+      await accepted.delete(echo.id);
+      paused.release();
       await deleted.ended;
       assert.equal(deleted.messages.at(-1)?.event, 'operation.deleted');
 

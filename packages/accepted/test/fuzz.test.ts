@@ -67,6 +67,7 @@ import {
   isJsonType,
   isSurelyNotJson,
   jsonDepth,
+  MALFORMED_FRAMINGS,
   NoStrategy,
   parseBody,
   pct,
@@ -886,17 +887,7 @@ async function build(spec: RequestSpec): Promise<Built> {
   for (const name of SINGLE_VALUED) {
     if ((counts.get(name) ?? 0) > 1) mustRefuse.push(`${name} sent twice`);
   }
-  if (
-    [
-      'no-host',
-      'bad-host',
-      'obs-fold',
-      'no-colon',
-      'space-before-colon',
-      'nul-in-header',
-      'chunked-and-length',
-    ].includes(spec.framing)
-  ) {
+  if (MALFORMED_FRAMINGS.includes(spec.framing)) {
     mustRefuse.push(`a malformed request (${spec.framing})`);
   }
   const headSize =
@@ -1193,17 +1184,18 @@ async function readLists(): Promise<void> {
       if (p.name === 'after') parts.push(`after=${Math.max(0, high - 200)}`);
     }
     count('lists read after an accepted write');
-    const answer = await plainRequest(
-      'GET',
-      `${route.path}${parts.length > 0 ? `?${parts.join('&')}` : ''}`,
-      route,
-    );
+    const answer = await plainRequest('GET', withQuery(route.path, parts), route);
     assert.equal(
       answer.status,
       200,
       `${route.key} after the write answered ${answer.status}: ${answer.text.slice(0, 300)}`,
     );
   }
+}
+
+/** `path` with the query parts joined, if any. */
+function withQuery(path: string, parts: readonly string[]): string {
+  return parts.length > 0 ? `${path}?${parts.join('&')}` : path;
 }
 
 /** Every page of every list route, to the end. */
@@ -1219,11 +1211,7 @@ async function readAllPages(): Promise<Map<string, number>> {
       if (params.includes('limit')) parts.push('limit=100');
       if (cursor !== null) parts.push(`cursor=${pct(cursor)}`);
       if (params.includes('after')) parts.push(`after=${after}`);
-      const answer = await plainRequest(
-        'GET',
-        `${route.path}${parts.length > 0 ? `?${parts.join('&')}` : ''}`,
-        route,
-      );
+      const answer = await plainRequest('GET', withQuery(route.path, parts), route);
       assert.equal(
         answer.status,
         200,

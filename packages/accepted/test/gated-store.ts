@@ -13,16 +13,19 @@ export interface PausedRead {
 
 /**
  * A real store whose next read of one operation (`get` or `snapshot`) waits until the test
- * lets it go: a pause between whatever the caller read before and this read, in which the test
- * may change the operation. Every answer is the real store's; only the timing is the test's.
- * `reads` counts the reads of each operation id (for "all of them are parked" conditions).
+ * lets it go: a pause between whatever the caller read before and this read (`pause`), or
+ * between this read and whatever the caller reads next (`pauseAfter`: the answer is held), in
+ * which the test may change the operation. Every answer is the real store's; only the timing
+ * is the test's. `reads` counts the reads of each operation id (for "all of them are parked"
+ * conditions).
  */
 export function gatedStore(store: Store): {
   store: Store;
   pause: (operationId: string) => PausedRead;
+  pauseAfter: (operationId: string) => PausedRead;
   reads: Map<string, number>;
 } {
-  let gate: { id: string; reached: () => void; open: Promise<void> } | null = null;
+  let gate: { id: string; after: boolean; reached: () => void; open: Promise<void> } | null = null;
   const reads = new Map<string, number>();
   const gated = new Proxy(store, {
     get(target, property) {
@@ -32,28 +35,36 @@ export function gatedStore(store: Store): {
       if (property !== 'get' && property !== 'snapshot') return method.bind(target);
       return async (id: string, ...rest: unknown[]) => {
         reads.set(id, (reads.get(id) ?? 0) + 1);
-        const current = gate;
-        if (current?.id === id) {
-          gate = null;
+        const current = gate?.id === id ? gate : null;
+        if (current) gate = null;
+        if (current && !current.after) {
           current.reached();
           await current.open;
         }
-        return method.call(target, id, ...rest);
+        const answer = await method.call(target, id, ...rest);
+        if (current?.after) {
+          current.reached();
+          await current.open;
+        }
+        return answer;
       };
     },
   });
   return {
     store: gated,
     reads,
-    pause(operationId) {
-      let reached!: () => void;
-      let release!: () => void;
-      const reachedPromise = new Promise<void>((resolve) => (reached = resolve));
-      const open = new Promise<void>((resolve) => (release = resolve));
-      gate = { id: operationId, reached, open };
-      return { reached: reachedPromise, release };
-    },
+    pause: (operationId) => arm(operationId, false),
+    pauseAfter: (operationId) => arm(operationId, true),
   };
+
+  function arm(id: string, after: boolean): PausedRead {
+    let reached!: () => void;
+    let release!: () => void;
+    const reachedPromise = new Promise<void>((resolve) => (reached = resolve));
+    const open = new Promise<void>((resolve) => (release = resolve));
+    gate = { id, after, reached, open };
+    return { reached: reachedPromise, release };
+  }
 }
 
 /**

@@ -167,6 +167,16 @@ export function operationsConformance(name: string, factory: () => Promise<Store
       return first;
     };
 
+    /** An operation claimed (lease `first`, 100 ms), recovered when that expired, re-claimed. */
+    const reclaimed = async (store: Store) => {
+      const op = newOp({ maxAttempts: 3 });
+      await store.create(op, 1_000);
+      const first = await claimOne(store, 2_000, 100);
+      assert.equal(await store.recoverExpiredLeases(2_200, 10), 1);
+      const second = await claimOne(store, 2_300, 10_000);
+      return { op, first, second };
+    };
+
     it('creates an operation with version 1 and an operation.queued event', () =>
       withStore(async (store) => {
         const op = newOp({ labels: { team: 'a' } });
@@ -761,11 +771,7 @@ export function operationsConformance(name: string, factory: () => Promise<Store
 
     it('#13 lease answers are about a token: a stale lease of a re-claimed operation is lost, the new one held', () =>
       withStore(async (store) => {
-        const op = newOp({ maxAttempts: 3 });
-        await store.create(op, 1_000);
-        const first = await claimOne(store, 2_000, 100);
-        assert.equal(await store.recoverExpiredLeases(2_200, 10), 1);
-        const second = await claimOne(store, 2_300, 10_000);
+        const { op, first, second } = await reclaimed(store);
         assert.equal(second.operation.id, op.id);
         assert.notEqual(second.lease.token, first.lease.token);
         const states = await store.renewLeases({
@@ -784,11 +790,7 @@ export function operationsConformance(name: string, factory: () => Promise<Store
 
     it("a stale attempt's complete in the holder's group commit loses, and only the holder's result is kept", () =>
       withStore(async (store) => {
-        const op = newOp({ maxAttempts: 3 });
-        await store.create(op, 1_000);
-        const first = await claimOne(store, 2_000, 100);
-        assert.equal(await store.recoverExpiredLeases(2_200, 10), 1);
-        const second = await claimOne(store, 2_300, 10_000);
+        const { op, first, second } = await reclaimed(store);
         // Asked together (one group commit), the stale lease first; then the holder's again.
         const [stale, current, again] = await Promise.allSettled([
           store.complete(first.lease, { from: 'stale' }, 2_400),

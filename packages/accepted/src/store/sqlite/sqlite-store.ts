@@ -123,17 +123,20 @@ function settle<T>(read: () => T): Promise<T> {
   }
 }
 
+/** SQLite's refusal because the disk is full (SQLITE_FULL) or failing (SQLITE_IOERR_*). */
+function isDiskError(error: unknown): error is { code: string } {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && (code === 'SQLITE_FULL' || code.startsWith('SQLITE_IOERR'));
+}
+
 /**
  * A write SQLite refused because the disk is full or failing (SQLITE_FULL, SQLITE_IOERR_*):
  * STORE_UNAVAILABLE, so the caller answers 503 with Retry-After and may retry; nothing of the
  * write was kept (its transaction rolled back). Other errors are returned as they are.
  */
 function storeError(error: unknown): unknown {
-  const code = (error as { code?: unknown }).code;
-  if (typeof code !== 'string' || !(code === 'SQLITE_FULL' || code.startsWith('SQLITE_IOERR'))) {
-    return error;
-  }
-  const full = code === 'SQLITE_FULL';
+  if (!isDiskError(error)) return error;
+  const full = error.code === 'SQLITE_FULL';
   return new AcceptedError(
     'STORE_UNAVAILABLE',
     full ? 'The disk of the database is full.' : 'The disk of the database failed a write.',
@@ -360,7 +363,7 @@ export class SqliteStore implements store.Store {
     try {
       db.pragma('wal_checkpoint(PASSIVE)');
     } catch (error) {
-      if (storeError(error) === error) throw error;
+      if (!isDiskError(error)) throw error;
       this.stats.checkpointsRefused++;
     } finally {
       db.pragma('synchronous = OFF');
