@@ -862,7 +862,11 @@ async function build(spec: RequestSpec): Promise<Built> {
     lines.push([header.name, bytes]);
     if (header.name.toLowerCase() === 'traceparent') traceparent = bytes.toString('latin1').trim();
   }
-  for (const [name, value] of spec.stray) lines.push([name, headerBytes(value, etag)]);
+  for (const [name, value] of spec.stray) {
+    // A request framed without Host stays without one (a stray Host would make it valid).
+    if (spec.framing === 'no-host' && name.toLowerCase() === 'host') continue;
+    lines.push([name, headerBytes(value, etag)]);
+  }
   const contentType = replayed ? replayed[1].type : spec.contentType;
   if (contentType !== null) lines.push(['Content-Type', Buffer.from(contentType, 'latin1')]);
   lines.push(['Connection', Buffer.from('close')]);
