@@ -26,8 +26,10 @@ const TYPES = {
 
 /** SQLSTATE classes and codes that mean the server is not there (or not yet, or no longer). */
 const UNAVAILABLE_SQLSTATES = /^(08|57P0[1-4]|53300|53400)/;
+// `timeout expired` is the client's own connect timeout (a server that never answers the
+// startup message); `timeout exceeded when trying to connect` the pool's wait for a connection.
 const UNAVAILABLE_MESSAGES =
-  /Connection terminated|connection error|not queryable|timeout exceeded when trying to connect|Client was closed|Cannot use a pool after calling end/i;
+  /Connection terminated|connection error|not queryable|timeout expired|timeout exceeded when trying to connect|Client was closed|Cannot use a pool after calling end/i;
 
 /** True when `error` says the server is away rather than that the statement was wrong. */
 export function isUnavailable(error: unknown): boolean {
@@ -90,12 +92,21 @@ async function runOn<T>(
   return result.rows;
 }
 
+/** Longest wait to open one connection to the server (a black hole, a stalled proxy). */
+export const CONNECT_TIMEOUT_MS = 5_000;
+/** Longest wait for a connection of the pool when all are busy: then STORE_UNAVAILABLE. */
+export const POOL_WAIT_TIMEOUT_MS = 30_000;
+
 export interface DbOptions {
   url: string;
   max: number;
   schema: string;
   /** Dead idle connections and LISTEN reconnects are reported here (never thrown). */
   onError: (error: unknown, what: string) => void;
+  /** Longest wait to open a connection (ms); CONNECT_TIMEOUT_MS when absent. */
+  connectTimeoutMs?: number;
+  /** Longest wait for a free connection of the pool (ms); POOL_WAIT_TIMEOUT_MS when absent. */
+  poolWaitTimeoutMs?: number;
 }
 
 export interface Listening {
@@ -115,12 +126,27 @@ export class Db {
       application_name: 'accepted',
       options: `-c search_path=${options.schema}`,
       // A server that accepts no connection (a black hole, an overloaded proxy) must not hang
-      // every caller: they get STORE_UNAVAILABLE after this long.
-      connectionTimeoutMillis: 5_000,
+      // every caller: opening a connection fails with STORE_UNAVAILABLE after this long.
+      connectionTimeoutMillis: options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS,
       keepAlive: true,
       types: TYPES,
     };
-    this.pool = new pg.Pool({ ...this.config, max: options.max });
+    const connect = this.config;
+    // pg-pool applies its connectionTimeoutMillis to the whole checkout, the wait for a busy
+    // pool included: at 5 s a burst of reads (100,000 waits at once) failed while the server
+    // was well. The pool's bound is the wait for a free connection; each new connection keeps
+    // the bound of its own (5 s), given to the client that the pool creates.
+    class Connection extends pg.Client {
+      constructor() {
+        super(connect);
+      }
+    }
+    this.pool = new pg.Pool({
+      ...this.config,
+      Client: Connection,
+      connectionTimeoutMillis: options.poolWaitTimeoutMs ?? POOL_WAIT_TIMEOUT_MS,
+      max: options.max,
+    });
     // An idle connection whose server went away emits an error; without this listener it
     // would be an uncaught exception. The pool drops the connection by itself.
     this.pool.on('error', (error) => options.onError(error, 'an idle connection failed'));
