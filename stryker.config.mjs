@@ -1,7 +1,9 @@
 // Mutation testing with StrykerJS (docs/testing.md): `npm run mutation` mutates the store
 // rules, the engine's worker and backoff and the webhook dispatch, and runs, for each mutant,
 // the test files whose run reached it (coverage per test file). Narrow a run with
-// `npm run mutation -- --mutate <file>` and MUTATION_TESTS=<comma list of test files>.
+// `npm run mutation -- --mutate <file>` and MUTATION_TESTS=<comma list of test files>;
+// MUTATION_REPORT=<name> writes the reports as reports/mutation/<name>.json and .html.
+const REPORT = `reports/mutation/${process.env.MUTATION_REPORT ?? 'mutation'}`;
 const TESTS = [
   'packages/accepted/test/store-rules.test.ts',
   'packages/accepted/test/sqlite-store.test.ts',
@@ -38,8 +40,8 @@ export default {
   timeoutMS: 60_000,
   timeoutFactor: 2,
   reporters: ['clear-text', 'progress-append-only', 'json', 'html'],
-  jsonReporter: { fileName: 'reports/mutation/mutation.json' },
-  htmlReporter: { fileName: 'reports/mutation/mutation.html' },
+  jsonReporter: { fileName: `${REPORT}.json` },
+  htmlReporter: { fileName: `${REPORT}.html` },
   tempDirName: '.stryker-tmp',
   cleanTempDir: 'always',
 };
