@@ -599,6 +599,46 @@ describe(onStore('traceparent, numbers and encoding'), { timeout: 30_000 }, () =
     });
   });
 
+  it("a problem's instance is a URI reference: a stray % and characters a URI may not hold come back percent-encoded", async () => {
+    const { port } = await serve();
+    const cases: [string, string][] = [
+      ['/v1/operations/%zz', '/v1/operations/%25zz'],
+      ['/v1/operations/op_%4', '/v1/operations/op_%254'],
+      ['/v1/operations/%41b', '/v1/operations/%41b'],
+      ['/v1/operations/a{b}|c^d`e"f', '/v1/operations/a%7Bb%7D%7Cc%5Ed%60e%22f'],
+      ['/v1/operations/[x]\\y', '/v1/operations/%5Bx%5D%5Cy'],
+      ['/v1/operations/op_x?token=secret%zz', '/v1/operations/op_x'],
+    ];
+    for (const [target, instance] of cases) {
+      const text = await exchange(
+        port,
+        rawRequest('GET', target, [
+          ['host', 'localhost'],
+          ['connection', 'close'],
+        ]),
+      );
+      const response = parseResponse(text);
+      assert.ok(response.status >= 400, `${target}: ${text.slice(0, 200)}`);
+      assert.match(response.headers['content-type'] ?? '', /^application\/problem\+json/, text);
+      const problem = JSON.parse(response.body) as { instance?: unknown };
+      assert.equal(problem.instance, instance, `${target}: ${response.body}`);
+    }
+  });
+
+  it('a body that is JSON null is refused where the body is optional, and no body is still taken', async () => {
+    const { base } = await serve();
+    const refused = await post(base, '/v1/stream-tokens', 'null');
+    assert.equal(refused.status, 422, refused.text);
+    const problem = refused.json() as { code: string; fields: { field: string }[] };
+    assert.equal(problem.code, 'VALIDATION_FAILED');
+    assert.deepEqual(
+      problem.fields.map((f) => f.field),
+      ['/'],
+    );
+    const taken = await post(base, '/v1/stream-tokens', '{}');
+    assert.equal(taken.status, 201, taken.text);
+  });
+
   it('numbers JSON cannot hold exactly are refused with 422 NUMBER_OUT_OF_RANGE, not altered', async () => {
     const { base, accepted } = await serve();
     const before = await accepted.store.lastSeq();

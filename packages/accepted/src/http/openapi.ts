@@ -580,13 +580,13 @@ function webhookRoutes(authProblems: ErrorCode[], bodyLimit: number, anyHeader: 
         tags,
         summary: 'Send a webhook delivery again',
         description:
-          'Queues the delivery again at once, with a fresh retry schedule, whatever its status. Its `webhook-id` stays the same. No body.',
+          'Queues the delivery again at once, with a fresh retry schedule, whatever its status. Its `webhook-id` stays the same. No body. A delivery to an endpoint that was deleted cannot be sent: `404 ENDPOINT_NOT_FOUND`.',
         responses: {
           '202': {
             description: 'Queued again.',
             content: { 'application/json': { schema: ref('schemas', 'WebhookDelivery') } },
           },
-          ...problems('DELIVERY_NOT_FOUND', ...authProblems, ...COMMON),
+          ...problems('DELIVERY_NOT_FOUND', 'ENDPOINT_NOT_FOUND', ...authProblems, ...COMMON),
         },
       },
     },

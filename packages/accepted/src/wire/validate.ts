@@ -47,12 +47,16 @@ export function queryValidator<T>(schema: QuerySchema): (query: unknown) => T {
 
 const bodies = createAjv({ useDefaults: true });
 
-/** A validator for a small JSON body (not a submit): a wrong one is VALIDATION_FAILED. */
+/**
+ * A validator for a small JSON body (not a submit): a wrong one is VALIDATION_FAILED. No body
+ * is read as `{}`; a body that is JSON `null` is a value like any other, refused by a schema
+ * that asks for an object.
+ */
 // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- the caller names the shape its schema guarantees
 export function bodyValidator<T>(schema: object): (body: unknown) => T {
   const validate: ValidateFunction = bodies.compile(schema);
   return (body) => {
-    const copy: unknown = body === undefined || body === null ? {} : structuredClone(body);
+    const copy: unknown = body === undefined ? {} : structuredClone(body);
     if (!validate(copy)) {
       const fields = fieldProblems('', validate.errors);
       throw new AcceptedError(
