@@ -1343,6 +1343,14 @@ async function checkAcceptedWrite(spec: RequestSpec, built: Built, answer: Answe
       canonicalJson(input.labels ?? {}),
       `${id}: the stored labels are not the ones sent`,
     );
+    // Held to the rules as docs/limits.md words them, not to the server's own schema (the
+    // oracle above): a schema loosened by mistake loosens the document with it.
+    assert.deepEqual(
+      labelRuleBreaks(JSON.parse(row.labels) as Record<string, unknown>),
+      [],
+      `${id}: stored labels that docs/limits.md forbids`,
+    );
+    count('stored labels within the documented rules');
     if (route.params.some((p) => p.name.toLowerCase() === 'traceparent')) {
       count(
         built.traceparent === undefined
@@ -1357,6 +1365,39 @@ async function checkAcceptedWrite(spec: RequestSpec, built: Built, answer: Answe
     }
   }
   await readLists();
+}
+
+/**
+ * What breaks the label rules of docs/limits.md, written out here on purpose rather than
+ * taken from the server's schema: at most 32 pairs; keys 1 to 63 of `A-Z a-z 0-9 _ . - /`,
+ * starting with a letter or digit; values at most 256 characters, without control
+ * characters (U+0000 to U+001F, U+007F to U+009F) or unpaired surrogates.
+ */
+function labelRuleBreaks(labels: Record<string, unknown>): string[] {
+  const breaks: string[] = [];
+  const entries = Object.entries(labels);
+  if (entries.length > 32) breaks.push(`${entries.length} pairs`);
+  for (const [key, value] of entries) {
+    if (!/^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$/.test(key)) breaks.push(`key ${JSON.stringify(key)}`);
+    if (typeof value !== 'string') {
+      breaks.push(`${key}: not a string`);
+      continue;
+    }
+    if (value.length > 256) breaks.push(`${key}: ${value.length} characters`);
+    for (let i = 0; i < value.length; i++) {
+      const code = value.charCodeAt(i);
+      if (code <= 0x1f || (code >= 0x7f && code <= 0x9f)) {
+        breaks.push(`${key}: U+${code.toString(16).padStart(4, '0')} at ${i}`);
+      } else if (code >= 0xd800 && code <= 0xdbff) {
+        const low = value.charCodeAt(i + 1);
+        if (low >= 0xdc00 && low <= 0xdfff) i++;
+        else breaks.push(`${key}: a lone high surrogate at ${i}`);
+      } else if (code >= 0xdc00 && code <= 0xdfff) {
+        breaks.push(`${key}: a lone low surrogate at ${i}`);
+      }
+    }
+  }
+  return breaks;
 }
 
 /**
