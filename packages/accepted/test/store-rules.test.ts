@@ -5,6 +5,8 @@ import { describe, it } from 'node:test';
 import { isAcceptedError } from '../src/domain/errors.ts';
 import type { OperationStatus } from '../src/domain/operation.ts';
 import type { OperationRow } from '../src/store/operation-rows.ts';
+import * as consumers from '../src/store/consumer-rules.ts';
+import type { AcquireRequest } from '../src/store/consumers.ts';
 import * as rules from '../src/store/rules.ts';
 
 const ERROR = { code: 'BOOM', message: 'it broke' };
@@ -229,5 +231,280 @@ describe('store rules', () => {
       operationId: 'op_1',
       status: 202,
     });
+  });
+});
+
+describe('idempotency key boundaries', () => {
+  const claim = { key: 'k', fingerprint: 'f', expiresAt: 100, status: 202, holdUntil: null };
+  const found = {
+    fingerprint: 'f',
+    operation_id: 'op_1',
+    status: null,
+    hold_until: 20,
+    expires_at: 50,
+  };
+
+  it('holds a key in flight until its hold ends, not at that instant', () => {
+    assert.equal(rules.keyOutcome(found, claim, 19)?.outcome, 'in_flight');
+    assert.deepEqual(rules.keyOutcome(found, claim, 20), {
+      outcome: 'replay',
+      operationId: 'op_1',
+      status: 202,
+    });
+    assert.equal(rules.keyOutcome({ ...found, hold_until: null }, claim, 19)?.outcome, 'replay');
+  });
+
+  it('keeps a key until it expires, not at that instant', () => {
+    assert.equal(rules.keyOutcome({ ...found, status: 201 }, claim, 49)?.outcome, 'replay');
+    assert.equal(rules.keyOutcome({ ...found, status: 201 }, claim, 50), null);
+    assert.deepEqual(rules.keyOutcome({ ...found, status: 201 }, claim, 30), {
+      outcome: 'replay',
+      operationId: 'op_1',
+      status: 201,
+    });
+  });
+});
+
+describe('consumer rules (the relay cursor)', () => {
+  const NOW = 1_000;
+  const free: consumers.ConsumerRow = {
+    name: 'webhooks',
+    position: 10,
+    holder: null,
+    token: null,
+    lease_until: null,
+    lease_ms: 500,
+    created_at: 1,
+    updated_at: 2,
+  };
+  const held: consumers.ConsumerRow = {
+    ...free,
+    holder: 'a',
+    token: 'cl_a',
+    lease_until: NOW + 100,
+  };
+  const ask = (more: Partial<AcquireRequest> = {}): AcquireRequest => ({
+    name: 'webhooks',
+    holder: 'a',
+    leaseMs: 300,
+    now: NOW,
+    ...more,
+  });
+  const commitAt = { now: NOW, askedAt: Date.now(), logEnd: 20 };
+  const field = (run: () => unknown): string | undefined => {
+    try {
+      run();
+    } catch (error) {
+      if (!isAcceptedError(error)) return 'other';
+      return `${error.code} ${error.fields?.[0]?.field ?? ''}`.trim();
+    }
+    return undefined;
+  };
+
+  it('a lease runs while lease_until is ahead of now, and never once released', () => {
+    assert.equal(consumers.leaseRuns(held, NOW), true);
+    assert.equal(consumers.leaseRuns(held, NOW + 99), true);
+    assert.equal(consumers.leaseRuns(held, NOW + 100), false, 'at lease_until it has ended');
+    assert.equal(consumers.leaseRuns({ ...held, token: null }, NOW), false);
+    assert.equal(consumers.leaseRuns({ ...held, lease_until: null }, NOW), false);
+  });
+
+  it('acquire: refused while another holder runs, renewed under the same token for the same holder', () => {
+    assert.equal(consumers.planAcquire(held, ask({ holder: 'b' }), Date.now()), null);
+    const renewed = consumers.planAcquire(held, ask(), Date.now());
+    assert.ok(renewed);
+    assert.equal(renewed.token, 'cl_a');
+    assert.equal(renewed.holder, 'a');
+    assert.equal(renewed.lease_ms, 300);
+    assert.equal(renewed.updated_at, NOW);
+    assert.equal(renewed.position, 10, 'the position stays');
+    assert.ok(renewed.lease_until !== null && renewed.lease_until >= NOW + 300);
+  });
+
+  it('acquire: a free, released or expired consumer is taken under a new token, by anyone', () => {
+    for (const row of [
+      free,
+      { ...held, token: null, holder: null, lease_until: null },
+      { ...held, lease_until: NOW },
+      { ...held, lease_until: NOW - 1 },
+    ]) {
+      for (const holder of ['a', 'b']) {
+        const taken = consumers.planAcquire(row, ask({ holder }), Date.now());
+        assert.ok(taken, JSON.stringify(row));
+        assert.equal(taken.holder, holder);
+        assert.match(taken.token ?? '', /^cl_[A-Za-z0-9_-]{24}$/);
+        assert.notEqual(taken.token, 'cl_a', 'an expired lease is not renewed: its token ends');
+        assert.ok(taken.lease_until !== null && taken.lease_until >= NOW + 300);
+      }
+    }
+  });
+
+  it('acquire: the name and lease length are checked', () => {
+    assert.equal(
+      field(() => consumers.planAcquire(free, ask({ name: '' }), 0)),
+      'VALIDATION_FAILED /name',
+    );
+    assert.equal(
+      field(() => consumers.planAcquire(free, ask({ name: 'a b' }), 0)),
+      'VALIDATION_FAILED /name',
+    );
+    assert.equal(
+      field(() => consumers.planAcquire(free, ask({ name: 'x'.repeat(101) }), 0)),
+      'VALIDATION_FAILED /name',
+    );
+    assert.equal(
+      field(() => consumers.planAcquire(free, ask({ name: 'A.b_c-d:9'.padEnd(100, 'z') }), 0)),
+      undefined,
+    );
+    for (const leaseMs of [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY]) {
+      assert.equal(
+        field(() => consumers.planAcquire(free, ask({ leaseMs }), 0)),
+        'VALIDATION_FAILED /leaseMs',
+        String(leaseMs),
+      );
+      assert.equal(
+        field(() => consumers.newConsumer(ask({ leaseMs }), 5)),
+        'VALIDATION_FAILED /leaseMs',
+        String(leaseMs),
+      );
+    }
+    assert.equal(
+      field(() => consumers.planAcquire(free, ask({ leaseMs: 1 }), 0)),
+      undefined,
+    );
+    assert.equal(
+      field(() => consumers.newConsumer(ask({ name: '' }), 5)),
+      'VALIDATION_FAILED /name',
+    );
+  });
+
+  it('a new consumer starts at the log end, or at 0 when asked for the earliest', () => {
+    const latest = consumers.newConsumer(ask(), 42);
+    assert.deepEqual(latest, {
+      name: 'webhooks',
+      position: 42,
+      holder: null,
+      token: null,
+      lease_until: null,
+      lease_ms: 300,
+      created_at: NOW,
+      updated_at: NOW,
+    });
+    assert.equal(consumers.newConsumer(ask({ startAt: 'latest' }), 42).position, 42);
+    assert.equal(consumers.newConsumer(ask({ startAt: 'earliest' }), 42).position, 0);
+  });
+
+  it('commit: only under the current token; forward only; never past the log end; the lease renewed', () => {
+    const lease = { name: 'webhooks', token: 'cl_a' };
+    assert.equal(
+      field(() => consumers.planCommit(undefined, lease, 12, commitAt)),
+      'LEASE_LOST',
+    );
+    assert.equal(
+      field(() => consumers.planCommit(held, { ...lease, token: 'cl_b' }, 12, commitAt)),
+      'LEASE_LOST',
+    );
+    // A released lease has no token: the empty token a released state reads as is refused.
+    assert.equal(
+      field(() =>
+        consumers.planCommit({ ...held, token: null }, { ...lease, token: '' }, 12, commitAt),
+      ),
+      'LEASE_LOST',
+    );
+    for (const position of [-1, 1.5, Number.NaN]) {
+      assert.equal(
+        field(() => consumers.planCommit(held, lease, position, commitAt)),
+        'VALIDATION_FAILED /position',
+        String(position),
+      );
+    }
+    assert.equal(
+      field(() => consumers.planCommit(held, lease, 21, commitAt)),
+      'VALIDATION_FAILED /position',
+    );
+    assert.equal(
+      consumers.planCommit(held, lease, 20, commitAt).position,
+      20,
+      'the log end itself',
+    );
+    assert.equal(consumers.planCommit(held, lease, 0, commitAt).position, 10, 'behind stays');
+    assert.equal(consumers.planCommit(held, lease, 10, commitAt).position, 10);
+    const moved = consumers.planCommit(held, lease, 15, { ...commitAt, now: NOW + 50 });
+    assert.equal(moved.position, 15);
+    assert.equal(moved.token, 'cl_a');
+    assert.equal(moved.updated_at, NOW + 50);
+    assert.ok(moved.lease_until !== null && moved.lease_until >= NOW + 50 + held.lease_ms);
+    // A lease whose time ran out but that nobody took over still commits: the token decides.
+    const late = consumers.planCommit({ ...held, lease_until: NOW - 1 }, lease, 11, commitAt);
+    assert.equal(late.position, 11);
+  });
+
+  it('release: drops the lease under the current token only', () => {
+    const lease = { name: 'webhooks', token: 'cl_a' };
+    assert.deepEqual(consumers.planRelease(held, lease), {
+      ...held,
+      holder: null,
+      token: null,
+      lease_until: null,
+    });
+    assert.equal(consumers.planRelease(held, { ...lease, token: 'cl_b' }), null);
+    assert.equal(consumers.planRelease({ ...held, token: null }, { ...lease, token: '' }), null);
+    assert.equal(consumers.planRelease(undefined, lease), null);
+  });
+
+  it('state and lease as the store hands them out', () => {
+    assert.deepEqual(consumers.toConsumerState(held, 25), {
+      name: 'webhooks',
+      position: 10,
+      holder: 'a',
+      leaseUntil: NOW + 100,
+      lag: 15,
+      updatedAt: 2,
+    });
+    assert.equal(consumers.toConsumerState(held, 3).lag, 0, 'never negative');
+    assert.deepEqual(consumers.toConsumerLease(held), {
+      name: 'webhooks',
+      token: 'cl_a',
+      position: 10,
+      leaseUntil: NOW + 100,
+    });
+    assert.deepEqual(consumers.toConsumerLease(free), {
+      name: 'webhooks',
+      token: '',
+      position: 10,
+      leaseUntil: 0,
+    });
+  });
+
+  it('statements for both parameter styles, each parameter used once in order', () => {
+    const sqlite = consumers.consumerSql(() => '?');
+    const pg = consumers.consumerSql((n) => `$${n}`);
+    const columns = 'name, position, holder, token, lease_until, lease_ms, created_at, updated_at';
+    assert.equal(sqlite.select, `SELECT ${columns} FROM consumers WHERE name = ?`);
+    assert.equal(pg.select, `SELECT ${columns} FROM consumers WHERE name = $1`);
+    assert.equal(pg.selectAll, `SELECT ${columns} FROM consumers ORDER BY name`);
+    const values = '$1, $2, $3, $4, $5, $6, $7, $8';
+    assert.equal(
+      pg.insertMissing,
+      `INSERT INTO consumers (${columns}) VALUES (${values}) ON CONFLICT (name) DO NOTHING`,
+    );
+    assert.equal(
+      pg.save,
+      `INSERT INTO consumers (${columns}) VALUES (${values}) ON CONFLICT (name) DO UPDATE SET ` +
+        'position = excluded.position, holder = excluded.holder, token = excluded.token, ' +
+        'lease_until = excluded.lease_until, lease_ms = excluded.lease_ms, ' +
+        'created_at = excluded.created_at, updated_at = excluded.updated_at',
+    );
+    assert.equal(sqlite.save.split('?').length - 1, 8);
+    assert.deepEqual(consumers.consumerParams(held), [
+      'webhooks',
+      10,
+      'a',
+      'cl_a',
+      NOW + 100,
+      500,
+      1,
+      2,
+    ]);
   });
 });
