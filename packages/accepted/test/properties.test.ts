@@ -10,7 +10,9 @@
  * relay cursor passes to another node. Some steps fire several calls at once, from several
  * nodes, in an order and with gaps (same group commit, next turn, a few ms) that fast-check's
  * scheduler draws: two to four calls; a burst of creates on every node while the relay follows
- * the log; every lease a worker still has (stale ones too: hung attempts) writing together.
+ * the log; every lease a worker still has (stale ones too: hung attempts) writing together; a
+ * cancel and a delete of one operation on one node (one group commit: no event of the cancel
+ * may outlive the delete).
  *
  * After every step the store must agree with the model of `properties-model.ts`: a call alone
  * must be answered as the model says; calls fired at once must be explained by some order of
@@ -179,7 +181,12 @@ type Spec =
   | { k: 'recover'; node: number }
   | { k: 'relay'; limit: number }
   /** Every lease the worker still has (stale ones too: hung attempts) writes at once. */
-  | { k: 'zombies'; worker: number; write: LeaseWrite };
+  | { k: 'zombies'; worker: number; write: LeaseWrite }
+  /**
+   * A cancel and a delete of one operation on one node at once, as a client that does not
+   * wait between them: both in the node's group commit, the delete seeing the cancel's change.
+   */
+  | { k: 'cancelDelete'; node: number; pick: number };
 
 type LeaseWrite = 'progress' | 'complete' | 'finishCanceled' | 'release' | 'fail';
 
@@ -225,12 +232,26 @@ function resolveAll(m: Model, spec: Spec, now: number): Action[] {
     const held = m.held[spec.worker] ?? [];
     return held.map((lease) => leaseWrite(m, spec.write, spec.worker, { ...lease }, now));
   }
+  if (spec.k === 'cancelDelete') {
+    const op = m.ops[spec.pick % Math.max(1, m.ops.length)];
+    if (!op) return [];
+    return (['cancel', 'delete'] as const).map((kind) => ({
+      kind,
+      node: spec.node,
+      id: op.id,
+      now,
+    }));
+  }
   const action = resolve(m, spec, now);
   return action ? [action] : [];
 }
 
 /** The concrete call a spec makes in model state `m`, or null when it has nothing to act on. */
-function resolve(m: Model, spec: Exclude<Spec, { k: 'zombies' }>, now: number): Action | null {
+function resolve(
+  m: Model,
+  spec: Exclude<Spec, { k: 'zombies' | 'cancelDelete' }>,
+  now: number,
+): Action | null {
   switch (spec.k) {
     case 'submit':
       return {
@@ -296,6 +317,7 @@ function resolvable(m: Model, spec: Spec): boolean {
     case 'cancel':
     case 'delete':
     case 'retry':
+    case 'cancelDelete':
       return m.ops.length > 0;
     default:
       return true;
@@ -827,6 +849,11 @@ function specArbs(workers: number): Record<SpecKind, fc.Arbitrary<Spec>> {
       pick: fc.nat({ max: 20 }),
       runAt: runAtArb,
     }),
+    cancelDelete: fc.record({
+      k: fc.constant('cancelDelete' as const),
+      node: nodeArb,
+      pick: fc.nat({ max: 20 }),
+    }),
     recover: fc.record({ k: fc.constant('recover' as const), node: nodeArb }),
     relay: fc.record({ k: fc.constant('relay' as const), limit: fc.integer({ min: 1, max: 4 }) }),
     zombies: fc.record({
@@ -985,6 +1012,7 @@ const PROFILES: Profile[] = [
       cancel: 3,
       retry: 1,
       delete: 1,
+      cancelDelete: 1,
       recover: 2,
       relay: 1,
     },
@@ -1014,7 +1042,16 @@ const PROFILES: Profile[] = [
   },
   {
     name: 'a relay cursor paging the log while nodes write never skips an event',
-    specs: { submit: 4, claim: 2, complete: 2, fail: 1, cancel: 2, delete: 1, relay: 4 },
+    specs: {
+      submit: 4,
+      claim: 2,
+      complete: 2,
+      fail: 1,
+      cancel: 2,
+      delete: 1,
+      cancelDelete: 1,
+      relay: 4,
+    },
     steps: { alone: 3, together: 5, tick: 1, expire: 1, restart: 1, handover: 2, burst: 4 },
     warmup: 1,
     maxCommands: 30,
