@@ -23,6 +23,7 @@ import path from 'node:path';
 const BOTH_STORES = [
   'engine.test.ts',
   'engine-defects.test.ts',
+  'worker.test.ts',
   'http-api.test.ts',
   'http.test.ts',
   'http-edges.test.ts',

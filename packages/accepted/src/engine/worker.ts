@@ -136,7 +136,8 @@ function withDetails(error: OperationError, details: unknown): OperationError {
   }
 }
 
-function checkProgress(progress: unknown): Progress {
+/** What `ctx.progress()` stores of `progress`; a TypeError or RangeError when it is not valid. */
+export function checkProgress(progress: unknown): Progress {
   if (typeof progress !== 'object' || progress === null) {
     throw new TypeError('ctx.progress() takes an object { fraction?, message?, data? }');
   }
