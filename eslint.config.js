@@ -12,7 +12,7 @@ export default tseslint.config(
       'eslint.config.js',
       'scripts/*.mjs',
       'stryker.config.mjs',
-      '.stryker-tmp/**',
+      '.stryker-tmp*/**',
       'reports/**',
     ],
   },

@@ -682,6 +682,124 @@ describe(
   },
 );
 
+describe(
+  onStore('webhook store races on PostgreSQL (found by webhook-properties.test.ts)'),
+  { timeout: 120_000, ...postgresOnly('row locks of two nodes; SQLite has one writer') },
+  () => {
+    const NOW = 1_000_000_000;
+    const endpointInput = (id: string): NewEndpoint => ({
+      id,
+      tenant: 't1',
+      url: 'https://example.com/hook',
+      description: null,
+      eventTypes: null,
+      labels: null,
+      secret: 'whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0IQ==',
+      signingKey: null,
+      retrySchedule: null,
+      rateLimit: null,
+    });
+    /** Two store instances (two nodes) on a fresh schema, one endpoint, `ops` operations. */
+    async function twoNodes(ops: number) {
+      const schema = newSchema();
+      const a = new PostgresStore({ url: PG_URL, schema });
+      const b = new PostgresStore({ url: PG_URL, schema });
+      await a.open();
+      await b.open();
+      const webhooks = (store: PostgresStore) => {
+        assert.ok(store.webhooks && store.consumers);
+        return { webhooks: store.webhooks, consumers: store.consumers };
+      };
+      await webhooks(a).webhooks.createEndpoint(endpointInput('ep_1'), NOW);
+      for (let i = 0; i < ops; i++) await a.create(newOp({ runAt: NOW }), NOW);
+      const lease = await webhooks(a).consumers.acquire({
+        name: 'webhooks',
+        holder: 'a',
+        leaseMs: 60_000,
+        now: NOW,
+        startAt: 'earliest',
+      });
+      assert.ok(lease);
+      let n = 0;
+      const dispatch: DispatchRequest = {
+        lease,
+        limit: 100,
+        now: NOW + 1,
+        newId: () => `dlv_${schema}_${n++}`,
+        newSecret: () => 'whsec_x',
+        payload: (event) => JSON.stringify(event),
+      };
+      const close = async () => {
+        await a.close();
+        await b.close();
+        await dropSchema(schema);
+      };
+      return { a: webhooks(a).webhooks, b: webhooks(b).webhooks, dispatch, close };
+    }
+
+    it('an attempt recorded while its endpoint is deleted on another node: both go through, no deadlock', async () => {
+      // recordAttempt locked the delivery, then the endpoint; deleteEndpoint the endpoint, then
+      // its deliveries: 9 deadlocks in 10 tries.
+      for (let i = 0; i < 5; i++) {
+        const { a, b, dispatch, close } = await twoNodes(1);
+        try {
+          await a.dispatchDeliveries(dispatch);
+          const [claimed] = await a.claimDeliveries({ now: NOW + 2, limit: 1, leaseMs: 6_000 });
+          assert.ok(claimed);
+          const outcomes = await Promise.allSettled([
+            b.deleteEndpoint('ep_1', 't1', NOW + 3),
+            a.recordAttempt({
+              lease: claimed.leaseToken,
+              result: 'retry',
+              nextAttemptAt: NOW + 10,
+              attempt: {
+                deliveryId: claimed.delivery.id,
+                attempt: 1,
+                startedAt: NOW + 2,
+                durationMs: 1,
+                status: 500,
+                error: null,
+                responseBody: '',
+              },
+            }),
+          ]);
+          assert.deepEqual(
+            outcomes.map((o) => (o.status === 'rejected' ? String(o.reason) : 'ok')),
+            ['ok', 'ok'],
+          );
+          const delivery = await a.getDelivery(claimed.delivery.id, 't1');
+          assert.equal(delivery?.status, 'failed', 'the deleted endpoint’s delivery stays failed');
+          assert.equal((await a.listAttempts(claimed.delivery.id, 't1')).length, 1);
+        } finally {
+          await close();
+        }
+      }
+    });
+
+    it('deliveries dispatched while their endpoint is deleted on another node end failed, none pending', async () => {
+      // The dispatch read the endpoint, the delete failed its pending deliveries and committed,
+      // then the dispatch inserted new ones: pending for good (16 of 20 tries).
+      for (let i = 0; i < 5; i++) {
+        const { a, b, dispatch, close } = await twoNodes(3);
+        try {
+          await Promise.all([
+            a.dispatchDeliveries(dispatch),
+            b.deleteEndpoint('ep_1', 't1', NOW + 1),
+          ]);
+          const page = await a.listDeliveries({ tenant: 't1', endpointId: 'ep_1', limit: 100 });
+          assert.deepEqual(
+            page.items.filter((d) => d.status !== 'failed').map((d) => `${d.id} ${d.status}`),
+            [],
+          );
+          assert.equal(await a.nextDeliveryAt(NOW + 5), null, 'nothing left to send');
+        } finally {
+          await close();
+        }
+      }
+    });
+  },
+);
+
 // ---- upgrades repair what the defects stored ------------------------------------------------
 
 /** Rows as the defects left them: a delay and a next attempt out of range, a resurrection. */

@@ -31,6 +31,17 @@ const UNAVAILABLE_SQLSTATES = /^(08|57P0[1-4]|53300|53400)/;
 const UNAVAILABLE_MESSAGES =
   /Connection terminated|connection error|not queryable|timeout expired|timeout exceeded when trying to connect|Client was closed|Cannot use a pool after calling end/i;
 
+/** SQLSTATEs of a transaction rolled back for a conflict with another: a deadlock, serialization. */
+const CONFLICT_SQLSTATES = new Set(['40P01', '40001']);
+/** How many times a transaction is run when it keeps losing conflicts. */
+const CONFLICT_RUNS = 3;
+
+/** True when `error` is a transaction rolled back by PostgreSQL for a conflict (safe to re-run). */
+export function isConflict(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return error instanceof Error && typeof code === 'string' && CONFLICT_SQLSTATES.has(code);
+}
+
 /** True when `error` says the server is away rather than that the statement was wrong. */
 export function isUnavailable(error: unknown): boolean {
   if (!(error instanceof Error)) return false;
@@ -167,6 +178,19 @@ export class Db {
    * `CommitOutcomeUnknown`. A statement error rolls back and is rethrown as it is.
    */
   async begin<T>(work: (tx: Tx) => Promise<T>): Promise<T> {
+    // A transaction PostgreSQL chose as a deadlock's victim, or aborted for a serialization
+    // conflict, was rolled back whole: running it again is safe, and is how such a conflict is
+    // resolved. `work` builds its writes from scratch on each run.
+    for (let run = 1; ; run++) {
+      try {
+        return await this.beginOnce(work);
+      } catch (error) {
+        if (run >= CONFLICT_RUNS || !isConflict(error)) throw error;
+      }
+    }
+  }
+
+  private async beginOnce<T>(work: (tx: Tx) => Promise<T>): Promise<T> {
     let client: pg.PoolClient;
     try {
       client = await this.pool.connect();

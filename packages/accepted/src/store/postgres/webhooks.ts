@@ -188,10 +188,15 @@ export class PostgresWebhooks implements api.WebhookStore {
       }
       const events = await query<rows.DispatchRow>(tx, SQL.dispatchEvents, [cursor, batch.last]);
       const tenants = [...new Set(events.map((row) => row.tenant))];
+      // Share-locked until this transaction ends: an endpoint deleted meanwhile is either
+      // gone before this read (no deliveries made for it) or waits for this commit, and then
+      // fails the deliveries made here with its others. Unlocked, a delete committed between
+      // this read and the insert below left pending deliveries to an endpoint that is gone.
       const endpoints = (
         await query<rows.EndpointRow>(
           tx,
-          `SELECT * FROM webhook_endpoints WHERE enabled AND tenant = ANY($1::text[]) ORDER BY pk`,
+          `SELECT * FROM webhook_endpoints WHERE enabled AND tenant = ANY($1::text[])
+           ORDER BY pk FOR SHARE`,
           [tenants],
         )
       ).map(rows.toEndpoint);
@@ -320,10 +325,22 @@ export class PostgresWebhooks implements api.WebhookStore {
     });
   }
 
-  /** In the group commit: disabling an endpoint appends `endpoint.disabled` to the log. */
+  /**
+   * In the group commit: disabling an endpoint appends `endpoint.disabled` to the log. Locks
+   * the endpoint before the delivery, in the order `deleteEndpoint` takes them (the endpoint,
+   * then its deliveries): the other order deadlocked a record with a delete of its endpoint.
+   */
   recordAttempt(outcome: api.AttemptOutcome): Promise<void> {
     return this.access.write(async (tx, append) => {
       const { attempt } = outcome;
+      const target = await this.first<{ target: string }>(tx, SQL.deliveryTarget, [
+        attempt.deliveryId,
+      ]);
+      if (target && target.target !== CALLBACK_TARGET) {
+        await query(tx, 'SELECT 1 FROM webhook_endpoints WHERE id = $1 FOR UPDATE', [
+          target.target,
+        ]);
+      }
       const row = await this.first<rows.RecordedRow>(tx, `${SQL.recordedDelivery} FOR UPDATE`, [
         attempt.deliveryId,
       ]);
