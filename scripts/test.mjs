@@ -33,6 +33,8 @@ const BOTH_STORES = [
   'webhooks.test.ts',
   'webhook-defects.test.ts',
   'properties.test.ts',
+  'webhook-properties.test.ts',
+  'engine-properties.test.ts',
   'fuzz.test.ts',
 ];
 /** As test/ci.ts: CI set to anything but empty, `false` or `0`. */
