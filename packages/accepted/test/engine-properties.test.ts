@@ -67,20 +67,10 @@ import { createAccepted, type Accepted } from '../src/engine/accepted.ts';
 import { defineOperation, type HandlerContext } from '../src/engine/definition.ts';
 import { STORE, eventually, historyOf, memoryLogger, newStorePlace, onStore } from './helpers.ts';
 import { dropSchema } from './pg-helpers.ts';
+import { assertProperty, propertySettings } from './property-runner.ts';
 
-const SEED = seedFromEnv();
-const RUNS_FACTOR = Number(process.env.ACCEPTED_ENGINE_PROPERTY_RUNS ?? '1') || 1;
-const SHRINKS = Number(process.env.ACCEPTED_ENGINE_PROPERTY_SHRINKS ?? '') || 8;
+const SETTINGS = propertySettings('ACCEPTED_ENGINE_PROPERTY', 8);
 const NUM_RUNS = { sqlite: 20, postgres: 14 };
-
-function seedFromEnv(): number {
-  const given = process.env.ACCEPTED_ENGINE_PROPERTY_SEED;
-  if (given === undefined || given === '') return Math.floor(Math.random() * 2 ** 31);
-  const seed = Number(given);
-  if (!Number.isSafeInteger(seed))
-    throw new Error(`ACCEPTED_ENGINE_PROPERTY_SEED must be an integer (got "${given}")`);
-  return seed;
-}
 
 /** Engines on one place: three nodes on PostgreSQL, the only one on SQLite. */
 const NODES = STORE === 'postgres' ? 3 : 1;
@@ -576,28 +566,18 @@ describe(onStore('engine properties'), () => {
     "random handlers (results, throws, busy loops past the lease, ignored signals, progress) and cancels: each operation ends once, with its last attempt's outcome",
     { timeout: 300_000 },
     async (t) => {
-      const numRuns = Math.max(1, Math.round(NUM_RUNS[STORE] * RUNS_FACTOR));
-      t.diagnostic(
-        `seed ${SEED}, ${numRuns} runs on ${STORE} (${NODES} node${NODES > 1 ? 's' : ''})`,
-      );
-      tally.clear();
-      try {
-        await fc.assert(
-          fc.asyncProperty(fc.limitShrink(planArb, SHRINKS), (plan) => runPlan(plan)),
-          { seed: SEED, numRuns, includeErrorInReport: true },
-        );
-      } catch (error) {
-        const message = error instanceof Error ? error.message : String(error);
-        throw new Error(
-          `Engine property failed on ${STORE} with seed ${SEED}.\n` +
-            `Replay: ACCEPTED_ENGINE_PROPERTY_SEED=${SEED} ACCEPTED_TEST_STORE=${STORE} ` +
-            `node --import tsx --test packages/accepted/test/engine-properties.test.ts\n${message}`,
-          { cause: error },
-        );
-      } finally {
-        const counts = [...tally].sort(([a], [b]) => a.localeCompare(b));
-        t.diagnostic(counts.map(([k, n]) => `${k} ${n}`).join(', '));
-      }
+      t.diagnostic(`${NODES} node${NODES > 1 ? 's' : ''}`);
+      await assertProperty({
+        settings: SETTINGS,
+        name: 'random handlers',
+        file: 'engine-properties.test.ts',
+        numRuns: NUM_RUNS,
+        property: fc.asyncProperty(fc.limitShrink(planArb, SETTINGS.shrinks), (plan) =>
+          runPlan(plan),
+        ),
+        tally,
+        diagnostic: (message) => t.diagnostic(message),
+      });
     },
   );
 });

@@ -54,6 +54,7 @@ import type { LeaseRef } from '../src/store/store.ts';
 import type { PostgresStore } from '../src/store/postgres/postgres-store.ts';
 import type { SqliteStore } from '../src/store/sqlite/sqlite-store.ts';
 import type { Operation } from '../src/domain/operation.ts';
+import { assertProperty, propertySettings } from './property-runner.ts';
 import { STORE, newStorePlace, onStore, type StorePlace } from './helpers.ts';
 import { dropSchema } from './pg-helpers.ts';
 import {
@@ -77,23 +78,7 @@ import {
   type Observed,
 } from './properties-model.ts';
 
-const SEED = seedFromEnv();
-const PATH = process.env.ACCEPTED_PROPERTY_PATH || undefined;
-/** The counterexample's `replayPath` (fast-check needs it, with the path, to replay commands). */
-const REPLAY = process.env.ACCEPTED_PROPERTY_REPLAY || undefined;
-const RUNS_FACTOR = Number(process.env.ACCEPTED_PROPERTY_RUNS ?? '1') || 1;
-/** Shrink candidates tried after a failure (each a whole run on a fresh store). */
-const SHRINKS =
-  Number(process.env.ACCEPTED_PROPERTY_SHRINKS ?? '') || (STORE === 'postgres' ? 40 : 120);
-
-function seedFromEnv(): number {
-  const given = process.env.ACCEPTED_PROPERTY_SEED;
-  if (given === undefined || given === '') return Math.floor(Math.random() * 2 ** 31);
-  const seed = Number(given);
-  if (!Number.isSafeInteger(seed))
-    throw new Error(`ACCEPTED_PROPERTY_SEED must be an integer (got "${given}")`);
-  return seed;
-}
+const SETTINGS = propertySettings('ACCEPTED_PROPERTY', STORE === 'postgres' ? 40 : 120);
 
 /** Nodes (store instances on one place): three on PostgreSQL, the only one on SQLite. */
 const NODES = STORE === 'postgres' ? 3 : 1;
@@ -933,7 +918,7 @@ function commandsOf(profile: Profile) {
   return fc.commands([command], {
     maxCommands: profile.maxCommands,
     size: 'max',
-    ...(REPLAY !== undefined ? { replayPath: REPLAY } : {}),
+    ...(SETTINGS.replay !== undefined ? { replayPath: SETTINGS.replay } : {}),
   });
 }
 
@@ -952,7 +937,7 @@ function property(profile: Profile) {
   // that a failure reports within a minute or so (ACCEPTED_PROPERTY_SHRINKS to go further).
   const args = fc.limitShrink(
     fc.tuple(fc.scheduler(), warmupOf(profile), commandsOf(profile)),
-    SHRINKS,
+    SETTINGS.shrinks,
   );
   return fc.asyncProperty(args, async ([scheduler, warmup, commands]) => {
     const env = await openEnv(scheduler);
@@ -964,37 +949,6 @@ function property(profile: Profile) {
       await closeEnv(env);
     }
   });
-}
-
-async function checkProperty(
-  profile: Profile,
-  diagnostic: (message: string) => void,
-): Promise<void> {
-  const numRuns = Math.max(1, Math.round(profile.numRuns[STORE] * RUNS_FACTOR));
-  diagnostic(`seed ${SEED}, ${numRuns} runs on ${STORE}`);
-  tally.clear();
-  try {
-    await fc.assert(property(profile), {
-      seed: SEED,
-      numRuns,
-      // A path replays that counterexample alone, as it was shrunk.
-      ...(PATH !== undefined ? { path: PATH, endOnFailure: true } : {}),
-      includeErrorInReport: true,
-    });
-  } catch (error) {
-    const message = error instanceof Error ? error.message : String(error);
-    throw new Error(
-      `Property "${profile.name}" failed on ${STORE} with seed ${SEED}.\n` +
-        `Replay: ACCEPTED_PROPERTY_SEED=${SEED} ACCEPTED_TEST_STORE=${STORE} ` +
-        `node --import tsx --test --test-name-pattern '${profile.name}' packages/accepted/test/properties.test.ts\n` +
-        `(to run the shrunk counterexample alone, add ACCEPTED_PROPERTY_PATH=<path> and ` +
-        `ACCEPTED_PROPERTY_REPLAY=<replayPath>, both below)\n${message}`,
-      { cause: error },
-    );
-  } finally {
-    const calls = [...tally].sort(([a], [b]) => a.localeCompare(b));
-    diagnostic(`calls: ${calls.map(([k, n]) => `${k} ${n}`).join(', ')}`);
-  }
 }
 
 const PROFILES: Profile[] = [
@@ -1071,7 +1025,15 @@ const PROFILES: Profile[] = [
 describe(onStore('store properties'), () => {
   for (const profile of PROFILES) {
     it(profile.name, async (t) => {
-      await checkProperty(profile, (message) => t.diagnostic(message));
+      await assertProperty({
+        settings: SETTINGS,
+        name: profile.name,
+        file: 'properties.test.ts',
+        numRuns: profile.numRuns,
+        property: property(profile),
+        tally,
+        diagnostic: (message) => t.diagnostic(message),
+      });
     });
   }
 });

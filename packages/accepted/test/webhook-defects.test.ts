@@ -15,7 +15,7 @@ import type { NewEndpoint } from '../src/domain/webhooks.ts';
 import { createAccepted, type Accepted, type AcceptedOptions } from '../src/engine/accepted.ts';
 import { demoOperations } from '../src/engine/demo.ts';
 import { createHttpServer } from '../src/server/http.ts';
-import { newOp } from '../src/store/conformance.ts';
+import { newEndpoint, newOp } from '../src/store/conformance.ts';
 import { MIGRATIONS as PG_MIGRATIONS } from '../src/store/postgres/migrations.ts';
 import { PostgresStore } from '../src/store/postgres/postgres-store.ts';
 import { MIGRATIONS as SQLITE_MIGRATIONS } from '../src/store/sqlite/migrations.ts';
@@ -687,18 +687,6 @@ describe(
   { timeout: 120_000, ...postgresOnly('row locks of two nodes; SQLite has one writer') },
   () => {
     const NOW = 1_000_000_000;
-    const endpointInput = (id: string): NewEndpoint => ({
-      id,
-      tenant: 't1',
-      url: 'https://example.com/hook',
-      description: null,
-      eventTypes: null,
-      labels: null,
-      secret: 'whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0IQ==',
-      signingKey: null,
-      retrySchedule: null,
-      rateLimit: null,
-    });
     /** Two store instances (two nodes) on a fresh schema, one endpoint, `ops` operations. */
     async function twoNodes(ops: number) {
       const schema = newSchema();
@@ -710,7 +698,7 @@ describe(
         assert.ok(store.webhooks && store.consumers);
         return { webhooks: store.webhooks, consumers: store.consumers };
       };
-      await webhooks(a).webhooks.createEndpoint(endpointInput('ep_1'), NOW);
+      await webhooks(a).webhooks.createEndpoint(newEndpoint({ id: 'ep_1' }), NOW);
       for (let i = 0; i < ops; i++) await a.create(newOp({ runAt: NOW }), NOW);
       const lease = await webhooks(a).consumers.acquire({
         name: 'webhooks',

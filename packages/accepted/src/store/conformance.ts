@@ -98,7 +98,8 @@ export function newOp(overrides: Partial<NewOperation> = {}): NewOperation {
 }
 
 let endpointCount = 0;
-function newEndpoint(overrides: Partial<NewEndpoint> = {}): NewEndpoint {
+/** A new webhook endpoint as the conformance suite makes them (a unique id unless given). */
+export function newEndpoint(overrides: Partial<NewEndpoint> = {}): NewEndpoint {
   return {
     id: `ep_test${++endpointCount}_${Math.random().toString(36).slice(2, 10)}`,
     tenant: 't1',
