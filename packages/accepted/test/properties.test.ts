@@ -51,12 +51,15 @@ import type { OperationEvent } from '../src/domain/events.ts';
 import { newOperationId } from '../src/domain/ids.ts';
 import type { ConsumerLease, ConsumerRef } from '../src/store/consumers.ts';
 import type { LeaseRef } from '../src/store/store.ts';
-import type { PostgresStore } from '../src/store/postgres/postgres-store.ts';
-import type { SqliteStore } from '../src/store/sqlite/sqlite-store.ts';
 import type { Operation } from '../src/domain/operation.ts';
-import { assertProperty, propertySettings } from './property-runner.ts';
+import {
+  assertProperty,
+  closeNodes,
+  openNodes,
+  propertySettings,
+  type PropertyNode,
+} from './property-runner.ts';
 import { STORE, newStorePlace, onStore, type StorePlace } from './helpers.ts';
-import { dropSchema } from './pg-helpers.ts';
 import {
   CODES,
   LEASE_MS,
@@ -85,7 +88,7 @@ const NODES = STORE === 'postgres' ? 3 : 1;
 const RELAY = 'properties.relay';
 const RELAY_LEASE_MS = 1_000_000_000_000;
 
-type Node = SqliteStore | PostgresStore;
+type Node = PropertyNode;
 
 interface Relay {
   /** The node whose consumers capability reads and commits. */
@@ -109,31 +112,17 @@ interface Env {
 
 async function openEnv(scheduler: fc.Scheduler): Promise<Env> {
   const place = newStorePlace();
-  const env: Env = {
+  return {
     place,
-    nodes: [],
+    nodes: await openNodes(place, NODES),
     scheduler,
     relay: { node: 0, lease: null, committed: 0, delivered: [], stale: [] },
     steps: 0,
   };
-  try {
-    for (let i = 0; i < NODES; i++) {
-      const store = place.open();
-      env.nodes.push(store);
-      await store.open();
-    }
-  } catch (error) {
-    await closeEnv(env);
-    throw error;
-  }
-  return env;
 }
 
 async function closeEnv(env: Env): Promise<void> {
-  const errors: unknown[] = [];
-  for (const node of env.nodes.splice(0)) await node.close().catch((e: unknown) => errors.push(e));
-  if (env.place.schema !== null) await dropSchema(env.place.schema);
-  if (errors.length > 0) throw errors[0];
+  await closeNodes(env.place, env.nodes);
 }
 
 function nodeOf(env: Env, index: number): Node {

@@ -2,7 +2,37 @@
 // replays a run, a counterexample's path, the number of runs and shrinks) and the run of a
 // property that names the seed and the command that replays it when it fails.
 import fc from 'fast-check';
-import { STORE } from './helpers.ts';
+import type { PostgresStore } from '../src/store/postgres/postgres-store.ts';
+import type { SqliteStore } from '../src/store/sqlite/sqlite-store.ts';
+import { STORE, type StorePlace } from './helpers.ts';
+import { dropSchema } from './pg-helpers.ts';
+
+/** A store instance playing a node. */
+export type PropertyNode = SqliteStore | PostgresStore;
+
+/** Store instances on one place, open: `count` nodes (PostgreSQL), or the only one (SQLite). */
+export async function openNodes(place: StorePlace, count: number): Promise<PropertyNode[]> {
+  const nodes: PropertyNode[] = [];
+  try {
+    for (let i = 0; i < count; i++) {
+      const store = place.open();
+      nodes.push(store);
+      await store.open();
+    }
+  } catch (error) {
+    await closeNodes(place, nodes);
+    throw error;
+  }
+  return nodes;
+}
+
+/** Closes every node (all of them, whatever fails) and drops the place's schema. */
+export async function closeNodes(place: StorePlace, nodes: PropertyNode[]): Promise<void> {
+  const errors: unknown[] = [];
+  for (const node of nodes.splice(0)) await node.close().catch((e: unknown) => errors.push(e));
+  if (place.schema !== null) await dropSchema(place.schema);
+  if (errors.length > 0) throw errors[0];
+}
 
 export interface PropertySettings {
   /** The environment variables' prefix: `<prefix>_SEED`, `_PATH`, `_REPLAY`, `_RUNS`, `_SHRINKS`. */

@@ -51,12 +51,16 @@ import type { EventType, OperationEvent } from '../src/domain/events.ts';
 import { newOperationId } from '../src/domain/ids.ts';
 import type { Delivery } from '../src/domain/webhooks.ts';
 import type { ConsumerLease } from '../src/store/consumers.ts';
-import type { PostgresStore } from '../src/store/postgres/postgres-store.ts';
-import type { SqliteStore } from '../src/store/sqlite/sqlite-store.ts';
 import type { ClaimResult, ClaimedDelivery, DispatchResult, LeaseRef } from '../src/store/store.ts';
-import { assertProperty, propertySettings } from './property-runner.ts';
+import {
+  assertProperty,
+  closeNodes,
+  openNodes,
+  propertySettings,
+  type PropertyNode,
+} from './property-runner.ts';
 import { STORE, newStorePlace, onStore, type StorePlace } from './helpers.ts';
-import { adminQuery, dropSchema } from './pg-helpers.ts';
+import { adminQuery } from './pg-helpers.ts';
 import {
   CALLBACK,
   TENANTS,
@@ -97,7 +101,7 @@ const DISPATCH_LEASE_MS = 10_000;
 const OP_LEASE_MS = 1_000_000_000_000;
 const CONSUMER = 'webhooks';
 
-type Node = SqliteStore | PostgresStore;
+type Node = PropertyNode;
 
 interface Env {
   place: StorePlace;
@@ -106,25 +110,12 @@ interface Env {
 }
 
 async function openEnv(scheduler: fc.Scheduler): Promise<Env> {
-  const env: Env = { place: newStorePlace(), nodes: [], scheduler };
-  try {
-    for (let i = 0; i < NODES; i++) {
-      const store = env.place.open();
-      env.nodes.push(store);
-      await store.open();
-    }
-  } catch (error) {
-    await closeEnv(env);
-    throw error;
-  }
-  return env;
+  const place = newStorePlace();
+  return { place, nodes: await openNodes(place, NODES), scheduler };
 }
 
 async function closeEnv(env: Env): Promise<void> {
-  const errors: unknown[] = [];
-  for (const node of env.nodes.splice(0)) await node.close().catch((e: unknown) => errors.push(e));
-  if (env.place.schema !== null) await dropSchema(env.place.schema);
-  if (errors.length > 0) throw errors[0];
+  await closeNodes(env.place, env.nodes);
 }
 
 function nodeOf(env: Env, index: number): Node {
