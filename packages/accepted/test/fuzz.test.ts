@@ -1673,11 +1673,6 @@ describe(onStore('fuzz: every JSON route of the OpenAPI document'), { timeout: 2
     await new Promise<void>((resolve) =>
       receiver ? receiver.server.close(() => resolve()) : resolve(),
     );
-    if (undocumented.size > 0) {
-      console.log(
-        `# answers the document does not name for their route:\n${[...undocumented].map(([k, n]) => `#   ${k} (${n}×)`).join('\n')}`,
-      );
-    }
   });
 
   it('builds a generator for every route of the document', () => {

@@ -20,6 +20,7 @@ import type { EventType, OperationEvent } from '../src/domain/events.ts';
 import { canTransition } from '../src/domain/status.ts';
 import type { Operation, OperationStatus } from '../src/domain/operation.ts';
 import type { ClaimResult, LeaseRef, LeaseState } from '../src/store/store.ts';
+import { searchOrders } from './property-runner.ts';
 
 /** One epoch of the virtual clock: moving to the next one expires every lease not renewed. */
 export const EPOCH_MS = 100_000_000;
@@ -490,50 +491,13 @@ export function linearize(
   mode: ApplyMode,
   accept: (m: Model) => string[],
 ): { model: Model } | { error: string } {
-  let deepest = { depth: -1, error: 'no order of the calls explains the answers' };
-  const search = (model: Model, left: number[], path: string[]): Model | null => {
-    if (left.length === 0) {
-      const mismatches = accept(model);
-      if (mismatches.length === 0) return model;
-      if (path.length >= deepest.depth) {
-        deepest = {
-          depth: path.length,
-          error: `in the order ${path.join(' ; ')}, the state differs: ${mismatches.slice(0, 8).join('; ')}`,
-        };
-      }
-      return null;
-    }
-    for (const i of left) {
-      const call = calls[i];
-      if (!call) continue;
-      const next = apply(model, call.action, call.observed, mode);
-      const label = describeAction(call.action);
-      if (typeof next === 'string') {
-        if (path.length > deepest.depth) {
-          deepest = {
-            depth: path.length,
-            error: `after ${path.length > 0 ? path.join(' ; ') : 'nothing'}: ${label} ${next}`,
-          };
-        }
-        continue;
-      }
-      for (const candidate of next) {
-        const found = search(
-          candidate,
-          left.filter((j) => j !== i),
-          [...path, label],
-        );
-        if (found) return found;
-      }
-    }
-    return null;
-  };
-  const found = search(
-    m,
-    calls.map((_, i) => i),
-    [],
-  );
-  return found ? { model: found } : { error: deepest.error };
+  return searchOrders({
+    start: m,
+    calls,
+    step: (model, call) => apply(model, call.action, call.observed, mode),
+    label: (call) => describeAction(call.action),
+    finish: accept,
+  });
 }
 
 /** The events of `log` by operation, in log order. */

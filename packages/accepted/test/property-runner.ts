@@ -111,3 +111,61 @@ export async function assertProperty<T>(options: {
     diagnostic(`calls: ${calls.map(([k, n]) => `${k} ${n}`).join(', ')}`);
   }
 }
+
+/**
+ * Some order of calls made at once that explains them: each call, applied to the model in that
+ * order, is answered as the store answered it (`step` gives the models that follow, or why the
+ * call cannot be answered so), and the model at the end satisfies `finish` (no differences).
+ * The model after them, or the error of the order that went furthest.
+ */
+export function searchOrders<M, C>(options: {
+  start: M;
+  calls: readonly C[];
+  step: (model: M, call: C) => readonly M[] | string;
+  label: (call: C) => string;
+  finish: (model: M) => string[];
+}): { model: M } | { error: string } {
+  const { calls, step, label, finish } = options;
+  let deepest = { depth: -1, error: 'no order of the calls explains the answers' };
+  const search = (model: M, left: number[], path: string[]): M | null => {
+    if (left.length === 0) {
+      const differences = finish(model);
+      if (differences.length === 0) return model;
+      if (path.length >= deepest.depth) {
+        deepest = {
+          depth: path.length,
+          error: `in the order ${path.join(' ; ')}, the state differs: ${differences.slice(0, 8).join('; ')}`,
+        };
+      }
+      return null;
+    }
+    for (const i of left) {
+      const call = calls[i] as C;
+      const next = step(model, call);
+      if (typeof next === 'string') {
+        if (path.length > deepest.depth) {
+          deepest = {
+            depth: path.length,
+            error: `after ${path.length > 0 ? path.join(' ; ') : 'nothing'}: ${label(call)} ${next}`,
+          };
+        }
+        continue;
+      }
+      for (const candidate of next) {
+        const found = search(
+          candidate,
+          left.filter((j) => j !== i),
+          [...path, label(call)],
+        );
+        if (found) return found;
+      }
+    }
+    return null;
+  };
+  const found = search(
+    options.start,
+    calls.map((_, i) => i),
+    [],
+  );
+  return found ? { model: found } : { error: deepest.error };
+}

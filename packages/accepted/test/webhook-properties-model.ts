@@ -24,9 +24,10 @@
  *      changes nothing.
  */
 import type { OperationEvent } from '../src/domain/events.ts';
-import type { Delivery, Endpoint } from '../src/domain/webhooks.ts';
+import type { Attempt, Delivery, Endpoint } from '../src/domain/webhooks.ts';
 import type { ConsumerLease, ConsumerRef } from '../src/store/consumers.ts';
 import type { ClaimedDelivery, DispatchResult, LeaseRef } from '../src/store/store.ts';
+import { searchOrders } from './property-runner.ts';
 
 export const CALLBACK = 'callback';
 export const TENANTS = ['t1', 't2'] as const;
@@ -42,34 +43,38 @@ export const TYPE_FILTERS: readonly (readonly string[] | null)[] = [
 
 // ---- what the store holds, as read with SQL -------------------------------------------------
 
-export interface DeliveryRowState {
+/**
+ * A delivery row: the domain's fields, and what only the row holds (the event's seq and type
+ * and the status as stored, unchecked strings, so that a wrong value shows; the lease; the
+ * last replay).
+ */
+export interface DeliveryRowState extends Pick<
+  Delivery,
+  | 'id'
+  | 'tenant'
+  | 'target'
+  | 'operationId'
+  | 'attempts'
+  | 'roundStart'
+  | 'nextAttemptAt'
+  | 'lastStatus'
+  | 'lastError'
+  | 'createdAt'
+  | 'deliveredAt'
+> {
   pk: number;
-  id: string;
-  tenant: string;
-  target: string;
-  operationId: string;
   seq: number;
   eventType: string;
   status: string;
-  attempts: number;
-  roundStart: number;
-  nextAttemptAt: number | null;
-  lastStatus: number | null;
-  lastError: string | null;
-  createdAt: number;
-  deliveredAt: number | null;
   leaseUntil: number | null;
   leaseToken: string | null;
   replayedAt: number | null;
 }
 
-export interface AttemptRowState {
-  attempt: number;
-  startedAt: number;
-  durationMs: number;
-  status: number | null;
-  error: string | null;
-}
+export type AttemptRowState = Pick<
+  Attempt,
+  'attempt' | 'startedAt' | 'durationMs' | 'status' | 'error'
+>;
 
 export interface EndpointRowState {
   id: string;
@@ -763,44 +768,16 @@ export function linearize(
   ctx: Context,
   differences: (candidate: Model) => string[],
 ): { model: Model } | { error: string } {
-  let deepest = { depth: -1, error: 'no order' };
-  const search = (model: Model, left: number[], path: string[]): Model | null => {
-    if (left.length === 0) {
-      const diff = differences(model);
-      if (diff.length === 0) return model;
-      if (path.length >= deepest.depth) {
-        deepest = {
-          depth: path.length,
-          error: `in the order ${path.join(' ; ')}: ${diff.slice(0, 6).join(' | ')}`,
-        };
-      }
-      return null;
-    }
-    for (const i of left) {
-      const call = calls[i] as Call;
+  return searchOrders({
+    start: m,
+    calls,
+    step: (model, call) => {
       const next = apply(model, call.action, call.observed, ctx);
-      const label = describeAction(call.action);
-      if (typeof next === 'string') {
-        if (path.length > deepest.depth) {
-          deepest = { depth: path.length, error: `after [${path.join(' ; ')}]: ${next}` };
-        }
-        continue;
-      }
-      const found = search(
-        next,
-        left.filter((j) => j !== i),
-        [...path, label],
-      );
-      if (found) return found;
-    }
-    return null;
-  };
-  const found = search(
-    m,
-    calls.map((_, i) => i),
-    [],
-  );
-  return found ? { model: found } : { error: deepest.error };
+      return typeof next === 'string' ? next : [next];
+    },
+    label: (call) => describeAction(call.action),
+    finish: differences,
+  });
 }
 
 // ---- the invariants -------------------------------------------------------------------------

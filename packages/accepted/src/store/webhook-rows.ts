@@ -586,8 +586,13 @@ export const WEBHOOK_SQL = Object.freeze({
     ORDER BY e.seq`,
   recordedDelivery: `SELECT pk, target, status, attempts, lease_token, replayed_at
     FROM webhook_deliveries WHERE id = $1`,
-  /** A delivery's target (it never changes), read before any lock is taken. */
-  deliveryTarget: `SELECT target FROM webhook_deliveries WHERE id = $1`,
+  /**
+   * Locks a delivery's endpoint row, found through the delivery (whose target never changes)
+   * without locking the delivery: endpoint before delivery is the order every writer takes.
+   * A callback delivery has no endpoint row and locks nothing. PostgreSQL only.
+   */
+  lockDeliveryEndpoint: `SELECT 1 FROM webhook_endpoints e
+    JOIN webhook_deliveries d ON d.target = e.id WHERE d.id = $1 FOR UPDATE OF e`,
   insertAttempt: `INSERT INTO webhook_attempts (delivery_pk, attempt, started_at, duration_ms,
       status, error, response_body) VALUES ($1, $2, $3, $4, $5, $6, $7)
     ON CONFLICT (delivery_pk, attempt) DO UPDATE SET started_at = excluded.started_at,

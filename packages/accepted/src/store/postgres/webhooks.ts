@@ -333,14 +333,7 @@ export class PostgresWebhooks implements api.WebhookStore {
   recordAttempt(outcome: api.AttemptOutcome): Promise<void> {
     return this.access.write(async (tx, append) => {
       const { attempt } = outcome;
-      const target = await this.first<{ target: string }>(tx, SQL.deliveryTarget, [
-        attempt.deliveryId,
-      ]);
-      if (target && target.target !== CALLBACK_TARGET) {
-        await query(tx, 'SELECT 1 FROM webhook_endpoints WHERE id = $1 FOR UPDATE', [
-          target.target,
-        ]);
-      }
+      await query(tx, SQL.lockDeliveryEndpoint, [attempt.deliveryId]);
       const row = await this.first<rows.RecordedRow>(tx, `${SQL.recordedDelivery} FOR UPDATE`, [
         attempt.deliveryId,
       ]);
