@@ -412,7 +412,7 @@ describe(onStore('slow consumers'), { timeout: 120_000 }, () => {
         60_000,
       );
     }
-    const echoes = [];
+    const echoes: { id: string }[] = [];
     for (let i = 0; i < 40; i++) echoes.push(await submit(api, { type: 'demo.echo', input: i }));
     const op = echoes.at(-1) as { id: string };
     let maxHeld = 0;
@@ -422,9 +422,14 @@ describe(onStore('slow consumers'), { timeout: 120_000 }, () => {
         const stats = api.app.streamHub.stats();
         maxHeld = Math.max(maxHeld, stats.maxHeld);
         fellBehind ||= stats.behind > 0;
-        return healthy.events.some((e) => e.type === 'operation.succeeded');
+        // Every echo's end, not just any end: the bursts ended before the echoes were
+        // submitted, so "some succeeded event" would hold before the echoes reach it.
+        const ended = new Set(
+          healthy.events.filter((e) => e.type === 'operation.succeeded').map((e) => e.operationId),
+        );
+        return echoes.every((echo) => ended.has(echo.id));
       },
-      'the healthy reader gets the end',
+      'the healthy reader gets the end of every echo',
       60_000,
     );
     // The healthy reader saw every state in order, ending with the result.
