@@ -4,7 +4,6 @@
  * (`ACCEPTED_TEST_STORE`; `scripts/test.mjs` runs this file on both).
  */
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
 import Database from 'better-sqlite3';
@@ -32,65 +31,9 @@ import {
   type StoreKind as Kind,
 } from './helpers.ts';
 import { PG_URL, adminQuery, dropSchema, newSchema } from './pg-helpers.ts';
+import { Receiver, type Reply } from './receiver.ts';
 
 // ---- a real receiver ------------------------------------------------------------------------
-
-interface Reply {
-  status: number;
-  headers?: Record<string, string>;
-}
-
-interface Received {
-  path: string;
-  headers: http.IncomingHttpHeaders;
-  body: string;
-}
-
-/**
- * An HTTP receiver on loopback. `answer` may return a promise (to hold a request open); the
- * receiver counts, per `webhook-id`, how many requests were open at once.
- */
-class Receiver {
-  readonly received: Received[] = [];
-  answer: (request: Received, index: number) => Reply | Promise<Reply> = () => ({ status: 200 });
-  private readonly open = new Map<string, number>();
-  /** The most requests of one webhook-id open at the same time. */
-  maxConcurrentPerId = 0;
-  private readonly server = http.createServer((req, res) => {
-    const id = String(req.headers['webhook-id']);
-    const now = (this.open.get(id) ?? 0) + 1;
-    this.open.set(id, now);
-    this.maxConcurrentPerId = Math.max(this.maxConcurrentPerId, now);
-    const chunks: Buffer[] = [];
-    req.on('data', (chunk: Buffer) => chunks.push(chunk));
-    req.on('end', () => {
-      const request = {
-        path: req.url ?? '',
-        headers: req.headers,
-        body: Buffer.concat(chunks).toString('utf8'),
-      };
-      this.received.push(request);
-      void Promise.resolve(this.answer(request, this.received.length - 1)).then((reply) => {
-        this.open.set(id, (this.open.get(id) ?? 1) - 1);
-        if (res.destroyed) return;
-        res.writeHead(reply.status, reply.headers ?? {});
-        res.end('ok');
-      });
-    });
-  });
-  url = '';
-
-  async start(): Promise<this> {
-    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
-    return this;
-  }
-
-  close(): Promise<void> {
-    this.server.closeAllConnections();
-    return new Promise((resolve) => this.server.close(() => resolve()));
-  }
-}
 
 /** A loopback port nothing listens on (taken, then released). */
 async function closedPort(): Promise<number> {

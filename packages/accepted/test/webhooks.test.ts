@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type http from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import type { Accepted } from '../src/engine/accepted.ts';
@@ -11,75 +10,12 @@ import { createHttpServer } from '../src/server/http.ts';
 import { createWebhooks, type WebhookOptions, type Webhooks } from '../src/webhooks/service.ts';
 import { verifyWebhook } from '../src/webhooks/signature.ts';
 import { eventually, onStore, startEngine, startServer, tempDir } from './helpers.ts';
+import { Receiver } from './receiver.ts';
 
 const KEY_ACME = 'acme-key-0123456789abcdef';
 const KEY_BETA = 'beta-key-0123456789abcdef';
 const ACME = { authorization: `Bearer ${KEY_ACME}` };
 const BETA = { authorization: `Bearer ${KEY_BETA}` };
-
-/** One request as the receiver saw it: headers and the exact body bytes. */
-interface Received {
-  path: string;
-  headers: http.IncomingHttpHeaders;
-  body: string;
-  at: number;
-}
-
-/**
- * A real HTTP receiver on loopback. `answer` decides each response (status, delay, headers);
- * by default 200.
- */
-class Receiver {
-  readonly received: Received[] = [];
-  answer: (
-    request: Received,
-    index: number,
-  ) => { status: number; delayMs?: number; headers?: Record<string, string>; body?: string } =
-    () => ({ status: 200 });
-  private server = http.createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (chunk: Buffer) => chunks.push(chunk));
-    req.on('end', () => {
-      const request = {
-        path: req.url ?? '',
-        headers: req.headers,
-        body: Buffer.concat(chunks).toString('utf8'),
-        at: Date.now(),
-      };
-      this.received.push(request);
-      const reply = this.answer(request, this.received.length - 1);
-      const send = () => {
-        if (res.destroyed) return;
-        res.writeHead(reply.status, reply.headers ?? {});
-        res.end(reply.body ?? 'ok');
-      };
-      if (reply.delayMs) setTimeout(send, reply.delayMs);
-      else send();
-    });
-  });
-  url = '';
-
-  async start(): Promise<this> {
-    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
-    return this;
-  }
-
-  /** Requests for one path, parsed. */
-  at(path: string): {
-    headers: http.IncomingHttpHeaders;
-    payload: { type: string; data: { seq: number; operationId: string; type: string } };
-  }[] {
-    return this.received
-      .filter((r) => r.path === path)
-      .map((r) => ({ headers: r.headers, payload: JSON.parse(r.body) as never }));
-  }
-
-  close(): Promise<void> {
-    this.server.closeAllConnections();
-    return new Promise((resolve) => this.server.close(() => resolve()));
-  }
-}
 
 interface Api {
   accepted: Accepted;

@@ -191,6 +191,9 @@ export class Webhooks {
     this.timers.push(poll, purge);
     this.dispatch();
     this.pump();
+    // Retention at start too, not only hourly: a node restarted more often than that (every
+    // deploy) would otherwise never purge.
+    void this.purge();
   }
 
   /** Stops taking new work and waits (up to `timeoutMs`) for attempts in flight. */

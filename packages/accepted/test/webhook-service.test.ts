@@ -1,0 +1,599 @@
+/**
+ * The webhook service's own decisions (webhooks/service.ts), driven through its API on a real
+ * store and a real loopback receiver, without the HTTP server: what an answer means for a
+ * delivery and its endpoint (410, the schedule and its jitter, Retry-After, disabling after
+ * failing too long), what an attempt sends and records, the dispatcher's lease (taken,
+ * respected, given back), the sender's wake-ups, retention, and the store it refuses. Fast
+ * enough for StrykerJS to run for every mutant of the file (docs/testing.md).
+ *
+ * The store runs behind a proxy that records the calls the service makes (their arguments
+ * only; every call goes to the real store), so that the lease lengths it asks for are seen.
+ */
+import assert from 'node:assert/strict';
+import net, { type AddressInfo } from 'node:net';
+import { after, describe, it } from 'node:test';
+import { ConfigError } from '../src/domain/options.ts';
+import type { Logger } from '../src/domain/logger.ts';
+import { WEBHOOK_LIMITS, type Delivery } from '../src/domain/webhooks.ts';
+import type { Accepted } from '../src/engine/accepted.ts';
+import { demoOperations } from '../src/engine/demo.ts';
+import type { Store } from '../src/store/store.ts';
+import {
+  createWebhooks,
+  publicKeyOf,
+  type WebhookOptions,
+  type Webhooks,
+} from '../src/webhooks/service.ts';
+import { generateSigningKeyPair, verifyWebhook } from '../src/webhooks/signature.ts';
+import { eventually, startEngine, testStore } from './helpers.ts';
+import { Receiver, type Reply } from './receiver.ts';
+
+const TENANT = 'acme';
+
+interface Line {
+  level: string;
+  obj: Record<string, unknown>;
+  msg: string;
+}
+
+/** A logger that keeps every line with its object. */
+function keptLogger(): Logger & { lines: Line[] } {
+  const lines: Line[] = [];
+  const at = (level: string) => (obj: object, msg?: string) => {
+    lines.push({ level, obj: obj as Record<string, unknown>, msg: msg ?? '' });
+  };
+  return { lines, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
+}
+
+interface Call {
+  method: string;
+  args: unknown[];
+}
+
+/** `target` with each method call recorded in `calls` as `<prefix>.<method>`, then made. */
+function recording<T extends object>(target: T, prefix: string, calls: Call[]): T {
+  return new Proxy(target, {
+    get(object, property) {
+      const value: unknown = Reflect.get(object, property, object);
+      if (typeof value !== 'function') return value;
+      return (...args: unknown[]): unknown => {
+        calls.push({ method: `${prefix}.${String(property)}`, args });
+        return (value as (...a: unknown[]) => unknown).apply(object, args);
+      };
+    },
+  });
+}
+
+/**
+ * The real store, with its `webhooks` and `consumers` recorded; `hide` makes those
+ * capabilities absent (a store that lacks them).
+ */
+function observedStore(store: Store, calls: Call[], hide: ('webhooks' | 'consumers')[] = []) {
+  const webhooks = store.webhooks && recording(store.webhooks, 'webhooks', calls);
+  const consumers = store.consumers && recording(store.consumers, 'consumers', calls);
+  return new Proxy(store, {
+    get(object, property) {
+      if (property === 'webhooks') return hide.includes('webhooks') ? undefined : webhooks;
+      if (property === 'consumers') return hide.includes('consumers') ? undefined : consumers;
+      const value: unknown = Reflect.get(object, property, object);
+      return typeof value === 'function' ? (value as () => unknown).bind(object) : value;
+    },
+  });
+}
+
+interface Service {
+  accepted: Accepted;
+  webhooks: Webhooks;
+  calls: Call[];
+  logger: Logger & { lines: Line[] };
+}
+
+const cleanups: (() => Promise<void>)[] = [];
+after(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup();
+});
+
+async function engine(calls: Call[]): Promise<Accepted> {
+  const store = observedStore(testStore(), calls);
+  return startEngine({ operations: demoOperations, store });
+}
+
+/** An engine and its webhook service, started (unless `start` is false). */
+async function service(
+  options: Partial<WebhookOptions> = {},
+  { start = true, calls = [] as Call[] } = {},
+): Promise<Service> {
+  const accepted = options.accepted ?? (await engine(calls));
+  const logger = keptLogger();
+  const webhooks = createWebhooks({
+    accepted,
+    allow: ['127.0.0.0/8'],
+    retrySchedule: [0],
+    timeoutMs: 2000,
+    pollIntervalMs: 50,
+    logger,
+    ...options,
+  });
+  if (start) webhooks.start();
+  cleanups.push(() => webhooks.stop(100));
+  return { accepted, webhooks, calls, logger };
+}
+
+async function receiver(answer?: Receiver['answer']): Promise<Receiver> {
+  const r = await new Receiver().start();
+  if (answer) r.answer = answer;
+  cleanups.push(() => r.close());
+  return r;
+}
+
+/** An endpoint for one event type only (`operation.succeeded`), so one delivery per operation. */
+async function endpoint(
+  svc: Service,
+  url: string,
+  extra: { retrySchedule?: number[]; ed25519?: boolean } = {},
+) {
+  return svc.webhooks.createEndpoint(TENANT, {
+    url,
+    eventTypes: ['operation.succeeded'],
+    ...extra,
+  });
+}
+
+async function deliveriesOf(svc: Service, endpointId?: string): Promise<Delivery[]> {
+  const page = await svc.webhooks.store.listDeliveries({
+    tenant: TENANT,
+    limit: 100,
+    ...(endpointId ? { endpointId } : {}),
+  });
+  return page.items;
+}
+
+/** The one delivery to an endpoint once `check` holds for it. */
+async function deliveryWhen(
+  svc: Service,
+  endpointId: string,
+  check: (d: Delivery) => boolean,
+  ms?: number,
+): Promise<Delivery> {
+  let found: Delivery | undefined;
+  await eventually(async () => {
+    found = (await deliveriesOf(svc, endpointId)).find(check);
+    return found !== undefined;
+  }, ms);
+  return found as Delivery;
+}
+
+function submit(svc: Service, callbackUrl?: string) {
+  return svc.accepted.submit(
+    'demo.echo',
+    { hello: 'world' },
+    {
+      tenant: TENANT,
+      ...(callbackUrl ? { callbackUrl } : {}),
+    },
+  );
+}
+
+/** A loopback port nothing listens on (taken, then released). */
+async function closedPort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+describe('webhook service: what an answer means', { timeout: 60_000 }, () => {
+  it('a 410 fails the delivery at once and disables its endpoint (GONE) with a warning; a callback answering 410 fails that delivery only', async () => {
+    const svc = await service({ retrySchedule: [0, 0, 0] });
+    const gone = await receiver(() => ({ status: 410 }));
+    const { endpoint: ep } = await endpoint(svc, `${gone.url}/gone`);
+    const op = await submit(svc, `${gone.url}/callback`);
+    const failed = await deliveryWhen(svc, ep.id, (d) => d.status === 'failed');
+    assert.equal(failed.attempts, 1, 'a 410 is not retried');
+    assert.equal(failed.lastStatus, 410);
+    const after = await svc.webhooks.getEndpoint(TENANT, ep.id);
+    assert.equal(after.enabled, false);
+    assert.equal(after.disabledReason, 'GONE');
+    // The callback line: every event of the operation, each failed after one attempt (a 410
+    // ends a delivery), and the next one still sent (nothing disables a callback URL).
+    let callbacks: Delivery[] = [];
+    await eventually(async () => {
+      callbacks = (await deliveriesOf(svc)).filter(
+        (d) => d.target === 'callback' && d.operationId === op.id,
+      );
+      return callbacks.length === 3 && callbacks.every((d) => d.status === 'failed');
+    });
+    assert.deepEqual(
+      callbacks.map((d) => d.attempts),
+      [1, 1, 1],
+    );
+    const warnings = svc.logger.lines.filter((l) => l.level === 'warn');
+    assert.deepEqual(
+      warnings.map((l) => ({ ...l.obj, msg: l.msg })),
+      [{ endpoint: ep.id, reason: 'GONE', msg: 'The endpoint answered 410 Gone: disabled.' }],
+      'one warning, for the endpoint, none for the callback',
+    );
+    assert.equal(svc.webhooks.stats.failed, 4);
+    assert.equal(svc.webhooks.stats.attempts, 4);
+    assert.equal(svc.webhooks.stats.retried, 0);
+    assert.equal(svc.webhooks.stats.delivered, 0);
+  });
+
+  it('retries on the schedule until it runs out, then fails; a replay starts the schedule again', async () => {
+    const svc = await service({ retrySchedule: [0, 0] });
+    const failing = await receiver(() => ({ status: 500 }));
+    const { endpoint: ep } = await endpoint(svc, `${failing.url}/e`);
+    await submit(svc);
+    const failed = await deliveryWhen(svc, ep.id, (d) => d.status === 'failed');
+    assert.equal(failed.attempts, 3, 'the first attempt and one per delay of the schedule');
+    assert.deepEqual(
+      { ...svc.webhooks.stats, lag: 0, dispatching: true },
+      {
+        dispatched: 1,
+        attempts: 3,
+        delivered: 0,
+        failed: 1,
+        retried: 2,
+        lag: 0,
+        dispatching: true,
+      },
+    );
+    await svc.webhooks.replayDelivery(TENANT, failed.id);
+    const again = await deliveryWhen(svc, ep.id, (d) => d.status === 'failed' && d.attempts > 3);
+    assert.equal(again.attempts, 6, 'the replay gets the whole schedule again');
+    assert.equal((await svc.webhooks.store.listAttempts(failed.id, TENANT)).length, 6);
+    // Once the receiver answers, the endpoint's replay since a time sends it once more.
+    failing.answer = () => ({ status: 204 });
+    assert.equal(await svc.webhooks.replayEndpoint(TENANT, ep.id, 0), 1);
+    const delivered = await deliveryWhen(svc, ep.id, (d) => d.status === 'delivered');
+    assert.equal(delivered.attempts, 7);
+    assert.equal(svc.webhooks.stats.delivered, 1);
+  });
+
+  it("waits the schedule's delay jittered within 20%, the endpoint's own schedule first, or what a 429 or 503 asks in Retry-After (at most a day); not a 500's", async () => {
+    const SERVER_DELAY = 20_000;
+    const svc = await service({ retrySchedule: [SERVER_DELAY] });
+    const answers: Record<string, Reply> = {
+      '/plain': { status: 500 },
+      '/500-retry-after': { status: 500, headers: { 'retry-after': '2' } },
+      '/429-bare': { status: 429 },
+      '/503-retry-after': { status: 503, headers: { 'retry-after': '2' } },
+      '/429-for-ever': { status: 429, headers: { 'retry-after': String(10 * 24 * 3600) } },
+      '/own-schedule': { status: 500 },
+    };
+    const rx = await receiver((request) => answers[request.path] ?? { status: 200 });
+    const ids: Record<string, string> = {};
+    for (const path of Object.keys(answers)) {
+      const { endpoint: ep } = await endpoint(
+        svc,
+        `${rx.url}${path}`,
+        path === '/own-schedule' ? { retrySchedule: [5_000] } : {},
+      );
+      ids[path] = ep.id;
+    }
+    await submit(svc);
+    /** How long after its first attempt ended each delivery is due again. */
+    const waits: Record<string, number> = {};
+    for (const [path, id] of Object.entries(ids)) {
+      const d = await deliveryWhen(svc, id, (x) => x.attempts === 1 && x.nextAttemptAt !== null);
+      assert.equal(d.status, 'pending');
+      const [first] = await svc.webhooks.store.listAttempts(d.id, TENANT);
+      assert.ok(first);
+      waits[path] = (d.nextAttemptAt ?? 0) - (first.startedAt + first.durationMs);
+    }
+    // The due time is taken a little after the attempt's recorded end (never before it), so
+    // each wait is at least its delay and at most its delay plus that moment.
+    const within = (path: string, min: number, max: number) => {
+      const wait = waits[path] ?? NaN;
+      assert.ok(
+        wait >= min - 1 && wait <= max + 2_000,
+        `${path}: waits ${wait} ms, not ${min}..${max}`,
+      );
+    };
+    within('/plain', 0.8 * SERVER_DELAY, 1.2 * SERVER_DELAY);
+    within('/500-retry-after', 0.8 * SERVER_DELAY, 1.2 * SERVER_DELAY);
+    within('/429-bare', 0.8 * SERVER_DELAY, 1.2 * SERVER_DELAY);
+    within('/own-schedule', 0.8 * 5_000, 1.2 * 5_000);
+    within('/503-retry-after', 2_000, 2_000);
+    within('/429-for-ever', WEBHOOK_LIMITS.retryAfterMaxMs, WEBHOOK_LIMITS.retryAfterMaxMs);
+    assert.equal(svc.webhooks.stats.retried, 6);
+  });
+
+  it('disables an endpoint that has failed every attempt for disableAfterMs (FAILING) at its next failure, which fails the delivery; the warning says since when', async () => {
+    const svc = await service({
+      retrySchedule: Array.from({ length: 40 }, () => 100),
+      disableAfterMs: 600,
+    });
+    const rx = await receiver(() => ({ status: 500 }));
+    const { endpoint: ep } = await endpoint(svc, `${rx.url}/failing`);
+    await submit(svc);
+    const failed = await deliveryWhen(svc, ep.id, (d) => d.status === 'failed');
+    const attempts = await svc.webhooks.store.listAttempts(failed.id, TENANT);
+    assert.ok(attempts.length >= 2, `disabled after ${attempts.length} attempt(s)`);
+    assert.ok(attempts.length < 41, 'disabled before the schedule ran out');
+    const first = attempts[0];
+    const last = attempts.at(-1);
+    assert.ok(first && last);
+    assert.ok(
+      last.startedAt + last.durationMs - first.startedAt >= 600,
+      'not before disableAfterMs had passed',
+    );
+    const after = await svc.webhooks.getEndpoint(TENANT, ep.id);
+    assert.equal(after.enabled, false);
+    assert.equal(after.disabledReason, 'FAILING');
+    const warning = svc.logger.lines.find((l) => l.level === 'warn');
+    assert.ok(warning);
+    assert.deepEqual(warning.obj, { endpoint: ep.id, reason: 'FAILING' });
+    assert.equal(
+      warning.msg,
+      `The endpoint has failed every attempt since ${new Date(first.startedAt).toISOString()}: disabled.`,
+    );
+  });
+});
+
+describe('webhook service: what an attempt sends and records', { timeout: 60_000 }, () => {
+  it('signs (v1, and v1a with an ed25519 key), names the event in webhook-id and the claim second in webhook-timestamp, and records the answer', async () => {
+    const svc = await service();
+    const rx = await receiver(() => ({ status: 200, body: 'thanks' }));
+    const { endpoint: ep, secret } = await endpoint(svc, `${rx.url}/signed`, { ed25519: true });
+    assert.ok(ep.signingKey);
+    const op = await submit(svc);
+    const delivered = await deliveryWhen(svc, ep.id, (d) => d.status === 'delivered');
+    const [request] = rx.received;
+    assert.ok(request);
+    const [attempt] = await svc.webhooks.store.listAttempts(delivered.id, TENANT);
+    assert.ok(attempt);
+    assert.equal(request.headers['content-type'], 'application/json');
+    assert.equal(request.headers['user-agent'], 'Accepted-Webhooks/1');
+    assert.equal(request.headers['webhook-id'], delivered.eventId);
+    assert.equal(
+      request.headers['webhook-timestamp'],
+      String(Math.floor(attempt.startedAt / 1000)),
+    );
+    const signatures = String(request.headers['webhook-signature']).split(' ');
+    assert.deepEqual(
+      signatures.map((s) => s.split(',')[0]),
+      ['v1', 'v1a'],
+    );
+    const publicKey = publicKeyOf(ep.signingKey);
+    const headers = {
+      'webhook-id': request.headers['webhook-id'] ?? '',
+      'webhook-timestamp': request.headers['webhook-timestamp'] ?? '',
+      'webhook-signature': String(request.headers['webhook-signature']),
+    };
+    verifyWebhook(secret, headers, request.body);
+    verifyWebhook(publicKey, headers, request.body);
+    // The Standard Webhooks body: the event's type and time, the wire event as data.
+    const [event] = (await svc.accepted.readEvents({ tenant: TENANT, operationId: op.id })).filter(
+      (e) => e.type === 'operation.succeeded',
+    );
+    assert.ok(event);
+    const body = JSON.parse(request.body) as {
+      type: string;
+      timestamp: string;
+      data: { seq: number; operationId: string };
+    };
+    assert.equal(body.type, 'operation.succeeded');
+    assert.equal(body.timestamp, new Date(event.time).toISOString());
+    assert.equal(body.data.seq, event.seq);
+    assert.equal(body.data.operationId, op.id);
+    assert.equal(attempt.status, 200);
+    assert.equal(attempt.error, null);
+    assert.equal(attempt.responseBody, 'thanks');
+    assert.ok(Number.isInteger(attempt.durationMs) && attempt.durationMs >= 0);
+    assert.equal(svc.webhooks.stats.delivered, 1);
+  });
+
+  it('publicKeyOf gives the public half of a signing key', () => {
+    const pair = generateSigningKeyPair();
+    assert.equal(publicKeyOf(pair.secretKey), pair.publicKey);
+  });
+
+  it('records a receiver that is not there as CONNECT_FAILED without a status, and retries it', async () => {
+    const svc = await service({ retrySchedule: [0] });
+    const port = await closedPort();
+    const { endpoint: ep } = await endpoint(svc, `http://127.0.0.1:${port}/nobody`);
+    await submit(svc);
+    const failed = await deliveryWhen(svc, ep.id, (d) => d.status === 'failed');
+    const attempts = await svc.webhooks.store.listAttempts(failed.id, TENANT);
+    assert.deepEqual(
+      attempts.map((a) => [a.status, a.error]),
+      [
+        [null, 'CONNECT_FAILED'],
+        [null, 'CONNECT_FAILED'],
+      ],
+    );
+  });
+});
+
+describe('webhook service: the dispatcher and the sender', { timeout: 60_000 }, () => {
+  it('leases the webhooks consumer for dispatchLeaseMs and each claim for twice the timeout and 5 s; stop waits for the attempt in flight, then gives the lease back', async () => {
+    const calls: Call[] = [];
+    let release = () => {};
+    const held = new Promise<Reply>((resolve) => {
+      release = () => resolve({ status: 200 });
+    });
+    const rx = await receiver(() => held);
+    const svc = await service(
+      { dispatchLeaseMs: 5_000, timeoutMs: 3_000, concurrency: 3 },
+      { calls },
+    );
+    const { endpoint: ep } = await endpoint(svc, `${rx.url}/held`);
+    await submit(svc);
+    await eventually(() => rx.received.length === 1);
+    const acquire = calls.find((c) => c.method === 'consumers.acquire');
+    assert.ok(acquire);
+    assert.deepEqual(
+      { ...(acquire.args[0] as object), now: 0 },
+      {
+        name: 'webhooks',
+        holder: svc.webhooks.holder,
+        leaseMs: 5_000,
+        now: 0,
+        startAt: 'latest',
+      },
+    );
+    const relay = await svc.webhooks.relay();
+    assert.ok(relay);
+    assert.equal(relay.holder, svc.webhooks.holder);
+    assert.equal(svc.webhooks.stats.dispatching, true);
+    const dispatches = calls.filter((c) => c.method === 'webhooks.dispatchDeliveries');
+    assert.ok(dispatches.every((c) => (c.args[0] as { limit: number }).limit === 500));
+    const claims = calls
+      .filter((c) => c.method === 'webhooks.claimDeliveries')
+      .map((c) => c.args[0] as { limit: number; leaseMs: number });
+    assert.ok(claims.length > 0);
+    assert.deepEqual(claims[0], { ...claims[0], limit: 3, leaseMs: 3_000 * 2 + 5_000 });
+    // Stopping with the request held: stop waits for its answer and its record.
+    let stopped = false;
+    const stopping = svc.webhooks.stop(30_000).then(() => {
+      stopped = true;
+    });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(stopped, false, 'stop waits for the attempt in flight');
+    release();
+    await stopping;
+    const [delivery] = await deliveriesOf(svc, ep.id);
+    assert.equal(delivery?.status, 'delivered', 'recorded before stop returned');
+    const released = await svc.webhooks.relay();
+    assert.equal(released?.holder, null, 'the lease is given back');
+    assert.equal(svc.webhooks.stats.dispatching, false);
+    await svc.webhooks.stop(); // a second stop is nothing
+  });
+
+  it("waits while another node's lease runs, then takes over from where it stopped", async () => {
+    const calls: Call[] = [];
+    const accepted = await engine(calls);
+    const consumers = accepted.store.consumers;
+    assert.ok(consumers);
+    const other = await consumers.acquire({
+      name: 'webhooks',
+      holder: 'another-node',
+      leaseMs: 1_500,
+      now: Date.now(),
+      startAt: 'latest',
+    });
+    assert.ok(other);
+    const svc = await service({ accepted, dispatchLeaseMs: 1_000 }, { calls });
+    const rx = await receiver();
+    const { endpoint: ep } = await endpoint(svc, `${rx.url}/later`);
+    await submit(svc);
+    // A pass has read the consumer (and its lag) and left it to the other node.
+    await eventually(() => svc.webhooks.stats.lag > 0);
+    assert.equal(svc.webhooks.stats.dispatching, false);
+    assert.equal((await svc.webhooks.relay())?.holder, 'another-node');
+    assert.deepEqual(await deliveriesOf(svc, ep.id), []);
+    // The other node's lease runs out: the poll's next pass takes the consumer over.
+    await deliveryWhen(svc, ep.id, (d) => d.status === 'delivered');
+    assert.equal((await svc.webhooks.relay())?.holder, svc.webhooks.holder);
+    assert.equal(svc.webhooks.stats.dispatching, true);
+    await eventually(() => svc.webhooks.stats.lag === 0);
+  });
+
+  it('a retry due before the next poll wakes the sender itself; replays send at once', async () => {
+    // The poll is a minute away: only the sender's own wake-ups can send in time.
+    const svc = await service({ retrySchedule: [200], pollIntervalMs: 60_000 });
+    const statuses = [503, 200, 500, 500, 200];
+    const rx = await receiver((_request, index) => ({ status: statuses[index] ?? 200 }));
+    const { endpoint: ep } = await endpoint(svc, `${rx.url}/woken`);
+    await submit(svc);
+    const delivered = await deliveryWhen(svc, ep.id, (d) => d.status === 'delivered', 30_000);
+    assert.equal(delivered.attempts, 2);
+    // Replayed: sent at once, failed, retried on the fresh schedule, failed for good.
+    await svc.webhooks.replayDelivery(TENANT, delivered.id);
+    const failed = await deliveryWhen(svc, ep.id, (d) => d.status === 'failed', 30_000);
+    assert.equal(failed.attempts, 4);
+    // Recovered with the endpoint's failed deliveries since a time: sent at once.
+    assert.equal(await svc.webhooks.replayEndpoint(TENANT, ep.id, 0), 1);
+    await deliveryWhen(svc, ep.id, (d) => d.status === 'delivered' && d.attempts === 5, 30_000);
+    assert.equal(rx.received.length, 5);
+  });
+
+  it('purges finished deliveries older than retentionMs when it starts, a thousand at a time, and keeps pending ones', async () => {
+    const calls: Call[] = [];
+    const accepted = await engine(calls);
+    const store = accepted.store.webhooks;
+    const consumers = accepted.store.consumers;
+    assert.ok(store && consumers);
+    // 1,001 deliveries made two minutes ago and failed since (their endpoint was deleted),
+    // and as many to an endpoint disabled before it could be sent to, pending.
+    const rx = await receiver();
+    const setup = await service({ accepted }, { start: false });
+    const { endpoint: old } = await endpoint(setup, `${rx.url}/old`);
+    const { endpoint: kept } = await endpoint(setup, `${rx.url}/kept`);
+    const ops = [];
+    for (let i = 0; i < 1_001; i++) ops.push(submit(setup));
+    await Promise.all(ops);
+    await eventually(async () => (await accepted.lastSeq()) >= 3 * 1_001);
+    const twoMinutesAgo = Date.now() - 120_000;
+    let lease = await consumers.acquire({
+      name: 'webhooks',
+      holder: 'setup',
+      leaseMs: 60_000,
+      now: twoMinutesAgo,
+      startAt: 'earliest',
+    });
+    assert.ok(lease);
+    let made = 0;
+    for (;;) {
+      const pass = await store.dispatchDeliveries({
+        lease,
+        limit: 500,
+        now: twoMinutesAgo,
+        newId: () => `dlv_${Math.random().toString(36).slice(2)}`,
+        newSecret: () => 'whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0IQ==',
+        payload: (event) => JSON.stringify({ type: event.type }),
+      });
+      lease = pass.lease;
+      made += pass.deliveries;
+      if (pass.events < 500) break;
+    }
+    assert.equal(made, 2 * 1_001);
+    await consumers.release(lease);
+    await setup.webhooks.updateEndpoint(TENANT, kept.id, { enabled: false }, undefined);
+    await setup.webhooks.deleteEndpoint(TENANT, old.id, undefined);
+    // The service starts: retention removes every finished one of two minutes ago.
+    calls.length = 0;
+    await service({ accepted, retentionMs: 60_000 });
+    await eventually(async () => {
+      const page = await store.listDeliveries({ tenant: TENANT, status: ['failed'], limit: 1 });
+      return page.items.length === 0;
+    });
+    const purges = calls
+      .filter((c) => c.method === 'webhooks.purgeDeliveries')
+      .map((c) => c.args as [number, number]);
+    assert.equal(purges.length, 2, 'a thousand, then the one left');
+    assert.ok(purges.every(([, limit]) => limit === 1_000));
+    const [cutoff] = purges[0] ?? [0];
+    assert.ok(
+      cutoff > twoMinutesAgo && cutoff <= Date.now() - 60_000,
+      'the cut is retentionMs ago',
+    );
+    const left = await store.listDeliveries({ tenant: TENANT, endpointId: kept.id, limit: 1 });
+    assert.equal(left.items[0]?.status, 'pending', 'pending ones stay');
+  });
+
+  it('refuses a store without the webhooks or consumers capabilities, naming them', async () => {
+    for (const hide of [['webhooks'], ['consumers'], ['webhooks', 'consumers']] as const) {
+      const calls: Call[] = [];
+      const accepted = await startEngine({
+        operations: demoOperations,
+        store: observedStore(testStore(), calls, [...hide]),
+      });
+      assert.throws(
+        () => createWebhooks({ accepted }),
+        (error: unknown) => {
+          assert.ok(error instanceof ConfigError);
+          assert.equal(error.option, 'store');
+          assert.equal(
+            error.message,
+            `Webhooks need a store with the ${hide.join(' and ')} capabilities (${hide.map((h) => `store.${h}`).join(', ')}); the ${accepted.store.kind} store has not.`,
+          );
+          assert.match(error.fix ?? '', /SQLite and PostgreSQL stores/);
+          return true;
+        },
+      );
+    }
+  });
+});
