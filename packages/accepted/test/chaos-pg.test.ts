@@ -6,6 +6,11 @@
 // away, and carry on by themselves; every acknowledged operation ends exactly once; and every
 // SSE client, resuming with Last-Event-ID across its dropped streams, receives the log with no
 // gap and no repeat (a slow client may be spared stale progress events: docs/streams.md).
+// One node reaches PostgreSQL through a TCP proxy that, during the load, lets a COMMIT through
+// and loses its answer (the connection dies after the server committed), several times: no
+// write is applied twice (each operation's log follows the rules, one event per transition,
+// versions without gap or repeat), every acknowledged submit exists once, and every submit
+// answered 503 exists at most once.
 // (It replaces the first test of #1, which had two nodes, a fast and an immediate restart and
 // an outage.)
 import assert from 'node:assert/strict';
@@ -23,6 +28,7 @@ import { startServer, tempDir, type Server } from './helpers.ts';
 import { pgClusterUnavailable, startPgCluster, type PgCluster } from './pg-cluster.ts';
 import type pg from 'pg';
 import { rawSession } from './pg-helpers.ts';
+import { startPgProxy } from './pg-proxy.ts';
 
 const unavailable = pgClusterUnavailable();
 
@@ -46,6 +52,13 @@ const FAULTS: { at: number; kind: 'terminate' | 'crash' | 'restart' | 'outage' }
 ];
 /** Long enough to be running when a fault comes, so that its lease is at stake. */
 const LONG_MS = 3_000;
+/** The node that reaches PostgreSQL through the proxy. */
+const PROXIED = NODES - 1;
+/**
+ * Acknowledged submits before each COMMIT answer the proxy loses (between the faults above,
+ * while the load runs): the server committed, the node learns only that the connection died.
+ */
+const LOSE_COMMIT_AT = [100, 200, 450, 550, 800, 900, 1_150, 1_250, 1_500, 1_800, 2_200, 2_400];
 
 /** The i-th submit of the load, and the status it must end in. */
 function submission(i: number): { body: Record<string, unknown>; ends: string } {
@@ -86,6 +99,74 @@ async function sql<T>(cluster: PgCluster, text: string): Promise<T[]> {
   }
 }
 
+/** An operation's row, and the submit (its `submit` label) it came from. */
+interface OperationRow {
+  id: string;
+  status: string;
+  version: number;
+  attempts: number;
+  submit: string | null;
+}
+/** An event of the table. */
+interface EventRow {
+  seq: number;
+  operation_id: string;
+  type: string;
+  version: number;
+  data: string;
+}
+
+/**
+ * The first way an operation's log (its events, by seq) breaks the rules, or null: it is
+ * queued once; each attempt starts once, from the queue, numbered 1, 2, ...; a running attempt
+ * reports each progress once (the demo handlers never report the same twice) and ends once,
+ * with a retry of that attempt or a terminal event, after which nothing comes; versions go
+ * 1, 2, ... with no gap or repeat, and the row has the last one and the attempts started. (No
+ * client cancels, retries or deletes here, and no node shuts down: nothing else may happen.)
+ */
+function logProblem(row: OperationRow, events: EventRow[]): string | null {
+  let state: 'new' | 'queued' | 'running' | 'ended' = 'new';
+  let attempt = 0;
+  const reported = new Set<string>();
+  for (const [i, event] of events.entries()) {
+    const at = `${event.type} (seq ${event.seq})`;
+    if (event.version !== i + 1) return `${at} has version ${event.version}, not ${i + 1}`;
+    const data = JSON.parse(event.data) as { attempt?: unknown };
+    if (event.type === 'operation.queued') {
+      if (state !== 'new') return `${at}: queued again, ${state}`;
+      state = 'queued';
+    } else if (event.type === 'operation.started') {
+      if (state !== 'queued' || data.attempt !== attempt + 1) {
+        return `${at}: attempt ${String(data.attempt)} started, ${state} after attempt ${attempt}`;
+      }
+      attempt++;
+      state = 'running';
+      reported.clear();
+    } else if (event.type === 'operation.progress') {
+      if (state !== 'running') return `${at} while ${state}`;
+      if (reported.has(event.data)) return `${at}: the same progress twice in attempt ${attempt}`;
+      reported.add(event.data);
+    } else if (event.type === 'operation.retrying') {
+      if (state !== 'running' || data.attempt !== attempt) {
+        return `${at} of attempt ${String(data.attempt)}, ${state} in attempt ${attempt}`;
+      }
+      state = 'queued';
+    } else if (TERMINAL.includes(event.type.slice('operation.'.length))) {
+      if (state !== 'running') return `${at} while ${state}`;
+      state = 'ended';
+    } else {
+      return `${at}: not expected here`;
+    }
+  }
+  if (state === 'new') return 'no operation.queued';
+  if (row.version !== events.length) {
+    return `the row is at version ${row.version}, its last event at ${events.length}`;
+  }
+  if (row.attempts !== attempt)
+    return `the row counts ${row.attempts} attempts, ${attempt} started`;
+  return null;
+}
+
 describe(
   'chaos on PostgreSQL: three nodes, killed backends, crashes, a restart and an outage',
   {
@@ -94,9 +175,12 @@ describe(
   () => {
     it('every acknowledged operation ends once, refusals are 503 + Retry-After, SSE clients see the log without gap or repeat', async (t) => {
       const cluster = await startPgCluster();
-      const args = ['--store', cluster.url, '--schema', SCHEMA, '--lease', '2s'];
+      const proxy = await startPgProxy(cluster.url);
+      const args = (url: string) => ['--store', url, '--schema', SCHEMA, '--lease', '2s'];
       const servers: Server[] = [];
-      for (let i = 0; i < NODES; i++) servers.push(await startServer(tempDir(), args));
+      for (let i = 0; i < NODES; i++) {
+        servers.push(await startServer(tempDir(), args(i === PROXIED ? proxy.url : cluster.url)));
+      }
       const deaths: string[] = [];
       for (const [i, server] of servers.entries()) {
         void server.exited.then((code) => deaths.push(`node ${i} exited with ${code}`));
@@ -112,6 +196,8 @@ describe(
 
       /** Acknowledged operations and the status each must end in. */
       const acknowledged = new Map<string, string>();
+      /** Every submit sent, by its `submit` label: its node, its answer, the id if 202. */
+      const tries = new Map<string, { node: number; answer: string; id: string | null }>();
       /** 503 answers, by node, and those that broke the rules (no Retry-After, ...). */
       const refused = servers.map(() => 0);
       const badRefusals: string[] = [];
@@ -135,12 +221,21 @@ describe(
           const node = lane % NODES; // each node has lanes of its own, all along
           const target = servers[node] as Server;
           const { body, ends } = submission(i);
-          for (;;) {
-            const answer = await request(`${target.url}/v1/operations`, { body });
+          for (let attempt = 1; ; attempt++) {
+            // Each try is labelled, so that the table says which tries were applied.
+            const tag = `${i}.${attempt}`;
+            const labels = { ...(body.labels as Record<string, string> | undefined), submit: tag };
+            const answer = await request(`${target.url}/v1/operations`, {
+              body: { ...body, labels },
+            });
             if (answer.status === 202) {
-              acknowledged.set((JSON.parse(answer.text) as { id: string }).id, ends);
+              const id = (JSON.parse(answer.text) as { id: string }).id;
+              acknowledged.set(id, ends);
+              tries.set(tag, { node, answer: `202 ${id}`, id });
               break;
             }
+            const short = answer.failure ?? `${answer.status} ${answer.code ?? ''}`.trim();
+            tries.set(tag, { node, answer: short, id: null });
             if (answer.status === 503) {
               check503(node, answer);
               await pause(100); // not taken: the same submit again
@@ -160,10 +255,39 @@ describe(
       const readyWhileDown: string[] = [];
       const reached = (count: number) => () => acknowledged.size >= count || deaths.length > 0;
       const progress = () =>
-        `acknowledged ${acknowledged.size}, submits begun ${next}, faults ${JSON.stringify(faults)}, deaths ${JSON.stringify(deaths)}, wrong answers ${wrong.length}`;
+        `acknowledged ${acknowledged.size}, submits begun ${next}, faults ${JSON.stringify(timeline)}, deaths ${JSON.stringify(deaths)}, wrong answers ${wrong.length}`;
 
       const load = Promise.all(Array.from({ length: IN_FLIGHT }, (_, lane) => submitter(lane)));
       const faults: string[] = [];
+      /** The faults and the lost COMMIT answers, in the order they came. */
+      const timeline: string[] = [];
+      const noteFault = (line: string) => {
+        faults.push(line);
+        timeline.push(line);
+      };
+      // Meanwhile the proxy loses a COMMIT answer of its node now and then: the server
+      // committed, the node learns only that the connection died (arming again when the
+      // connection died before the server answered).
+      let loadOver = false;
+      const over = () => {
+        loadOver = true;
+      };
+      void load.then(over, over);
+      let losses = 0;
+      const loser = (async () => {
+        for (const at of LOSE_COMMIT_AT) {
+          await waitFor(`${at} acknowledged`, () => reached(at)() || loadOver, 120_000, progress);
+          const before = proxy.commitsLost;
+          while (proxy.commitsLost === before && !loadOver && deaths.length === 0) {
+            if (!proxy.armed) proxy.loseNextCommitAnswer();
+            await pause(10);
+          }
+          if (proxy.commitsLost === before) return;
+          losses++;
+          timeline.push(`a COMMIT answer of node ${PROXIED} lost at ${acknowledged.size}`);
+        }
+      })();
+      void loser.catch(() => undefined); // awaited below
       try {
         for (const fault of FAULTS) {
           await waitFor(`${fault.at} acknowledged`, reached(fault.at), 120_000, progress);
@@ -192,13 +316,13 @@ describe(
               `SELECT pg_terminate_backend(pid) AS pid FROM pg_stat_activity
              WHERE pid <> pg_backend_pid() AND datname = 'postgres'`,
             );
-            faults.push(`terminated ${killed.length} backends at ${acknowledged.size}`);
+            noteFault(`terminated ${killed.length} backends at ${acknowledged.size}`);
           } else if (fault.kind === 'crash') {
             await cluster.restart('immediate');
-            faults.push(`restarted (immediate) at ${acknowledged.size}`);
+            noteFault(`restarted (immediate) at ${acknowledged.size}`);
           } else if (fault.kind === 'restart') {
             await cluster.restart('fast');
-            faults.push(`restarted (fast) at ${acknowledged.size}`);
+            noteFault(`restarted (fast) at ${acknowledged.size}`);
           } else {
             // Away for a while: every node says it is not ready, and each refuses submits.
             await cluster.stop('fast');
@@ -229,7 +353,7 @@ describe(
               if (answer.status !== 503) readyWhileDown.push(`node ${i}: ${said(answer)}`);
             }
             await cluster.start();
-            faults.push(`outage at ${acknowledged.size}`);
+            noteFault(`outage at ${acknowledged.size}`);
           }
           // Back: every node is ready again by itself.
           let states: number[] = [];
@@ -244,23 +368,11 @@ describe(
           );
         }
         await load;
+        await loser;
 
         assert.deepEqual(deaths, [], 'no node exits');
-        assert.deepEqual(wrong, [], 'every submit is answered, 202 or 503');
-        assert.deepEqual(badRefusals, [], 'every 503 is STORE_UNAVAILABLE with Retry-After');
-        assert.deepEqual(readyWhileDown, [], '/readyz answers 503 on every node while it is down');
-        assert.equal(faults.length, FAULTS.length, faults.join('; '));
-        assert.deepEqual(warned, [true, true, true], 'each node logged that PostgreSQL was away');
-        assert.ok(
-          refused.every((n) => n > 0),
-          `each node refused submits while the store was away: ${refused.join(', ')}`,
-        );
-        assert.equal(acknowledged.size, TOTAL);
-        assert.deepEqual(statuses(await readiness()), [200, 200, 200], '/readyz is 200 after');
-        t.diagnostic(`${faults.join('; ')}; 503 refusals by node: ${refused.join(', ')}`);
-
-        // Every operation ends, with exactly one terminal event that says how. Those refused
-        // with 503 whose commit went through after all are in the table too: they end as well.
+        // Every operation ends. Those refused with 503 whose commit went through after all
+        // are in the table too: they end as well.
         let unfinished: number | undefined;
         await waitFor(
           'every operation ends',
@@ -277,6 +389,98 @@ describe(
           120_000,
           () => `${String(unfinished)} not finished`,
         );
+
+        // No write was applied twice, whatever answer its caller got.
+        const rows = await sql<OperationRow>(
+          cluster,
+          `SELECT id, status, version, attempts, labels->>'submit' AS submit
+           FROM "${SCHEMA}".operations`,
+        );
+        const history = new Map<string, EventRow[]>();
+        for (const event of await sql<EventRow>(
+          cluster,
+          `SELECT seq::int AS seq, operation_id, type, version, data FROM "${SCHEMA}".events
+           ORDER BY seq`,
+        )) {
+          const list = history.get(event.operation_id) ?? [];
+          list.push(event);
+          history.set(event.operation_id, list);
+        }
+        const twice: string[] = [];
+        for (const row of rows) {
+          const events = history.get(row.id) ?? [];
+          const problem = logProblem(row, events);
+          if (problem === null) continue;
+          twice.push(
+            twice.length < 3
+              ? `${row.id} (submit ${String(row.submit)}): ${problem}; its log: ${events.map((e) => `${e.seq} ${e.type} v${e.version} ${e.data.slice(0, 100)}`).join(' | ')}`
+              : `${row.id}: ${problem}`,
+          );
+        }
+        const inTable = new Set(rows.map((row) => row.id));
+        for (const id of history.keys()) {
+          if (!inTable.has(id)) twice.push(`events of ${id}, not in the table`);
+        }
+        assert.deepEqual(
+          twice,
+          [],
+          `each operation's log has one event per transition, versions 1, 2, ... (nothing applied twice); timeline: ${timeline.join('; ')}`,
+        );
+        const applied = new Map<string, string[]>();
+        for (const row of rows) {
+          const tag = row.submit ?? 'none';
+          applied.set(tag, [...(applied.get(tag) ?? []), row.id]);
+        }
+        const notOnceApplied: string[] = [];
+        for (const [tag, ids] of applied) {
+          const sent = tries.get(tag);
+          if (!sent) notOnceApplied.push(`${ids.join(', ')}: no such submit (${tag})`);
+          else if (ids.length > 1) {
+            notOnceApplied.push(
+              `submit ${tag} to node ${sent.node}, answered ${sent.answer}, is applied ${ids.length} times: ${ids.join(', ')}`,
+            );
+          }
+        }
+        let applied503 = 0;
+        for (const [tag, sent] of tries) {
+          const ids = applied.get(tag) ?? [];
+          if (sent.id !== null) {
+            if (ids.length !== 1 || ids[0] !== sent.id) {
+              notOnceApplied.push(
+                `acknowledged submit ${tag} (${sent.id}) is in the table as ${JSON.stringify(ids)}`,
+              );
+            }
+          } else if (sent.answer.startsWith('503')) {
+            if (ids.length > 0) applied503++;
+          } else if (ids.length > 0) {
+            notOnceApplied.push(
+              `submit ${tag} to node ${sent.node} was answered ${sent.answer}, yet applied: ${ids.join(', ')}`,
+            );
+          }
+        }
+        assert.deepEqual(
+          notOnceApplied,
+          [],
+          `every acknowledged submit exists once, every other at most once (and not when answered an error); timeline: ${timeline.join('; ')}`,
+        );
+
+        assert.deepEqual(wrong, [], 'every submit is answered, 202 or 503');
+        assert.deepEqual(badRefusals, [], 'every 503 is STORE_UNAVAILABLE with Retry-After');
+        assert.deepEqual(readyWhileDown, [], '/readyz answers 503 on every node while it is down');
+        assert.equal(faults.length, FAULTS.length, faults.join('; '));
+        assert.equal(losses, LOSE_COMMIT_AT.length, `COMMIT answers lost: ${timeline.join('; ')}`);
+        assert.deepEqual(warned, [true, true, true], 'each node logged that PostgreSQL was away');
+        assert.ok(
+          refused.every((n) => n > 0),
+          `each node refused submits while the store was away: ${refused.join(', ')}`,
+        );
+        assert.equal(acknowledged.size, TOTAL);
+        assert.deepEqual(statuses(await readiness()), [200, 200, 200], '/readyz is 200 after');
+        t.diagnostic(
+          `${timeline.join('; ')}; 503 refusals by node: ${refused.join(', ')}; ${applied503} submits refused with 503 were applied (COMMIT answer lost)`,
+        );
+
+        // Every operation ends with exactly one terminal event that says how.
         const operations = await sql<{ id: string; status: string }>(
           cluster,
           `SELECT id, status FROM "${SCHEMA}".operations`,
@@ -315,7 +519,7 @@ describe(
         assert.deepEqual(
           notOnce,
           [],
-          `every operation ends exactly once; faults: ${faults.join('; ')}; histories: ${histories.join(' || ')}`,
+          `every operation ends exactly once; faults: ${timeline.join('; ')}; histories: ${histories.join(' || ')}`,
         );
 
         // The whole log of the tenant, from the table, as GET /v1/events pages it too.
@@ -375,6 +579,8 @@ describe(
         for (const stream of streams) stream.stop();
         for (const server of servers) server.child.kill('SIGKILL');
         await load.catch(() => undefined);
+        await loser.catch(() => undefined);
+        await proxy.close();
       }
     });
   },

@@ -10,6 +10,14 @@ export interface PgProxy {
   loseNextCommitAnswer(): void;
   /** Resolves once a COMMIT answer was lost (after `loseNextCommitAnswer`). */
   readonly commitLost: Promise<void>;
+  /** How many COMMIT answers were lost so far (each after a `loseNextCommitAnswer`). */
+  readonly commitsLost: number;
+  /**
+   * True from `loseNextCommitAnswer` until the COMMIT it picked was answered (and the answer
+   * lost), or its connection died first: then nothing was lost (`commitsLost` did not grow),
+   * and the next COMMIT needs `loseNextCommitAnswer` again.
+   */
+  readonly armed: boolean;
   close(): Promise<void>;
 }
 
@@ -19,14 +27,25 @@ export async function startPgProxy(target: string): Promise<PgProxy> {
   const to = new URL(target);
   const sockets = new Set<net.Socket>();
   let arm = false;
-  let lost: () => void = () => undefined;
-  const commitLost = new Promise<void>((resolve) => (lost = resolve));
+  /** Connections whose COMMIT was picked and not answered yet. */
+  let picked = 0;
+  let lostCount = 0;
+  let resolveLost: () => void = () => undefined;
+  const commitLost = new Promise<void>((resolve) => (resolveLost = resolve));
+  const lost = () => {
+    lostCount++;
+    resolveLost();
+  };
   const server = net.createServer((client) => {
     const upstream = net.connect(Number(to.port || 5432), to.hostname);
     sockets.add(client);
     sockets.add(upstream);
     let dropping = false;
     const cut = () => {
+      if (dropping) {
+        dropping = false;
+        picked--;
+      }
       client.destroy();
       upstream.destroy();
     };
@@ -34,6 +53,7 @@ export async function startPgProxy(target: string): Promise<PgProxy> {
       if (arm && chunk.includes(COMMIT)) {
         arm = false;
         dropping = true;
+        picked++;
       }
       upstream.write(chunk);
     });
@@ -65,6 +85,12 @@ export async function startPgProxy(target: string): Promise<PgProxy> {
       arm = true;
     },
     commitLost,
+    get commitsLost() {
+      return lostCount;
+    },
+    get armed() {
+      return arm || picked > 0;
+    },
     close: async () => {
       for (const socket of sockets) socket.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
