@@ -48,35 +48,75 @@ function keptLogger(): Logger & { lines: Line[] } {
 interface Call {
   method: string;
   args: unknown[];
+  /** What the call resolved to, once it has. */
+  result?: unknown;
 }
 
-/** `target` with each method call recorded in `calls` as `<prefix>.<method>`, then made. */
-function recording<T extends object>(target: T, prefix: string, calls: Call[]): T {
+/**
+ * What the service's store calls are seen through: every call (its arguments and result), and
+ * faults to inject: a method named here fails its next call with that error (once), as a
+ * store that is away would.
+ */
+interface Observer {
+  calls: Call[];
+  faults: Map<string, Error>;
+}
+
+function newObserver(): Observer {
+  return { calls: [], faults: new Map() };
+}
+
+/** `fn` of `object` called as `name`: recorded, or failed once when a fault is set for it. */
+function observed(observer: Observer, name: string, object: object, fn: unknown) {
+  return (...args: unknown[]): unknown => {
+    const call: Call = { method: name, args };
+    observer.calls.push(call);
+    const fault = observer.faults.get(name);
+    if (fault) {
+      observer.faults.delete(name);
+      return Promise.reject(fault);
+    }
+    const out = (fn as (...a: unknown[]) => unknown).apply(object, args);
+    if (out instanceof Promise) {
+      out.then(
+        (result: unknown) => (call.result = result),
+        () => undefined,
+      );
+    }
+    return out;
+  };
+}
+
+/** `target` with each method call observed as `<prefix>.<method>`. */
+function recording<T extends object>(target: T, prefix: string, observer: Observer): T {
   return new Proxy(target, {
     get(object, property) {
       const value: unknown = Reflect.get(object, property, object);
       if (typeof value !== 'function') return value;
-      return (...args: unknown[]): unknown => {
-        calls.push({ method: `${prefix}.${String(property)}`, args });
-        return (value as (...a: unknown[]) => unknown).apply(object, args);
-      };
+      return observed(observer, `${prefix}.${String(property)}`, object, value);
     },
   });
 }
 
 /**
- * The real store, with its `webhooks` and `consumers` recorded; `hide` makes those
- * capabilities absent (a store that lacks them).
+ * The real store, its `webhooks` and `consumers` and its own `lastSeq` observed; `hide` makes
+ * those capabilities absent (a store that lacks them).
  */
-function observedStore(store: Store, calls: Call[], hide: ('webhooks' | 'consumers')[] = []) {
-  const webhooks = store.webhooks && recording(store.webhooks, 'webhooks', calls);
-  const consumers = store.consumers && recording(store.consumers, 'consumers', calls);
+function observedStore(
+  store: Store,
+  observer: Observer,
+  hide: ('webhooks' | 'consumers')[] = [],
+): Store {
+  const webhooks = store.webhooks && recording(store.webhooks, 'webhooks', observer);
+  const consumers = store.consumers && recording(store.consumers, 'consumers', observer);
   return new Proxy(store, {
     get(object, property) {
       if (property === 'webhooks') return hide.includes('webhooks') ? undefined : webhooks;
       if (property === 'consumers') return hide.includes('consumers') ? undefined : consumers;
       const value: unknown = Reflect.get(object, property, object);
-      return typeof value === 'function' ? (value as () => unknown).bind(object) : value;
+      if (typeof value !== 'function') return value;
+      if (property === 'lastSeq') return observed(observer, 'store.lastSeq', object, value);
+      return (value as () => unknown).bind(object);
     },
   });
 }
@@ -84,6 +124,7 @@ function observedStore(store: Store, calls: Call[], hide: ('webhooks' | 'consume
 interface Service {
   accepted: Accepted;
   webhooks: Webhooks;
+  /** The calls of the engine's store (shared by every service on that engine). */
   calls: Call[];
   logger: Logger & { lines: Line[] };
 }
@@ -93,17 +134,21 @@ after(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
 
-async function engine(calls: Call[]): Promise<Accepted> {
-  const store = observedStore(testStore(), calls);
-  return startEngine({ operations: demoOperations, store });
+/** An engine on a fresh store seen through `observer`. */
+async function engine(observer = newObserver()): Promise<Accepted & { observer: Observer }> {
+  const store = observedStore(testStore(), observer);
+  const accepted = await startEngine({ operations: demoOperations, store });
+  return Object.assign(accepted, { observer });
 }
 
 /** An engine and its webhook service, started (unless `start` is false). */
 async function service(
-  options: Partial<WebhookOptions> = {},
-  { start = true, calls = [] as Call[] } = {},
+  options: Partial<Omit<WebhookOptions, 'accepted'>> & {
+    accepted?: Accepted & { observer: Observer };
+  } = {},
+  { start = true } = {},
 ): Promise<Service> {
-  const accepted = options.accepted ?? (await engine(calls));
+  const accepted = options.accepted ?? (await engine());
   const logger = keptLogger();
   const webhooks = createWebhooks({
     accepted,
@@ -116,7 +161,7 @@ async function service(
   });
   if (start) webhooks.start();
   cleanups.push(() => webhooks.stop(100));
-  return { accepted, webhooks, calls, logger };
+  return { accepted, webhooks, calls: accepted.observer.calls, logger };
 }
 
 async function receiver(answer?: Receiver['answer']): Promise<Receiver> {
@@ -161,6 +206,19 @@ async function deliveryWhen(
     return found !== undefined;
   }, ms);
   return found as Delivery;
+}
+
+/**
+ * Waits for the service's counters to reach `expected` (each is counted once its store write
+ * has returned, a moment after the row shows it), then compares them.
+ */
+async function countersReach(svc: Service, expected: Partial<Webhooks['stats']>): Promise<void> {
+  const picked = () =>
+    Object.fromEntries(Object.keys(expected).map((k) => [k, svc.webhooks.stats[k as 'lag']]));
+  await eventually(() => JSON.stringify(picked()) === JSON.stringify(expected)).catch(
+    () => undefined,
+  );
+  assert.deepEqual(picked(), expected);
 }
 
 function submit(svc: Service, callbackUrl?: string) {
@@ -208,16 +266,13 @@ describe('webhook service: what an answer means', { timeout: 60_000 }, () => {
       callbacks.map((d) => d.attempts),
       [1, 1, 1],
     );
+    await countersReach(svc, { failed: 4, attempts: 4, retried: 0, delivered: 0 });
     const warnings = svc.logger.lines.filter((l) => l.level === 'warn');
     assert.deepEqual(
       warnings.map((l) => ({ ...l.obj, msg: l.msg })),
       [{ endpoint: ep.id, reason: 'GONE', msg: 'The endpoint answered 410 Gone: disabled.' }],
       'one warning, for the endpoint, none for the callback',
     );
-    assert.equal(svc.webhooks.stats.failed, 4);
-    assert.equal(svc.webhooks.stats.attempts, 4);
-    assert.equal(svc.webhooks.stats.retried, 0);
-    assert.equal(svc.webhooks.stats.delivered, 0);
   });
 
   it('retries on the schedule until it runs out, then fails; a replay starts the schedule again', async () => {
@@ -227,18 +282,15 @@ describe('webhook service: what an answer means', { timeout: 60_000 }, () => {
     await submit(svc);
     const failed = await deliveryWhen(svc, ep.id, (d) => d.status === 'failed');
     assert.equal(failed.attempts, 3, 'the first attempt and one per delay of the schedule');
-    assert.deepEqual(
-      { ...svc.webhooks.stats, lag: 0, dispatching: true },
-      {
-        dispatched: 1,
-        attempts: 3,
-        delivered: 0,
-        failed: 1,
-        retried: 2,
-        lag: 0,
-        dispatching: true,
-      },
-    );
+    await countersReach(svc, {
+      dispatched: 1,
+      attempts: 3,
+      delivered: 0,
+      failed: 1,
+      retried: 2,
+      lag: 0,
+      dispatching: true,
+    });
     await svc.webhooks.replayDelivery(TENANT, failed.id);
     const again = await deliveryWhen(svc, ep.id, (d) => d.status === 'failed' && d.attempts > 3);
     assert.equal(again.attempts, 6, 'the replay gets the whole schedule again');
@@ -248,7 +300,7 @@ describe('webhook service: what an answer means', { timeout: 60_000 }, () => {
     assert.equal(await svc.webhooks.replayEndpoint(TENANT, ep.id, 0), 1);
     const delivered = await deliveryWhen(svc, ep.id, (d) => d.status === 'delivered');
     assert.equal(delivered.attempts, 7);
-    assert.equal(svc.webhooks.stats.delivered, 1);
+    await countersReach(svc, { delivered: 1 });
   });
 
   it("waits the schedule's delay jittered within 20%, the endpoint's own schedule first, or what a 429 or 503 asks in Retry-After (at most a day); not a 500's", async () => {
@@ -297,7 +349,7 @@ describe('webhook service: what an answer means', { timeout: 60_000 }, () => {
     within('/own-schedule', 0.8 * 5_000, 1.2 * 5_000);
     within('/503-retry-after', 2_000, 2_000);
     within('/429-for-ever', WEBHOOK_LIMITS.retryAfterMaxMs, WEBHOOK_LIMITS.retryAfterMaxMs);
-    assert.equal(svc.webhooks.stats.retried, 6);
+    await countersReach(svc, { retried: 6 });
   });
 
   it('disables an endpoint that has failed every attempt for disableAfterMs (FAILING) at its next failure, which fails the delivery; the warning says since when', async () => {
@@ -322,6 +374,8 @@ describe('webhook service: what an answer means', { timeout: 60_000 }, () => {
     const after = await svc.webhooks.getEndpoint(TENANT, ep.id);
     assert.equal(after.enabled, false);
     assert.equal(after.disabledReason, 'FAILING');
+    // Logged once the record has returned, a moment after the row shows it.
+    await eventually(() => svc.logger.lines.some((l) => l.level === 'warn'));
     const warning = svc.logger.lines.find((l) => l.level === 'warn');
     assert.ok(warning);
     assert.deepEqual(warning.obj, { endpoint: ep.id, reason: 'FAILING' });
@@ -329,6 +383,39 @@ describe('webhook service: what an answer means', { timeout: 60_000 }, () => {
       warning.msg,
       `The endpoint has failed every attempt since ${new Date(first.startedAt).toISOString()}: disabled.`,
     );
+  });
+});
+
+describe('webhook service: endpoints and secrets', { timeout: 60_000 }, () => {
+  it('an unknown endpoint is ENDPOINT_NOT_FOUND with a fix; a rotated-out secret keeps signing for rotationOverlapMs; without `allow` a loopback URL is refused', async () => {
+    const OVERLAP = 3_600_000;
+    const svc = await service({ rotationOverlapMs: OVERLAP });
+    await assert.rejects(svc.webhooks.getEndpoint(TENANT, 'ep_nothere'), {
+      code: 'ENDPOINT_NOT_FOUND',
+      message: 'No webhook endpoint ep_nothere.',
+      fix: 'List the endpoints with GET /v1/webhooks/endpoints.',
+    });
+    const { endpoint: ep, secret } = await endpoint(svc, 'http://127.0.0.1:9/rotated');
+    const before = Date.now();
+    const rotated = await svc.webhooks.rotateEndpointSecret(TENANT, ep.id);
+    const after = Date.now();
+    const old = rotated.endpoint.secrets.find((e) => e.secret === secret);
+    assert.ok(old?.expiresAt !== undefined && old.expiresAt !== null);
+    assert.ok(old.expiresAt >= before + OVERLAP && old.expiresAt <= after + OVERLAP);
+    assert.equal(
+      rotated.endpoint.secrets.find((e) => e.secret === rotated.secret)?.expiresAt,
+      null,
+    );
+    const [current] = await svc.webhooks.callbackSecrets(TENANT);
+    assert.ok(current);
+    const t0 = Date.now();
+    const entries = await svc.webhooks.rotateCallbackSecret(TENANT);
+    const t1 = Date.now();
+    const out = entries.find((e) => e.secret === current.secret);
+    assert.ok(out?.expiresAt !== undefined && out.expiresAt !== null);
+    assert.ok(out.expiresAt >= t0 + OVERLAP && out.expiresAt <= t1 + OVERLAP);
+    const strict = createWebhooks({ accepted: svc.accepted });
+    assert.throws(() => strict.checkUrl('http://127.0.0.1:9/x'), { code: 'URL_NOT_ALLOWED' });
   });
 });
 
@@ -382,7 +469,7 @@ describe('webhook service: what an attempt sends and records', { timeout: 60_000
     assert.equal(attempt.error, null);
     assert.equal(attempt.responseBody, 'thanks');
     assert.ok(Number.isInteger(attempt.durationMs) && attempt.durationMs >= 0);
-    assert.equal(svc.webhooks.stats.delivered, 1);
+    await countersReach(svc, { delivered: 1 });
   });
 
   it('publicKeyOf gives the public half of a signing key', () => {
@@ -407,64 +494,175 @@ describe('webhook service: what an attempt sends and records', { timeout: 60_000
   });
 });
 
+/** Resolves after `ms`: a wait for time to pass (a lease's half, an idle spell), not a race. */
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A receiver that holds every request until the test releases it, in arrival order. */
+async function holdingReceiver() {
+  const waiting: (() => void)[] = [];
+  const rx = await receiver(
+    () =>
+      new Promise<Reply>((resolve) => {
+        waiting.push(() => resolve({ status: 200 }));
+      }),
+  );
+  return { rx, releaseNext: () => waiting.shift()?.() };
+}
+
 describe('webhook service: the dispatcher and the sender', { timeout: 60_000 }, () => {
-  it('leases the webhooks consumer for dispatchLeaseMs and each claim for twice the timeout and 5 s; stop waits for the attempt in flight, then gives the lease back', async () => {
-    const calls: Call[] = [];
-    let release = () => {};
-    const held = new Promise<Reply>((resolve) => {
-      release = () => resolve({ status: 200 });
-    });
-    const rx = await receiver(() => held);
-    const svc = await service(
-      { dispatchLeaseMs: 5_000, timeoutMs: 3_000, concurrency: 3 },
-      { calls },
-    );
+  it('leases the webhooks consumer for dispatchLeaseMs and each claim for twice the timeout and 5 s; a fresh lease is used without a read; stop waits for every attempt in flight, then gives the lease back', async () => {
+    const { rx, releaseNext } = await holdingReceiver();
+    const svc = await service({ dispatchLeaseMs: 60_000, timeoutMs: 3_000, concurrency: 3 });
+    const { calls } = svc;
     const { endpoint: ep } = await endpoint(svc, `${rx.url}/held`);
     await submit(svc);
     await eventually(() => rx.received.length === 1);
-    const acquire = calls.find((c) => c.method === 'consumers.acquire');
+    const acquires = () => calls.filter((c) => c.method === 'consumers.acquire');
+    const [acquire] = acquires();
     assert.ok(acquire);
     assert.deepEqual(
       { ...(acquire.args[0] as object), now: 0 },
-      {
-        name: 'webhooks',
-        holder: svc.webhooks.holder,
-        leaseMs: 5_000,
-        now: 0,
-        startAt: 'latest',
-      },
+      { name: 'webhooks', holder: svc.webhooks.holder, leaseMs: 60_000, now: 0, startAt: 'latest' },
     );
     const relay = await svc.webhooks.relay();
-    assert.ok(relay);
-    assert.equal(relay.holder, svc.webhooks.holder);
+    assert.equal(relay?.holder, svc.webhooks.holder);
     assert.equal(svc.webhooks.stats.dispatching, true);
+    // A second operation's pass runs under the lease it holds (more than half left): no read
+    // of the consumer, no new acquire.
+    const reads = calls.filter((c) => c.method === 'consumers.get').length;
+    await submit(svc);
+    await eventually(() => rx.received.length === 2);
+    assert.equal(calls.filter((c) => c.method === 'consumers.get').length, reads);
+    assert.equal(acquires().length, 1);
     const dispatches = calls.filter((c) => c.method === 'webhooks.dispatchDeliveries');
     assert.ok(dispatches.every((c) => (c.args[0] as { limit: number }).limit === 500));
     const claims = calls
       .filter((c) => c.method === 'webhooks.claimDeliveries')
       .map((c) => c.args[0] as { limit: number; leaseMs: number });
-    assert.ok(claims.length > 0);
     assert.deepEqual(claims[0], { ...claims[0], limit: 3, leaseMs: 3_000 * 2 + 5_000 });
-    // Stopping with the request held: stop waits for its answer and its record.
+    // Stopping with two requests held: stop waits for both answers and their records, not
+    // only the first (its timeout is longer than this test's).
     let stopped = false;
-    const stopping = svc.webhooks.stop(30_000).then(() => {
+    const stopping = svc.webhooks.stop(600_000).then(() => {
       stopped = true;
     });
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    assert.equal(stopped, false, 'stop waits for the attempt in flight');
-    release();
+    releaseNext();
+    await eventually(async () =>
+      (await deliveriesOf(svc, ep.id)).some((d) => d.status === 'delivered'),
+    );
+    await sleep(50);
+    assert.equal(stopped, false, 'stop waits for the attempt still in flight');
+    releaseNext();
     await stopping;
-    const [delivery] = await deliveriesOf(svc, ep.id);
-    assert.equal(delivery?.status, 'delivered', 'recorded before stop returned');
+    const deliveries = await deliveriesOf(svc, ep.id);
+    assert.deepEqual(
+      deliveries.map((d) => d.status),
+      ['delivered', 'delivered'],
+      'recorded before stop returned',
+    );
     const released = await svc.webhooks.relay();
     assert.equal(released?.holder, null, 'the lease is given back');
     assert.equal(svc.webhooks.stats.dispatching, false);
     await svc.webhooks.stop(); // a second stop is nothing
   });
 
-  it("waits while another node's lease runs, then takes over from where it stopped", async () => {
-    const calls: Call[] = [];
-    const accepted = await engine(calls);
+  it('never has more attempts in flight than its concurrency, and sends every one', async () => {
+    let open = 0;
+    let most = 0;
+    const rx = await receiver(async () => {
+      most = Math.max(most, ++open);
+      await sleep(30);
+      open--;
+      return { status: 200 };
+    });
+    const svc = await service({ concurrency: 2 });
+    const { endpoint: ep } = await endpoint(svc, `${rx.url}/two-at-a-time`);
+    for (let i = 0; i < 7; i++) await submit(svc);
+    await eventually(async () => {
+      const all = await deliveriesOf(svc, ep.id);
+      return all.length === 7 && all.every((d) => d.status === 'delivered');
+    });
+    assert.equal(most, 2);
+    await countersReach(svc, { delivered: 7 });
+  });
+
+  it('renews its own lease under the same token once half of it has passed, and reads nothing while idle; a node started after it reads the consumer once and takes nothing', async () => {
+    const rx = await receiver();
+    const a = await service({ dispatchLeaseMs: 4_000 });
+    const { calls } = a;
+    const { endpoint: ep } = await endpoint(a, `${rx.url}/renewed`);
+    await submit(a);
+    await deliveryWhen(a, ep.id, (d) => d.status === 'delivered');
+    const first = calls.find((c) => c.method === 'consumers.acquire');
+    const token = (first?.result as { token?: string } | undefined)?.token;
+    assert.ok(token);
+    // Idle: the poll reads whether anything is due, and does nothing else.
+    await sleep(100);
+    const mark = calls.length;
+    await sleep(300);
+    assert.deepEqual(
+      [...new Set(calls.slice(mark).map((c) => c.method))].filter(
+        (m) => m !== 'webhooks.nextDeliveryAt' && m !== 'store.lastSeq',
+      ),
+      [],
+      'an idle service only reads',
+    );
+    // Past half the lease: a pass with nothing new reads the consumer and writes nothing.
+    await sleep(2_100);
+    const past = calls.length;
+    await endpoint(a, `${rx.url}/nothing-new`); // asks for a pass
+    await eventually(() => calls.slice(past).some((c) => c.method === 'consumers.get'));
+    await sleep(50);
+    assert.equal(calls.slice(past).filter((c) => c.method === 'consumers.acquire').length, 0);
+    // With something to dispatch it renews the lease, still running, under the same token.
+    await submit(a);
+    await eventually(async () => (await deliveriesOf(a, ep.id)).length === 2);
+    const renewals = calls.slice(past).filter((c) => c.method === 'consumers.acquire');
+    assert.deepEqual(
+      renewals.map((c) => (c.result as { token?: string } | null)?.token),
+      [token],
+    );
+    // Another node, started once everything is dispatched, reads the consumer once and does
+    // not take it, however long it idles.
+    await a.webhooks.stop();
+    const mark2 = calls.length;
+    const b = await service({ accepted: a.accepted as Accepted & { observer: Observer } });
+    await sleep(400);
+    const byB = calls.slice(mark2);
+    assert.equal(byB.filter((c) => c.method === 'consumers.get').length, 1);
+    assert.equal(byB.filter((c) => c.method === 'consumers.acquire').length, 0);
+    assert.equal(byB.filter((c) => c.method === 'webhooks.dispatchDeliveries').length, 0);
+    assert.equal(b.webhooks.stats.dispatching, false);
+  });
+
+  it('dispatches a backlog of more than one batch of events in one go', async () => {
+    const rx = await receiver();
+    const first = await service();
+    const { endpoint: ep } = await endpoint(first, `${rx.url}/backlog`);
+    await submit(first);
+    await deliveryWhen(first, ep.id, (d) => d.status === 'delivered');
+    await first.webhooks.stop();
+    // 400 operations (1,200 events) while no service runs; then one starts from the position.
+    const ops = [];
+    for (let i = 0; i < 400; i++) ops.push(submit(first));
+    await Promise.all(ops);
+    const seq = 3 + 3 * 400;
+    await eventually(async () => (await first.accepted.lastSeq()) >= seq);
+    const next = await service({ accepted: first.accepted as Accepted & { observer: Observer } });
+    await eventually(async () => {
+      const page = await next.webhooks.store.listDeliveries({
+        tenant: TENANT,
+        endpointId: ep.id,
+        status: ['delivered'],
+        limit: 500,
+      });
+      return page.items.length === 401;
+    }, 30_000);
+    await countersReach(next, { dispatched: 400 });
+  });
+
+  it("waits while another node's lease runs, asking for nothing, then takes over from where it stopped; stop with nothing in flight returns at once", async () => {
+    const accepted = await engine();
     const consumers = accepted.store.consumers;
     assert.ok(consumers);
     const other = await consumers.acquire({
@@ -475,7 +673,7 @@ describe('webhook service: the dispatcher and the sender', { timeout: 60_000 }, 
       startAt: 'latest',
     });
     assert.ok(other);
-    const svc = await service({ accepted, dispatchLeaseMs: 1_000 }, { calls });
+    const svc = await service({ accepted, dispatchLeaseMs: 1_000 });
     const rx = await receiver();
     const { endpoint: ep } = await endpoint(svc, `${rx.url}/later`);
     await submit(svc);
@@ -484,22 +682,107 @@ describe('webhook service: the dispatcher and the sender', { timeout: 60_000 }, 
     assert.equal(svc.webhooks.stats.dispatching, false);
     assert.equal((await svc.webhooks.relay())?.holder, 'another-node');
     assert.deepEqual(await deliveriesOf(svc, ep.id), []);
+    const mine = () =>
+      svc.calls.filter(
+        (c) =>
+          c.method === 'consumers.acquire' &&
+          (c.args[0] as { holder: string }).holder === svc.webhooks.holder,
+      );
+    assert.equal(mine().length, 0, 'no acquire while the other lease runs');
     // The other node's lease runs out: the poll's next pass takes the consumer over.
     await deliveryWhen(svc, ep.id, (d) => d.status === 'delivered');
     assert.equal((await svc.webhooks.relay())?.holder, svc.webhooks.holder);
     assert.equal(svc.webhooks.stats.dispatching, true);
+    assert.ok(mine().length > 0);
     await eventually(() => svc.webhooks.stats.lag === 0);
+    await svc.webhooks.stop(600_000); // nothing in flight: no wait for its timeout
   });
 
-  it('a retry due before the next poll wakes the sender itself; replays send at once', async () => {
+  it('a node whose lease another took meanwhile (clocks apart) warns and stops dispatching', async () => {
+    const svc = await service({ dispatchLeaseMs: 60_000 });
+    const rx = await receiver();
+    const { endpoint: ep } = await endpoint(svc, `${rx.url}/taken`);
+    await submit(svc);
+    await deliveryWhen(svc, ep.id, (d) => d.status === 'delivered');
+    // A node whose clock is two minutes ahead sees the lease over and takes it.
+    const consumers = svc.accepted.store.consumers;
+    assert.ok(consumers);
+    const taken = await consumers.acquire({
+      name: 'webhooks',
+      holder: 'ahead',
+      leaseMs: 60_000,
+      now: Date.now() + 120_000,
+    });
+    assert.ok(taken);
+    await submit(svc);
+    await eventually(() => svc.logger.lines.some((l) => l.level === 'warn'));
+    const warning = svc.logger.lines.find((l) => l.level === 'warn');
+    assert.equal(warning?.msg, 'webhook dispatcher lease lost to another node');
+    assert.equal((warning?.obj.err as { code?: string } | undefined)?.code, 'LEASE_LOST');
+    assert.equal(svc.webhooks.stats.dispatching, false);
+    assert.equal((await deliveriesOf(svc, ep.id)).length, 1, 'nothing dispatched under it');
+  });
+
+  it('a store failing a poll, a dispatch, a claim, a record or the purge: logged at error level with what failed, and the work goes on', async () => {
+    const observer = newObserver();
+    const accepted = await engine(observer);
+    const away = () => new Error('the store is away');
+    observer.faults.set('webhooks.purgeDeliveries', away());
+    const svc = await service({ accepted });
+    const errors = () => svc.logger.lines.filter((l) => l.level === 'error');
+    const logged = (msg: string) => eventually(() => errors().some((l) => l.msg === msg));
+    await logged('webhook retention cleanup failed');
+    const rx = await receiver();
+    const { endpoint: ep } = await endpoint(svc, `${rx.url}/faults`);
+    // A poll's read of the log fails: the next poll retries.
+    observer.faults.set('store.lastSeq', away());
+    await eventually(() => !observer.faults.has('store.lastSeq'));
+    await eventually(() => errors().length > 1);
+    assert.match(
+      errors()
+        .map((l) => l.msg)
+        .join('\n'),
+      /webhook (poll|dispatch) failed; the next (poll|event or poll) retries/,
+    );
+    // A dispatch fails: the next poll dispatches the event.
+    observer.faults.set('webhooks.dispatchDeliveries', away());
+    await submit(svc);
+    await logged('webhook dispatch failed; the next event or poll retries');
+    await deliveryWhen(svc, ep.id, (d) => d.status === 'delivered');
+    // A claim fails: the next poll claims.
+    observer.faults.set('webhooks.claimDeliveries', away());
+    await submit(svc);
+    await logged('webhook claim failed; the next poll retries');
+    await eventually(async () =>
+      (await deliveriesOf(svc, ep.id)).every((d) => d.status === 'delivered'),
+    );
+    assert.equal((await deliveriesOf(svc, ep.id)).length, 2);
+    // A record fails: logged with the delivery; its lease lets another claim send it later.
+    observer.faults.set('webhooks.recordAttempt', away());
+    await submit(svc);
+    await logged('webhook attempt failed');
+    const failed = errors().find((l) => l.msg === 'webhook attempt failed');
+    const pending = (await deliveriesOf(svc, ep.id)).find((d) => d.status === 'pending');
+    assert.ok(pending);
+    assert.equal(failed?.obj.delivery, pending.id);
+    for (const line of errors()) assert.equal((line.obj.err as Error).message, 'the store is away');
+  });
+
+  it('a retry due before the next poll wakes the sender itself, once, not in a loop; replays send at once', async () => {
     // The poll is a minute away: only the sender's own wake-ups can send in time.
-    const svc = await service({ retrySchedule: [200], pollIntervalMs: 60_000 });
+    const svc = await service({ retrySchedule: [400], pollIntervalMs: 60_000 });
     const statuses = [503, 200, 500, 500, 200];
     const rx = await receiver((_request, index) => ({ status: statuses[index] ?? 200 }));
     const { endpoint: ep } = await endpoint(svc, `${rx.url}/woken`);
     await submit(svc);
+    const retrying = await deliveryWhen(svc, ep.id, (d) => d.attempts === 1, 30_000);
+    const mark = svc.calls.length;
     const delivered = await deliveryWhen(svc, ep.id, (d) => d.status === 'delivered', 30_000);
+    assert.equal(delivered.id, retrying.id);
     assert.equal(delivered.attempts, 2);
+    // While it waited for the retry, the sender looked a few times, not in a loop.
+    const looks = svc.calls.slice(mark).filter((c) => c.method === 'webhooks.nextDeliveryAt');
+    assert.ok(looks.length <= 10, `${looks.length} looks while waiting 400 ms`);
     // Replayed: sent at once, failed, retried on the fresh schedule, failed for good.
     await svc.webhooks.replayDelivery(TENANT, delivered.id);
     const failed = await deliveryWhen(svc, ep.id, (d) => d.status === 'failed', 30_000);
@@ -511,8 +794,8 @@ describe('webhook service: the dispatcher and the sender', { timeout: 60_000 }, 
   });
 
   it('purges finished deliveries older than retentionMs when it starts, a thousand at a time, and keeps pending ones', async () => {
-    const calls: Call[] = [];
-    const accepted = await engine(calls);
+    const accepted = await engine();
+    const { calls } = accepted.observer;
     const store = accepted.store.webhooks;
     const consumers = accepted.store.consumers;
     assert.ok(store && consumers);
@@ -520,6 +803,7 @@ describe('webhook service: the dispatcher and the sender', { timeout: 60_000 }, 
     // and as many to an endpoint disabled before it could be sent to, pending.
     const rx = await receiver();
     const setup = await service({ accepted }, { start: false });
+    assert.equal(setup.webhooks.stats.dispatching, false);
     const { endpoint: old } = await endpoint(setup, `${rx.url}/old`);
     const { endpoint: kept } = await endpoint(setup, `${rx.url}/kept`);
     const ops = [];
@@ -576,10 +860,9 @@ describe('webhook service: the dispatcher and the sender', { timeout: 60_000 }, 
 
   it('refuses a store without the webhooks or consumers capabilities, naming them', async () => {
     for (const hide of [['webhooks'], ['consumers'], ['webhooks', 'consumers']] as const) {
-      const calls: Call[] = [];
       const accepted = await startEngine({
         operations: demoOperations,
-        store: observedStore(testStore(), calls, [...hide]),
+        store: observedStore(testStore(), newObserver(), [...hide]),
       });
       assert.throws(
         () => createWebhooks({ accepted }),
