@@ -479,4 +479,27 @@ describe(onStore('the worker: abort reasons, bounds, cancel and stop'), { timeou
     const history = await historyOf(accepted, retried.id);
     assert.ok(history.some((e) => e.type === 'operation.retrying'));
   });
+
+  it('a fractional RetryAfterError delay is rounded to a whole ms, and the retry is written (found by engine-properties)', async () => {
+    // It once reached PostgreSQL's bigint run_at as 1796412123956.5: the write failed, the
+    // handler's error was lost and the operation waited out its lease.
+    const fraction = defineOperation<null, string>({
+      type: 'test.fraction',
+      handler: (_input, ctx) => {
+        if (ctx.attempt > 1) return Promise.resolve('then');
+        throw new RetryAfterError(2.5, 'in two and a half ms', { code: 'SOON' });
+      },
+    });
+    const accepted = await startEngine({ operations: [fraction] });
+    const done = await accepted.wait((await accepted.submit('test.fraction', null)).id);
+    assert.equal(done.status, 'succeeded');
+    assert.equal(done.attempts, 2);
+    const retrying = (await historyOf(accepted, done.id)).find(
+      (e) => e.type === 'operation.retrying',
+    );
+    assert.ok(retrying);
+    const data = retrying.data as { runAt: number; error: { code: string } };
+    assert.equal(data.error.code, 'SOON', "the handler's error is kept");
+    assert.ok(Number.isInteger(data.runAt), `runAt ${data.runAt}`);
+  });
 });

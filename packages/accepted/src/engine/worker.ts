@@ -3,13 +3,12 @@ import {
   OPERATION_ERROR_CODE_PATTERN,
   isPermanentError,
   isRetryAfterError,
-  MAX_RETRY_DELAY_MS,
 } from '../domain/errors.ts';
 import { randomId } from '../domain/ids.ts';
 import { MAX_JSON_DEPTH, checkJsonDepth, jsonText } from '../domain/json.ts';
 import type { Json, Operation, OperationError, Progress } from '../domain/operation.ts';
 import type { ClaimedOperation, LeaseRef, Store } from '../store/store.ts';
-import { backoffDelay } from './backoff.ts';
+import { backoffDelay, boundedDelay } from './backoff.ts';
 import type { Backoff, HandlerContext, Logger, OperationDefinition } from './definition.ts';
 
 export interface WorkerOptions {
@@ -483,11 +482,12 @@ export class Worker {
   ) {
     if (isPermanentError(thrown)) return null;
     if (operation.attempts >= operation.maxAttempts) return null;
-    // Bounded (30 days), whatever a copy of this package or a backoff hands over.
+    // Whole ms within 30 days, whatever a copy of this package or a backoff hands over (a
+    // fraction of a ms would not fit PostgreSQL's bigint run_at: the outcome would be lost).
     const delay = isRetryAfterError(thrown)
-      ? thrown.delayMs
+      ? boundedDelay(thrown.delayMs)
       : backoffDelay(backoff, operation.attempts, thrown);
-    return now + Math.min(Math.max(0, Number.isFinite(delay) ? delay : 0), MAX_RETRY_DELAY_MS);
+    return now + delay;
   }
 
   private async onTimeout(running: Running): Promise<void> {
