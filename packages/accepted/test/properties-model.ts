@@ -11,6 +11,9 @@
  *   the store did, must lead to the state the store now shows.
  * - `compareState` compares a model with the store's rows and log; `checkLog` checks the
  *   invariants of a log and its rows that hold whatever the model says.
+ * - `listAnswer` and `eventsAnswer` say what a filtered `list` or `readEvents` must give, from
+ *   the store's whole rows and log: a filter's list means the set of its values, whatever its
+ *   length and repeats.
  *
  * Time: every store method takes `now`, so the test runs a virtual clock in epochs. A lease
  * taken or renewed in the current epoch is live for the rest of it; one of an earlier epoch is
@@ -19,7 +22,13 @@
 import type { EventType, OperationEvent } from '../src/domain/events.ts';
 import { canTransition } from '../src/domain/status.ts';
 import type { Operation, OperationStatus } from '../src/domain/operation.ts';
-import type { ClaimResult, LeaseRef, LeaseState } from '../src/store/store.ts';
+import type {
+  ClaimResult,
+  EventQuery,
+  LeaseRef,
+  LeaseState,
+  ListQuery,
+} from '../src/store/store.ts';
 import { searchOrders } from './property-runner.ts';
 
 /** One epoch of the virtual clock: moving to the next one expires every lease not renewed. */
@@ -671,4 +680,55 @@ export function checkLog(
   for (const id of rowById.keys())
     if (!logged.has(id)) out.push(`…${id.slice(-5)}: a row without events`);
   return out;
+}
+
+// ---- what a filtered read must give -----------------------------------------------------------
+
+/**
+ * A list a filter names: `distinct` values of `pool` (from `offset` on, round the pool), repeated
+ * in turn to `length` entries (fewer distinct values when the pool or the length is shorter).
+ */
+export function filterList<T>(
+  pool: readonly T[],
+  distinct: number,
+  offset: number,
+  length: number,
+): T[] {
+  const d = Math.max(1, Math.min(distinct, pool.length, length));
+  return Array.from({ length }, (_, i) => pool[(offset + (i % d)) % pool.length] as T);
+}
+
+/** The ids a `list` of the tenant's rows (all of them, newest first) must give for `query`. */
+export function listAnswer(
+  rows: readonly Operation[],
+  query: Pick<ListQuery, 'status' | 'type'>,
+): string[] {
+  const statuses = query.status && query.status.length > 0 ? new Set(query.status) : null;
+  return rows
+    .filter((row) => statuses === null || statuses.has(row.status))
+    .filter((row) => query.type === undefined || row.type === query.type)
+    .map((row) => row.id);
+}
+
+/** The seqs a `readEvents` of the whole log (in seq order) must give for `query`, unlimited. */
+export function eventsAnswer(
+  log: readonly OperationEvent[],
+  query: Omit<EventQuery, 'limit' | 'labels'>,
+): number[] {
+  const set = <T>(values: readonly T[] | undefined) =>
+    values && values.length > 0 ? new Set(values) : null;
+  const ids = set(query.operationIds);
+  const types = set(query.types);
+  const operationTypes = set(query.operationTypes);
+  return log
+    .filter(
+      (e) =>
+        e.seq > query.after &&
+        (query.operationId === undefined || e.operationId === query.operationId) &&
+        (query.tenant === undefined || e.tenant === query.tenant) &&
+        (ids === null || ids.has(e.operationId)) &&
+        (types === null || types.has(e.type)) &&
+        (operationTypes === null || operationTypes.has(e.operationType)),
+    )
+    .map((e) => e.seq);
 }

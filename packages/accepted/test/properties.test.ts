@@ -14,6 +14,14 @@
  * cancel and a delete of one operation on one node (one group commit: no event of the cancel
  * may outlive the delete).
  *
+ * Other steps read with filters (`Filters`): `list` by statuses (and maybe a type),
+ * `readEvents` by operation ids, event types, operation types (each maybe) and maybe a tenant,
+ * each filter asked with its lists at two lengths from 1 to 1000 (the same values, repeated).
+ * Both answers must be what the whole rows and log say (`listAnswer`, `eventsAnswer`). On
+ * SQLite, the filters prepare at most one statement per query shape new to the store instance,
+ * none for a new length (defect #4 built `IN (?,?,…)` per length), and no instance ever holds
+ * more than its bound of 256 (checked after each such step, before a restart, at the end).
+ *
  * After every step the store must agree with the model of `properties-model.ts`: a call alone
  * must be answered as the model says; calls fired at once must be explained by some order of
  * them (each answered as the store did, ending in the state the store shows). And the log must
@@ -47,11 +55,12 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { AcceptedError } from '../src/domain/errors.ts';
-import type { OperationEvent } from '../src/domain/events.ts';
+import { EVENT_TYPES, type EventType, type OperationEvent } from '../src/domain/events.ts';
 import { newOperationId } from '../src/domain/ids.ts';
 import type { ConsumerLease, ConsumerRef } from '../src/store/consumers.ts';
-import type { LeaseRef } from '../src/store/store.ts';
-import type { Operation } from '../src/domain/operation.ts';
+import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts';
+import type { EventQuery, LeaseRef } from '../src/store/store.ts';
+import type { Operation, OperationStatus } from '../src/domain/operation.ts';
 import {
   assertProperty,
   closeNodes,
@@ -75,7 +84,10 @@ import {
   emptyModel,
   epochStart,
   EPOCH_MS,
+  eventsAnswer,
+  filterList,
   linearize,
+  listAnswer,
   type Action,
   type Model,
   type Observed,
@@ -87,6 +99,12 @@ const SETTINGS = propertySettings('ACCEPTED_PROPERTY', STORE === 'postgres' ? 40
 const NODES = STORE === 'postgres' ? 3 : 1;
 const RELAY = 'properties.relay';
 const RELAY_LEASE_MS = 1_000_000_000_000;
+/**
+ * The SQLite store keeps at most 256 prepared statements besides its hot ones (CHANGELOG;
+ * `STATEMENT_CACHE` in sqlite-store.ts), and one per shape of query, not per length of its
+ * lists (a list is one JSON parameter).
+ */
+const STATEMENT_BOUND = 256;
 
 type Node = PropertyNode;
 
@@ -486,7 +504,11 @@ function replace(model: Model, next: Model): void {
 async function finalChecks(env: Env, m: Model): Promise<void> {
   while ((await relayPage(env, 50, m.clock)) > 0);
   const { rows, log } = await observe(env);
-  const problems = [...compareState(m, rows, log), ...checkLog(log, rows, maxAttemptsOf(m))];
+  const problems = [
+    ...compareState(m, rows, log),
+    ...checkLog(log, rows, maxAttemptsOf(m)),
+    ...statementProblems(env.nodes),
+  ];
   const delivered = env.relay.delivered;
   delivered.forEach((e, i) => {
     const before = delivered[i - 1];
@@ -522,6 +544,17 @@ async function finalChecks(env: Env, m: Model): Promise<void> {
     }
   }
   if (problems.length > 0) fail('final state', problems);
+}
+
+/** SQLite nodes holding more prepared statements than the store's bound. */
+function statementProblems(nodes: readonly Node[]): string[] {
+  return nodes.flatMap((node, i) =>
+    node instanceof SqliteStore && node.preparedStatements > STATEMENT_BOUND
+      ? [
+          `node ${i} holds ${node.preparedStatements} prepared statements (at most ${STATEMENT_BOUND})`,
+        ]
+      : [],
+  );
 }
 
 // ---- the commands -----------------------------------------------------------------------------
@@ -726,6 +759,8 @@ class Restart implements fc.AsyncCommand<Model, Env> {
   }
   async run(m: Model, env: Env): Promise<void> {
     const i = this.node % env.nodes.length;
+    const bound = statementProblems([nodeOf(env, i)]);
+    if (bound.length > 0) fail(`before restarting node ${i}:`, bound);
     await nodeOf(env, i).close();
     const fresh = env.place.open();
     env.nodes[i] = fresh;
@@ -766,6 +801,156 @@ class Handover implements fc.AsyncCommand<Model, Env> {
   }
 }
 
+/** Which values of a pool a filter's list names (see `filterList`). */
+interface Selection {
+  distinct: number;
+  offset: number;
+}
+
+/**
+ * One filtered read, asked twice with its lists at two lengths (the same values, repeated): a
+ * `list` by statuses (and maybe a type), or a `readEvents` by operation ids, event types,
+ * operation types (each maybe), maybe a tenant, from the start or the middle of the log.
+ */
+interface FilterSpec {
+  on: 'list' | 'events';
+  lengths: [number, number];
+  statuses: Selection;
+  type: string | null;
+  ids: Selection | null;
+  types: Selection | null;
+  operationTypes: Selection | null;
+  tenant: string | null;
+  after: 'start' | 'middle';
+}
+
+const STATUSES: readonly OperationStatus[] = [
+  'queued',
+  'running',
+  'succeeded',
+  'failed',
+  'canceled',
+];
+/** Operation types the filters name: the test's, and one no operation has. */
+const FILTER_OP_TYPES = [...OP_TYPES, 'zzz'];
+/** The query shapes (which filters a read has) each store instance was asked. */
+const shapesAsked = new WeakMap<Node, Set<string>>();
+
+/**
+ * Filtered reads on one node, each asked with its lists at two lengths from 1 to 1000: both
+ * answers are what the whole rows and log say (`listAnswer`, `eventsAnswer`). On SQLite the
+ * prepared statements grow by at most one per query shape the instance had not been asked
+ * (none for the lengths), and stay within the store's bound. Changes nothing.
+ */
+class Filters implements fc.AsyncCommand<Model, Env> {
+  constructor(
+    readonly node: number,
+    readonly specs: FilterSpec[],
+  ) {}
+
+  check(): boolean {
+    return true;
+  }
+
+  async run(m: Model, env: Env): Promise<void> {
+    const node = nodeOf(env, this.node);
+    const { rows, log } = await observe(env);
+    const pool = [...m.ops.map((op) => op.id), newOperationId(), newOperationId()];
+    const middle = log[Math.floor(log.length / 2)]?.seq ?? 0;
+    const shapes = shapesAsked.get(node) ?? new Set<string>();
+    shapesAsked.set(node, shapes);
+    const before = node instanceof SqliteStore ? node.preparedStatements : 0;
+    let newShapes = 0;
+    const problems: string[] = [];
+    const list = <T>(values: readonly T[], pick: Selection | null, length: number) =>
+      pick === null ? undefined : filterList(values, pick.distinct, pick.offset, length);
+    for (const spec of this.specs) {
+      for (const length of spec.lengths) {
+        if (spec.on === 'list') {
+          const query = {
+            status: list(STATUSES, spec.statuses, length) ?? [],
+            ...(spec.type === null ? {} : { type: spec.type }),
+          };
+          const shape = `list status${spec.type === null ? '' : ' type'}`;
+          if (!shapes.has(shape)) newShapes++;
+          shapes.add(shape);
+          const got = (await node.list({ tenant: TENANT, limit: 10_000, ...query })).items;
+          const want = listAnswer(rows, query);
+          const ids = got.map((row) => row.id);
+          if (JSON.stringify(ids) !== JSON.stringify(want)) {
+            problems.push(
+              `list of ${length} statuses (${[...new Set(query.status)].join(',')}) type ${spec.type}: ` +
+                `${ids.length} rows [${ids.map((id) => id.slice(-5)).join(',')}], ` +
+                `the rows say ${want.length} [${want.map((id) => id.slice(-5)).join(',')}]`,
+            );
+          }
+          count(`filters:list`);
+        } else {
+          const query: Omit<EventQuery, 'limit'> = {
+            after: spec.after === 'start' ? 0 : middle,
+            operationIds: list(pool, spec.ids, length),
+            types: list<EventType>(EVENT_TYPES, spec.types, length),
+            operationTypes: list(FILTER_OP_TYPES, spec.operationTypes, length),
+            ...(spec.tenant === null ? {} : { tenant: spec.tenant }),
+          };
+          const shape = `events${spec.ids ? ' ids' : ''}${spec.types ? ' types' : ''}${spec.operationTypes ? ' operationTypes' : ''}${spec.tenant === null ? '' : ' tenant'}`;
+          if (!shapes.has(shape)) newShapes++;
+          shapes.add(shape);
+          const got = await readAllWhere(node, query);
+          const want = eventsAnswer(log, query);
+          const seqs = got.map((e) => e.seq);
+          if (JSON.stringify(seqs) !== JSON.stringify(want)) {
+            problems.push(
+              `${shape} with lists of ${length} after ${query.after}: seqs [${seqs.join(',')}], ` +
+                `the log says [${want.join(',')}]`,
+            );
+          }
+          count(`filters:events`);
+        }
+        if (length >= 500) count('filters:lists of 500 or more');
+      }
+    }
+    if (node instanceof SqliteStore) {
+      const after = node.preparedStatements;
+      if (after - before > newShapes) {
+        problems.push(
+          `the filters prepared ${after - before} statements for ${newShapes} query shapes new ` +
+            `to this instance: one per shape of query, not per length of its lists`,
+        );
+      }
+      problems.push(...statementProblems([node]));
+    }
+    if (problems.length > 0) fail(`${this.toString()}:`, problems);
+  }
+
+  toString(): string {
+    const one = (s: FilterSpec) => {
+      const pick = (p: Selection | null) => (p ? `${p.distinct}@${p.offset}` : '-');
+      return s.on === 'list'
+        ? `list(status ${pick(s.statuses)} type=${s.type} x${s.lengths.join('/')})`
+        : `events(ids ${pick(s.ids)} types ${pick(s.types)} opTypes ${pick(s.operationTypes)} tenant=${s.tenant} after=${s.after} x${s.lengths.join('/')})`;
+    };
+    return `filters(node${this.node % NODES} ${this.specs.map(one).join(' ')})`;
+  }
+}
+
+/** Every event after `query.after` that `query` selects, page after page. */
+async function readAllWhere(
+  node: Node,
+  query: Omit<EventQuery, 'limit'>,
+): Promise<OperationEvent[]> {
+  const out: OperationEvent[] = [];
+  for (;;) {
+    const page = await node.readEvents({
+      ...query,
+      after: out.at(-1)?.seq ?? query.after,
+      limit: 500,
+    });
+    out.push(...page);
+    if (page.length < 500) return out;
+  }
+}
+
 // ---- generators -------------------------------------------------------------------------------
 
 type SpecKind = Spec['k'];
@@ -776,6 +961,32 @@ const nodeArb = fc.nat({ max: 2 });
 const pickArb = fc.constantFrom(0, 0, 0, 0, 1, 2, 3, 4);
 const runAtArb = fc.constantFrom<RunAtKind>('now', 'now', 'now', 'now', 'soon', 'later');
 const crossArb = fc.constantFrom(false, false, false, false, true);
+
+/** A list's length: short, anything up to 1000, or the longest. */
+const lengthArb = fc.oneof(
+  fc.integer({ min: 1, max: 6 }),
+  fc.integer({ min: 1, max: 1_000 }),
+  fc.constantFrom(999, 1_000),
+);
+const filterPickArb: fc.Arbitrary<Selection> = fc.record({
+  distinct: fc.integer({ min: 1, max: 12 }),
+  offset: fc.nat({ max: 40 }),
+});
+const maybePickArb = fc.option(filterPickArb, { nil: null, freq: 3 });
+const filterSpecArb: fc.Arbitrary<FilterSpec> = fc.record({
+  on: fc.constantFrom<'list' | 'events'>('list', 'events'),
+  // Two different lengths: the same filter, its lists asked at both.
+  lengths: fc
+    .tuple(lengthArb, fc.integer({ min: 1, max: 999 }))
+    .map(([n, d]): [number, number] => [n, ((n - 1 + d) % 1_000) + 1]),
+  statuses: filterPickArb,
+  type: fc.constantFrom<string | null>(null, null, ...FILTER_OP_TYPES),
+  ids: maybePickArb,
+  types: maybePickArb,
+  operationTypes: maybePickArb,
+  tenant: fc.constantFrom<string | null>(null, TENANT, 'other'),
+  after: fc.constantFrom<'start' | 'middle'>('start', 'start', 'middle'),
+});
 
 /** The arbitrary of each kind of call, with workers drawn from the first `workers`. */
 function specArbs(workers: number): Record<SpecKind, fc.Arbitrary<Spec>> {
@@ -859,6 +1070,8 @@ interface Profile {
     handover: number;
     /** Creates on every node at once while the relay follows the log. */
     burst?: number;
+    /** Filtered reads with lists of many lengths (`Filters`). */
+    filters?: number;
   };
   /** Workers that claim and write (the first ones of WORKER_TYPES); default all. */
   workers?: number;
@@ -902,6 +1115,12 @@ function commandsOf(profile: Profile) {
         )
         .map(([delays, pages, limit]) => new Burst(delays, pages, limit)),
       weight: steps.burst ?? 0,
+    },
+    {
+      arbitrary: fc
+        .tuple(nodeArb, fc.array(filterSpecArb, { minLength: 1, maxLength: 3 }))
+        .map(([node, specs]) => new Filters(node, specs)),
+      weight: steps.filters ?? 0,
     },
   );
   return fc.commands([command], {
@@ -959,7 +1178,7 @@ const PROFILES: Profile[] = [
       recover: 2,
       relay: 1,
     },
-    steps: { alone: 6, together: 4, tick: 1, expire: 2, restart: 1, handover: 1 },
+    steps: { alone: 6, together: 4, tick: 1, expire: 2, restart: 1, handover: 1, filters: 1 },
     warmup: 2,
     maxCommands: 40,
     numRuns: { sqlite: 80, postgres: 30 },
@@ -995,7 +1214,16 @@ const PROFILES: Profile[] = [
       cancelDelete: 1,
       relay: 4,
     },
-    steps: { alone: 3, together: 5, tick: 1, expire: 1, restart: 1, handover: 2, burst: 4 },
+    steps: {
+      alone: 3,
+      together: 5,
+      tick: 1,
+      expire: 1,
+      restart: 1,
+      handover: 2,
+      burst: 4,
+      filters: 1,
+    },
     warmup: 1,
     maxCommands: 30,
     numRuns: { sqlite: 80, postgres: 30 },
