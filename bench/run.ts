@@ -9,7 +9,8 @@
 // its floor (a bare node:http keep-alive loop POSTing to the same receiver) and the webhook
 // latency; then once the CPU of an idle server with 100 blocked webhook lines (idle-webhooks).
 // Env: RUNS, N, C, D, K, SUBSCRIBERS, E (passed through), BENCH_ONLY: a comma list of
-// inprocess, bullmq, http-e2e, http-submit, http-limit, longpoll, sqlite-limit, stream-latency,
+// inprocess, bullmq, wait-1k, wait-10k, wait-100k (in-process, each result awaited with
+// wait(id), at most that many pending), http-e2e, http-submit, http-limit, longpoll, sqlite-limit, stream-latency,
 // stream-fanout, ws-broadcast, webhook-throughput, webhook-floor, webhook-latency,
 // idle-webhooks, client-bundle
 // (the gzipped size of the client's browser build), or a group:
@@ -53,6 +54,22 @@ function jsonLines(output: string): Record<string, unknown>[] {
     .map((line) => JSON.parse(line) as Record<string, unknown>);
 }
 
+/** bench/e2e-wait.ts with `pending` waits outstanding at most (PENDING; N from the env or its own). */
+function waitBench(pending: number): [string, string[], string] {
+  return [
+    'env',
+    [
+      `PENDING=${pending}`,
+      `N=${Math.max(Number(process.env.N ?? 20_000), pending)}`,
+      process.execPath,
+      '--import',
+      'tsx',
+      'bench/e2e-wait.ts',
+    ],
+    root,
+  ];
+}
+
 function run(command: string, args: string[], cwd: string): Record<string, unknown> {
   const result = spawnSync(command, args, {
     cwd,
@@ -78,6 +95,9 @@ function median(values: number[]): number {
 const ALL = [
   'inprocess',
   'bullmq',
+  'wait-1k',
+  'wait-10k',
+  'wait-100k',
   'http-e2e',
   'http-submit',
   'http-limit',
@@ -126,6 +146,9 @@ const selected = new Set<Bench>(
 
 const commands: Record<Bench, () => [string, string[], string]> = {
   inprocess: () => [process.execPath, ['--import', 'tsx', 'bench/e2e-inprocess.ts'], root],
+  'wait-1k': () => waitBench(1_000),
+  'wait-10k': () => waitBench(10_000),
+  'wait-100k': () => waitBench(100_000),
   bullmq: () => ['bash', ['run.sh', 'bullmq'], anchorsDir()],
   'http-e2e': () => [process.execPath, ['--import', 'tsx', 'bench/http-e2e.ts'], root],
   'http-submit': () => [process.execPath, ['--import', 'tsx', 'bench/http-submit.ts'], root],
@@ -160,6 +183,9 @@ const commands: Record<Bench, () => [string, string[], string]> = {
 const results: Record<Bench, Record<string, unknown>[]> = {
   inprocess: [],
   bullmq: [],
+  'wait-1k': [],
+  'wait-10k': [],
+  'wait-100k': [],
   'http-e2e': [],
   'http-submit': [],
   'http-limit': [],
@@ -198,6 +224,9 @@ if (
 for (let i = 0; i < runs; i++) {
   bench('inprocess');
   bench('bullmq');
+  bench('wait-1k');
+  bench('wait-10k');
+  bench('wait-100k');
   bench('http-e2e');
   bench('http-submit');
   bench('http-limit');
@@ -295,6 +324,18 @@ const summary = {
   bullmq_e2e_per_s_median: peerE2e,
   bullmq_p50_ms_median: med('bullmq', 'p50_ms'),
   ratio_vs_bullmq: ratio(ourE2e, peerE2e),
+  wait_e2e_per_s_median: {
+    '1k': med('wait-1k', 'e2e_per_s'),
+    '10k': med('wait-10k', 'e2e_per_s'),
+    '100k': med('wait-100k', 'e2e_per_s'),
+  },
+  wait_ratio_vs_bullmq: {
+    '1k': ratio(med('wait-1k', 'e2e_per_s'), peerE2e),
+    '10k': ratio(med('wait-10k', 'e2e_per_s'), peerE2e),
+    '100k': ratio(med('wait-100k', 'e2e_per_s'), peerE2e),
+  },
+  /** 100k pending against 1k: 1 is flat. */
+  wait_100k_vs_1k: ratio(med('wait-100k', 'e2e_per_s'), med('wait-1k', 'e2e_per_s')),
   http_e2e_per_s_median: httpE2e,
   http_e2e_submit_per_s_median: med('http-e2e', 'submit_per_s'),
   http_e2e_submit_p99_ms_median: med('http-e2e', 'submit_p99_ms'),
@@ -381,6 +422,11 @@ const goal = (met: boolean | null) => (met === null ? '' : met ? '  [met]' : '  
 /** The same mark inside a list: ` [met]`. */
 const mark = (met: boolean | null) => goal(met).replace(/^ +/, ' ');
 const atLeast = (value: number | null, target: number) => (value === null ? null : value >= target);
+/** The lowest of the figures measured, or null when none was. */
+const lowest = (values: (number | null)[]) => {
+  const measured = values.filter((v): v is number => v !== null);
+  return measured.length > 0 ? Math.min(...measured) : null;
+};
 const lines = ['', `== summary: median of ${runs} run(s), ${summary.machine} ==`];
 /** Adds a summary line when its figure was measured in this invocation. */
 const line = (figure: number | null, text: () => string) => {
@@ -390,6 +436,11 @@ line(
   ourE2e ?? peerE2e,
   () =>
     `in-process e2e, durable:  accepted ${fmt(ourE2e, '/s')} vs BullMQ (Redis) ${fmt(peerE2e, '/s')} = ${x(summary.ratio_vs_bullmq)}`,
+);
+line(
+  med('wait-1k', 'e2e_per_s'),
+  () =>
+    `wait(id) e2e, durable:    accepted ${['1k', '10k', '100k'].map((k) => `${fmt(summary.wait_e2e_per_s_median[k as '1k'], '/s')} at ${k} pending`).join(', ')} vs BullMQ ${fmt(peerE2e, '/s')} = ${x(summary.wait_ratio_vs_bullmq['1k'])}, ${x(summary.wait_ratio_vs_bullmq['10k'])}, ${x(summary.wait_ratio_vs_bullmq['100k'])}  (goal >= 2x, flat: 100k/1k = ${summary.wait_100k_vs_1k ?? 'n/a'})${goal(atLeast(lowest(Object.values(summary.wait_ratio_vs_bullmq)), 2))}`,
 );
 line(
   httpE2e,
