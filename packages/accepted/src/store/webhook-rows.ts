@@ -589,10 +589,12 @@ export const WEBHOOK_SQL = Object.freeze({
   /**
    * Locks a delivery's endpoint row, found through the delivery (whose target never changes)
    * without locking the delivery: endpoint before delivery is the order every writer takes.
-   * A callback delivery has no endpoint row and locks nothing. PostgreSQL only.
+   * NO KEY UPDATE: the record changes no key, so the dispatcher's KEY SHARE does not wait for
+   * it, while a delete's FOR UPDATE does. A callback delivery has no endpoint row and locks
+   * nothing. PostgreSQL only.
    */
   lockDeliveryEndpoint: `SELECT 1 FROM webhook_endpoints e
-    JOIN webhook_deliveries d ON d.target = e.id WHERE d.id = $1 FOR UPDATE OF e`,
+    JOIN webhook_deliveries d ON d.target = e.id WHERE d.id = $1 FOR NO KEY UPDATE OF e`,
   insertAttempt: `INSERT INTO webhook_attempts (delivery_pk, attempt, started_at, duration_ms,
       status, error, response_body) VALUES ($1, $2, $3, $4, $5, $6, $7)
     ON CONFLICT (delivery_pk, attempt) DO UPDATE SET started_at = excluded.started_at,

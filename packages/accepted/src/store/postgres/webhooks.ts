@@ -188,15 +188,19 @@ export class PostgresWebhooks implements api.WebhookStore {
       }
       const events = await query<rows.DispatchRow>(tx, SQL.dispatchEvents, [cursor, batch.last]);
       const tenants = [...new Set(events.map((row) => row.tenant))];
-      // Share-locked until this transaction ends: an endpoint deleted meanwhile is either
+      // Key-share-locked until this transaction ends: an endpoint deleted meanwhile is either
       // gone before this read (no deliveries made for it) or waits for this commit, and then
       // fails the deliveries made here with its others. Unlocked, a delete committed between
       // this read and the insert below left pending deliveries to an endpoint that is gone.
+      // KEY SHARE, not SHARE: it conflicts with the delete's FOR UPDATE, and not with the
+      // NO KEY UPDATE of attempt records and claims, which a group commit takes for several
+      // endpoints in the order their attempts ended (SHARE in key order here deadlocked with
+      // them, found by the fuzzer).
       const endpoints = (
         await query<rows.EndpointRow>(
           tx,
           `SELECT * FROM webhook_endpoints WHERE enabled AND tenant = ANY($1::text[])
-           ORDER BY pk FOR SHARE`,
+           ORDER BY pk FOR KEY SHARE`,
           [tenants],
         )
       ).map(rows.toEndpoint);
@@ -279,7 +283,7 @@ export class PostgresWebhooks implements api.WebhookStore {
         }>(
           tx,
           `SELECT id, rate_limit, rate_window, rate_count FROM webhook_endpoints
-           WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE SKIP LOCKED`,
+           WHERE id = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE SKIP LOCKED`,
           [limited.sort()],
         );
         for (const w of windows) {
