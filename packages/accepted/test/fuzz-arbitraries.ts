@@ -1358,7 +1358,34 @@ export type Framing =
   | 'nul-in-header'
   | 'chunked-and-length'
   | 'many-headers'
-  | 'lf-only';
+  | 'lf-only'
+  | AbandonedFraming;
+
+/**
+ * A client that goes away before its request is whole: the head says a body of
+ * Content-Length bytes (or chunked) and fewer come, then the socket is closed (FIN), reset
+ * (RST) or half-closed (the client still reads), without waiting for an answer. Nobody is
+ * left to answer: the server must neither fail (a 500, an error-level log line) nor act on
+ * the part it got.
+ */
+export type AbandonedFraming =
+  | 'gone-after-head'
+  | 'gone-mid-body'
+  | 'gone-mid-chunk'
+  | 'reset-mid-body'
+  | 'half-closed-mid-body';
+
+export const ABANDONED_FRAMINGS: readonly AbandonedFraming[] = [
+  'gone-after-head',
+  'gone-mid-body',
+  'gone-mid-chunk',
+  'reset-mid-body',
+  'half-closed-mid-body',
+];
+
+export function isAbandoned(framing: Framing): framing is AbandonedFraming {
+  return (ABANDONED_FRAMINGS as readonly string[]).includes(framing);
+}
 
 /** Framings that make a request malformed: the server must refuse it, whatever it holds. */
 export const MALFORMED_FRAMINGS: readonly Framing[] = [
@@ -1378,6 +1405,8 @@ export const framingArb: fc.Arbitrary<Framing> = fc.oneof(
     arbitrary: fc.constantFrom<Framing>(...MALFORMED_FRAMINGS, 'many-headers', 'lf-only'),
     weight: 3,
   },
+  // Often enough that every write route sees a few (about one request in ten).
+  { arbitrary: fc.constantFrom<Framing>(...ABANDONED_FRAMINGS), weight: 5 },
 );
 
 export const contentTypeArb: fc.Arbitrary<string | null> = fc.oneof(
@@ -1554,3 +1583,261 @@ export function idArb(env: SchemaEnv, param: ParamSpec): fc.Arbitrary<IdChoice> 
     },
   );
 }
+
+// ---- WebSocket messages ------------------------------------------------------------------------
+
+/** What a WebSocket message may name: the operations of the client's tenant, of another, deleted ones. */
+export interface WsTargets {
+  own: readonly string[];
+  other: readonly string[];
+  gone: readonly string[];
+  /** Subscription ids of a connection are `s1`, `s2`, ...: unsubscribes name these, up to here. */
+  maxSubscription: number;
+}
+
+/** One WebSocket message of a burst, as the client sends it. */
+export interface WsMessageSpec {
+  /** What the text is written from (with the markers of `writeJson`). */
+  value: unknown;
+  /**
+   * `fresh`: the test sets a request id of its own (the last member of an object), so that
+   * the answer can be told apart; `keep`: the id as generated (none, or a wrong one).
+   */
+  id: 'fresh' | 'keep';
+  /** Text sent instead of the JSON (not JSON at all), or the JSON cut short. */
+  text: { kind: 'none' } | { kind: 'replace'; text: string } | { kind: 'truncate'; at: number };
+  /** Sent in a binary frame. */
+  binary: boolean;
+  how: string;
+}
+
+/** The client messages of the AsyncAPI document (`#/components/messages/ws.*`). */
+const wsPayload = (name: string) => ({ $ref: `#/components/messages/ws.${name}/payload` });
+
+/** Messages the fuzz sends none of: they write (submit, cancel); a burst only reads. */
+export function wsWrites(value: unknown): boolean {
+  const types = isRecord(value)
+    ? [value.type]
+    : value instanceof Entries
+      ? value.entries.filter(([key]) => key === 'type').map(([, v]) => v)
+      : [];
+  return types.some((type) => type === 'submit' || type === 'cancel');
+}
+
+/**
+ * Messages of the WebSocket protocol (docs/streams.md), from the schemas of the AsyncAPI
+ * document (`env.doc`): mostly valid subscribes (to a filter, or to an operation of the
+ * tenant, of another tenant, deleted or made up) and unsubscribes (of subscriptions the
+ * connection has, or may have, or never had), and near-valid and hostile ones around them:
+ * a member wrong, both `operation` and `filter` or neither, text that is not JSON, too deep,
+ * numbers out of range, `__proto__`, a binary frame.
+ */
+export function wsMessageArb(env: SchemaEnv, targets: WsTargets): fc.Arbitrary<WsMessageSpec> {
+  const none = { kind: 'none' } as const;
+  const spec = (value: unknown, how: string, id: 'fresh' | 'keep' = 'fresh'): WsMessageSpec => ({
+    value,
+    id,
+    text: none,
+    binary: false,
+    how,
+  });
+  const operation = fc.oneof(
+    ...[
+      { ids: targets.own, weight: 8, how: 'an operation of the tenant' },
+      { ids: targets.other, weight: 1, how: "another tenant's operation" },
+      { ids: targets.gone, weight: 1, how: 'a deleted operation' },
+    ]
+      .filter((t) => t.ids.length > 0)
+      .map((t) => ({
+        arbitrary: fc.constantFrom(...t.ids).map((id) => [id, t.how] as const),
+        weight: t.weight,
+      })),
+    { arbitrary: fc.constant([null, 'a made-up operation'] as const), weight: 1 },
+  );
+  const subscribe = fc
+    .tuple(validArb(env, wsPayload('subscribe'), 'ws.subscribe'), operation)
+    .map(([value, [id, how]]) => {
+      // One of the two (the document's `oneOf`): the generator may have made both.
+      const { operation: made, filter, ...rest } = isRecord(value) ? value : {};
+      if (typeof made !== 'string') return spec({ ...rest, filter }, 'subscribe to a filter');
+      return spec({ ...rest, operation: id ?? made }, `subscribe to ${how}`);
+    });
+  const subscription = fc.oneof(
+    { arbitrary: fc.integer({ min: 1, max: targets.maxSubscription }), weight: 6 },
+    { arbitrary: fc.constantFrom('s0', 's-1', 'S1', 's01', '', ' s1', 'x'), weight: 1 },
+  );
+  const unsubscribe = fc
+    .tuple(validArb(env, wsPayload('unsubscribe'), 'ws.unsubscribe'), subscription)
+    .map(([value, n]) =>
+      spec(
+        { ...(isRecord(value) ? value : {}), subscription: typeof n === 'number' ? `s${n}` : n },
+        'unsubscribe',
+      ),
+    );
+  const nearValid = fc
+    .tuple(
+      fc.constantFrom('subscribe', 'unsubscribe', 'ping'),
+      fc.constantFrom<'fresh' | 'keep'>('fresh', 'keep'),
+    )
+    .chain(([name, id]) =>
+      nearValidArb(env, wsPayload(name), `ws.${name}`).map((value) =>
+        spec(value, `a near-valid ${name}`, id),
+      ),
+    );
+  const hostile = fc.oneof(
+    fc
+      .constantFrom(
+        '',
+        ' ',
+        '{',
+        'null',
+        '[]',
+        '"ping"',
+        'ping',
+        '\u0000',
+        '{"type":"ping"',
+        '{"type":"ping",}',
+        '{"type":"ping"}{"type":"ping"}',
+        "{'type':'ping'}",
+        '{"type":"ping","id":1e400}',
+      )
+      .map((text): WsMessageSpec => ({ ...spec({}, 'not JSON'), text: { kind: 'replace', text } })),
+    fc
+      .tuple(subscribe, fc.double({ min: 0, max: 0.999, noNaN: true }))
+      .map(([s, at]): WsMessageSpec => ({
+        ...s,
+        text: { kind: 'truncate', at },
+        how: 'cut short',
+      })),
+    fc
+      .tuple(
+        fc.constantFrom(63, 64, 65, 66, 200, 5000),
+        fc.constantFrom<'array' | 'object'>('array', 'object'),
+      )
+      .map(([depth, kind]) =>
+        spec(
+          { type: 'subscribe', filter: {}, x: new Deep(depth, kind, 1) },
+          `${depth} levels deep`,
+        ),
+      ),
+    fc
+      .tuple(fc.constantFrom('after', 'id'), fc.constantFrom(...ODD_NUMBERS))
+      .map(([member, number]) =>
+        spec(
+          new Entries([
+            ['type', 'subscribe'],
+            ['filter', {}],
+            [member, new Raw(number)],
+          ]),
+          `${member} ${number}`,
+          member === 'id' ? 'keep' : 'fresh',
+        ),
+      ),
+    fc.constantFrom(
+      spec({ type: 'subscribe' }, 'subscribe to nothing'),
+      spec({ type: 'subscribe', filter: {}, operation: targets.own[0] ?? 'op_x' }, 'both'),
+      spec(
+        new Entries([
+          ['type', 'subscribe'],
+          ['filter', {}],
+          ['__proto__', { a: 1 }],
+        ]),
+        '__proto__',
+      ),
+      spec(
+        new Entries([
+          ['type', 'subscribe'],
+          ['filter', { constructor: { prototype: {} } }],
+        ]),
+        'constructor.prototype',
+      ),
+      spec(
+        new Entries([
+          ['type', 'ping'],
+          ['type', 'subscribe'],
+          ['filter', {}],
+        ]),
+        'type twice',
+      ),
+      spec({ type: 'subscribe', filter: {}, id: 'x'.repeat(65) }, 'an id of 65 characters', 'keep'),
+      spec({ type: 'subscribe', filter: {}, id: { a: 1 } }, 'an object id', 'keep'),
+      spec({ type: 'unsubscribe' }, 'unsubscribe nothing'),
+      spec({ type: 'subscriptions', filter: {} }, 'an unknown type'),
+      spec({ filter: {} }, 'no type'),
+    ),
+    fc
+      .constantFrom({ type: 'subscribe', filter: {} }, { type: 'ping' })
+      .map((value): WsMessageSpec => ({ ...spec(value, 'a binary frame'), binary: true })),
+  );
+  return fc
+    .oneof(
+      { arbitrary: subscribe, weight: 10 },
+      { arbitrary: unsubscribe, weight: 4 },
+      { arbitrary: fc.constant(spec({ type: 'ping' }, 'ping')), weight: 1 },
+      { arbitrary: nearValid, weight: 3 },
+      { arbitrary: hostile, weight: 3 },
+    )
+    .filter((m) => !wsWrites(m.value) && writeJson(m.value).length <= WS_FUZZ_MAX_TEXT);
+}
+
+/** The longest message the fuzz writes: far below the 1 MiB a message may be (close 1009). */
+const WS_FUZZ_MAX_TEXT = 256 * 1024;
+
+/**
+ * Bursts of messages, each sent at once (without waiting for an answer): some within the
+ * subscription cap, most past it, so that every burst tests the cap while its subscribes
+ * still read the store.
+ */
+export function wsBurstsArb(
+  env: SchemaEnv,
+  targets: WsTargets,
+  cap: number,
+): fc.Arbitrary<WsMessageSpec[][]> {
+  const message = wsMessageArb(env, targets);
+  const burst = fc.oneof(
+    { arbitrary: fc.array(message, { minLength: 1, maxLength: cap }), weight: 1 },
+    { arbitrary: fc.array(message, { minLength: cap, maxLength: 3 * cap }), weight: 2 },
+  );
+  return fc.array(burst, { minLength: 1, maxLength: 3 });
+}
+
+// ---- operations that change while streams open -------------------------------------------------
+
+/** An operation that changes a few times, and when its streams and long polls begin. */
+export interface ChangingOperation {
+  submit: { type: string; input: unknown };
+  /** Milliseconds after the submit at which a stream opens without a cursor. */
+  snapshotsAt: number[];
+  /** Long-poll its monitor (`Prefer: wait` with the ETag of the last answer) until it ends. */
+  poll: boolean;
+}
+
+/**
+ * A few operations of the demo types that move through several versions within a fraction
+ * of a second (`demo.progress`: a progress event a step; `demo.flaky`: attempts that fail
+ * and are retried), each with the moments its snapshots are taken.
+ */
+export const changingOperationsArb: fc.Arbitrary<ChangingOperation[]> = fc.array(
+  fc.record({
+    submit: fc.oneof(
+      {
+        arbitrary: fc
+          .record({ steps: fc.integer({ min: 2, max: 12 }), ms: fc.integer({ min: 2, max: 20 }) })
+          .map((input) => ({ type: 'demo.progress', input })),
+        weight: 3,
+      },
+      {
+        arbitrary: fc
+          .integer({ min: 1, max: 2 })
+          .map((failTimes) => ({ type: 'demo.flaky', input: { failTimes } })),
+        weight: 1,
+      },
+    ),
+    snapshotsAt: fc.array(fc.integer({ min: 0, max: 120 }), { minLength: 1, maxLength: 3 }),
+    poll: fc.oneof(
+      { arbitrary: fc.constant(true), weight: 3 },
+      { arbitrary: fc.constant(false), weight: 1 },
+    ),
+  }),
+  { minLength: 4, maxLength: 6 },
+);

@@ -19,9 +19,21 @@
  * not UTF-8, not JSON, an inexact number, a header sent twice, a bad Idempotency-Key, an
  * If-Match that does not match) is never accepted; an accepted write leaves a whole resource:
  * it reads back (200, same version, its input stored as sent), and every list and event page
- * of the tenant still answers 200. Another tenant's data never changes nor shows. At the end
- * every page of every list is read, then workers run the fuzzed operations and every page is
- * read again.
+ * of the tenant still answers 200. Another tenant's data never changes nor shows. Some
+ * requests are abandoned by their client (the body announced, fewer bytes sent, the socket
+ * closed, reset or half-closed): they change nothing and log no error.
+ *
+ * The WebSocket (`GET /v1/ws`, docs/streams.md) gets bursts of subscribes and unsubscribes,
+ * valid ones and hostile ones, from the messages of the AsyncAPI document, sent without
+ * waiting: each message gets one answer of those the protocol allows it, with its id; every
+ * message matches the document; never more subscriptions are acknowledged and live than the
+ * cap; the connection stays usable, its free slots all there; nothing stays subscribed.
+ *
+ * At the end every page of every list is read, then workers run the fuzzed operations and
+ * every page is read again; meanwhile operations that change fast get their event streams
+ * opened at random moments: each snapshot's id is the seq of its version's event in the log,
+ * the stream and a resume from that id send the log's later events once each, and each
+ * long-polled ETag names a version whose event is already in the log.
  *
  * Seeded: the seed is printed first (`# fuzz seed N`) and is in every failure message, with
  * the counterexample. Replay a failure with
@@ -50,6 +62,7 @@ import type Database from 'better-sqlite3';
 import fc from 'fast-check';
 import { pino } from 'pino';
 import type { ValidateFunction } from 'ajv';
+import WebSocket from 'ws';
 import { ERROR_CODES } from '../src/domain/errors.ts';
 import { ApiKeys } from '../src/http/auth.ts';
 import { createServer, type AcceptedServer } from '../src/server/server.ts';
@@ -58,12 +71,15 @@ import {
   bodyArb,
   bodyBytes,
   canonicalJson,
+  changingOperationsArb,
   contentTypeArb,
   describeValue,
+  Entries,
   framingArb,
   headerValueArb,
   idArb,
   inexactNumber,
+  isAbandoned,
   isJsonType,
   isSurelyNotJson,
   jsonDepth,
@@ -77,7 +93,11 @@ import {
   strayBodyArb,
   STRAY_HEADERS,
   validArb,
+  writeJson,
+  wsBurstsArb,
+  type AbandonedFraming,
   type BodySpec,
+  type ChangingOperation,
   type Framing,
   type HeaderSpec,
   type HeaderValue,
@@ -86,9 +106,12 @@ import {
   type QuerySpec,
   type RouteSpec,
   type SchemaEnv,
+  type WsMessageSpec,
+  type WsTargets,
 } from './fuzz-arbitraries.ts';
 import { newStorePlace, onStore, STORE, type StorePlace } from './helpers.ts';
 import { adminQuery, PG_URL } from './pg-helpers.ts';
+import { SseClient, type SseMessage } from './stream-clients.ts';
 
 // ---- seed and budget -------------------------------------------------------------------------
 
@@ -121,6 +144,14 @@ const BODY_LIMIT = 64 * 1024;
 const MAX_HEADER_SIZE = 8 * 1024;
 const FUZZ_KEY = 'fuzz-key-0123456789-abcdefghijklmnop';
 const OTHER_KEY = 'other-key-0123456789-abcdefghijklmnop';
+/**
+ * A tenant of the snapshot checks alone, without webhook endpoints: their operations change
+ * fast, and in the fuzz tenant (dozens of endpoints, hundreds of deliveries pending by then)
+ * each change is a delivery to make for each endpoint. What the checks are about is the
+ * stream, not the dispatcher (on PostgreSQL, dispatching that much holds up the node's
+ * writes for seconds at a time).
+ */
+const STREAMS_KEY = 'streams-key-0123456789-abcdefghijklmnop';
 const OTHER_MARKER = 'other-tenant-secret-marker';
 /** Read once each (docs/limits.md): a second field is refused. */
 /** The problems of a body, whatever the route (docs/errors.md). */
@@ -241,6 +272,77 @@ async function exchange(port: number, bytes: Buffer, timeoutMs = 15_000): Promis
 
 const headerOf = (answer: Answer, name: string) => answer.headers.get(name)?.[0];
 
+/**
+ * Sends the first part of a request and goes away as `framing` says (closes, resets, or
+ * half-closes the socket and reads on), without waiting for an answer; returns once the
+ * server has let the connection go, with what it answered (a half-closed client may hear a
+ * 4xx; the others hear nothing).
+ */
+async function abandon(port: number, bytes: Buffer, framing: AbandonedFraming): Promise<Answer[]> {
+  const ends = serverSockets();
+  const socket = net.connect(port, '127.0.0.1');
+  const chunks: Buffer[] = [];
+  socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+  socket.on('error', () => undefined);
+  const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+  await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+  // The server's end of this connection, once it has taken it.
+  const local = socket.localPort ?? 0;
+  let end = ends.get(local);
+  for (let turns = 0; end === undefined; turns++) {
+    if (turns > 10_000) throw new Error('the server never took the connection');
+    await new Promise((resolve) => setImmediate(resolve));
+    end = ends.get(local);
+  }
+  socket.write(bytes);
+  if (framing === 'reset-mid-body') socket.resetAndDestroy();
+  else if (framing === 'half-closed-mid-body') socket.end();
+  else socket.destroy();
+  await closed;
+  // Once the server's end is closed, and the callbacks its closing queued have run, the
+  // server has dealt with the request.
+  let timer: NodeJS.Timeout | undefined;
+  const letGo = await Promise.race([
+    end.closed.then(() => true),
+    new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), 15_000))),
+  ]);
+  clearTimeout(timer);
+  if (!letGo) {
+    throw new Error(`the server kept the connection of an abandoned request (${framing}) open`);
+  }
+  for (let i = 0; i < 3; i++) await new Promise((resolve) => setImmediate(resolve));
+  return parseAnswers(Buffer.concat(chunks));
+}
+
+/** The server's ends of the connections it was given, by the client's port. */
+const socketsByServer = new WeakMap<http.Server, Map<number, { closed: Promise<void> }>>();
+function serverSockets(): Map<number, { closed: Promise<void> }> {
+  const server = fx().server.http.server;
+  let ends = socketsByServer.get(server);
+  if (!ends) {
+    const map = new Map<number, { closed: Promise<void> }>();
+    server.on('connection', (end: net.Socket) => {
+      const port = end.remotePort ?? 0;
+      const entry = { closed: new Promise<void>((resolve) => end.once('close', () => resolve())) };
+      map.set(port, entry);
+      void entry.closed.then(() => {
+        if (map.get(port) === entry) map.delete(port);
+      });
+    });
+    socketsByServer.set(server, map);
+    ends = map;
+  }
+  return ends;
+}
+
+/** A log line, for a failure report: its message and its error's. */
+function describeLog(line: Fixture['logs'][number]): string {
+  const err = line.err as { type?: string; message?: string; code?: string } | undefined;
+  return err
+    ? `${line.msg}: ${err.type ?? 'Error'} ${err.code ?? ''} ${err.message ?? ''}`
+    : line.msg;
+}
+
 // ---- the server, the store, the receiver ----------------------------------------------------
 
 interface Fixture {
@@ -248,6 +350,8 @@ interface Fixture {
   port: number;
   place: StorePlace;
   doc: Json;
+  /** The AsyncAPI document (`GET /v1/asyncapi.json`): the WebSocket's messages. */
+  asyncDoc: Json;
   routes: RouteSpec[];
   env: SchemaEnv;
   ajv: ReturnType<typeof createAjv>;
@@ -280,6 +384,7 @@ function startFuzzServer(place: StorePlace, worker: boolean) {
   const keys = new ApiKeys();
   keys.add({ tenant: 'fuzz', key: FUZZ_KEY });
   keys.add({ tenant: 'other', key: OTHER_KEY });
+  keys.add({ tenant: 'streams', key: STREAMS_KEY });
   return createServer({
     port: 0,
     host: '127.0.0.1',
@@ -294,6 +399,7 @@ function startFuzzServer(place: StorePlace, worker: boolean) {
     bodyLimit: BODY_LIMIT,
     maxHeaderSize: MAX_HEADER_SIZE,
     maxWaitSeconds: 1,
+    maxSubscriptions: WS_MAX_SUBSCRIPTIONS,
     webhookAllow: ['127.0.0.0/8'],
     logger,
   });
@@ -873,12 +979,14 @@ async function build(spec: RequestSpec): Promise<Built> {
 
   const body = replayed ? replayed[1].body : spec.body ? bodyBytes(spec.body) : null;
   const framed: [string, Buffer][] = [];
-  if (spec.framing === 'chunked' || spec.framing === 'chunked-and-length') {
-    framed.push(['Transfer-Encoding', Buffer.from('chunked')]);
-  }
-  if (
+  const chunked = ['chunked', 'chunked-and-length', 'gone-mid-chunk'].includes(spec.framing);
+  if (chunked) framed.push(['Transfer-Encoding', Buffer.from('chunked')]);
+  if (isAbandoned(spec.framing) && !chunked) {
+    // A body is announced (one byte at least), and fewer bytes come.
+    framed.push(['Content-Length', Buffer.from(String(Math.max(1, body?.length ?? 0)))]);
+  } else if (
     spec.framing === 'chunked-and-length' ||
-    (spec.framing !== 'chunked' && (body !== null || route.method !== 'GET'))
+    (!chunked && (body !== null || route.method !== 'GET'))
   ) {
     framed.push(['Content-Length', Buffer.from(String(body?.length ?? 0))]);
   }
@@ -982,7 +1090,17 @@ async function build(spec: RequestSpec): Promise<Built> {
   }
   head.push(Buffer.from(eol));
   let payload = body ?? Buffer.alloc(0);
-  if (spec.framing === 'chunked' || spec.framing === 'chunked-and-length') {
+  if (spec.framing === 'gone-after-head') payload = Buffer.alloc(0);
+  else if (spec.framing === 'gone-mid-chunk') {
+    // The first chunk announced whole, half of it sent.
+    const size = Math.max(1, payload.length);
+    payload = Buffer.concat([
+      Buffer.from(`${size.toString(16)}\r\n`),
+      payload.subarray(0, Math.floor(payload.length / 2)),
+    ]);
+  } else if (isAbandoned(spec.framing)) {
+    payload = payload.subarray(0, Math.floor(payload.length / 2));
+  } else if (spec.framing === 'chunked' || spec.framing === 'chunked-and-length') {
     const half = Math.floor(payload.length / 2);
     const chunk = (b: Buffer) =>
       b.length === 0 ? [] : [Buffer.from(`${b.length.toString(16)}\r\n`), b, Buffer.from('\r\n')];
@@ -1383,7 +1501,10 @@ function labelRuleBreaks(labels: Record<string, unknown>): string[] {
       breaks.push(`${key}: not a string`);
       continue;
     }
-    if (value.length > 256) breaks.push(`${key}: ${value.length} characters`);
+    // Characters as JSON Schema's maxLength counts them (and the document states the limit
+    // so): code points, a pair of surrogates one.
+    const characters = value.length - (value.match(/[\ud800-\udbff][\udc00-\udfff]/g)?.length ?? 0);
+    if (characters > 256) breaks.push(`${key}: ${characters} characters`);
     for (let i = 0; i < value.length; i++) {
       const code = value.charCodeAt(i);
       if (code <= 0x1f || (code >= 0x7f && code <= 0x9f)) {
@@ -1512,6 +1633,10 @@ const builds = new WeakMap<RequestSpec, Built>();
 async function run(spec: RequestSpec): Promise<void> {
   const built = await build(spec);
   builds.set(spec, built);
+  if (isAbandoned(spec.framing)) {
+    await runAbandoned(spec.framing, built);
+    return;
+  }
   const before = await fingerprint();
   const answer = await exchange(fx().port, built.bytes);
   const afterwards = await fingerprint();
@@ -1562,6 +1687,34 @@ async function run(spec: RequestSpec): Promise<void> {
   if (route.params.some((p) => p.name.toLowerCase() === 'idempotency-key'))
     checkIdempotency(built, answer);
   if (answer.status < 300 && route.method !== 'GET') await checkAcceptedWrite(spec, built, answer);
+}
+
+/**
+ * A request whose client went away before sending it whole: nobody hears an answer, so what
+ * counts is what the server did. Nothing it got can be acted on (the store is unchanged), and
+ * a client leaving is no failure of the server's (no error-level log line, no 5xx to a
+ * half-closed client that still reads).
+ */
+async function runAbandoned(framing: AbandonedFraming, built: Built): Promise<void> {
+  const before = await fingerprint();
+  const logged = fx().logs.length;
+  const answers = await abandon(fx().port, built.bytes, framing);
+  // No route: what a half-closed request is answered is the framework's, not the route's.
+  for (const answer of answers) checkAnswerShape(answer, null);
+  const errors = fx()
+    .logs.slice(logged)
+    .filter((line) => line.level >= 50);
+  assert.deepEqual(
+    errors.map(describeLog),
+    [],
+    `a request its client abandoned (${framing}) was logged at error level: the server took the client going away for a failure of its own`,
+  );
+  assert.deepEqual(
+    fingerprintDiff(before, await fingerprint()),
+    [],
+    `a request its client abandoned (${framing}) changed the store`,
+  );
+  count('abandoned requests: nothing stored, nothing logged as an error');
 }
 
 async function fuzzRoute(
@@ -1630,6 +1783,672 @@ function runsOf(route: RouteSpec): number {
   return Math.max(1, Math.round(runs * SCALE));
 }
 
+// ---- the WebSocket channel -------------------------------------------------------------------
+
+/**
+ * The subscription cap the fuzz server runs with (`maxSubscriptions`; 100 by default, see
+ * docs/streams.md): small, so that a burst passes it cheaply.
+ */
+const WS_MAX_SUBSCRIPTIONS = 12;
+/** docs/streams.md: a message may be nested 65 levels deep (one more than an HTTP body). */
+const WS_MAX_DEPTH = 65;
+/** The client messages of the document; `submit` and `cancel` are known but never sent. */
+const WS_CLIENT_TYPES = ['subscribe', 'unsubscribe', 'ping', 'submit', 'cancel'];
+
+/**
+ * A validator of a schema of the AsyncAPI document (`#/...` inside it); `without-oneOf`:
+ * the schema without its top `oneOf` (a subscribe's choice of `operation` or `filter`).
+ */
+function asyncValidator(
+  pointer: string,
+  variant: 'whole' | 'without-oneOf' = 'whole',
+): ValidateFunction {
+  const key = `asyncapi ${pointer} ${variant}`;
+  let validate = responseValidators.get(key);
+  if (!validate) {
+    const schema = resolveRef(fx().asyncDoc, { $ref: pointer }) as Json;
+    const used = variant === 'whole' ? schema : { ...schema, oneOf: undefined };
+    validate = fx().ajv.compile(
+      JSON.parse(JSON.stringify(used).replaceAll('"$ref":"#/', '"$ref":"asyncapi.json#/')) as Json,
+    );
+    responseValidators.set(key, validate);
+  }
+  return validate;
+}
+
+/**
+ * The request id an error carries (docs/streams.md: a string of at most 64 characters, or an
+ * integer), as the server reads it before the message is checked: 64 UTF-16 units, a safe
+ * integer. An ack or a pong carries the id of the valid message as it is.
+ */
+function wsRequestId(value: unknown): string | number | undefined {
+  const id = isRecordLike(value) ? value.id : undefined;
+  return (typeof id === 'string' && id.length <= 64) || Number.isSafeInteger(id)
+    ? (id as string | number)
+    : undefined;
+}
+
+/**
+ * What the server may answer one message: each answer as `outcome id`, the outcome
+ * `ack:subscribe`, `ack:unsubscribe:s3`, `pong` or an error code, the id as JSON text (none
+ * for an answer without one).
+ */
+interface WsExpected {
+  allowed: string[];
+  text: string;
+  how: string;
+}
+
+/**
+ * What docs/streams.md says the server answers a message, read from its text as the server
+ * reads it: a binary frame, text that is not JSON, too deep or with an inexact number is
+ * refused without an id; a message its schema (in the AsyncAPI document) refuses is
+ * INVALID_MESSAGE; a valid subscribe is acknowledged, or refused for the cap, or, naming an
+ * operation that is not the tenant's, refused as not found; an unsubscribe is acknowledged
+ * or SUBSCRIPTION_NOT_FOUND; a ping is answered pong. An error carries the id when it is a
+ * string of at most 64 characters or a safe integer; an ack or a pong the id of the valid
+ * message, as it is.
+ */
+function wsExpectation(
+  text: string,
+  binary: boolean,
+  own: ReadonlySet<string>,
+  how: string,
+): WsExpected {
+  const answer = (allowed: string[]): WsExpected => ({ allowed, text, how });
+  const anonymous = (codes: string[]) => answer(codes.map((code) => `${code} `));
+  if (binary) return anonymous(['INVALID_MESSAGE']);
+  const early = [
+    ...(jsonDepth(text) > WS_MAX_DEPTH ? ['JSON_TOO_DEEP'] : []),
+    ...(inexactNumber(text) !== null ? ['NUMBER_OUT_OF_RANGE'] : []),
+  ];
+  let poisoned = false;
+  let value: unknown;
+  try {
+    value = JSON.parse(text, (key, v: unknown) => {
+      if (key === '__proto__' || (key === 'constructor' && isRecordLike(v) && 'prototype' in v)) {
+        poisoned = true;
+      }
+      return v;
+    });
+  } catch {
+    return anonymous(['INVALID_MESSAGE', ...early]);
+  }
+  if (early.length > 0) return anonymous(early);
+  if (poisoned) return anonymous(['INVALID_MESSAGE']);
+  const id = wsRequestId(value);
+  const refused = (codes: string[]) =>
+    codes.map((code) => `${code} ${id === undefined ? '' : JSON.stringify(id)}`);
+  const type = isRecordLike(value) ? value.type : undefined;
+  if (typeof type !== 'string' || !WS_CLIENT_TYPES.includes(type)) {
+    return answer(refused(['INVALID_MESSAGE']));
+  }
+  const payload = `#/components/messages/ws.${type}/payload`;
+  if (!asyncValidator(payload)(value)) {
+    // `operation` or `filter`, not both: the server checks it after the cap.
+    const onlyTheChoice = type === 'subscribe' && asyncValidator(payload, 'without-oneOf')(value);
+    return answer(
+      refused(onlyTheChoice ? ['INVALID_MESSAGE', 'TOO_MANY_SUBSCRIPTIONS'] : ['INVALID_MESSAGE']),
+    );
+  }
+  const message = value as Json;
+  const echoed = (outcome: string) =>
+    `${outcome} ${message.id === undefined ? '' : JSON.stringify(message.id)}`;
+  if (type === 'ping') return answer([echoed('pong')]);
+  if (type === 'unsubscribe') {
+    return answer([
+      echoed(`ack:unsubscribe:${String(message.subscription)}`),
+      ...refused(['SUBSCRIPTION_NOT_FOUND']),
+    ]);
+  }
+  if (typeof message.operation === 'string' && !own.has(message.operation)) {
+    return answer(refused(['OPERATION_NOT_FOUND', 'TOO_MANY_SUBSCRIPTIONS']));
+  }
+  return answer([echoed('ack:subscribe'), ...refused(['TOO_MANY_SUBSCRIPTIONS'])]);
+}
+
+/** The outcome of an answer, as `wsExpectation` names them. */
+function wsOutcome(message: Json): string {
+  if (message.type === 'pong') return 'pong';
+  if (message.type === 'error') return String(message.code);
+  if (message.request === 'unsubscribe') return `ack:unsubscribe:${String(message.subscription)}`;
+  return `ack:${String(message.request)}`;
+}
+
+/**
+ * One WebSocket connection as the fuzz sees it: every message the server sends, checked as
+ * it arrives against the document and against what the connection has been told so far.
+ * A subscription is live from its acknowledgement to its `complete`, its failure (an error
+ * naming it) or the acknowledgement of its unsubscribe; at no moment are more live than
+ * the cap, and nothing arrives for a subscription that is not live.
+ */
+class WsSession {
+  readonly messages: Json[] = [];
+  /** Answers to requests (ack, pong, and errors that name no subscription), in order. */
+  readonly answers: Json[] = [];
+  readonly problems: string[] = [];
+  readonly live = new Set<string>();
+  private readonly started = new Set<string>();
+  closed: { code: number; reason: string } | null = null;
+
+  constructor(
+    readonly socket: WebSocket,
+    private readonly cap: number,
+    private readonly otherOperations: ReadonlySet<string>,
+  ) {
+    socket.on('message', (data: WebSocket.RawData, isBinary: boolean) =>
+      this.receive(data, isBinary),
+    );
+    socket.on('close', (code: number, reason: Buffer) => {
+      this.closed = { code, reason: reason.toString('utf8') };
+    });
+    socket.on('error', (error: Error) => this.problems.push(`socket error: ${error.message}`));
+  }
+
+  private problem(text: string): void {
+    if (this.problems.length < 20) this.problems.push(text);
+  }
+
+  private receive(data: WebSocket.RawData, isBinary: boolean): void {
+    const text = Buffer.isBuffer(data)
+      ? data.toString('utf8')
+      : Buffer.concat(Array.isArray(data) ? data : [Buffer.from(data)]).toString('utf8');
+    if (isBinary) this.problem(`a binary message: ${text.slice(0, 200)}`);
+    let message: Json;
+    try {
+      message = JSON.parse(text) as Json;
+    } catch {
+      this.problem(`a message that is not JSON: ${text.slice(0, 200)}`);
+      return;
+    }
+    this.messages.push(message);
+    const name = message.type === 'ack' ? `ack.${String(message.request)}` : String(message.type);
+    const pointer = `#/components/messages/ws.${name}/payload`;
+    const validate = (() => {
+      try {
+        return asyncValidator(pointer);
+      } catch {
+        return null;
+      }
+    })();
+    if (!validate)
+      this.problem(`a message the document does not name (ws.${name}): ${text.slice(0, 200)}`);
+    else if (!validate(message)) {
+      this.problem(
+        `a ws.${name} message that does not match the document: ${fx().ajv.errorsText(validate.errors)}: ${text.slice(0, 300)}`,
+      );
+    }
+    if (text.includes(OTHER_MARKER)) this.problem(`another tenant's data: ${text.slice(0, 300)}`);
+    const subscription = typeof message.subscription === 'string' ? message.subscription : null;
+    switch (message.type) {
+      case 'ack':
+      case 'pong':
+        this.answers.push(message);
+        if (message.request === 'subscribe' && subscription !== null) {
+          if (this.started.has(subscription))
+            this.problem(`the subscription ${subscription} acknowledged twice`);
+          this.started.add(subscription);
+          this.live.add(subscription);
+          if (this.live.size > this.cap) {
+            this.problem(
+              `${this.live.size} subscriptions acknowledged and live on one connection, past the cap of ${this.cap} (docs/streams.md: however many subscribes a client sends at once, at most the cap are acknowledged)`,
+            );
+          }
+        } else if (message.request === 'unsubscribe' && subscription !== null) {
+          if (!this.live.delete(subscription)) {
+            this.problem(`an unsubscribe of ${subscription}, which is not live, acknowledged`);
+          }
+        }
+        break;
+      case 'error':
+        if (subscription === null) this.answers.push(message);
+        else if (!this.live.delete(subscription)) {
+          this.problem(`an error for ${subscription}, which is not live: ${text.slice(0, 200)}`);
+        }
+        break;
+      case 'complete':
+        if (subscription === null || !this.live.delete(subscription)) {
+          this.problem(`complete for ${String(subscription)}, which is not live`);
+        }
+        break;
+      case 'snapshot':
+      case 'event': {
+        if (subscription === null || !this.live.has(subscription)) {
+          this.problem(
+            `${message.type} for ${String(subscription)}, which is not live: ${text.slice(0, 200)}`,
+          );
+        }
+        const event = isRecordLike(message.event)
+          ? message.event
+          : isRecordLike(message.operation)
+            ? message.operation
+            : {};
+        const about = typeof event.operationId === 'string' ? event.operationId : event.id;
+        if (typeof about === 'string' && this.otherOperations.has(about)) {
+          this.problem(`an event of another tenant's operation ${about}`);
+        }
+        break;
+      }
+      case 'welcome':
+        if (this.messages.length !== 1) this.problem('a welcome after the first message');
+        if (message.tenant !== 'fuzz')
+          this.problem(`welcome to the tenant ${String(message.tenant)}`);
+        break;
+      default:
+        this.problem(`the server sent ${text.slice(0, 200)}`);
+    }
+  }
+
+  /** Waits until `check` holds; fails if the connection closes first, or after 15 s. */
+  async until(check: () => boolean, what: string): Promise<void> {
+    const deadline = Date.now() + 15_000;
+    while (!check()) {
+      if (this.closed) {
+        throw new Error(
+          `the server closed the connection (${this.closed.code} ${this.closed.reason}) while waiting for ${what}`,
+        );
+      }
+      if (Date.now() > deadline) throw new Error(`no ${what} within 15 s`);
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+  }
+}
+
+/** Opens a WebSocket as the fuzz tenant and waits for its welcome. */
+async function openWs(cap: number, otherOperations: ReadonlySet<string>): Promise<WsSession> {
+  const socket = new WebSocket(`ws://127.0.0.1:${fx().port}/v1/ws`, {
+    headers: { authorization: `Bearer ${FUZZ_KEY}` },
+    perMessageDeflate: false,
+  });
+  const session = new WsSession(socket, cap, otherOperations);
+  await new Promise<void>((resolve, reject) => {
+    socket.once('open', () => resolve());
+    socket.once('unexpected-response', (_request, response) =>
+      reject(new Error(`the upgrade was refused: ${response.statusCode ?? '?'}`)),
+    );
+    socket.once('error', reject);
+  });
+  await session.until(() => session.messages.length > 0, 'welcome');
+  return session;
+}
+
+/** One message as sent: its text (or bytes) and what it must be answered. */
+interface WsFrame {
+  data: string;
+  binary: boolean;
+  expected: WsExpected;
+}
+
+let wsIds = 0;
+/** How often each answer came (a check whose case never comes has no teeth). */
+const wsOutcomes = new Map<string, number>();
+
+/** The frame of a message: its JSON with a fresh request id when asked, its text mutated. */
+function wsFrame(spec: WsMessageSpec, own: ReadonlySet<string>): WsFrame {
+  let value = spec.value;
+  if (spec.id === 'fresh') {
+    const id = `w${++wsIds}`;
+    if (value instanceof Entries) value = new Entries([...value.entries, ['id', id]]);
+    else if (isRecordLike(value)) value = { ...value, id };
+  }
+  let text = writeJson(value);
+  if (spec.text.kind === 'replace') text = spec.text.text;
+  else if (spec.text.kind === 'truncate')
+    text = text.slice(0, Math.floor(text.length * spec.text.at));
+  return {
+    data: text,
+    binary: spec.binary,
+    expected: wsExpectation(text, spec.binary, own, spec.how),
+  };
+}
+
+/**
+ * Sends the frames at once, waits for an answer to each, and checks that every message got
+ * exactly one, carrying its id, of the outcomes docs/streams.md allows it.
+ */
+async function wsBurst(session: WsSession, frames: WsFrame[], what: string): Promise<Json[]> {
+  const from = session.answers.length;
+  for (const frame of frames) {
+    session.socket.send(frame.binary ? Buffer.from(frame.data) : frame.data, {
+      binary: frame.binary,
+    });
+  }
+  await session.until(
+    () => session.answers.length - from >= frames.length,
+    `an answer to each of the ${frames.length} messages of ${what} (${session.answers.length - from} came)`,
+  );
+  const answers = session.answers.slice(from);
+  for (const answer of answers) {
+    const outcome = wsOutcome(answer).replace(/:s\d+$/, '');
+    wsOutcomes.set(outcome, (wsOutcomes.get(outcome) ?? 0) + 1);
+  }
+  // Each answer to one message it may answer, each message one answer: a matching (Kuhn's
+  // augmenting paths), since messages without a usable id share their answers' id.
+  const signature = (a: Json) =>
+    `${wsOutcome(a)} ${a.id === undefined ? '' : JSON.stringify(a.id)}`;
+  const owner = new Array<number>(frames.length).fill(-1);
+  const tryMatch = (i: number, seen: boolean[]): boolean => {
+    const sig = signature(answers[i] ?? {});
+    for (const [j, frame] of frames.entries()) {
+      if (seen[j] || !frame.expected.allowed.includes(sig)) continue;
+      seen[j] = true;
+      if (owner[j] === -1 || tryMatch(owner[j] ?? -1, seen)) {
+        owner[j] = i;
+        return true;
+      }
+    }
+    return false;
+  };
+  const unmatched = answers.filter(
+    (_, i) => !tryMatch(i, new Array<boolean>(frames.length).fill(false)),
+  );
+  const shown = (e: WsExpected) =>
+    `${e.how}: ${JSON.stringify(e.text.length > 200 ? `${e.text.slice(0, 200)}…` : e.text)} (may be answered ${e.allowed.join(' or ')})`;
+  const unanswered = frames.filter((_, j) => owner[j] === -1).map((f) => f.expected);
+  if (unmatched.length > 0 || unanswered.length > 0) {
+    session.problems.push(
+      `answers to no message of ${what}: ${unmatched.map((a) => JSON.stringify(a).slice(0, 200)).join(', ') || 'none'}; messages without an answer they may have: ${unanswered.slice(0, 4).map(shown).join('; ') || 'none'}`,
+    );
+  }
+  return answers;
+}
+
+/** What a burst held, for a failure report: how many of each kind of message. */
+function describeBurst(burst: readonly WsMessageSpec[]): string {
+  const kinds = new Map<string, number>();
+  for (const spec of burst) kinds.set(spec.how, (kinds.get(spec.how) ?? 0) + 1);
+  return `${burst.length} messages: ${[...kinds].map(([how, n]) => `${n}× ${how}`).join(', ')}`;
+}
+
+/** A subscribe of the whole tenant's events, from now on. */
+const subscribeAll = (own: ReadonlySet<string>): WsFrame =>
+  wsFrame(
+    {
+      value: { type: 'subscribe', filter: {} },
+      id: 'fresh',
+      text: { kind: 'none' },
+      binary: false,
+      how: 'subscribe to every event',
+    },
+    own,
+  );
+
+// ---- snapshots of operations that change ------------------------------------------------------
+
+interface LogEvent {
+  seq: number;
+  version: number;
+  type: string;
+}
+
+const TERMINAL = ['succeeded', 'failed', 'canceled'];
+
+/** Every event of one operation in the log (through the API), once it holds `seq`. */
+async function logOf(operation: string, seq: number): Promise<LogEvent[]> {
+  const route = routeMatching('GET', `/v1/operations/${operation}/events`) ?? null;
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const page = await plainRequest(
+      'GET',
+      `/v1/operations/${operation}/events?after=0&limit=1000`,
+      route,
+      `Bearer ${STREAMS_KEY}`,
+    );
+    assert.equal(page.status, 200, `the events of ${operation}: ${page.status} ${page.text}`);
+    const events = (page.json as { events: LogEvent[] }).events;
+    if (seq === 0 || events.some((e) => e.seq >= seq)) return events;
+    if (Date.now() > deadline) {
+      assert.fail(`${operation}: the event ${seq}, sent on a stream, is not in the log after 15 s`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/** A stream opened without a cursor, and a resume from its snapshot's id opened at once. */
+interface SnapshotSeen {
+  operation: string;
+  snapshot: SseMessage;
+  /** The messages after the snapshot; `ended`: the stream ended (after the terminal event). */
+  rest: SseMessage[];
+  ended: boolean;
+  resumed: { status: number; messages: SseMessage[]; ended: boolean };
+}
+
+const streamAuth = () => ({ authorization: `Bearer ${STREAMS_KEY}` });
+
+/** The seqs of a stream's events; each one's SSE id is its seq. */
+function streamSeqs(operation: string, messages: SseMessage[]): number[] {
+  return messages
+    .filter((m) => m.event?.startsWith('operation.'))
+    .map((m) => {
+      const event = JSON.parse(m.data) as { seq: number };
+      assert.equal(m.id, String(event.seq), `${operation}: an SSE id that is not its event's seq`);
+      return event.seq;
+    });
+}
+
+/**
+ * Opens the stream of `operation` without a cursor, then (as a client that lost it right
+ * after the snapshot) a resume with the snapshot's id as Last-Event-ID; reads both until they
+ * end (after the terminal event) or `stop` settles.
+ */
+async function snapshotOf(operation: string, stop: Promise<void>): Promise<SnapshotSeen> {
+  const url = `http://127.0.0.1:${fx().port}/v1/operations/${operation}/events`;
+  const stream = new SseClient(url, streamAuth());
+  let resumed: SseClient | null = null;
+  try {
+    await stream.until(
+      () => stream.messages.length > 0 || (stream.status !== 0 && stream.status !== 200),
+      'the snapshot',
+    );
+    assert.equal(stream.status, 200, `the stream of ${operation}: ${stream.status} ${stream.body}`);
+    const [snapshot] = stream.messages;
+    assert.equal(
+      snapshot?.event,
+      'operation.snapshot',
+      `the stream of ${operation} began with ${JSON.stringify(snapshot)}`,
+    );
+    const again = new SseClient(url, { ...streamAuth(), 'last-event-id': snapshot.id ?? '' });
+    resumed = again;
+    let ended = false;
+    let resumedEnded = false;
+    await Promise.race([
+      Promise.all([
+        stream.ended.then(() => (ended = true)),
+        again.ended.then(() => (resumedEnded = true)),
+      ]),
+      stop,
+    ]);
+    return {
+      operation,
+      snapshot,
+      rest: stream.messages.slice(1),
+      ended,
+      resumed: { status: again.status, messages: [...again.messages], ended: resumedEnded },
+    };
+  } finally {
+    stream.close();
+    resumed?.close();
+  }
+}
+
+/**
+ * Checks a snapshot against the log (docs/streams.md): its id is the seq of the last event
+ * the state it shows reflects (the log's event of its version); the stream then sends the
+ * log's events after that version, in order, each once, and so does a resume from its id
+ * (`204` when nothing follows). A stream cut short (its operation still changing when the
+ * reading stopped) has sent the first of them.
+ */
+function checkSnapshot(seen: SnapshotSeen, log: LogEvent[]): void {
+  const { operation, snapshot } = seen;
+  const data = JSON.parse(snapshot.data) as {
+    seq: number;
+    operation: { id: string; version: number; status: string };
+  };
+  assert.equal(data.operation.id, operation);
+  assert.equal(snapshot.id, String(data.seq), `${operation}: the snapshot's id is not its seq`);
+  const version = data.operation.version;
+  const shown = log.find((e) => e.version === version);
+  const versions = log.map((e) => `${e.version}@${e.seq}`).join(' ');
+  assert.ok(
+    shown,
+    `${operation}: the snapshot shows version ${version}, which no event of the log has (log: ${versions})`,
+  );
+  assert.equal(
+    data.seq,
+    shown.seq,
+    `${operation}: the snapshot of version ${version} (${data.operation.status}) has the id ${snapshot.id ?? '?'}, but the log's event of that version is seq ${shown.seq} (log, version@seq: ${versions}): ${data.seq < shown.seq ? 'a resume from it repeats changes the snapshot shows' : 'a resume from it misses any change made since that event'} (docs/streams.md: the snapshot's id is the seq of the last event that state reflects)`,
+  );
+  const after = log.filter((e) => e.version > version).map((e) => e.seq);
+  const sent = (what: string, seqs: number[], ended: boolean) => {
+    assert.deepEqual(
+      seqs,
+      ended ? after : after.slice(0, seqs.length),
+      `${operation}: ${what} did not send the log's events after the snapshot's version ${version} (id ${snapshot.id ?? '?'}) in order, once each (log, version@seq: ${versions})`,
+    );
+  };
+  sent('the stream, after its snapshot,', streamSeqs(operation, seen.rest), seen.ended);
+  const { resumed } = seen;
+  if (resumed.status === 204) {
+    assert.deepEqual(
+      after,
+      [],
+      `${operation}: a resume from the snapshot's id ${snapshot.id ?? '?'} answered 204 (the operation is over and the client has it all), but the log has later events (version@seq: ${versions})`,
+    );
+    count('snapshots of finished operations, resumed with 204');
+  } else {
+    assert.equal(resumed.status, 200, `${operation}: a resume answered ${resumed.status}`);
+    sent(
+      `a resume with the snapshot's id ${snapshot.id ?? '?'} as Last-Event-ID`,
+      streamSeqs(operation, resumed.messages),
+      resumed.ended,
+    );
+    if (resumed.ended && after.length === 0) {
+      assert.fail(`${operation}: a resume from a finished operation's snapshot answered 200`);
+    }
+    count('snapshots resumed, the events after them sent once');
+  }
+}
+
+/**
+ * Long-polls a monitor with the ETag of each answer until the operation ends (or `stop`):
+ * each answer's ETag names a version whose event the log already holds (docs/http.md: the
+ * monitor shows durable state only), and the body's version is the ETag's.
+ */
+async function longPoll(operation: string, stopped: () => boolean): Promise<number> {
+  const route = routeMatching('GET', `/v1/operations/${operation}`) ?? null;
+  const events = routeMatching('GET', `/v1/operations/${operation}/events`) ?? null;
+  let etag: string | undefined;
+  let polls = 0;
+  while (!stopped() && polls < 200) {
+    polls++;
+    const answer = await exchange(
+      fx().port,
+      Buffer.from(
+        `GET /v1/operations/${operation} HTTP/1.1\r\nHost: 127.0.0.1:${fx().port}\r\nAuthorization: Bearer ${STREAMS_KEY}\r\nPrefer: wait=1\r\n${etag === undefined ? '' : `If-None-Match: ${etag}\r\n`}Connection: close\r\n\r\n`,
+      ),
+    );
+    checkAnswerShape(answer, route);
+    assert.ok(
+      answer.status === 200 || answer.status === 304,
+      `a long poll of ${operation} answered ${answer.status}`,
+    );
+    const tag = headerOf(answer, 'etag') ?? '';
+    const version = Number(/^"(\d+)"$/.exec(tag)?.[1]);
+    const page = await plainRequest(
+      'GET',
+      `/v1/operations/${operation}/events?after=0&limit=1000`,
+      events,
+      `Bearer ${STREAMS_KEY}`,
+    );
+    const log = (page.json as { events: LogEvent[] }).events;
+    assert.ok(
+      log.some((e) => e.version === version),
+      `${operation}: a long poll answered ${answer.status} with the ETag ${tag} before the log holds the event of that version (log, version@seq: ${log.map((e) => `${e.version}@${e.seq}`).join(' ')})`,
+    );
+    etag = tag;
+    if (answer.status === 200) {
+      const monitor = answer.json as { version: number; status: string };
+      assert.equal(
+        monitor.version,
+        version,
+        `${operation}: the ETag ${tag} of a monitor of version ${monitor.version}`,
+      );
+      if (TERMINAL.includes(monitor.status)) break;
+    }
+  }
+  return polls;
+}
+
+/**
+ * How long the streams and long polls of the changing operations are read at most: they end
+ * far sooner (when the operations do); on a store whose writes are held up, what was read by
+ * then is checked.
+ */
+const CHANGING_WINDOW_MS = 3000;
+
+/**
+ * Operations that change (progress steps, failed attempts and retries) while their streams
+ * open at moments of the seed's choosing, with the workers running what is left of the
+ * fuzzed ones: every snapshot is consistent with the log, and so is every long-polled ETag.
+ */
+async function checkChangingOperations(): Promise<string> {
+  const [plan = []] = fc.sample(changingOperationsArb, { seed: seedOf('snapshots'), numRuns: 1 });
+  const submitRoute = routeMatching('POST', '/v1/operations') ?? null;
+  // At once: one commit for all.
+  const submitted = await Promise.all(
+    plan.map(async (change): Promise<[ChangingOperation, string]> => {
+      const body = JSON.stringify(change.submit);
+      const answer = await exchange(
+        fx().port,
+        Buffer.from(
+          `POST /v1/operations HTTP/1.1\r\nHost: 127.0.0.1:${fx().port}\r\nAuthorization: Bearer ${STREAMS_KEY}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+        ),
+      );
+      checkAnswerShape(answer, submitRoute);
+      assert.equal(answer.status, 202, `${body}: ${answer.status} ${answer.text.slice(0, 200)}`);
+      return [change, String((answer.json as Json).id)];
+    }),
+  );
+  const started = Date.now();
+  let timer: NodeJS.Timeout | undefined;
+  const stop = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, CHANGING_WINDOW_MS);
+  });
+  const stopped = () => Date.now() - started >= CHANGING_WINDOW_MS;
+  const seen: SnapshotSeen[] = [];
+  let polls = 0;
+  try {
+    await Promise.all(
+      submitted.flatMap(([change, id]) => [
+        ...change.snapshotsAt.map(async (ms) => {
+          await new Promise((resolve) => setTimeout(resolve, ms));
+          seen.push(await snapshotOf(id, stop));
+        }),
+        ...(change.poll ? [longPoll(id, stopped).then((n) => void (polls += n))] : []),
+      ]),
+    );
+  } finally {
+    clearTimeout(timer);
+  }
+  const states = new Map<string, number>();
+  for (const snapshot of seen) {
+    const seqs = [
+      ...streamSeqs(snapshot.operation, snapshot.rest),
+      ...streamSeqs(snapshot.operation, snapshot.resumed.messages),
+    ];
+    const data = JSON.parse(snapshot.snapshot.data) as {
+      seq: number;
+      operation: { status: string };
+    };
+    // The log is read once it holds every event the streams sent (of this operation).
+    checkSnapshot(snapshot, await logOf(snapshot.operation, Math.max(0, ...seqs)));
+    const status = data.operation.status + (snapshot.ended ? '' : ' (read in part)');
+    states.set(status, (states.get(status) ?? 0) + 1);
+  }
+  return `${seen.length} snapshots of ${submitted.length} changing operations in ${Date.now() - started} ms, by the status they showed ${JSON.stringify(Object.fromEntries(states))}; ${polls} long polls`;
+}
+
 // ---- the suite --------------------------------------------------------------------------------
 
 describe(onStore('fuzz: every JSON route of the OpenAPI document'), { timeout: 240_000 }, () => {
@@ -1645,8 +2464,12 @@ describe(onStore('fuzz: every JSON route of the OpenAPI document'), { timeout: 2
     const port = Number(new URL(url).port);
     const text = await fetch(`${url}/v1/openapi.json`).then((r) => r.text());
     const doc = JSON.parse(text) as Json;
+    const asyncDoc = JSON.parse(
+      await fetch(`${url}/v1/asyncapi.json`).then((r) => r.text()),
+    ) as Json;
     const ajv = createAjv();
     ajv.addSchema(doc, 'openapi.json');
+    ajv.addSchema(asyncDoc, 'asyncapi.json');
     const goodUrls = [
       `http://127.0.0.1:${receiver.port}/hooks`,
       `http://127.0.0.1:${receiver.port}/hooks/a?b=c`,
@@ -1659,6 +2482,7 @@ describe(onStore('fuzz: every JSON route of the OpenAPI document'), { timeout: 2
       port,
       place,
       doc,
+      asyncDoc,
       routes: [],
       env: { doc, goodUrls },
       ajv,
@@ -1898,6 +2722,148 @@ describe(onStore('fuzz: every JSON route of the OpenAPI document'), { timeout: 2
     }
   });
 
+  it('fuzzes the WebSocket: bursts of subscribes and unsubscribes, each answered, never past the cap', async (t) => {
+    const cap = WS_MAX_SUBSCRIPTIONS;
+    const rows = await query<{ id: string; tenant: string }>(
+      `SELECT id, tenant FROM ${table('operations')}`,
+    );
+    const own = new Set(rows.filter((r) => r.tenant === 'fuzz').map((r) => r.id));
+    const other = new Set(rows.filter((r) => r.tenant !== 'fuzz').map((r) => r.id));
+    const targets: WsTargets = {
+      own: [...own],
+      other: [...other],
+      gone: deletedIds.filter((id) => id.startsWith('op_') && !own.has(id)),
+      maxSubscription: 4 * cap,
+    };
+    const env: SchemaEnv = { doc: fx().asyncDoc, goodUrls: fx().env.goodUrls };
+    const before = await fingerprint();
+    const started = Date.now();
+    let sent = 0;
+    const failure: { first: { error: string; bursts: string[] } | null } = { first: null };
+    const property = fc.asyncProperty(wsBurstsArb(env, targets, cap), async (bursts) => {
+      const session = await openWs(cap, other);
+      const check = (what: string) =>
+        assert.deepEqual(
+          session.problems,
+          [],
+          `WebSocket, ${what}: what the server answered breaks docs/streams.md`,
+        );
+      try {
+        for (const [i, burst] of bursts.entries()) {
+          sent += burst.length;
+          await wsBurst(
+            session,
+            burst.map((spec) => wsFrame(spec, own)),
+            `burst ${i + 1}`,
+          );
+          check(`burst ${i + 1} of ${burst.length} messages sent at once`);
+        }
+        // Still usable, with every free slot there and no more: as many subscribes as there
+        // are free slots and one more, at once.
+        const free = cap - session.live.size;
+        const fill = await wsBurst(
+          session,
+          Array.from({ length: free + 1 }, () => subscribeAll(own)),
+          `${free + 1} subscribes with ${free} slots free`,
+        );
+        check(`${free + 1} subscribes sent at once with ${free} of ${cap} slots free`);
+        const acks = fill.filter((a) => a.type === 'ack').length;
+        assert.ok(
+          acks >= free,
+          `WebSocket: ${acks} of ${free + 1} subscribes acknowledged with ${free} slots free: refused or ended subscribes kept their slots`,
+        );
+        // The slots are real: one unsubscribe frees one.
+        const one = [...session.live][0];
+        if (one !== undefined) {
+          const [gone] = await wsBurst(
+            session,
+            [
+              wsFrame(
+                {
+                  value: { type: 'unsubscribe', subscription: one },
+                  id: 'fresh',
+                  text: { kind: 'none' },
+                  binary: false,
+                  how: 'unsubscribe',
+                },
+                own,
+              ),
+            ],
+            'an unsubscribe',
+          );
+          assert.equal(
+            gone?.type,
+            'ack',
+            `WebSocket: the unsubscribe of the live ${one}: ${JSON.stringify(gone)}`,
+          );
+          const [again] = await wsBurst(session, [subscribeAll(own)], 'a subscribe');
+          assert.equal(
+            again?.type,
+            'ack',
+            `WebSocket: a subscribe after an unsubscribe freed a slot: ${JSON.stringify(again)}`,
+          );
+        }
+        check('after the bursts');
+        assert.equal(session.closed, null, 'the server closed the connection');
+      } catch (error) {
+        // Each case has a connection of its own, but the first failure is shown as well.
+        failure.first ??= {
+          error: error instanceof Error ? error.message : String(error),
+          bursts: bursts.map(describeBurst),
+        };
+        throw error;
+      } finally {
+        session.socket.terminate();
+      }
+    });
+    const params: fc.Parameters<[WsMessageSpec[][]]> = {
+      seed: seedOf('websocket'),
+      numRuns: Math.max(1, Math.round(8 * SCALE)),
+      // Shrinking a failure included: each case opens a connection of its own.
+      plugins: [fc.interruptAfterTimeLimit(10_000 * SCALE)],
+    };
+    const details = await fc.check(property, params);
+    t.diagnostic(
+      `${details.numRuns} connections, ${sent} messages in ${Date.now() - started} ms; answers ${JSON.stringify(Object.fromEntries(wsOutcomes))}`,
+    );
+    if (details.failed) {
+      const shown = details.counterexample?.[0] ?? [];
+      assert.fail(
+        [
+          details.errorInstance instanceof Error
+            ? details.errorInstance.message
+            : String(details.errorInstance),
+          `seed ${SEED} (WebSocket seed ${details.seed}, path ${details.counterexamplePath ?? '?'}; ${details.numRuns} runs, ${details.numShrinks} shrinks)`,
+          `replay: ${REPLAY}`,
+          'counterexample (shrunk), the bursts:',
+          ...shown.map((burst, i) => `  ${i + 1}: ${describeBurst(burst)}`),
+          ...(failure.first === null
+            ? []
+            : [
+                `first failure: ${failure.first.error}`,
+                ...failure.first.bursts.map((burst, i) => `  ${i + 1}: ${burst}`),
+              ]),
+        ].join('\n'),
+      );
+    }
+    // Nothing is left subscribed once the connections are gone, and nothing was written.
+    const hub = fx().server.http.streamHub;
+    const deadline = Date.now() + 15_000;
+    while (hub.stats().connections > 0 || hub.stats().subscriptions > 0) {
+      if (Date.now() > deadline) {
+        assert.fail(
+          `WebSocket: left behind after every connection closed: ${JSON.stringify(hub.stats())}`,
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    assert.deepEqual(
+      fingerprintDiff(before, await fingerprint(), (k) => !k.startsWith('cs|')),
+      [],
+      'subscribes and unsubscribes changed the store',
+    );
+  });
+
   it('after the fuzz: every page of every list answers 200, as the document says', async (t) => {
     const counts = await readAllPages();
     t.diagnostic(JSON.stringify(Object.fromEntries(counts)));
@@ -1910,6 +2876,10 @@ describe(onStore('fuzz: every JSON route of the OpenAPI document'), { timeout: 2
     const url = await worker.start();
     fx().server = worker;
     fx().port = Number(new URL(url).port);
+    // While the workers take the fuzzed operations up (from the first moment: later, on
+    // PostgreSQL, the dispatcher's deliveries of their events hold the store's writes up).
+    const changing = checkChangingOperations();
+    changing.catch(() => undefined); // awaited below, its failure reported there
     const deadline = Date.now() + 4000;
     for (;;) {
       const rows = await query<{ n: unknown }>(
@@ -1935,6 +2905,7 @@ describe(onStore('fuzz: every JSON route of the OpenAPI document'), { timeout: 2
       );
     }
     t.diagnostic(`${rows.length} echo operations succeeded`);
+    t.diagnostic(await changing);
     const errors = [...logs].filter((line) => line.level >= 50);
     assert.deepEqual(
       errors.map((line) => line.msg),
