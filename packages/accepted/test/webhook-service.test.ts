@@ -11,6 +11,7 @@
  */
 import assert from 'node:assert/strict';
 import net, { type AddressInfo } from 'node:net';
+import { hostname } from 'node:os';
 import { after, describe, it } from 'node:test';
 import { ConfigError } from '../src/domain/options.ts';
 import type { Logger } from '../src/domain/logger.ts';
@@ -566,23 +567,25 @@ describe('webhook service: the dispatcher and the sender', { timeout: 60_000 }, 
   });
 
   it('never has more attempts in flight than its concurrency, and sends every one', async () => {
-    let open = 0;
-    let most = 0;
-    const rx = await receiver(async () => {
-      most = Math.max(most, ++open);
-      await sleep(30);
-      open--;
-      return { status: 200 };
-    });
+    // Every request is held until the test lets it go: with seven deliveries due, exactly two
+    // are in flight; each one let go makes room for the next.
+    const { rx, releaseNext } = await holdingReceiver();
     const svc = await service({ concurrency: 2 });
     const { endpoint: ep } = await endpoint(svc, `${rx.url}/two-at-a-time`);
     for (let i = 0; i < 7; i++) await submit(svc);
-    await eventually(async () => {
-      const all = await deliveriesOf(svc, ep.id);
-      return all.length === 7 && all.every((d) => d.status === 'delivered');
-    });
-    assert.equal(most, 2);
+    await eventually(async () => (await deliveriesOf(svc, ep.id)).length === 7);
+    for (let sent = 2; sent <= 7; sent++) {
+      await eventually(() => rx.received.length >= sent);
+      await sleep(30); // time for a third to start, were the bound not kept
+      assert.equal(rx.received.length, sent, `${sent} sent, two at a time`);
+      releaseNext();
+    }
+    releaseNext();
+    await eventually(async () =>
+      (await deliveriesOf(svc, ep.id)).every((d) => d.status === 'delivered'),
+    );
     await countersReach(svc, { delivered: 7 });
+    assert.match(svc.webhooks.holder, new RegExp(`^${hostname()}:${process.pid}:[0-9a-f]{8}$`));
   });
 
   it('renews its own lease under the same token once half of it has passed, and reads nothing while idle; a node started after it reads the consumer once and takes nothing', async () => {
