@@ -21,7 +21,9 @@ export function boundedDelay(ms: number): number {
 export function backoffDelay(policy: Backoff | undefined, attempt: number, error: unknown): number {
   if (typeof policy === 'function') return boundedDelay(policy(attempt, error));
   const { baseMs, factor, maxMs, jitter } = { ...DEFAULT_BACKOFF, ...policy };
-  const full = boundedDelay(Math.min(boundedDelay(maxMs), baseMs * factor ** Math.max(0, attempt - 1)));
+  const full = boundedDelay(
+    Math.min(boundedDelay(maxMs), baseMs * factor ** Math.max(0, attempt - 1)),
+  );
   const spread = Number.isFinite(jitter) ? Math.min(1, Math.max(0, jitter)) : 0;
   return boundedDelay(full * (1 - spread) + Math.random() * full * spread);
 }
