@@ -415,7 +415,13 @@ describe('webhook service: endpoints and secrets', { timeout: 60_000 }, () => {
     assert.ok(out?.expiresAt !== undefined && out.expiresAt !== null);
     assert.ok(out.expiresAt >= t0 + OVERLAP && out.expiresAt <= t1 + OVERLAP);
     const strict = createWebhooks({ accepted: svc.accepted });
-    assert.throws(() => strict.checkUrl('http://127.0.0.1:9/x'), { code: 'URL_NOT_ALLOWED' });
+    assert.throws(() => strict.checkUrl('http://127.0.0.1:9/x'), {
+      code: 'URL_NOT_ALLOWED',
+      fields: [
+        { field: '/url', message: "The URL's host 127.0.0.1 is in a blocked range (loopback)." },
+      ],
+    });
+    assert.match(ep.id, /^ep_[0-9A-Za-z]{20,}$/);
   });
 });
 
@@ -431,6 +437,7 @@ describe('webhook service: what an attempt sends and records', { timeout: 60_000
     assert.ok(request);
     const [attempt] = await svc.webhooks.store.listAttempts(delivered.id, TENANT);
     assert.ok(attempt);
+    assert.match(delivered.id, /^dlv_[0-9A-Za-z]{20,}$/);
     assert.equal(request.headers['content-type'], 'application/json');
     assert.equal(request.headers['user-agent'], 'Accepted-Webhooks/1');
     assert.equal(request.headers['webhook-id'], delivered.eventId);
@@ -574,10 +581,17 @@ describe('webhook service: the dispatcher and the sender', { timeout: 60_000 }, 
     const { endpoint: ep } = await endpoint(svc, `${rx.url}/two-at-a-time`);
     for (let i = 0; i < 7; i++) await submit(svc);
     await eventually(async () => (await deliveriesOf(svc, ep.id)).length === 7);
+    // Claimed, too: the sender's sockets are bounded as well, so a claim past the bound would
+    // hold deliveries under a lease without sending them.
+    const claimed = () =>
+      svc.calls
+        .filter((c) => c.method === 'webhooks.claimDeliveries')
+        .reduce((n, c) => n + (Array.isArray(c.result) ? c.result.length : 0), 0);
     for (let sent = 2; sent <= 7; sent++) {
       await eventually(() => rx.received.length >= sent);
       await sleep(30); // time for a third to start, were the bound not kept
       assert.equal(rx.received.length, sent, `${sent} sent, two at a time`);
+      assert.equal(claimed(), sent, `${sent} claimed, two at a time`);
       releaseNext();
     }
     releaseNext();
@@ -768,6 +782,13 @@ describe('webhook service: the dispatcher and the sender', { timeout: 60_000 }, 
     assert.ok(pending);
     assert.equal(failed?.obj.delivery, pending.id);
     for (const line of errors()) assert.equal((line.obj.err as Error).message, 'the store is away');
+    // Giving the lease back fails: a warning, and stop returns all the same (the lease expires).
+    observer.faults.set('consumers.release', away());
+    await svc.webhooks.stop(100);
+    const warning = svc.logger.lines.find(
+      (l) => l.level === 'warn' && l.msg === 'webhook dispatcher lease not released; it expires',
+    );
+    assert.equal((warning?.obj.err as Error | undefined)?.message, 'the store is away');
   });
 
   it('a retry due before the next poll wakes the sender itself, once, not in a loop; replays send at once', async () => {
@@ -793,6 +814,20 @@ describe('webhook service: the dispatcher and the sender', { timeout: 60_000 }, 
     assert.equal(await svc.webhooks.replayEndpoint(TENANT, ep.id, 0), 1);
     await deliveryWhen(svc, ep.id, (d) => d.status === 'delivered' && d.attempts === 5, 30_000);
     assert.equal(rx.received.length, 5);
+    // An endpoint disabled while its retry was due gets it at once when enabled again.
+    rx.answer = (_request, index) => ({ status: index === 5 ? 500 : 200 });
+    await svc.webhooks.updateEndpoint(TENANT, ep.id, { eventTypes: null }, undefined);
+    const op = await submit(svc);
+    const queued = await deliveryWhen(
+      svc,
+      ep.id,
+      (d) => d.operationId === op.id && d.attempts === 1 && d.status === 'pending',
+      30_000,
+    );
+    await svc.webhooks.updateEndpoint(TENANT, ep.id, { enabled: false }, undefined);
+    await sleep(600); // past the retry's 400 ms: due, but its endpoint is disabled
+    await svc.webhooks.updateEndpoint(TENANT, ep.id, { enabled: true }, undefined);
+    await deliveryWhen(svc, ep.id, (d) => d.id === queued.id && d.status === 'delivered', 30_000);
   });
 
   it('purges finished deliveries older than retentionMs when it starts, a thousand at a time, and keeps pending ones', async () => {
