@@ -602,6 +602,39 @@ describe('webhook service: the dispatcher and the sender', { timeout: 60_000 }, 
     assert.match(svc.webhooks.holder, new RegExp(`^${hostname()}:${process.pid}:[0-9a-f]{8}$`));
   });
 
+  it('passes asked for at once make one sender pass at a time: never more claimed than its concurrency', async () => {
+    // Three failed deliveries (one per endpoint, by label) replayed at the same moment: each
+    // replay asks the sender for a pass; passes side by side would each claim the free slot.
+    const { rx, releaseNext } = await holdingReceiver();
+    const failing = await receiver(() => ({ status: 500 }));
+    const svc = await service({ concurrency: 1, pollIntervalMs: 60_000, retrySchedule: [] });
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const { endpoint: ep } = await svc.webhooks.createEndpoint(TENANT, {
+        url: `${failing.url}/failing-${i}`,
+        eventTypes: ['operation.succeeded'],
+        labels: { n: String(i) },
+      });
+      await svc.accepted.submit('demo.echo', null, { tenant: TENANT, labels: { n: String(i) } });
+      const d = await deliveryWhen(svc, ep.id, (x) => x.status === 'failed');
+      ids.push(d.id);
+      await svc.webhooks.updateEndpoint(TENANT, ep.id, { url: `${rx.url}/back-${i}` }, undefined);
+    }
+    const claimedSoFar = () =>
+      svc.calls
+        .filter((c) => c.method === 'webhooks.claimDeliveries')
+        .reduce((n, c) => n + (Array.isArray(c.result) ? c.result.length : 0), 0);
+    await eventually(() => claimedSoFar() === 3); // the three first attempts' claims, recorded
+    await Promise.all(ids.map((id) => svc.webhooks.replayDelivery(TENANT, id)));
+    for (let sent = 1; sent <= 3; sent++) {
+      await eventually(() => rx.received.length >= sent);
+      await sleep(30);
+      assert.equal(claimedSoFar() - 3, sent, `${sent} claimed, one at a time`);
+      releaseNext();
+    }
+    await eventually(async () => (await deliveriesOf(svc)).every((d) => d.status === 'delivered'));
+  });
+
   it('renews its own lease under the same token once half of it has passed, and reads nothing while idle; a node started after it reads the consumer once and takes nothing', async () => {
     const rx = await receiver();
     const a = await service({ dispatchLeaseMs: 4_000 });
