@@ -637,7 +637,7 @@ describe('webhook service: the dispatcher and the sender', { timeout: 60_000 }, 
 
   it('renews its own lease under the same token once half of it has passed, and reads nothing while idle; a node started after it reads the consumer once and takes nothing', async () => {
     const rx = await receiver();
-    const a = await service({ dispatchLeaseMs: 4_000 });
+    const a = await service({ dispatchLeaseMs: 8_000 });
     const { calls } = a;
     const { endpoint: ep } = await endpoint(a, `${rx.url}/renewed`);
     await submit(a);
@@ -657,7 +657,7 @@ describe('webhook service: the dispatcher and the sender', { timeout: 60_000 }, 
       'an idle service only reads',
     );
     // Past half the lease: a pass with nothing new reads the consumer and writes nothing.
-    await sleep(2_100);
+    await sleep(4_100);
     const past = calls.length;
     await endpoint(a, `${rx.url}/nothing-new`); // asks for a pass
     await eventually(() => calls.slice(past).some((c) => c.method === 'consumers.get'));
