@@ -105,6 +105,20 @@ describe('what a handler throws becomes the operation error', () => {
     assert.equal('details' in toOperationError({ code: 'C', message: 'm', details: deep }), false);
     assert.equal('details' in toOperationError({ code: 'C', message: 'm', details: 1n }), false);
     assert.equal('details' in toOperationError({ code: 'C', message: 'm' }), false);
+    // Codes that are not valid fall back, whoever made the error: a PermanentError of another
+    // copy of the package (the brand, any code) and a plain object.
+    const foreign = Object.assign(new Error('from another copy'), {
+      [Symbol.for('accepted.PermanentError')]: true,
+      code: 'not a code',
+    });
+    assert.deepEqual(toOperationError(foreign), {
+      code: 'PERMANENT_FAILURE',
+      message: 'from another copy',
+    });
+    assert.deepEqual(toOperationError({ code: 'not a code', message: 'plain' }), {
+      code: 'HANDLER_ERROR',
+      message: 'plain',
+    });
   });
 });
 
