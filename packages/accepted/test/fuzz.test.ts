@@ -2698,7 +2698,7 @@ describe(onStore('fuzz: every JSON route of the OpenAPI document'), { timeout: 2
               assert.equal(
                 answer.status,
                 401,
-                `bad credentials (${spec.auth}) answered ${answer.status} ${String(code)}`,
+                `bad credentials (${spec.auth}) answered ${answer.status} ${String(code)}: ${String((answer.json as { detail?: unknown } | null)?.detail)}; sent ${JSON.stringify(built.bytes.subarray(0, 600).toString('latin1'))}`,
               );
               assert.equal(code, 'UNAUTHENTICATED');
               assert.match(headerOf(answer, 'www-authenticate') ?? '', /^Bearer realm="accepted"/);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import type http from 'node:http';
-import { after, before, describe, it } from 'node:test';
+import { after, afterEach, before, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import type { Accepted } from '../src/engine/accepted.ts';
 import { demoOperations } from '../src/engine/demo.ts';
@@ -9,7 +9,7 @@ import { ApiKeys } from '../src/http/auth.ts';
 import { createHttpServer } from '../src/server/http.ts';
 import { createWebhooks, type WebhookOptions, type Webhooks } from '../src/webhooks/service.ts';
 import { verifyWebhook } from '../src/webhooks/signature.ts';
-import { eventually, onStore, startEngine, startServer, tempDir } from './helpers.ts';
+import { eventually, onStore, startEngine, startServer, stopEngines, tempDir } from './helpers.ts';
 import { Receiver } from './receiver.ts';
 
 const KEY_ACME = 'acme-key-0123456789abcdef';
@@ -25,9 +25,16 @@ interface Api {
 }
 
 const cleanups: (() => Promise<void>)[] = [];
-after(async () => {
-  for (const cleanup of cleanups.reverse()) await cleanup();
-});
+/**
+ * Closes what the tests so far started, and stops their engines: on PostgreSQL each holds a
+ * pool and a LISTEN connection, and a file that kept them all to its end could meet the
+ * server's connection limit beside the other files of the pass.
+ */
+async function closeAll(): Promise<void> {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  await stopEngines();
+}
+after(closeAll);
 
 async function startApi(options: Partial<WebhookOptions> = {}): Promise<Api> {
   const accepted = await startEngine({ operations: demoOperations });
@@ -258,6 +265,7 @@ describe(onStore('webhook endpoints over HTTP'), { timeout: 60_000 }, () => {
 });
 
 describe(onStore('webhook delivery'), { timeout: 120_000 }, () => {
+  afterEach(closeAll);
   it('retries five 500s then delivers, with one webhook-id, signed, and logs every attempt', async () => {
     const api = await startApi();
     const hook = await receiver();
@@ -620,6 +628,7 @@ describe(onStore('webhooks survive a crash'), { timeout: 120_000 }, () => {
 // Each test below kills a bug that was injected by hand and left every other test green
 // (issue 14): its name says which.
 describe(onStore('webhook delivery rules'), { timeout: 120_000 }, () => {
+  afterEach(closeAll);
   it('holds a line per operation and endpoint: a failing endpoint does not hold back another (lines not per operation alone)', async () => {
     // Retries enough (100) that /stuck's first delivery is not dead-lettered meanwhile.
     const api = await startApi({ retrySchedule: Array.from({ length: 100 }, () => 100) });
