@@ -4,7 +4,6 @@
  * (`ACCEPTED_TEST_STORE`; `scripts/test.mjs` runs this file on both).
  */
 import assert from 'node:assert/strict';
-import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import pg from 'pg';
@@ -31,18 +30,9 @@ import {
   type StoreKind as Kind,
 } from './helpers.ts';
 import { PG_URL, adminQuery, dropSchema, newSchema } from './pg-helpers.ts';
-import { Receiver, type Reply } from './receiver.ts';
+import { Receiver, closedPort, type Reply } from './receiver.ts';
 
 // ---- a real receiver ------------------------------------------------------------------------
-
-/** A loopback port nothing listens on (taken, then released). */
-async function closedPort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 // ---- stores and nodes -----------------------------------------------------------------------
 

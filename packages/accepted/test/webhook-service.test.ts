@@ -10,7 +10,6 @@
  * only; every call goes to the real store), so that the lease lengths it asks for are seen.
  */
 import assert from 'node:assert/strict';
-import net, { type AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import { after, describe, it } from 'node:test';
 import { ConfigError } from '../src/domain/options.ts';
@@ -26,8 +25,9 @@ import {
   type Webhooks,
 } from '../src/webhooks/service.ts';
 import { generateSigningKeyPair, verifyWebhook } from '../src/webhooks/signature.ts';
+import { pause } from './chaos-helpers.ts';
 import { eventually, startEngine, testStore } from './helpers.ts';
-import { Receiver, type Reply } from './receiver.ts';
+import { Receiver, closedPort, type Reply } from './receiver.ts';
 
 const TENANT = 'acme';
 
@@ -231,15 +231,6 @@ function submit(svc: Service, callbackUrl?: string) {
       ...(callbackUrl ? { callbackUrl } : {}),
     },
   );
-}
-
-/** A loopback port nothing listens on (taken, then released). */
-async function closedPort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 describe('webhook service: what an answer means', { timeout: 60_000 }, () => {
@@ -501,9 +492,6 @@ describe('webhook service: what an attempt sends and records', { timeout: 60_000
   });
 });
 
-/** Resolves after `ms`: a wait for time to pass (a lease's half, an idle spell), not a race. */
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
 /** A receiver that holds every request until the test releases it, in arrival order. */
 async function holdingReceiver() {
   const waiting: (() => void)[] = [];
@@ -557,7 +545,7 @@ describe('webhook service: the dispatcher and the sender', { timeout: 60_000 }, 
     await eventually(async () =>
       (await deliveriesOf(svc, ep.id)).some((d) => d.status === 'delivered'),
     );
-    await sleep(50);
+    await pause(50);
     assert.equal(stopped, false, 'stop waits for the attempt still in flight');
     releaseNext();
     await stopping;
@@ -589,7 +577,7 @@ describe('webhook service: the dispatcher and the sender', { timeout: 60_000 }, 
         .reduce((n, c) => n + (Array.isArray(c.result) ? c.result.length : 0), 0);
     for (let sent = 2; sent <= 7; sent++) {
       await eventually(() => rx.received.length >= sent);
-      await sleep(30); // time for a third to start, were the bound not kept
+      await pause(30); // time for a third to start, were the bound not kept
       assert.equal(rx.received.length, sent, `${sent} sent, two at a time`);
       assert.equal(claimed(), sent, `${sent} claimed, two at a time`);
       releaseNext();
@@ -628,7 +616,7 @@ describe('webhook service: the dispatcher and the sender', { timeout: 60_000 }, 
     await Promise.all(ids.map((id) => svc.webhooks.replayDelivery(TENANT, id)));
     for (let sent = 1; sent <= 3; sent++) {
       await eventually(() => rx.received.length >= sent);
-      await sleep(30);
+      await pause(30);
       assert.equal(claimedSoFar() - 3, sent, `${sent} claimed, one at a time`);
       releaseNext();
     }
@@ -646,9 +634,9 @@ describe('webhook service: the dispatcher and the sender', { timeout: 60_000 }, 
     const token = (first?.result as { token?: string } | undefined)?.token;
     assert.ok(token);
     // Idle: the poll reads whether anything is due, and does nothing else.
-    await sleep(100);
+    await pause(100);
     const mark = calls.length;
-    await sleep(300);
+    await pause(300);
     assert.deepEqual(
       [...new Set(calls.slice(mark).map((c) => c.method))].filter(
         (m) => m !== 'webhooks.nextDeliveryAt' && m !== 'store.lastSeq',
@@ -657,11 +645,11 @@ describe('webhook service: the dispatcher and the sender', { timeout: 60_000 }, 
       'an idle service only reads',
     );
     // Past half the lease: a pass with nothing new reads the consumer and writes nothing.
-    await sleep(4_100);
+    await pause(4_100);
     const past = calls.length;
     await endpoint(a, `${rx.url}/nothing-new`); // asks for a pass
     await eventually(() => calls.slice(past).some((c) => c.method === 'consumers.get'));
-    await sleep(50);
+    await pause(50);
     assert.equal(calls.slice(past).filter((c) => c.method === 'consumers.acquire').length, 0);
     // With something to dispatch it renews the lease, still running, under the same token.
     await submit(a);
@@ -676,7 +664,7 @@ describe('webhook service: the dispatcher and the sender', { timeout: 60_000 }, 
     await a.webhooks.stop();
     const mark2 = calls.length;
     const b = await service({ accepted: a.accepted as Accepted & { observer: Observer } });
-    await sleep(400);
+    await pause(400);
     const byB = calls.slice(mark2);
     assert.equal(byB.filter((c) => c.method === 'consumers.get').length, 1);
     assert.equal(byB.filter((c) => c.method === 'consumers.acquire').length, 0);
@@ -858,7 +846,7 @@ describe('webhook service: the dispatcher and the sender', { timeout: 60_000 }, 
       30_000,
     );
     await svc.webhooks.updateEndpoint(TENANT, ep.id, { enabled: false }, undefined);
-    await sleep(600); // past the retry's 400 ms: due, but its endpoint is disabled
+    await pause(600); // past the retry's 400 ms: due, but its endpoint is disabled
     await svc.webhooks.updateEndpoint(TENANT, ep.id, { enabled: true }, undefined);
     await deliveryWhen(svc, ep.id, (d) => d.id === queued.id && d.status === 'delivered', 30_000);
   });
