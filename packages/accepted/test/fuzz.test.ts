@@ -860,6 +860,13 @@ function entityTags(value: string): string[] | '*' {
   return tags.filter((t) => t !== '');
 }
 
+/**
+ * A byte RFC 9110 §5.5 keeps out of a field value (a control other than HTAB, or DEL): Node's
+ * parser refuses the request before any route reads it, so credentials are never looked at.
+ */
+const refusedInFieldValue = (byte: number) => (byte < 0x20 && byte !== 0x09) || byte === 0x7f;
+const UNPARSABLE = 'a header value the HTTP parser refuses';
+
 function headerBytes(value: HeaderValue, etag: string | null): Buffer {
   switch (value.kind) {
     case 'text':
@@ -1001,6 +1008,11 @@ async function build(spec: RequestSpec): Promise<Built> {
   }
   if (MALFORMED_FRAMINGS.includes(spec.framing)) {
     mustRefuse.push(`a malformed request (${spec.framing})`);
+  }
+  for (const [name, value] of lines) {
+    const at = value.findIndex(refusedInFieldValue);
+    if (at >= 0)
+      mustRefuse.push(`${UNPARSABLE} (${name} holds 0x${value[at]?.toString(16)} at ${at})`);
   }
   const headSize =
     target.length + 16 + lines.reduce((n, [name, value]) => n + name.length + value.length + 4, 0);
@@ -1600,12 +1612,19 @@ function checkIdempotency(built: Built, answer: Answer): void {
   }
 }
 
+/** JSON text with DEL and the bytes above ASCII escaped too (JSON.stringify leaves them). */
+const shownBytes = (text: string) =>
+  JSON.stringify(text).replace(
+    /[\x7f-\xff]/g,
+    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`,
+  );
+
 /** A request, for a failure report: what was sent, shortened. */
 function describeRequest(spec: RequestSpec, built: Built | null): string {
   const lines = [`${spec.route.method} ${built?.target.slice(0, 300) ?? spec.route.path}`];
   for (const [name, value] of built?.headerLines ?? []) {
     lines.push(
-      `  ${name}: ${JSON.stringify(value.length > 120 ? `${value.slice(0, 120)}… (${value.length} bytes)` : value)}`,
+      `  ${name}: ${shownBytes(value.length > 120 ? `${value.slice(0, 120)}… (${value.length} bytes)` : value)}`,
     );
   }
   if (spec.framing !== 'length') lines.push(`  (framing: ${spec.framing})`);
@@ -1614,7 +1633,7 @@ function describeRequest(spec: RequestSpec, built: Built | null): string {
   }
   if (built?.body) {
     const text = built.body.toString('latin1');
-    lines.push(`  bytes: ${JSON.stringify(text.length > 300 ? `${text.slice(0, 300)}…` : text)}`);
+    lines.push(`  bytes: ${shownBytes(text.length > 300 ? `${text.slice(0, 300)}…` : text)}`);
   }
   if (spec.body && spec.replay === null) {
     lines.push(
@@ -2689,6 +2708,13 @@ describe(onStore('fuzz: every JSON route of the OpenAPI document'), { timeout: 2
                 401,
                 'a public route refused a request for its credentials',
               );
+            } else if (built.mustRefuse.some((r) => r.startsWith(UNPARSABLE))) {
+              assert.equal(
+                answer.status,
+                400,
+                `${built.mustRefuse.join('; ')}: answered ${answer.status}`,
+              );
+              assert.equal(code, 'MALFORMED_REQUEST');
             } else if (
               spec.auth === 'twice' ||
               built.mustRefuse.some((r) => r.startsWith('headers of'))
@@ -2698,7 +2724,7 @@ describe(onStore('fuzz: every JSON route of the OpenAPI document'), { timeout: 2
               assert.equal(
                 answer.status,
                 401,
-                `bad credentials (${spec.auth}) answered ${answer.status} ${String(code)}: ${String((answer.json as { detail?: unknown } | null)?.detail)}; sent ${JSON.stringify(built.bytes.subarray(0, 600).toString('latin1'))}`,
+                `bad credentials (${spec.auth}) answered ${answer.status} ${JSON.stringify(answer.json)}; sent ${shownBytes(built.bytes.subarray(0, 600).toString('latin1'))}`,
               );
               assert.equal(code, 'UNAUTHENTICATED');
               assert.match(headerOf(answer, 'www-authenticate') ?? '', /^Bearer realm="accepted"/);
