@@ -123,6 +123,37 @@ describe(onStore('#9 the feed indexes single-operation subscribers'), { timeout:
   });
 });
 
+describe(onStore('what wakes a wait'), { timeout: 60_000 }, () => {
+  it('a wait for the end reads its operation when it begins and when it ends, not at each start or progress', async () => {
+    const gate = gatedStore(testStore());
+    const accepted = await startEngine({ store: gate.store, operations: [heldOperation] });
+    const op = await accepted.submit('test.held', { name: 'reads' });
+    const readsBefore = gate.reads.get(op.id) ?? 0;
+    const waiting = accepted.wait(op.id);
+    // Also one that waits past a version: every change of the operation wakes it.
+    const pastStart = accepted.wait(op.id, { afterVersion: 2 });
+    for (let i = 0; i < 20; i++) await step('reads');
+    assert.ok((await pastStart).version >= 3, 'a wait past a version is woken by progress');
+    await step('reads', true);
+    const done = await waiting;
+    assert.equal(done.status, 'succeeded');
+    assert.equal(done.version, 2 + 20 + 1, 'queued, started, 20 progress events, succeeded');
+    // The end's wait: its first read and the read after the end; the other wait's reads
+    // (first, and after each change up to version 3) are a few more. Not one per event.
+    const reads = (gate.reads.get(op.id) ?? 0) - readsBefore;
+    assert.ok(reads <= 6, `${reads} reads for two waits over 23 events`);
+    // An end without an attempt (a queued operation canceled) ends it too.
+    const other = await accepted.submit(
+      'test.held',
+      { name: 'canceled' },
+      { runAt: Date.now() + 3_600_000 },
+    );
+    const ended = accepted.wait(other.id);
+    await accepted.cancel(other.id);
+    assert.equal((await ended).status, 'canceled');
+  });
+});
+
 describe(onStore('#9 waits and AbortSignal listeners'), { timeout: 120_000 }, () => {
   it('#9 200 concurrent accepted.wait() calls print no MaxListenersExceededWarning', async () => {
     const accepted = await startEngine({ operations: [heldOperation] });

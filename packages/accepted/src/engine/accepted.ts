@@ -1,6 +1,7 @@
 import { AcceptedError, operationNotFound as notFound } from '../domain/errors.ts';
 import {
   EVENT_TYPES,
+  TERMINAL_EVENT_TYPES,
   type EventFilter,
   type EventType,
   type OperationEvent,
@@ -27,6 +28,9 @@ export const DEFAULT_TENANT = 'default';
 export type { OperationSnapshot } from '../store/store.ts';
 
 const TYPE_NAME = new RegExp(TYPE_PATTERN);
+
+/** The events that can end a wait for an operation's end: its end, or its deletion. */
+const WAIT_ENDS: ReadonlySet<EventType> = new Set([...TERMINAL_EVENT_TYPES, 'operation.deleted']);
 
 /** Everything `createAccepted` takes. Validated once, then frozen. */
 export interface AcceptedOptions {
@@ -559,13 +563,22 @@ export function createAccepted(options: AcceptedOptions): Accepted {
     const tenant = tenantOf(waitOptions);
     const { afterVersion, signal } = waitOptions;
     // Woken by an event of the operation (the feed indexes waits by operation id), by the
-    // caller's signal, or by stop(). `dirty`: something happened since the last read.
+    // caller's signal, or by stop(). `dirty`: something happened since the last read. A wait
+    // for the end is woken by an end (or the deletion) only: a start, a retry or progress
+    // would cost a read each and end nothing.
     const pending = { wake: null as (() => void) | null, dirty: false };
     const poke = () => {
       pending.dirty = true;
       pending.wake?.();
     };
-    const unsubscribe = feed.subscribe({ tenant, operationIds: new Set([id]) }, poke);
+    const unsubscribe = feed.subscribe(
+      {
+        tenant,
+        operationIds: new Set([id]),
+        ...(afterVersion === undefined ? { types: WAIT_ENDS } : {}),
+      },
+      poke,
+    );
     const forgetAbort = onAbort(signal, poke);
     waiters.add(poke);
     const deadline =
