@@ -1,16 +1,17 @@
 // End-to-end throughput the way users write it in-process: the workload of e2e-inprocess.ts
 // (N no-op operations, 64 submitters, worker concurrency 64, durable SQLite store), with each
-// result awaited with `accepted.wait(id)` instead of read from the log. PENDING caps the
-// waits outstanding at once (a submitter waits for a slot before it submits): run it at 1,000,
-// 10,000 and 100,000 to see whether an event costs more as waits grow. Prints one JSON line.
+// result awaited with `accepted.wait(id)` instead of read from the log, while PARKED other
+// waits are pending all along: waits on operations scheduled for tomorrow (`runAt`), made
+// before the clock starts. Run it with 1,000, 10,000 and 100,000 parked waits: if an event
+// costs more as waits grow, the figure falls. Prints one JSON line.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createAccepted, defineOperation } from '../packages/accepted/src/index.ts';
 import { sqliteStore } from '../packages/accepted/src/store/sqlite/index.ts';
 
-const PENDING = Number(process.env.PENDING ?? 1_000);
-const N = Number(process.env.N ?? Math.max(20_000, PENDING));
+const PARKED = Number(process.env.PARKED ?? 1_000);
+const N = Number(process.env.N ?? 20_000);
 const C = Number(process.env.C ?? 64);
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'accepted-bench-'));
@@ -24,27 +25,36 @@ let warnings = 0;
 process.on('warning', () => warnings++);
 await accepted.start();
 
+// The parked waits: operations due tomorrow, each awaited; none ends during the run.
+const tomorrow = Date.now() + 86_400_000;
+const parked = new AbortController();
+const parkedWaits: Promise<unknown>[] = [];
+let made = 0;
+await Promise.all(
+  Array.from({ length: C }, async () => {
+    while (made < PARKED) {
+      made++;
+      const op = await accepted.submit('noop', { parked: true }, { runAt: tomorrow });
+      parkedWaits.push(accepted.wait(op.id, { signal: parked.signal }).catch(() => undefined));
+    }
+  }),
+);
+// Every parked wait has read its operation once and is parked on the feed.
+await new Promise((resolve) => setTimeout(resolve, 200));
+const waitingBefore = accepted.waiting;
+
 const latencies: number[] = [];
 const waits: Promise<void>[] = [];
-let pending = 0;
-let maxPending = 0;
-/** Submitters parked for a free slot (pending at the cap). */
-const slots: (() => void)[] = [];
 let next = 0;
 const t0 = performance.now();
 async function submitter() {
   while (next < N) {
-    const i = next++;
-    while (pending >= PENDING) await new Promise<void>((resolve) => slots.push(resolve));
-    pending++;
-    maxPending = Math.max(maxPending, pending);
-    const op = await accepted.submit('noop', { i });
+    next++;
+    const op = await accepted.submit('noop', { i: next });
     waits.push(
       accepted.wait(op.id).then((done) => {
         if (done.status !== 'succeeded') throw new Error(`${op.id} ended ${done.status}`);
         latencies.push(done.updatedAt - op.createdAt);
-        pending--;
-        slots.shift()?.();
       }),
     );
   }
@@ -59,8 +69,8 @@ console.log(
     system: 'accepted-wait',
     store: 'sqlite-full',
     N,
-    pending_cap: PENDING,
-    max_pending: maxPending,
+    parked: PARKED,
+    waiting_at_start: waitingBefore,
     submit_per_s: Math.round(N / ((tSubmit - t0) / 1000)),
     e2e_per_s: Math.round(N / ((t1 - t0) / 1000)),
     p50_ms: latencies[N >> 1],
@@ -68,5 +78,7 @@ console.log(
     warnings,
   }),
 );
+parked.abort();
+await Promise.all(parkedWaits);
 await accepted.stop();
 fs.rmSync(dir, { recursive: true, force: true });

@@ -8,7 +8,7 @@
 // It exits on SIGTERM/SIGINT, or when its stdin closes (the driver died) if launched by
 // `launchServer`, removing its data. Run alone, it serves until SIGINT.
 // Env: C (worker concurrency, default 64), WORKER=0 (API-only node), COUNT (0 = do not count),
-// DURABILITY=normal (default full). PROFILE=1 in the driver runs it under --cpu-prof, writing
+// DURABILITY=normal (default full), MAX_CONNECTIONS (default the server's 10,000). PROFILE=1 in the driver runs it under --cpu-prof, writing
 // the profile to PROFILE_DIR (default .cache/profiles).
 import type autocannon from 'autocannon';
 import { spawn } from 'node:child_process';
@@ -149,7 +149,12 @@ async function serve(): Promise<void> {
     worker,
     logger: { debug() {}, info() {}, warn: console.warn, error: console.error },
   });
-  const app = createHttpServer({ accepted, logger: false });
+  const maxConnections = Number(process.env.MAX_CONNECTIONS ?? 0);
+  const app = createHttpServer({
+    accepted,
+    logger: false,
+    ...(maxConnections > 0 ? { maxConnections } : {}),
+  });
   const controller = new AbortController();
 
   let stopping: Promise<void> | null = null;

@@ -10,7 +10,10 @@
 // latency; then once the CPU of an idle server with 100 blocked webhook lines (idle-webhooks).
 // Env: RUNS, N, C, D, K, SUBSCRIBERS, E (passed through), BENCH_ONLY: a comma list of
 // inprocess, bullmq, wait-1k, wait-10k, wait-100k (in-process, each result awaited with
-// wait(id), at most that many pending), http-e2e, http-submit, http-limit, longpoll, sqlite-limit, stream-latency,
+// wait(id) while that many other waits are parked), longpoll-parked-1k, longpoll-parked-10k
+// (over HTTP: submit, then long-poll until done, with that many other long polls held),
+// kept-empty, kept-1m-finished, kept-1m-delayed (in-process e2e on a store already holding a
+// million finished or delayed operations, and on an empty one by the same code), http-e2e, http-submit, http-limit, longpoll, sqlite-limit, stream-latency,
 // stream-fanout, ws-broadcast, webhook-throughput, webhook-floor, webhook-latency,
 // idle-webhooks, client-bundle
 // (the gzipped size of the client's browser build), or a group:
@@ -54,17 +57,50 @@ function jsonLines(output: string): Record<string, unknown>[] {
     .map((line) => JSON.parse(line) as Record<string, unknown>);
 }
 
-/** bench/e2e-wait.ts with `pending` waits outstanding at most (PENDING; N from the env or its own). */
-function waitBench(pending: number): [string, string[], string] {
+/** bench/e2e-wait.ts with `parked` waits pending all along (PARKED; N from the env or 20,000). */
+function waitBench(parked: number): [string, string[], string] {
   return [
     'env',
     [
-      `PENDING=${pending}`,
-      `N=${Math.max(Number(process.env.N ?? 20_000), pending)}`,
+      `PARKED=${parked}`,
+      `N=${Number(process.env.N ?? 20_000)}`,
       process.execPath,
       '--import',
       'tsx',
       'bench/e2e-wait.ts',
+    ],
+    root,
+  ];
+}
+
+/** bench/longpoll-parked.ts: submit and long-poll each, with `parked` other long polls held. */
+function parkedPollBench(parked: number): [string, string[], string] {
+  return [
+    'env',
+    [
+      `PARKED=${parked}`,
+      `N=${Number(process.env.N ?? 20_000)}`,
+      process.execPath,
+      '--import',
+      'tsx',
+      'bench/longpoll-parked.ts',
+    ],
+    root,
+  ];
+}
+
+/** bench/e2e-kept.ts on a store already holding `kept` operations of `kind`. */
+function keptBench(kept: number, kind: 'finished' | 'delayed'): [string, string[], string] {
+  return [
+    'env',
+    [
+      `KEPT=${kept}`,
+      `KIND=${kind}`,
+      `N=${Number(process.env.N ?? 20_000)}`,
+      process.execPath,
+      '--import',
+      'tsx',
+      'bench/e2e-kept.ts',
     ],
     root,
   ];
@@ -98,6 +134,11 @@ const ALL = [
   'wait-1k',
   'wait-10k',
   'wait-100k',
+  'longpoll-parked-1k',
+  'longpoll-parked-10k',
+  'kept-empty',
+  'kept-1m-finished',
+  'kept-1m-delayed',
   'http-e2e',
   'http-submit',
   'http-limit',
@@ -125,7 +166,32 @@ const OPTIONAL = ['sse-broadcast', 'soak'] as const;
 type Bench = (typeof ALL)[number] | (typeof OPTIONAL)[number] | (typeof POSTGRES)[number];
 const GROUPS: Record<string, readonly Bench[]> = {
   all: ALL,
-  http: ['http-e2e', 'http-submit', 'http-limit', 'longpoll'],
+  http: [
+    'http-e2e',
+    'http-submit',
+    'http-limit',
+    'longpoll',
+    'longpoll-parked-1k',
+    'longpoll-parked-10k',
+  ],
+  /** The figures of the embedded store against their peers (issue 15). */
+  embedded: [
+    'inprocess',
+    'bullmq',
+    'wait-1k',
+    'wait-10k',
+    'wait-100k',
+    'longpoll-parked-1k',
+    'longpoll-parked-10k',
+    'kept-empty',
+    'kept-1m-finished',
+    'kept-1m-delayed',
+    'http-e2e',
+    'http-submit',
+    'http-limit',
+    'stream-fanout',
+    'ws-broadcast',
+  ],
   streams: ['stream-latency', 'stream-fanout', 'ws-broadcast'],
   postgres: POSTGRES,
   webhooks: ['webhook-throughput', 'webhook-floor', 'webhook-latency', 'idle-webhooks'],
@@ -149,6 +215,11 @@ const commands: Record<Bench, () => [string, string[], string]> = {
   'wait-1k': () => waitBench(1_000),
   'wait-10k': () => waitBench(10_000),
   'wait-100k': () => waitBench(100_000),
+  'longpoll-parked-1k': () => parkedPollBench(1_000),
+  'longpoll-parked-10k': () => parkedPollBench(10_000),
+  'kept-empty': () => keptBench(0, 'finished'),
+  'kept-1m-finished': () => keptBench(1_000_000, 'finished'),
+  'kept-1m-delayed': () => keptBench(1_000_000, 'delayed'),
   bullmq: () => ['bash', ['run.sh', 'bullmq'], anchorsDir()],
   'http-e2e': () => [process.execPath, ['--import', 'tsx', 'bench/http-e2e.ts'], root],
   'http-submit': () => [process.execPath, ['--import', 'tsx', 'bench/http-submit.ts'], root],
@@ -186,6 +257,11 @@ const results: Record<Bench, Record<string, unknown>[]> = {
   'wait-1k': [],
   'wait-10k': [],
   'wait-100k': [],
+  'longpoll-parked-1k': [],
+  'longpoll-parked-10k': [],
+  'kept-empty': [],
+  'kept-1m-finished': [],
+  'kept-1m-delayed': [],
   'http-e2e': [],
   'http-submit': [],
   'http-limit': [],
@@ -227,6 +303,11 @@ for (let i = 0; i < runs; i++) {
   bench('wait-1k');
   bench('wait-10k');
   bench('wait-100k');
+  bench('longpoll-parked-1k');
+  bench('longpoll-parked-10k');
+  bench('kept-empty');
+  bench('kept-1m-finished');
+  bench('kept-1m-delayed');
   bench('http-e2e');
   bench('http-submit');
   bench('http-limit');
@@ -334,8 +415,35 @@ const summary = {
     '10k': ratio(med('wait-10k', 'e2e_per_s'), peerE2e),
     '100k': ratio(med('wait-100k', 'e2e_per_s'), peerE2e),
   },
-  /** 100k pending against 1k: 1 is flat. */
+  /** 100k parked waits against 1k: 1 is flat. */
   wait_100k_vs_1k: ratio(med('wait-100k', 'e2e_per_s'), med('wait-1k', 'e2e_per_s')),
+  longpoll_parked_e2e_per_s_median: {
+    '1k': med('longpoll-parked-1k', 'e2e_per_s'),
+    '10k': med('longpoll-parked-10k', 'e2e_per_s'),
+  },
+  longpoll_parked_ratio_vs_bullmq: {
+    '1k': ratio(med('longpoll-parked-1k', 'e2e_per_s'), peerE2e),
+    '10k': ratio(med('longpoll-parked-10k', 'e2e_per_s'), peerE2e),
+  },
+  /** 10k parked long polls against 1k: 1 is flat. */
+  longpoll_parked_10k_vs_1k: ratio(
+    med('longpoll-parked-10k', 'e2e_per_s'),
+    med('longpoll-parked-1k', 'e2e_per_s'),
+  ),
+  kept: {
+    empty: {
+      e2e_per_s: med('kept-empty', 'e2e_per_s'),
+      submit_per_s: med('kept-empty', 'submit_per_s'),
+    },
+    finished_1m: {
+      e2e_per_s: med('kept-1m-finished', 'e2e_per_s'),
+      submit_per_s: med('kept-1m-finished', 'submit_per_s'),
+    },
+    delayed_1m: {
+      e2e_per_s: med('kept-1m-delayed', 'e2e_per_s'),
+      submit_per_s: med('kept-1m-delayed', 'submit_per_s'),
+    },
+  },
   http_e2e_per_s_median: httpE2e,
   http_e2e_submit_per_s_median: med('http-e2e', 'submit_per_s'),
   http_e2e_submit_p99_ms_median: med('http-e2e', 'submit_p99_ms'),
@@ -440,8 +548,25 @@ line(
 line(
   med('wait-1k', 'e2e_per_s'),
   () =>
-    `wait(id) e2e, durable:    accepted ${['1k', '10k', '100k'].map((k) => `${fmt(summary.wait_e2e_per_s_median[k as '1k'], '/s')} at ${k} pending`).join(', ')} vs BullMQ ${fmt(peerE2e, '/s')} = ${x(summary.wait_ratio_vs_bullmq['1k'])}, ${x(summary.wait_ratio_vs_bullmq['10k'])}, ${x(summary.wait_ratio_vs_bullmq['100k'])}  (goal >= 2x, flat: 100k/1k = ${summary.wait_100k_vs_1k ?? 'n/a'})${goal(atLeast(lowest(Object.values(summary.wait_ratio_vs_bullmq)), 2))}`,
+    `wait(id) e2e, durable:    accepted ${['1k', '10k', '100k'].map((k) => `${fmt(summary.wait_e2e_per_s_median[k as '1k'], '/s')} at ${k} parked`).join(', ')} vs BullMQ ${fmt(peerE2e, '/s')} = ${x(summary.wait_ratio_vs_bullmq['1k'])}, ${x(summary.wait_ratio_vs_bullmq['10k'])}, ${x(summary.wait_ratio_vs_bullmq['100k'])}  (goal >= 2x, flat: 100k/1k = ${summary.wait_100k_vs_1k ?? 'n/a'})${goal(atLeast(lowest(Object.values(summary.wait_ratio_vs_bullmq)), 2))}`,
 );
+line(
+  med('longpoll-parked-1k', 'e2e_per_s'),
+  () =>
+    `submit + long poll, HTTP: accepted ${(['1k', '10k'] as const).map((k) => `${fmt(summary.longpoll_parked_e2e_per_s_median[k], '/s')} at ${k} parked polls`).join(', ')} vs BullMQ in-process ${fmt(peerE2e, '/s')} = ${x(summary.longpoll_parked_ratio_vs_bullmq['1k'])}, ${x(summary.longpoll_parked_ratio_vs_bullmq['10k'])}  (goal >= 1x as HTTP e2e, flat: 10k/1k = ${summary.longpoll_parked_10k_vs_1k ?? 'n/a'})${goal(atLeast(lowest(Object.values(summary.longpoll_parked_ratio_vs_bullmq)), 1))}`,
+);
+/** A figure against the empty store's: the goal is within 10% (0.9 or more). */
+const vsEmpty = (figure: number | null, empty: number | null) => ratio(figure, empty);
+line(med('kept-empty', 'e2e_per_s'), () => {
+  const { empty, finished_1m: finished, delayed_1m: delayed } = summary.kept;
+  const worst = lowest([
+    vsEmpty(finished.e2e_per_s, empty.e2e_per_s),
+    vsEmpty(finished.submit_per_s, empty.submit_per_s),
+    vsEmpty(delayed.e2e_per_s, empty.e2e_per_s),
+    vsEmpty(delayed.submit_per_s, empty.submit_per_s),
+  ]);
+  return `1M kept, e2e (submit):    empty ${fmt(empty.e2e_per_s, '/s')} (${fmt(empty.submit_per_s, '/s')}); 1M finished ${fmt(finished.e2e_per_s, '/s')} (${fmt(finished.submit_per_s, '/s')}) = ${x(vsEmpty(finished.e2e_per_s, empty.e2e_per_s))}; 1M delayed ${fmt(delayed.e2e_per_s, '/s')} (${fmt(delayed.submit_per_s, '/s')}) = ${x(vsEmpty(delayed.e2e_per_s, empty.e2e_per_s))}  (goal: within 10% of empty)${goal(atLeast(worst, 0.9))}`;
+});
 line(
   httpE2e,
   () =>
