@@ -171,6 +171,9 @@ export function embeddingCases(mounted: () => Mounted, { webhooks = true } = {})
     await sse.opened();
     assert.equal(sse.status, 200);
     assert.match(String(sse.headers['content-type']), /^text\/event-stream/);
+    // In a host's server the stream stays that server's chunked response (its listeners see
+    // it end); only Accepted's own server takes the socket after the head.
+    assert.equal(sse.headers['transfer-encoding'], 'chunked');
     await sse.until(() => sse.messages.some((m) => m.event === 'operation.snapshot'), 'snapshot');
     const snapshot = JSON.parse(
       sse.messages.find((m) => m.event === 'operation.snapshot')?.data ?? '{}',

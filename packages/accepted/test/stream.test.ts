@@ -73,7 +73,10 @@ after(async () => {
   for (const app of apps) await app.close();
 });
 
-async function startApi(streams: StreamOptions = {}): Promise<Api> {
+async function startApi(
+  streams: StreamOptions = {},
+  prepare?: (app: FastifyInstance) => void,
+): Promise<Api> {
   const accepted = await startEngine({
     operations: [...demoOperations, stepOperation, burstOperation],
   });
@@ -86,6 +89,7 @@ async function startApi(streams: StreamOptions = {}): Promise<Api> {
     apiKeys,
     streams: { heartbeatMs: 100, ...streams },
   });
+  prepare?.(app);
   const base = await app.listen({ port: 0, host: '127.0.0.1' });
   apps.push(app);
   return { accepted, app, base, ws: `${base.replace('http', 'ws')}/v1/ws` };
@@ -840,5 +844,105 @@ describe(onStore('raw HTTP framing'), { timeout: 30_000 }, () => {
       assert.equal(String(event.seq), frame[1]);
       assert.equal(event.type, frame[2]);
     }
+  });
+});
+
+/** A raw SSE request on its own socket; resolves with the socket once the head has come. */
+function rawStream(
+  base: string,
+  path: string,
+): Promise<{ socket: net.Socket; head: string; body: () => string; ended: Promise<void> }> {
+  const url = new URL(`${base}${path}`);
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(Number(url.port), url.hostname, () => {
+      socket.write(
+        `GET ${url.pathname}${url.search} HTTP/1.1\r\nhost: ${url.host}\r\naccept: text/event-stream\r\nauthorization: Bearer ${KEY_ACME}\r\n\r\n`,
+      );
+    });
+    let text = '';
+    let resolved = false;
+    const ended = new Promise<void>((done) => socket.once('close', () => done()));
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => {
+      text += chunk;
+      const end = text.indexOf('\r\n\r\n');
+      if (!resolved && end >= 0) {
+        resolved = true;
+        resolve({
+          socket,
+          head: text.slice(0, end),
+          body: () => text.slice(end + 4),
+          ended,
+        });
+      }
+    });
+    socket.on('error', reject);
+  });
+}
+
+describe(onStore('SSE: the socket after the head'), { timeout: 60_000 }, () => {
+  it("on Accepted's own server a stream is close-delimited, not chunked, and ends with its connection", async () => {
+    const api = await startApi();
+    const op = await submit(api, { type: 'test.steps', input: { name: 'close', steps: 1 } });
+    const stream = await rawStream(api.base, `/v1/operations/${op.id}/events`);
+    assert.match(stream.head, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.match(stream.head, /\r\nconnection: close(\r\n|$)/i);
+    assert.doesNotMatch(stream.head, /transfer-encoding/i);
+    assert.match(stream.head, /\r\ncontent-type: text\/event-stream; charset=utf-8(\r\n|$)/i);
+    assert.match(stream.head, /\r\ndate: /i);
+    await eventually(() => stream.body().includes('event: operation.snapshot'));
+    await step('close');
+    // The end: the last event, then the server closes the connection (no chunk terminator).
+    await stream.ended;
+    const body = stream.body();
+    assert.match(body, /^retry: \d+\n\n/);
+    assert.match(body, /event: operation\.succeeded\ndata: \{.*\}\n\n$/);
+    assert.doesNotMatch(body, /^[0-9a-f]+\r\n/m, 'no chunk-size lines');
+  });
+
+  it("node:http's request and response are freed while the stream stays open", async () => {
+    // The server's objects of each stream request, held weakly: they must not outlive the head.
+    const held: { req: WeakRef<object>; res: WeakRef<object> }[] = [];
+    const api = await startApi({}, (app) => {
+      app.addHook('onRequest', async (request, reply) => {
+        if (request.url.endsWith('/events')) {
+          held.push({ req: new WeakRef(request.raw), res: new WeakRef(reply.raw) });
+        }
+      });
+    });
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as () => void;
+    const op = await submit(api, { type: 'test.steps', input: { name: 'freed', steps: 2 } });
+    const before = api.app.streamHub.stats().connections;
+    const stream = await rawStream(api.base, `/v1/operations/${op.id}/events`);
+    await eventually(() => api.app.streamHub.stats().connections === before + 1);
+    assert.equal(held.length, 1);
+    await eventually(() => {
+      gc();
+      return held.every((e) => e.req.deref() === undefined && e.res.deref() === undefined);
+    });
+    // And the stream still works, to its end.
+    await step('freed');
+    await eventually(() => stream.body().includes('event: operation.progress'));
+    await step('freed');
+    await stream.ended;
+    assert.match(stream.body(), /event: operation\.succeeded/);
+  });
+
+  it('a client that resets its stream leaves the server serving, and nothing attached', async () => {
+    const api = await startApi();
+    const before = api.app.streamHub.stats().connections;
+    const streams = await Promise.all(
+      Array.from({ length: 20 }, () => rawStream(api.base, '/v1/events')),
+    );
+    await eventually(() => api.app.streamHub.stats().connections === before + 20);
+    for (const [i, stream] of streams.entries()) {
+      if (i % 2 === 0) stream.socket.resetAndDestroy();
+      else stream.socket.end(); // half-closed: the server ends its side too
+    }
+    await Promise.all(streams.map((stream) => stream.ended));
+    await eventually(() => api.app.streamHub.stats().connections === before);
+    const op = await submit(api, { type: 'demo.echo', input: { after: 'resets' } });
+    assert.ok(op.id);
   });
 });

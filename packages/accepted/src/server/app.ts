@@ -270,7 +270,7 @@ export function installAccepted(app: FastifyInstance, options: CoreOptions): Acc
   }
 
   const tokens = new StreamTokens(options.streams?.tokenSecret);
-  const hub = new StreamHub(accepted, streamSettings(options.streams));
+  const hub = new StreamHub(accepted, streamSettings(options.streams), options.mode === 'server');
   if (!app.hasDecorator('streamHub')) app.decorate('streamHub', hub);
 
   /**

@@ -14,6 +14,7 @@ import type { Store } from '../store/store.ts';
 import { postgresStore } from '../store/postgres/postgres-store.ts';
 import { sqliteStore } from '../store/sqlite/sqlite-store.ts';
 import { createWebhooks, type Webhooks } from '../webhooks/service.ts';
+import { closeDetachedSockets } from '../stream/detach.ts';
 import { resolveServerConfig, type ServerConfig, type ServerOptions } from './config.ts';
 
 export interface CreateServerOptions extends ServerOptions {
@@ -156,7 +157,13 @@ export function createServer(
       });
       // Streams end at once; a connection that never sent a request would hold the close
       // until its header timeout, so whatever is left after 2 s is cut.
-      const cut = setTimeout(() => http.server.closeAllConnections(), graceful ? 2000 : 0);
+      const cut = setTimeout(
+        () => {
+          http.server.closeAllConnections();
+          closeDetachedSockets(http.server);
+        },
+        graceful ? 2000 : 0,
+      );
       await http.close();
       clearTimeout(cut);
       state = 'stopped';

@@ -86,6 +86,12 @@ export class StreamHub implements Source {
   constructor(
     readonly accepted: Accepted,
     readonly settings: StreamSettings,
+    /**
+     * Whether the HTTP server is Accepted's own (`accepted serve`, `createHttpServer`): then an
+     * event stream takes its socket from node:http after the head. In a host's server (plugin,
+     * handler) the response stays node:http's.
+     */
+    readonly ownsConnections = false,
   ) {}
 
   get position(): number {

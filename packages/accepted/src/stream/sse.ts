@@ -1,9 +1,9 @@
-import type { ServerResponse } from 'node:http';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { EventSelection } from '../engine/accepted.ts';
 import type { Logger } from '../domain/logger.ts';
 import { monitorAt } from '../wire/mount.ts';
 import { isTerminal, type Operation } from '../domain/operation.ts';
+import { detachFromHttp, responseWire, type StreamWire } from './detach.ts';
 import { sseMessage, type Frame } from './frame.ts';
 import type { CloseReason, Connection, StreamHub } from './hub.ts';
 import { Subscription, type Sink } from './subscription.ts';
@@ -13,8 +13,8 @@ const CLOSE_GRACE_MS = 5000;
 
 /**
  * One Server-Sent Events response carrying one subscription. Writes go straight to the
- * socket; when the socket's buffer is full (`write` returns false) the subscription holds its
- * events until `drain`.
+ * socket (taken from node:http after the head where the server is ours, `detach.ts`); when
+ * its buffer is full (`write` returns false) the subscription holds its events until `drain`.
  */
 class SseConnection implements Sink, Connection {
   congested = false;
@@ -23,11 +23,11 @@ class SseConnection implements Sink, Connection {
   private done = false;
 
   constructor(
-    private readonly res: ServerResponse,
+    private readonly wire: StreamWire,
     private readonly hub: StreamHub,
     private readonly log: Logger,
   ) {
-    res.on('close', () => this.cleanup());
+    wire.onClose(() => this.cleanup());
   }
 
   /** Subscribes and starts: catch-up from the cursor, then live events. */
@@ -38,7 +38,7 @@ class SseConnection implements Sink, Connection {
   }
 
   send(chunk: string | Buffer): void {
-    if (!this.res.write(chunk)) this.congest();
+    if (!this.wire.write(chunk)) this.congest();
   }
 
   write(_subscription: Subscription, frame: Frame): void {
@@ -49,7 +49,7 @@ class SseConnection implements Sink, Connection {
     if (this.congested) return;
     this.congested = true;
     this.stalledSince = Date.now();
-    this.res.once('drain', () => {
+    this.wire.onceDrain(() => {
       this.congested = false;
       this.stalledSince = null;
       this.subscription?.resume();
@@ -73,13 +73,13 @@ class SseConnection implements Sink, Connection {
     if (this.done) return;
     this.finish(sseMessage('stream.closing', { reason }));
     // A client that reads nothing would hold the socket open while the end waits to flush.
-    setTimeout(() => this.res.destroy(), CLOSE_GRACE_MS).unref();
+    setTimeout(() => this.wire.destroy(), CLOSE_GRACE_MS).unref();
   }
 
   private finish(last?: string): void {
     if (this.done) return;
     this.done = true;
-    this.res.end(last);
+    this.wire.end(last);
     this.cleanup();
   }
 
@@ -123,16 +123,20 @@ export function openEventStream(
   }
   void reply.hijack();
   const res = reply.raw;
-  res.writeHead(200, headers);
   if (hub.isClosed) {
     // As a stream open at shutdown is closed: the notice, then the end (an EventSource
     // reconnects, to another node or after the restart; a status other than 200 would stop it).
-    res.end(
+    responseWire(res, headers).end(
       `retry: ${hub.settings.retryMs}\n\n${sseMessage('stream.closing', { reason: 'SHUTTING_DOWN' })}`,
     );
     return reply;
   }
-  const connection = new SseConnection(res, hub, request.log);
+  // On a server of ours the stream keeps the socket alone; in a host's server the response
+  // stays node:http's (the host's own listeners on it, access logs and metrics, see it end).
+  const wire =
+    (hub.ownsConnections ? detachFromHttp(request.raw, res, headers)?.wire : undefined) ??
+    responseWire(res, headers);
+  const connection = new SseConnection(wire, hub, request.log);
   connection.send(`retry: ${hub.settings.retryMs}\n\n`);
   const { snapshot, operationId } = stream;
   if (snapshot) {
