@@ -126,12 +126,15 @@ export async function runFanout<Info extends ServerInfo>(spec: FanoutSpec<Info>)
     const open = opened.reduce((sum, o) => sum + o.open, 0);
     const rampMs = Math.max(...opened.map((o) => o.ms));
     log(`${open}/${SUBSCRIBERS} open in ${rampMs} ms`);
+    // A figure per connection is only worth something with every connection open.
     if (open < SUBSCRIBERS) {
-      console.error(
-        `[${spec.bench}] ${SUBSCRIBERS - open} connections failed: ${opened.flatMap((o) => o.errors).join('; ')}`,
+      throw new Error(
+        `[${spec.bench}] ${SUBSCRIBERS - open} connections failed: ${opened
+          .flatMap((o) => o.errors)
+          .slice(0, 5)
+          .join('; ')}`,
       );
     }
-    if (open === 0) throw new Error('no connection opened');
     await sleep(SETTLE_MS);
     const after = await server.request<NodeJS.MemoryUsage & { connections?: number }>('memory');
     log(`server rss ${before.rss} -> ${after.rss}, heap ${before.heapUsed} -> ${after.heapUsed}`);

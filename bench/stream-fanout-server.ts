@@ -75,7 +75,13 @@ const accepted = createAccepted({
   ],
   logger: { debug() {}, info() {}, warn: console.warn, error: console.error },
 });
-const app = createHttpServer({ accepted, logger: false });
+// No connection caps: the figure is the memory of SUBSCRIBERS streams from one address.
+const app = createHttpServer({
+  accepted,
+  logger: false,
+  maxConnections: 0,
+  maxConnectionsPerIp: 0,
+});
 
 await accepted.start();
 await app.listen({ port: 0, host: '127.0.0.1' });
