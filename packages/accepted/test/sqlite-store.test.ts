@@ -354,6 +354,53 @@ describe('SQLite store specifics', () => {
     }
   });
 
+  it('retention reads no table whole: every statement of a purge (the probe too) goes by an index', async () => {
+    const filename = tempFile();
+    const store = new SqliteStore({ filename });
+    await store.open();
+    // The statements the store prepares while it purges, as it runs them.
+    const prepared: string[] = [];
+    const prepare = Database.prototype.prepare;
+    Database.prototype.prepare = function (this: Database.Database, sql: string) {
+      prepared.push(sql);
+      return prepare.call(this, sql) as Database.Statement;
+    } as typeof prepare;
+    try {
+      const now = Date.now();
+      for (let i = 0; i < 3; i++) {
+        const op = newOp({ runAt: now - 1 });
+        await store.create(op, now - 10_000);
+        await store.cancel(op.id, op.tenant, { code: 'CANCELED', message: 'test' }, now - 10_000);
+      }
+      // Nothing past retention, then everything: the probe alone, then the deletes too.
+      assert.equal(await store.purge(now - 60_000, 100), 0);
+      assert.equal(await store.purge(now, 100), 3);
+    } finally {
+      Database.prototype.prepare = prepare;
+      await store.close();
+    }
+    const statements = [...new Set(prepared)].filter((sql) => /\b(events|operations)\b/.test(sql));
+    assert.ok(
+      statements.some((sql) => sql.includes('EXISTS')),
+      'the probe was prepared',
+    );
+    const db = new Database(filename, { readonly: true });
+    try {
+      for (const sql of statements) {
+        const params = (sql.match(/\?/g) ?? []).map(() => 1);
+        const plan = (
+          db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...params) as { detail: string }[]
+        ).map((row) => row.detail);
+        assert.ok(
+          plan.every((detail) => !/^SCAN (events|operations)\b/.test(detail)),
+          `${sql.replace(/\s+/g, ' ')}: ${plan.join(' | ')}`,
+        );
+      }
+    } finally {
+      db.close();
+    }
+  });
+
   it('after a failed fdatasync, refuses the writes it covered and every later one, and is not ready', async () => {
     const filename = tempFile();
     const store = new SqliteStore({ filename });

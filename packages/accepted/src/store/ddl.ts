@@ -19,3 +19,11 @@ export const WEBHOOK_DELIVERY_INDEXES = `CREATE INDEX webhook_deliveries_due ON 
  */
 export const WEBHOOK_DELIVERY_LIST_INDEXES = `CREATE INDEX webhook_deliveries_tenant ON webhook_deliveries (tenant, pk);
       CREATE INDEX webhook_deliveries_status ON webhook_deliveries (tenant, status, pk);`;
+
+/**
+ * The events that outlive their operation (deletion markers, disabled endpoints), by time, for
+ * retention: without it each purge scanned the whole log (PostgreSQL's first migration has it;
+ * SQLite's migration 8).
+ */
+export const EVENT_TOMBSTONES_INDEX = `CREATE INDEX events_tombstones ON events (time)
+        WHERE type IN ('operation.deleted', 'endpoint.disabled');`;

@@ -1,4 +1,8 @@
-import { WEBHOOK_DELIVERY_INDEXES, WEBHOOK_DELIVERY_LIST_INDEXES } from '../ddl.ts';
+import {
+  EVENT_TOMBSTONES_INDEX,
+  WEBHOOK_DELIVERY_INDEXES,
+  WEBHOOK_DELIVERY_LIST_INDEXES,
+} from '../ddl.ts';
 /**
  * Numbered, append-only migrations of the PostgreSQL adapter. Never edit a released entry: add
  * a new one. The `migrations` table of the schema records those applied; `migrate` (in
@@ -60,8 +64,7 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
         labels jsonb
       );
       CREATE INDEX events_operation ON events (operation_id, seq);
-      CREATE INDEX events_tombstones ON events (time)
-        WHERE type IN ('operation.deleted', 'endpoint.disabled');
+      ${EVENT_TOMBSTONES_INDEX}
 
       -- seq_high: the highest seq ever allocated (never reused); webhook_cursor: the last
       -- event turned into deliveries.

@@ -1,4 +1,8 @@
-import { WEBHOOK_DELIVERY_INDEXES, WEBHOOK_DELIVERY_LIST_INDEXES } from '../ddl.ts';
+import {
+  EVENT_TOMBSTONES_INDEX,
+  WEBHOOK_DELIVERY_INDEXES,
+  WEBHOOK_DELIVERY_LIST_INDEXES,
+} from '../ddl.ts';
 /**
  * Numbered, append-only migrations. Never edit a released entry: add a new one.
  * `user_version` records the last one applied.
@@ -221,6 +225,13 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
     name: 'indexes that page deliveries',
     sql: `
       ${WEBHOOK_DELIVERY_LIST_INDEXES}
+    `,
+  },
+  {
+    version: 8,
+    name: 'the events that outlive their operation, by time',
+    sql: `
+      ${EVENT_TOMBSTONES_INDEX}
     `,
   },
 ];
