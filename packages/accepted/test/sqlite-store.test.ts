@@ -360,6 +360,8 @@ describe('SQLite store specifics', () => {
     await store.open();
     // The statements the store prepares while it purges, as it runs them.
     const prepared: string[] = [];
+    // Taken off the prototype to be called with each connection as `this`, below.
+    // eslint-disable-next-line @typescript-eslint/unbound-method
     const prepare = Database.prototype.prepare;
     Database.prototype.prepare = function (this: Database.Database, sql: string) {
       prepared.push(sql);
