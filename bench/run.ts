@@ -57,54 +57,29 @@ function jsonLines(output: string): Record<string, unknown>[] {
     .map((line) => JSON.parse(line) as Record<string, unknown>);
 }
 
-/** bench/e2e-wait.ts with `parked` waits pending all along (PARKED; N from the env or 20,000). */
-function waitBench(parked: number): [string, string[], string] {
+/** A benchmark script run with `env` set (and N from the environment, default 20,000). */
+function withEnv(script: string, env: Record<string, string | number>): [string, string[], string] {
   return [
     'env',
     [
-      `PARKED=${parked}`,
-      `N=${Number(process.env.N ?? 20_000)}`,
+      ...Object.entries({ N: Number(process.env.N ?? 20_000), ...env }).map(
+        ([k, v]) => `${k}=${v}`,
+      ),
       process.execPath,
       '--import',
       'tsx',
-      'bench/e2e-wait.ts',
+      `bench/${script}`,
     ],
     root,
   ];
 }
-
+/** bench/e2e-wait.ts with `parked` waits pending all along. */
+const waitBench = (parked: number) => withEnv('e2e-wait.ts', { PARKED: parked });
 /** bench/longpoll-parked.ts: submit and long-poll each, with `parked` other long polls held. */
-function parkedPollBench(parked: number): [string, string[], string] {
-  return [
-    'env',
-    [
-      `PARKED=${parked}`,
-      `N=${Number(process.env.N ?? 20_000)}`,
-      process.execPath,
-      '--import',
-      'tsx',
-      'bench/longpoll-parked.ts',
-    ],
-    root,
-  ];
-}
-
+const parkedPollBench = (parked: number) => withEnv('longpoll-parked.ts', { PARKED: parked });
 /** bench/e2e-kept.ts on a store already holding `kept` operations of `kind`. */
-function keptBench(kept: number, kind: 'finished' | 'delayed'): [string, string[], string] {
-  return [
-    'env',
-    [
-      `KEPT=${kept}`,
-      `KIND=${kind}`,
-      `N=${Number(process.env.N ?? 20_000)}`,
-      process.execPath,
-      '--import',
-      'tsx',
-      'bench/e2e-kept.ts',
-    ],
-    root,
-  ];
-}
+const keptBench = (kept: number, kind: 'finished' | 'delayed') =>
+  withEnv('e2e-kept.ts', { KEPT: kept, KIND: kind });
 
 function run(command: string, args: string[], cwd: string): Record<string, unknown> {
   const result = spawnSync(command, args, {
@@ -128,7 +103,8 @@ function median(values: number[]): number {
   return sorted.length % 2 ? sorted[mid]! : Math.round((sorted[mid - 1]! + sorted[mid]!) / 2);
 }
 
-const ALL = [
+/** The figures of the embedded store against their peers (issue 15), in the order they run. */
+const EMBEDDED = [
   'inprocess',
   'bullmq',
   'wait-1k',
@@ -142,6 +118,9 @@ const ALL = [
   'http-e2e',
   'http-submit',
   'http-limit',
+] as const;
+const ALL = [
+  ...EMBEDDED,
   'longpoll',
   'sqlite-limit',
   'stream-latency',
@@ -174,24 +153,7 @@ const GROUPS: Record<string, readonly Bench[]> = {
     'longpoll-parked-1k',
     'longpoll-parked-10k',
   ],
-  /** The figures of the embedded store against their peers (issue 15). */
-  embedded: [
-    'inprocess',
-    'bullmq',
-    'wait-1k',
-    'wait-10k',
-    'wait-100k',
-    'longpoll-parked-1k',
-    'longpoll-parked-10k',
-    'kept-empty',
-    'kept-1m-finished',
-    'kept-1m-delayed',
-    'http-e2e',
-    'http-submit',
-    'http-limit',
-    'stream-fanout',
-    'ws-broadcast',
-  ],
+  embedded: [...EMBEDDED, 'stream-fanout', 'ws-broadcast'],
   streams: ['stream-latency', 'stream-fanout', 'ws-broadcast'],
   postgres: POSTGRES,
   webhooks: ['webhook-throughput', 'webhook-floor', 'webhook-latency', 'idle-webhooks'],
