@@ -63,13 +63,13 @@ try {
   // The parked polls: one raw socket each, re-polling when the server's wait runs out.
   const tomorrow = new Date(Date.now() + 86_400_000).toISOString();
   const ids: string[] = [];
+  let asked = 0;
   await Promise.all(
     Array.from({ length: C }, async () => {
-      while (ids.length < PARKED) {
-        ids.push('');
+      while (asked++ < PARKED) {
         const answer = await submit({ parked: true }, tomorrow);
         if (answer.status !== 202 || !answer.body.id) throw new Error(`submit ${answer.status}`);
-        ids[ids.indexOf('')] = answer.body.id;
+        ids.push(answer.body.id);
       }
     }),
   );

@@ -113,7 +113,7 @@ export function detachFromHttp(
   req: IncomingMessage,
   res: ServerResponse,
   headers: Readonly<Record<string, string>>,
-): { wire: StreamWire; socket: Socket } | null {
+): StreamWire | null {
   const socket: (Socket & { parser?: HttpParser | null }) | null = res.socket;
   const parser = socket?.parser;
   if (!socket || !parser || res.headersSent || socket.destroyed || !socket.writable) return null;
@@ -157,7 +157,7 @@ export function detachFromHttp(
   socket.on('data', ignore);
   socket.resume();
   socket.write(`${head}\r\n`);
-  return { socket, wire: new SocketWire(socket) };
+  return new SocketWire(socket);
 }
 
 function destroySocket(this: Socket): void {

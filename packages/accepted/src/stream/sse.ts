@@ -134,7 +134,7 @@ export function openEventStream(
   // On a server of ours the stream keeps the socket alone; in a host's server the response
   // stays node:http's (the host's own listeners on it, access logs and metrics, see it end).
   const wire =
-    (hub.ownsConnections ? detachFromHttp(request.raw, res, headers)?.wire : undefined) ??
+    (hub.ownsConnections ? detachFromHttp(request.raw, res, headers) : null) ??
     responseWire(res, headers);
   const connection = new SseConnection(wire, hub, request.log);
   connection.send(`retry: ${hub.settings.retryMs}\n\n`);
